@@ -1,0 +1,353 @@
+// engramctl: Engram's admin and quick-use command line. Talks to engramd
+// through the C++ client library; prints results as JSON (one object per
+// line), errors as "engramctl: CODE: message" on stderr with exit code 1.
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "clients/cpp/engram_client.h"
+
+namespace {
+
+using engram::client::Client;
+namespace v1 = engram::v1;
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  std::cout << json << "\n";
+}
+
+int Fail(const absl::Status& status) {
+  std::cerr << "engramctl: " << absl::StatusCodeToString(status.code()) << ": "
+            << status.message() << "\n";
+  return 1;
+}
+
+// "0.1, 0.2 0.3" or "[0.1,0.2,0.3]" -> floats.
+absl::StatusOr<std::vector<float>> ParseVector(std::string_view text) {
+  std::string cleaned(text);
+  for (char& c : cleaned) {
+    if (c == '[' || c == ']' || c == ',' || c == '\t' || c == '\n') c = ' ';
+  }
+  std::vector<float> values;
+  for (absl::string_view token : absl::StrSplit(cleaned, ' ', absl::SkipEmpty())) {
+    float value;
+    if (!absl::SimpleAtof(token, &value) || !std::isfinite(value)) {
+      return absl::InvalidArgumentError(
+          std::string("vector value '").append(token.data(), token.size()) + "' is not a number");
+    }
+    values.push_back(value);
+  }
+  if (values.empty()) return absl::InvalidArgumentError("the vector is empty");
+  return values;
+}
+
+// Vectors from --vector, or one per line from --vector-file ("-" is stdin).
+absl::StatusOr<std::vector<std::vector<float>>> ReadVectors(const std::string& inline_vector,
+                                                            const std::string& file) {
+  std::vector<std::vector<float>> vectors;
+  if (!inline_vector.empty()) {
+    absl::StatusOr<std::vector<float>> v = ParseVector(inline_vector);
+    if (!v.ok()) return v.status();
+    vectors.push_back(*std::move(v));
+    return vectors;
+  }
+  if (file.empty()) return absl::InvalidArgumentError("give --vector or --vector-file");
+  std::ifstream input;
+  if (file != "-") {
+    input.open(file);
+    if (!input) return absl::NotFoundError("cannot read vector file '" + file + "'");
+  }
+  std::istream& in = file == "-" ? std::cin : input;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    absl::StatusOr<std::vector<float>> v = ParseVector(line);
+    if (!v.ok()) return v.status();
+    vectors.push_back(*std::move(v));
+  }
+  if (vectors.empty()) return absl::InvalidArgumentError("no vectors in '" + file + "'");
+  return vectors;
+}
+
+absl::StatusOr<v1::Metric> ParseMetric(const std::string& name) {
+  if (name == "cosine") return v1::METRIC_COSINE;
+  if (name == "ip" || name == "inner_product") return v1::METRIC_INNER_PRODUCT;
+  if (name == "l2") return v1::METRIC_L2;
+  return absl::InvalidArgumentError("metric '" + name + "' is not cosine, ip or l2");
+}
+
+// "key=value": value typed as int, double, true/false, else string.
+absl::Status ParseMetadata(const std::vector<std::string>& entries, v1::Episode* episode) {
+  for (const std::string& entry : entries) {
+    std::vector<std::string> parts = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    if (parts.size() != 2 || parts[0].empty()) {
+      return absl::InvalidArgumentError("metadata '" + entry + "' is not key=value");
+    }
+    v1::MetadataValue& value = (*episode->mutable_metadata())[parts[0]];
+    int64_t i;
+    double d;
+    if (absl::SimpleAtoi(parts[1], &i)) {
+      value.set_int_value(i);
+    } else if (absl::SimpleAtod(parts[1], &d)) {
+      value.set_double_value(d);
+    } else if (parts[1] == "true" || parts[1] == "false") {
+      value.set_bool_value(parts[1] == "true");
+    } else {
+      value.set_string_value(parts[1]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void DrawProgress(const v1::CompactProgress& progress) {
+  constexpr int kWidth = 30;
+  int filled = static_cast<int>(progress.fraction() * kWidth + 0.5);
+  std::cerr << "\r[" << std::string(filled, '#') << std::string(kWidth - filled, '-') << "] "
+            << static_cast<int>(progress.fraction() * 100 + 0.5) << "% " << progress.stage()
+            << "\033[K" << std::flush;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"engramctl: manage and query an engramd server"};
+  app.require_subcommand(1);
+  engram::client::ClientOptions options;
+  double timeout_s = 30;
+  app.add_option("-a,--address", options.address, "engramd host:port")
+      ->capture_default_str()
+      ->envname("ENGRAM_ADDRESS");
+  app.add_option("--timeout", timeout_s, "seconds per call")->capture_default_str();
+
+  // Shared option values (each subcommand binds the ones it needs).
+  std::string space, agent, session, kind, text, vector, vector_file, request_id, metric = "cosine",
+                                                                             name;
+  std::vector<std::string> metadata, kinds;
+  uint32_t dimension = 0, k = 10, page_size = 100, backup_id = 0;
+  uint64_t id = 0;
+  std::vector<uint64_t> ids;
+  bool include_embedding = false, all_pages = false;
+
+  auto* space_cmd = app.add_subcommand("space", "create, get, list or delete spaces");
+  space_cmd->require_subcommand(1);
+  auto* space_create = space_cmd->add_subcommand("create", "create a space");
+  space_create->add_option("name", name, "space name")->required();
+  space_create->add_option("--dim", dimension, "embedding dimension")->required();
+  space_create->add_option("--metric", metric, "cosine, ip or l2")->capture_default_str();
+  auto* space_get = space_cmd->add_subcommand("get", "show a space");
+  space_get->add_option("name", name)->required();
+  auto* space_list = space_cmd->add_subcommand("list", "list spaces");
+  auto* space_delete = space_cmd->add_subcommand("delete", "delete a space and its episodes");
+  space_delete->add_option("name", name)->required();
+
+  auto* put = app.add_subcommand("put", "store one episode per vector (one batch)");
+  put->add_option("-s,--space", space)->required();
+  put->add_option("--agent", agent)->required();
+  put->add_option("--session", session);
+  put->add_option("--kind", kind);
+  put->add_option("--text", text);
+  put->add_option("--vector", vector, "comma/space separated floats");
+  put->add_option("--vector-file", vector_file, "one vector per line; - for stdin");
+  put->add_option("--request-id", request_id, "idempotency key (single vector only)");
+  put->add_option("--meta", metadata, "key=value metadata (repeatable)");
+
+  auto* get = app.add_subcommand("get", "show an episode");
+  get->add_option("-s,--space", space)->required();
+  get->add_option("id", id)->required();
+
+  auto* history = app.add_subcommand("history", "show every version of an episode");
+  history->add_option("-s,--space", space)->required();
+  history->add_option("id", id)->required();
+
+  auto* list = app.add_subcommand("list", "list episodes");
+  list->add_option("-s,--space", space)->required();
+  list->add_option("--agent", agent);
+  list->add_option("--session", session);
+  list->add_option("--kind", kinds, "repeatable");
+  list->add_option("--page-size", page_size)->capture_default_str();
+  list->add_flag("--all", all_pages, "follow page tokens to the end");
+  list->add_flag("--embedding", include_embedding, "include embeddings");
+
+  auto* search = app.add_subcommand("search", "nearest episodes to a query vector");
+  search->add_option("-s,--space", space)->required();
+  search->add_option("--vector", vector);
+  search->add_option("--vector-file", vector_file, "first line is the query; - for stdin");
+  search->add_option("-k", k)->capture_default_str();
+  search->add_option("--agent", agent);
+  search->add_option("--session", session);
+
+  auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
+  remove->add_option("-s,--space", space)->required();
+  remove->add_option("--ids", ids)->delimiter(',');
+  remove->add_option("--agent", agent);
+  remove->add_option("--session", session);
+
+  auto* stats = app.add_subcommand("stats", "server and storage statistics");
+  auto* compact = app.add_subcommand("compact", "compact the database (Ctrl-C cancels)");
+  auto* checkpoint = app.add_subcommand("checkpoint", "create a checkpoint");
+  checkpoint->add_option("name", name, "directory name under the server's checkpoint_dir")
+      ->required();
+  auto* backup = app.add_subcommand("backup", "create, list, verify and restore backups");
+  backup->require_subcommand(1);
+  auto* backup_create = backup->add_subcommand("create", "back up the live database");
+  auto* backup_list = backup->add_subcommand("list", "list backups");
+  auto* backup_verify = backup->add_subcommand("verify", "check a backup's files and checksums");
+  backup_verify->add_option("id", backup_id)->required();
+  auto* backup_restore = backup->add_subcommand(
+      "restore", "restore a backup into a new directory under the server's restore_dir");
+  backup_restore->add_option("name", name)->required();
+  backup_restore->add_option("--id", backup_id, "backup id (default: latest)");
+  auto* health = app.add_subcommand("health", "exit 0 when the server is SERVING");
+
+  CLI11_PARSE(app, argc, argv);
+  options.timeout = absl::Seconds(timeout_s);
+  Client client(options);
+
+  if (*space_create) {
+    absl::StatusOr<v1::Metric> m = ParseMetric(metric);
+    if (!m.ok()) return Fail(m.status());
+    auto created = client.CreateSpace(name, dimension, *m);
+    if (!created.ok()) return Fail(created.status());
+    PrintJson(*created);
+  } else if (*space_get) {
+    auto found = client.GetSpace(name);
+    if (!found.ok()) return Fail(found.status());
+    PrintJson(*found);
+  } else if (*space_list) {
+    auto spaces = client.ListSpaces();
+    if (!spaces.ok()) return Fail(spaces.status());
+    for (const v1::Space& s : spaces->spaces()) PrintJson(s);
+  } else if (*space_delete) {
+    auto deleted = client.DeleteSpace(name);
+    if (!deleted.ok()) return Fail(deleted.status());
+    std::cout << "{\"deleted_episodes\":" << *deleted << "}\n";
+  } else if (*put) {
+    auto vectors = ReadVectors(vector, vector_file);
+    if (!vectors.ok()) return Fail(vectors.status());
+    if (!request_id.empty() && vectors->size() != 1) {
+      return Fail(absl::InvalidArgumentError("--request-id needs exactly one vector"));
+    }
+    v1::PutEpisodesRequest request;
+    request.set_space(space);
+    for (const std::vector<float>& v : *vectors) {
+      v1::EpisodeWrite* write = request.add_episodes();
+      write->set_request_id(request_id);
+      v1::Episode* e = write->mutable_episode();
+      e->set_agent_id(agent);
+      e->set_session_id(session);
+      e->set_kind(kind);
+      e->set_text(text);
+      e->mutable_embedding()->Add(v.begin(), v.end());
+      if (absl::Status s = ParseMetadata(metadata, e); !s.ok()) return Fail(s);
+    }
+    auto response = client.PutEpisodes(request);
+    if (!response.ok()) return Fail(response.status());
+    PrintJson(*response);
+  } else if (*get) {
+    auto episode = client.GetEpisode(space, id);
+    if (!episode.ok()) return Fail(episode.status());
+    PrintJson(*episode);
+  } else if (*history) {
+    auto versions = client.GetHistory(space, id);
+    if (!versions.ok()) return Fail(versions.status());
+    for (const v1::Episode& e : versions->versions()) PrintJson(e);
+  } else if (*list) {
+    v1::ListEpisodesRequest request;
+    request.set_space(space);
+    request.set_page_size(page_size);
+    request.set_include_embedding(include_embedding);
+    request.mutable_filter()->set_agent_id(agent);
+    request.mutable_filter()->set_session_id(session);
+    for (const std::string& kind_name : kinds) request.mutable_filter()->add_kinds(kind_name);
+    do {
+      auto page = client.ListEpisodes(request);
+      if (!page.ok()) return Fail(page.status());
+      for (const v1::Episode& e : page->episodes()) PrintJson(e);
+      request.set_page_token(page->next_page_token());
+    } while (all_pages && !request.page_token().empty());
+    if (!all_pages && !request.page_token().empty()) {
+      std::cerr << "(more pages; use --all)\n";
+    }
+  } else if (*search) {
+    auto vectors = ReadVectors(vector, vector_file);
+    if (!vectors.ok()) return Fail(vectors.status());
+    v1::SearchRequest request;
+    request.set_space(space);
+    request.set_k(k);
+    request.mutable_query()->Add(vectors->front().begin(), vectors->front().end());
+    request.mutable_filter()->set_agent_id(agent);
+    request.mutable_filter()->set_session_id(session);
+    auto response = client.Search(request);
+    if (!response.ok()) return Fail(response.status());
+    PrintJson(*response);
+  } else if (*remove) {
+    v1::DeleteEpisodesRequest request;
+    request.set_space(space);
+    if (!ids.empty()) {
+      if (!agent.empty()) return Fail(absl::InvalidArgumentError("give --ids or --agent, not both"));
+      request.mutable_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+    } else if (!session.empty()) {
+      request.mutable_session()->set_agent_id(agent);
+      request.mutable_session()->set_session_id(session);
+    } else if (!agent.empty()) {
+      request.set_agent_id(agent);
+    }
+    auto deleted = client.DeleteEpisodes(request);
+    if (!deleted.ok()) return Fail(deleted.status());
+    std::cout << "{\"deleted\":" << *deleted << "}\n";
+  } else if (*stats) {
+    auto response = client.Stats();
+    if (!response.ok()) return Fail(response.status());
+    PrintJson(*response);
+  } else if (*compact) {
+    bool tty = isatty(STDERR_FILENO);
+    absl::Status status = client.Compact([tty](const v1::CompactProgress& progress) {
+      if (tty) {
+        DrawProgress(progress);
+      } else {
+        PrintJson(progress);
+      }
+      return true;
+    });
+    if (tty) std::cerr << "\n";
+    if (!status.ok()) return Fail(status);
+  } else if (*checkpoint) {
+    auto path = client.Checkpoint(name);
+    if (!path.ok()) return Fail(path.status());
+    std::cout << "{\"path\":\"" << *path << "\"}\n";
+  } else if (*backup_create) {
+    auto info = client.Backup();
+    if (!info.ok()) return Fail(info.status());
+    PrintJson(*info);
+  } else if (*backup_list) {
+    auto backups = client.ListBackups();
+    if (!backups.ok()) return Fail(backups.status());
+    for (const v1::BackupInfo& info : backups->backups()) PrintJson(info);
+  } else if (*backup_verify) {
+    auto result = client.VerifyBackup(backup_id);
+    if (!result.ok()) return Fail(result.status());
+    PrintJson(*result);
+    if (!result->ok()) return 1;
+  } else if (*backup_restore) {
+    auto path = client.RestoreBackup(backup_id, name);
+    if (!path.ok()) return Fail(path.status());
+    std::cout << "{\"path\":\"" << *path << "\"}\n";
+  } else if (*health) {
+    if (absl::Status s = client.CheckHealth(); !s.ok()) return Fail(s);
+    std::cout << "{\"status\":\"SERVING\"}\n";
+  }
+  return 0;
+}

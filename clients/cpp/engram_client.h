@@ -1,0 +1,86 @@
+// The C++ client library of Engram: a thin, synchronous wrapper over the
+// generated stubs that returns absl::Status(Or) instead of grpc::Status and
+// applies a per-call timeout. Used by engramctl, the integration tests and
+// the benchmarks (which also use stubs() for the asynchronous API).
+//
+// Thread-safe: one Client may be shared by many threads.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engram/v1/admin.grpc.pb.h"
+#include "engram/v1/memory.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace engram::client {
+
+struct ClientOptions {
+  // host:port of engramd. Default: 127.0.0.1:50051.
+  std::string address = "127.0.0.1:50051";
+  // Deadline of each call. Default: 30 s.
+  absl::Duration timeout = absl::Seconds(30);
+  // Largest message received. Default: 64 MiB (the server's default limit).
+  int max_message_bytes = 64 << 20;
+};
+
+class Client {
+ public:
+  explicit Client(const ClientOptions& options = ClientOptions());
+
+  // True once the channel is connected, false when `timeout` passes first.
+  bool WaitForConnected(absl::Duration timeout);
+  // SERVING status from the standard health service.
+  absl::Status CheckHealth();
+
+  absl::StatusOr<v1::Space> CreateSpace(const std::string& name, uint32_t dimension,
+                                        v1::Metric metric);
+  absl::StatusOr<v1::Space> GetSpace(const std::string& name);
+  absl::StatusOr<v1::ListSpacesResponse> ListSpaces();
+  absl::StatusOr<uint64_t> DeleteSpace(const std::string& name);
+
+  absl::StatusOr<v1::PutEpisodesResponse> PutEpisodes(const v1::PutEpisodesRequest& request);
+  absl::StatusOr<v1::Episode> GetEpisode(const std::string& space, uint64_t id);
+  absl::StatusOr<v1::Episode> UpdateEpisode(const v1::UpdateEpisodeRequest& request);
+  absl::StatusOr<v1::GetHistoryResponse> GetHistory(const std::string& space, uint64_t id);
+  absl::StatusOr<uint64_t> DeleteEpisodes(const v1::DeleteEpisodesRequest& request);
+  absl::StatusOr<v1::ListEpisodesResponse> ListEpisodes(const v1::ListEpisodesRequest& request);
+  absl::StatusOr<v1::SearchResponse> Search(const v1::SearchRequest& request);
+
+  absl::StatusOr<v1::StatsResponse> Stats();
+  // Calls `progress` for each update; returns the final status. Cancel by
+  // returning false from `progress`.
+  absl::Status Compact(const std::function<bool(const v1::CompactProgress&)>& progress);
+  absl::StatusOr<std::string> Checkpoint(const std::string& name);
+  absl::StatusOr<v1::BackupInfo> Backup();
+  absl::StatusOr<v1::ListBackupsResponse> ListBackups();
+  absl::StatusOr<std::string> RestoreBackup(uint32_t backup_id, const std::string& name);
+  absl::StatusOr<v1::VerifyBackupResponse> VerifyBackup(uint32_t backup_id);
+
+  v1::MemoryService::Stub& memory() { return *memory_; }
+  v1::AdminService::Stub& admin() { return *admin_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+
+ private:
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Call(
+      Stub& stub,
+      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+      const Request& request);
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::MemoryService::Stub> memory_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// grpc::Status -> absl::Status (same codes and message).
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace engram::client

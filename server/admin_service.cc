@@ -1,0 +1,214 @@
+#include "server/admin_service.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "server/status_convert.h"
+
+namespace engram::server {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+void BackupToProto(const storage::BackupInfo& info, v1::BackupInfo* out) {
+  out->set_backup_id(info.backup_id);
+  out->set_timestamp_s(info.timestamp_s);
+  out->set_size_bytes(info.size_bytes);
+  out->set_file_count(info.file_count);
+}
+
+// `root`/`name` for a new entry: name must be one safe path component and
+// the entry must not exist yet.
+absl::StatusOr<std::string> NewEntryPath(const std::string& root, const std::string& name,
+                                         absl::string_view what) {
+  if (!storage::IsValidName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " name '", name, "' must be 1-64 characters of [A-Za-z0-9_.-], not . or .."));
+  }
+  std::filesystem::path path = std::filesystem::absolute(std::filesystem::path(root) / name);
+  if (std::filesystem::exists(path)) {
+    return absl::AlreadyExistsError(absl::StrCat(what, " '", path.string(), "' already exists"));
+  }
+  return path.string();
+}
+
+// Streams compaction progress. Only one write is in flight at a time; newer
+// progress replaces a pending one. Deleted when both gRPC (OnDone) and the
+// compaction task have let go of it.
+class CompactReactor final : public grpc::ServerWriteReactor<v1::CompactProgress> {
+ public:
+  CompactReactor(storage::EpisodeStore* store, RpcRunner* runner) : runner_(runner) {
+    bool queued = runner->pool()->TrySubmit([this, store] {
+      absl::Status status = store->Compact(
+          [this](double fraction, const std::string& stage) {
+            v1::CompactProgress progress;
+            progress.set_fraction(fraction);
+            progress.set_stage(stage);
+            progress.set_done(fraction >= 1.0);
+            absl::MutexLock lock(&mutex_);
+            pending_ = progress;
+            MaybeWriteLocked();
+          },
+          &cancel_);
+      {
+        absl::MutexLock lock(&mutex_);
+        result_ = status;
+        MaybeWriteLocked();
+      }
+      Unref();
+    });
+    if (!queued) {
+      absl::MutexLock lock(&mutex_);
+      result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+      MaybeWriteLocked();
+      refs_.fetch_sub(1);  // no task holds a reference
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mutex_);
+    writing_ = false;
+    if (!ok) cancel_ = true;  // the client is gone
+    MaybeWriteLocked();
+  }
+  void OnCancel() override { cancel_ = true; }
+  void OnDone() override {
+    absl::StatusCode code;
+    {
+      absl::MutexLock lock(&mutex_);
+      code = result_.value_or(absl::CancelledError()).code();
+    }
+    runner_->metrics()->RecordRpc("Compact", code, absl::Now() - start_);
+    Unref();
+  }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (writing_ || finished_) return;
+    if (pending_.has_value()) {
+      current_ = *std::move(pending_);
+      pending_.reset();
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    if (result_.has_value()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(*result_));
+    }
+  }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  RpcRunner* runner_;
+  const absl::Time start_ = absl::Now();
+  std::atomic<bool> cancel_{false};
+  std::atomic<int> refs_{2};
+  absl::Mutex mutex_;
+  std::optional<v1::CompactProgress> pending_ ABSL_GUARDED_BY(mutex_);
+  v1::CompactProgress current_ ABSL_GUARDED_BY(mutex_);
+  std::optional<absl::Status> result_ ABSL_GUARDED_BY(mutex_);
+  bool writing_ ABSL_GUARDED_BY(mutex_) = false;
+  bool finished_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* context,
+                                                  const v1::StatsRequest*,
+                                                  v1::StatsResponse* response) {
+  return runner_->Unary(context, "Stats", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::vector<SpaceInfo>> spaces = store_->ListSpaces(kDefaultTenant);
+    if (!spaces.ok()) return spaces.status();
+    for (const SpaceInfo& space : *spaces) {
+      v1::SpaceStats* out = response->add_spaces();
+      out->set_name(space.name);
+      out->set_dimension(space.dimension);
+      out->set_episode_count(space.episode_count);
+    }
+    for (const storage::ColumnFamilyStats& cf : store_->ColumnFamilies()) {
+      v1::ColumnFamilyStats* out = response->add_column_families();
+      out->set_name(cf.name);
+      out->set_estimated_keys(cf.estimated_keys);
+      out->set_sst_bytes(cf.sst_bytes);
+      out->set_memtable_bytes(cf.memtable_bytes);
+    }
+    response->set_uptime_s(absl::ToInt64Seconds(absl::Now() - started_));
+    response->set_sync_writes(config_.store.sync_writes);
+    response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
+    response->set_version(kVersion);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerWriteReactor<v1::CompactProgress>* AdminServiceImpl::Compact(
+    grpc::CallbackServerContext*, const v1::CompactRequest*) {
+  return new CompactReactor(store_, runner_);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
+                                                       const v1::CheckpointRequest* request,
+                                                       v1::CheckpointResponse* response) {
+  return runner_->Unary(context, "Checkpoint", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::string> path =
+        NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint");
+    if (!path.ok()) return path.status();
+    if (absl::Status s = store_->Checkpoint(*path); !s.ok()) return s;
+    response->set_path(*path);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Backup(grpc::CallbackServerContext* context,
+                                                   const v1::BackupRequest*,
+                                                   v1::BackupResponse* response) {
+  return runner_->Unary(context, "Backup", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<storage::BackupInfo> info = store_->CreateBackup(config_.backup_dir);
+    if (!info.ok()) return info.status();
+    BackupToProto(*info, response->mutable_backup());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerContext* context,
+                                                        const v1::ListBackupsRequest*,
+                                                        v1::ListBackupsResponse* response) {
+  return runner_->Unary(context, "ListBackups", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::vector<storage::BackupInfo>> backups =
+        store_->ListBackups(config_.backup_dir);
+    if (!backups.ok()) return backups.status();
+    for (const storage::BackupInfo& info : *backups) BackupToProto(info, response->add_backups());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(
+    grpc::CallbackServerContext* context, const v1::RestoreBackupRequest* request,
+    v1::RestoreBackupResponse* response) {
+  return runner_->Unary(context, "RestoreBackup", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::string> path =
+        NewEntryPath(config_.restore_dir, request->name(), "restore");
+    if (!path.ok()) return path.status();
+    absl::Status s =
+        storage::EpisodeStore::RestoreBackup(config_.backup_dir, request->backup_id(), *path);
+    if (!s.ok()) return s;
+    response->set_path(*path);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::VerifyBackup(grpc::CallbackServerContext* context,
+                                                         const v1::VerifyBackupRequest* request,
+                                                         v1::VerifyBackupResponse* response) {
+  return runner_->Unary(context, "VerifyBackup", [=, this](absl::Time) -> absl::Status {
+    absl::Status s = store_->VerifyBackup(config_.backup_dir, request->backup_id());
+    if (absl::IsNotFound(s)) return s;
+    response->set_ok(s.ok());
+    response->set_message(s.ok() ? "backup verified (sizes and checksums)"
+                                 : std::string(s.message()));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace engram::server

@@ -1,0 +1,218 @@
+#include "server/config.h"
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "yaml-cpp/yaml.h"
+
+namespace engram::server {
+namespace {
+
+// One configuration key: its dotted YAML path, documentation, and how to
+// read it from YAML and print its current value.
+struct Option {
+  std::string key;
+  std::string doc;
+  std::function<absl::Status(const YAML::Node&, ServerConfig&)> parse;
+  std::function<std::string(const ServerConfig&)> print;
+};
+
+template <typename T>
+std::string PrintValue(const T& value) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return value ? "true" : "false";
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return absl::StrCat("\"", value, "\"");
+  } else {
+    return absl::StrCat(value);
+  }
+}
+
+// An option stored at `field(config)`, with an inclusive lower bound for numbers.
+template <typename T, typename Field>
+Option MakeOption(std::string key, std::string doc, Field field, T min_value = T()) {
+  Option option;
+  option.key = key;
+  option.doc = std::move(doc);
+  option.parse = [key, field, min_value](const YAML::Node& node, ServerConfig& config) {
+    T value;
+    try {
+      value = node.as<T>();
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config key '", key, "' has an invalid value '", YAML::Dump(node), "'"));
+    }
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      if (value < min_value) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config key '", key, "' is ", value, "; minimum is ", min_value));
+      }
+    }
+    field(config) = value;
+    return absl::OkStatus();
+  };
+  option.print = [field](const ServerConfig& config) {
+    return PrintValue(field(const_cast<ServerConfig&>(config)));
+  };
+  return option;
+}
+
+#define ENGRAM_FIELD(path) [](ServerConfig& c) -> auto& { return c.path; }
+
+const std::vector<Option>& Options() {
+  static const std::vector<Option> options = {
+      MakeOption<std::string>("listen_address",
+                              "host:port gRPC listens on; port 0 picks a free port",
+                              ENGRAM_FIELD(listen_address)),
+      MakeOption<std::string>("port_file",
+                              "if set, the bound port is written here once serving",
+                              ENGRAM_FIELD(port_file)),
+      MakeOption<std::string>("metrics_address",
+                              "host:port of the Prometheus /metrics endpoint; empty disables it",
+                              ENGRAM_FIELD(metrics_address)),
+      MakeOption<std::string>("data_dir", "directory of the RocksDB database",
+                              ENGRAM_FIELD(store.data_dir)),
+      MakeOption<bool>("sync_writes",
+                       "fsync the WAL before acknowledging a write (false: faster, but the "
+                       "last writes may be lost on power loss)",
+                       ENGRAM_FIELD(store.sync_writes)),
+      MakeOption<int>("worker_threads", "threads that run requests", ENGRAM_FIELD(worker_threads),
+                      1),
+      MakeOption<int>("max_queued_requests",
+                      "requests waiting beyond this get RESOURCE_EXHAUSTED",
+                      ENGRAM_FIELD(max_queued_requests), 1),
+      MakeOption<int>("max_message_bytes", "largest request or response message",
+                      ENGRAM_FIELD(max_message_bytes), 1024),
+      MakeOption<int>("max_k", "largest k a Search may ask for", ENGRAM_FIELD(max_k), 1),
+      MakeOption<int>("shutdown_grace_s", "seconds in-flight calls get on SIGTERM/SIGINT",
+                      ENGRAM_FIELD(shutdown_grace_s), 0),
+      MakeOption<std::string>("checkpoint_dir", "where Checkpoint creates checkpoints",
+                              ENGRAM_FIELD(checkpoint_dir)),
+      MakeOption<std::string>("backup_dir", "where Backup keeps backups",
+                              ENGRAM_FIELD(backup_dir)),
+      MakeOption<std::string>("restore_dir", "where RestoreBackup restores into",
+                              ENGRAM_FIELD(restore_dir)),
+      MakeOption<std::string>("log_level", "trace, debug, info, warn or error",
+                              ENGRAM_FIELD(log_level)),
+      MakeOption<size_t>("limits.max_id_bytes", "longest agent, session or request id",
+                         ENGRAM_FIELD(store.limits.max_id_bytes), 1),
+      MakeOption<size_t>("limits.max_kind_bytes", "longest episode kind",
+                         ENGRAM_FIELD(store.limits.max_kind_bytes), 1),
+      MakeOption<size_t>("limits.max_text_bytes", "longest episode text",
+                         ENGRAM_FIELD(store.limits.max_text_bytes), 0),
+      MakeOption<size_t>("limits.max_metadata_bytes", "most serialized metadata per episode",
+                         ENGRAM_FIELD(store.limits.max_metadata_bytes), 0),
+      MakeOption<size_t>("limits.max_metadata_entries", "most metadata entries per episode",
+                         ENGRAM_FIELD(store.limits.max_metadata_entries), 0),
+      MakeOption<size_t>("limits.max_links", "most links per episode",
+                         ENGRAM_FIELD(store.limits.max_links), 0),
+      MakeOption<uint32_t>("limits.max_dimension", "largest space dimension",
+                           ENGRAM_FIELD(store.limits.max_dimension), 1),
+      MakeOption<size_t>("limits.max_batch_size", "most episodes per PutEpisodes",
+                         ENGRAM_FIELD(store.limits.max_batch_size), 1),
+  };
+  return options;
+}
+
+#undef ENGRAM_FIELD
+
+// Flattens a YAML map into dotted keys ("limits.max_text_bytes").
+absl::Status Flatten(const YAML::Node& node, const std::string& prefix,
+                     std::vector<std::pair<std::string, YAML::Node>>& out) {
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", prefix.empty() ? "document" : "key '" + prefix + "'",
+                     " must be a mapping"));
+  }
+  for (const auto& entry : node) {
+    std::string key = prefix.empty() ? entry.first.as<std::string>()
+                                     : absl::StrCat(prefix, ".", entry.first.as<std::string>());
+    if (entry.second.IsMap()) {
+      if (absl::Status s = Flatten(entry.second, key, out); !s.ok()) return s;
+    } else {
+      out.emplace_back(key, entry.second);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, ServerConfig base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config is not valid YAML: ", e.what()));
+  }
+  if (root.IsNull()) return base;
+  std::vector<std::pair<std::string, YAML::Node>> entries;
+  if (absl::Status s = Flatten(root, "", entries); !s.ok()) return s;
+  for (const auto& [key, node] : entries) {
+    const Option* option = nullptr;
+    for (const Option& candidate : Options()) {
+      if (candidate.key == key) option = &candidate;
+    }
+    if (option == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown config key '", key, "'"));
+    }
+    if (absl::Status s = option->parse(node, base); !s.ok()) return s;
+  }
+  if (absl::Status s = ValidateConfig(base); !s.ok()) return s;
+  return base;
+}
+
+absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
+  std::stringstream text;
+  text << file.rdbuf();
+  absl::StatusOr<ServerConfig> config = ParseConfig(text.str());
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+absl::Status ValidateConfig(const ServerConfig& config) {
+  if (config.listen_address.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen_address '", config.listen_address, "' must be host:port"));
+  }
+  if (config.store.data_dir.empty()) return absl::InvalidArgumentError("data_dir is empty");
+  static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), config.log_level) == std::end(kLevels)) {
+    return absl::InvalidArgumentError(absl::StrCat("log_level '", config.log_level,
+                                                   "' is not one of trace, debug, info, warn, "
+                                                   "error"));
+  }
+  if (config.worker_threads < 1 || config.max_k < 1) {
+    return absl::InvalidArgumentError("worker_threads and max_k must be at least 1");
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeConfig(const ServerConfig& config) {
+  std::string out;
+  std::string section;
+  for (const Option& option : Options()) {
+    std::vector<std::string> parts = absl::StrSplit(option.key, '.');
+    std::string indent;
+    if (parts.size() == 2) {
+      if (section != parts[0]) {
+        section = parts[0];
+        absl::StrAppend(&out, section, ":\n");
+      }
+      indent = "  ";
+    }
+    absl::StrAppend(&out, indent, "# ", option.doc, "\n", indent, parts.back(), ": ",
+                    option.print(config), "\n");
+  }
+  return out;
+}
+
+}  // namespace engram::server

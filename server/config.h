@@ -1,0 +1,60 @@
+// engramd's configuration: a YAML file, overridden by command-line flags,
+// over the defaults written here. `engramd --print-default-config` prints
+// every option with its documentation; README.md's configuration reference
+// is checked against that output by tests/unit/server/config_test.cc.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/episode_store.h"
+
+namespace engram::server {
+
+struct ServerConfig {
+  // host:port gRPC listens on; port 0 picks a free port (see port_file).
+  // Default: 127.0.0.1:50051 (loopback only).
+  std::string listen_address = "127.0.0.1:50051";
+  // If set, the bound port is written here once the server accepts calls.
+  // Default: "" (not written).
+  std::string port_file;
+  // host:port of the Prometheus /metrics endpoint; "" disables it.
+  // Default: 127.0.0.1:9464.
+  std::string metrics_address = "127.0.0.1:9464";
+  // Threads that run requests (RocksDB reads/writes, scans). Writers block on
+  // fsync, so more threads give group commit more to share. Default: 16.
+  int worker_threads = 16;
+  // Requests waiting for a worker beyond this are refused with
+  // RESOURCE_EXHAUSTED instead of queueing without bound. Default: 4096.
+  int max_queued_requests = 4096;
+  // Largest request or response message, in bytes. Default: 64 MiB.
+  int max_message_bytes = 64 << 20;
+  // Largest k a Search may ask for. Default: 1000.
+  int max_k = 1000;
+  // On SIGTERM/SIGINT, in-flight calls get this long to finish. Default: 10.
+  int shutdown_grace_s = 10;
+  // Where Checkpoint, Backup and RestoreBackup put their output. Requests name
+  // entries inside these directories, never paths.
+  // Defaults: ./engram-checkpoints, ./engram-backups, ./engram-restores.
+  std::string checkpoint_dir = "engram-checkpoints";
+  std::string backup_dir = "engram-backups";
+  std::string restore_dir = "engram-restores";
+  // trace, debug, info, warn, error. Default: info.
+  std::string log_level = "info";
+  // data_dir, sync_writes and the request limits (storage/episode_store.h).
+  storage::StoreOptions store;
+};
+
+// Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range
+// values are INVALID_ARGUMENT naming the key.
+absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text,
+                                         ServerConfig base = ServerConfig());
+absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path);
+
+// Checks cross-field constraints (e.g. worker_threads >= 1).
+absl::Status ValidateConfig(const ServerConfig& config);
+
+// Every option as commented YAML with the values of `config`.
+std::string DescribeConfig(const ServerConfig& config = ServerConfig());
+
+}  // namespace engram::server

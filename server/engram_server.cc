@@ -1,0 +1,77 @@
+#include "server/engram_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/admin_service.h"
+#include "server/memory_service.h"
+#include "server/metrics.h"
+#include "server/rpc_runner.h"
+#include "server/thread_pool.h"
+#include "storage/episode_store.h"
+
+namespace engram::server {
+
+absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerConfig& config) {
+  if (absl::Status valid = ValidateConfig(config); !valid.ok()) return valid;
+  std::unique_ptr<EngramServer> server(new EngramServer());
+  server->config_ = config;
+  absl::StatusOr<std::unique_ptr<storage::EpisodeStore>> store =
+      storage::EpisodeStore::Open(config.store);
+  if (!store.ok()) return store.status();
+  server->store_ = *std::move(store);
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(config.metrics_address);
+  if (!metrics.ok()) return metrics.status();
+  server->metrics_ = *std::move(metrics);
+  server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
+  server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
+  server->memory_service_ =
+      std::make_unique<MemoryServiceImpl>(server->store_.get(), server->runner_.get(), config);
+  server->admin_service_ =
+      std::make_unique<AdminServiceImpl>(server->store_.get(), server->runner_.get(), config);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxSendMessageSize(config.max_message_bytes);
+  builder.RegisterService(server->memory_service_.get());
+  builder.RegisterService(server->admin_service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->port_ == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen on '", config.listen_address, "' (in use or invalid)"));
+  }
+  server->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("event=serving listen={} port={} data_dir={} sync_writes={} metrics={}",
+               config.listen_address, server->port_, config.store.data_dir,
+               config.store.sync_writes, config.metrics_address);
+  return server;
+}
+
+absl::Status EngramServer::Shutdown() {
+  if (shut_down_) return absl::OkStatus();
+  shut_down_ = true;
+  spdlog::info("event=shutdown_begin grace_s={}", config_.shutdown_grace_s);
+  grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  // Refuses new calls, lets in-flight ones finish until the grace period
+  // ends, then cancels the rest; returns when all handlers are done.
+  grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                         std::chrono::seconds(config_.shutdown_grace_s));
+  grpc_server_->Wait();
+  pool_.reset();
+  absl::Status synced = store_->SyncWal();
+  store_.reset();
+  spdlog::info("event=shutdown_done wal_synced={}", synced.ok());
+  return synced;
+}
+
+EngramServer::~EngramServer() {
+  if (grpc_server_ != nullptr) Shutdown().IgnoreError();
+}
+
+}  // namespace engram::server

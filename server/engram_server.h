@@ -1,0 +1,53 @@
+// EngramServer: owns everything a running engramd has (store, worker pool,
+// metrics, gRPC server with health checking and reflection) and shuts it
+// down in order: NOT_SERVING, drain in-flight calls, sync the WAL, close.
+#pragma once
+
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "server/config.h"
+
+namespace engram::storage {
+class EpisodeStore;
+}
+
+namespace engram::server {
+
+class AdminServiceImpl;
+class MemoryServiceImpl;
+class Metrics;
+class RpcRunner;
+class ThreadPool;
+
+class EngramServer {
+ public:
+  // Opens the store and starts serving. Fails when the data dir is in use or
+  // an address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<EngramServer>> Start(const ServerConfig& config);
+  ~EngramServer();
+
+  // The bound gRPC port (resolves port 0).
+  int port() const { return port_; }
+
+  // Graceful shutdown; safe to call more than once.
+  absl::Status Shutdown();
+
+ private:
+  EngramServer() = default;
+
+  ServerConfig config_;
+  int port_ = 0;
+  bool shut_down_ = false;
+  std::unique_ptr<storage::EpisodeStore> store_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<RpcRunner> runner_;
+  std::unique_ptr<MemoryServiceImpl> memory_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+};
+
+}  // namespace engram::server

@@ -1,0 +1,101 @@
+// engramd: the Engram daemon. With no arguments it runs the embedded default
+// configuration (data in ./engram-data, gRPC on 127.0.0.1:50051, metrics on
+// 127.0.0.1:9464). SIGTERM or SIGINT shut it down gracefully.
+#include <csignal>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "server/config.h"
+#include "server/engram_server.h"
+
+namespace {
+
+// Blocks SIGTERM/SIGINT in every thread (gRPC's included) and waits for one.
+int WaitForTerminationSignal(const sigset_t& signals) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  return signal_number;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  CLI::App app{"engramd: Engram's memory database daemon"};
+  std::string config_file;
+  bool print_default_config = false;
+  std::string listen, data_dir, metrics_address, port_file, log_level;
+  std::optional<bool> sync_writes;
+  std::optional<int> worker_threads;
+  app.add_option("-c,--config", config_file, "YAML config file (see --print-default-config)");
+  app.add_flag("--print-default-config", print_default_config,
+               "print every option with its default and exit");
+  app.add_option("--listen", listen, "gRPC host:port (overrides listen_address)");
+  app.add_option("--data-dir", data_dir, "database directory (overrides data_dir)");
+  app.add_option("--metrics-address", metrics_address,
+                 "Prometheus host:port, or 'off' (overrides metrics_address)");
+  app.add_option("--port-file", port_file, "write the bound gRPC port here");
+  app.add_option("--sync-writes", sync_writes, "true|false (overrides sync_writes)");
+  app.add_option("--worker-threads", worker_threads, "overrides worker_threads");
+  app.add_option("--log-level", log_level, "overrides log_level");
+  CLI11_PARSE(app, argc, argv);
+
+  if (print_default_config) {
+    std::cout << engram::server::DescribeConfig();
+    return 0;
+  }
+  engram::server::ServerConfig config;
+  if (!config_file.empty()) {
+    absl::StatusOr<engram::server::ServerConfig> loaded =
+        engram::server::LoadConfigFile(config_file);
+    if (!loaded.ok()) {
+      std::cerr << "engramd: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    config = *std::move(loaded);
+  }
+  if (!listen.empty()) config.listen_address = listen;
+  if (!data_dir.empty()) config.store.data_dir = data_dir;
+  if (!metrics_address.empty()) {
+    config.metrics_address = metrics_address == "off" ? "" : metrics_address;
+  }
+  if (!port_file.empty()) config.port_file = port_file;
+  if (sync_writes) config.store.sync_writes = *sync_writes;
+  if (worker_threads) config.worker_threads = *worker_threads;
+  if (!log_level.empty()) config.log_level = log_level;
+  if (absl::Status valid = engram::server::ValidateConfig(config); !valid.ok()) {
+    std::cerr << "engramd: " << valid.message() << "\n";
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("engramd");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ level=%l %v", spdlog::pattern_time_type::utc);
+  logger->set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_default_logger(logger);
+
+  absl::StatusOr<std::unique_ptr<engram::server::EngramServer>> server =
+      engram::server::EngramServer::Start(config);
+  if (!server.ok()) {
+    spdlog::error("event=start_failed error=\"{}\"", server.status().ToString());
+    return 1;
+  }
+  if (!config.port_file.empty()) {
+    // Written to a temp file and renamed, so a reader never sees a partial port.
+    std::string tmp = config.port_file + ".tmp";
+    std::ofstream(tmp) << (*server)->port() << "\n";
+    std::rename(tmp.c_str(), config.port_file.c_str());
+  }
+  int signal_number = WaitForTerminationSignal(signals);
+  spdlog::info("event=signal signal={}", signal_number);
+  absl::Status shutdown = (*server)->Shutdown();
+  return shutdown.ok() ? 0 : 1;
+}

@@ -1,0 +1,46 @@
+#include "server/rpc_runner.h"
+
+#include "server/status_convert.h"
+
+namespace engram::server {
+
+absl::Time CallDeadline(const grpc::CallbackServerContext* context) {
+  auto deadline = context->deadline();
+  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
+                                           std::string_view rpc,
+                                           std::function<absl::Status(absl::Time)> work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::Time deadline = CallDeadline(context);
+  auto finish = [this, reactor, rpc, start](const absl::Status& status) {
+    metrics_->RecordRpc(rpc, status.code(), absl::Now() - start);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  if (deadline <= start) {
+    finish(absl::DeadlineExceededError("the call's deadline passed before it started"));
+    return reactor;
+  }
+  bool queued = pool_->TrySubmit([work = std::move(work), finish, deadline, context] {
+    if (context->IsCancelled()) {
+      finish(absl::CancelledError("the client cancelled the call"));
+      return;
+    }
+    if (absl::Now() >= deadline) {
+      finish(absl::DeadlineExceededError("the call's deadline passed while it was queued"));
+      return;
+    }
+    finish(work(deadline));
+  });
+  if (!queued) {
+    finish(absl::ResourceExhaustedError("server overloaded: request queue is full"));
+  }
+  return reactor;
+}
+
+}  // namespace engram::server

@@ -1,0 +1,100 @@
+// Engram's domain types for episodic memory: spaces, episodes and the
+// requests the store accepts. Plain C++ with no RocksDB, protobuf or gRPC
+// types, so the core can be used and tested without them; the server
+// translates the wire contract (proto/engram/v1/memory.proto) to these.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace engram {
+
+// The tenant of every request while authentication is off.
+inline constexpr char kDefaultTenant[] = "default";
+
+enum class Metric { kCosine, kInnerProduct, kL2 };
+
+struct SpaceInfo {
+  std::string name;
+  uint32_t dimension = 0;
+  Metric metric = Metric::kCosine;
+  int64_t created_at_us = 0;
+  uint64_t episode_count = 0;  // filled in on reads
+};
+
+using MetadataValue = std::variant<std::string, int64_t, double, bool>;
+
+struct Episode {
+  uint64_t id = 0;
+  std::string agent_id;
+  std::string session_id;
+  std::string kind;
+  std::string text;
+  std::vector<float> embedding;
+  std::map<std::string, MetadataValue> metadata;
+  int64_t event_time_us = 0;
+  int64_t expires_at_us = 0;  // 0: never
+  float importance = 0;
+  std::vector<uint64_t> links;
+  uint64_t version = 0;
+  int64_t created_at_us = 0;
+  int64_t updated_at_us = 0;
+
+  bool operator==(const Episode&) const = default;
+};
+
+struct EpisodeWrite {
+  std::string request_id;  // empty: not idempotent
+  Episode episode;
+};
+
+struct PutResult {
+  uint64_t id = 0;
+  bool deduplicated = false;
+};
+
+// Fields of an episode that UpdateEpisode can replace.
+enum class UpdatableField {
+  kSessionId, kKind, kText, kEmbedding, kMetadata, kEventTime, kExpiresAt, kImportance, kLinks,
+};
+
+struct EpisodeUpdate {
+  uint64_t id = 0;
+  uint64_t expected_version = 0;  // 0: any version
+  Episode values;
+  std::vector<UpdatableField> fields;  // empty: all updatable fields
+};
+
+struct MetadataPredicate {
+  enum class Op { kEq, kNe, kLt, kLe, kGt, kGe, kExists };
+  std::string key;
+  Op op = Op::kEq;
+  std::optional<MetadataValue> value;
+};
+
+// Conditions an episode must all meet. Empty fields match everything.
+struct EpisodeFilter {
+  std::string agent_id;
+  std::string session_id;  // requires agent_id
+  std::vector<std::string> kinds;
+  std::optional<int64_t> event_time_from_us;  // inclusive
+  std::optional<int64_t> event_time_to_us;    // exclusive
+  std::vector<MetadataPredicate> metadata;
+};
+
+struct DeleteTarget {
+  std::vector<uint64_t> ids;  // used when agent_id is empty
+  std::string agent_id;
+  std::string session_id;  // with agent_id: only this session
+};
+
+struct EpisodePage {
+  std::vector<Episode> episodes;
+  std::string next_page_token;  // empty on the last page
+};
+
+}  // namespace engram

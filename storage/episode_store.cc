@@ -1,0 +1,835 @@
+#include "storage/episode_store.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/merge_operator.h"
+#include "rocksdb/utilities/backup_engine.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_batch.h"
+#include "storage/episode_filter.h"
+#include "storage/key_encoding.h"
+#include "storage/record_codec.h"
+
+namespace engram::storage {
+namespace {
+
+// Column family order; the index of each is its handle's index in handles_.
+enum Cf { kDefault, kSpaces, kEpisodes, kIdIndex, kHistory, kRequests, kCounters, kNumCfs };
+constexpr const char* kCfNames[kNumCfs] = {"default", "spaces",   "episodes", "id_index",
+                                           "history", "requests", "counters"};
+constexpr char kIdHighWaterKey[] = "episode_id_high_water";
+constexpr uint32_t kDefaultPageSize = 100;
+constexpr uint32_t kMaxPageSize = 1000;
+
+std::string EncodeFixed64(uint64_t value) { return KeyBuilder().AddUint64(value).Release(); }
+
+uint64_t DecodeFixed64(const rocksdb::Slice& bytes) {
+  absl::StatusOr<uint64_t> value = KeyReader(bytes.ToStringView()).ReadUint64();
+  return value.ok() ? *value : 0;
+}
+
+// Merge operators over 8-byte big-endian integers: running maximum (the id
+// high-water mark) and signed sum (episode counters). Merges let concurrent
+// batches update the same key without a read-modify-write race.
+class Fixed64MergeOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  explicit Fixed64MergeOperator(bool take_max) : take_max_(take_max) {}
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger*) const override {
+    uint64_t current = existing ? DecodeFixed64(*existing) : 0;
+    uint64_t operand = DecodeFixed64(value);
+    *new_value = EncodeFixed64(take_max_ ? std::max(current, operand) : current + operand);
+    return true;
+  }
+  const char* Name() const override {
+    return take_max_ ? "engram.Fixed64Max" : "engram.Fixed64Add";
+  }
+
+ private:
+  bool take_max_;
+};
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string message = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(message);
+  if (s.IsCorruption()) return absl::DataLossError(message);
+  if (s.IsIncomplete() && s.subcode() == rocksdb::Status::kManualCompactionPaused) {
+    return absl::CancelledError(message);
+  }
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return absl::UnavailableError(message);
+  return absl::InternalError(message);
+}
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string SpaceKey(const std::string& tenant, const std::string& space) {
+  return KeyBuilder().AddString(tenant).AddString(space).Release();
+}
+std::string AgentPrefix(const std::string& tenant, const std::string& space,
+                        const std::string& agent) {
+  return KeyBuilder(SpaceKey(tenant, space)).AddString(agent).Release();
+}
+std::string EpisodeKey(const std::string& tenant, const std::string& space,
+                       const std::string& agent, uint64_t id) {
+  return KeyBuilder(AgentPrefix(tenant, space, agent)).AddUint64(id).Release();
+}
+std::string IdIndexKey(const std::string& tenant, const std::string& space, uint64_t id) {
+  return KeyBuilder(SpaceKey(tenant, space)).AddUint64(id).Release();
+}
+std::string HistoryKey(const std::string& tenant, const std::string& space, uint64_t id,
+                       uint64_t version) {
+  return KeyBuilder(IdIndexKey(tenant, space, id)).AddUint64(version).Release();
+}
+std::string RequestKey(const std::string& tenant, const std::string& space,
+                       const std::string& request_id) {
+  return KeyBuilder(SpaceKey(tenant, space)).AddString(request_id).Release();
+}
+// Lock-table keys; the leading letter keeps episode and request keys apart.
+std::string EpisodeLockKey(const std::string& tenant, const std::string& space, uint64_t id) {
+  return "e" + IdIndexKey(tenant, space, id);
+}
+
+absl::Status CheckIdLength(absl::string_view field, const std::string& value, size_t limit) {
+  if (value.size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is ", value.size(), " bytes; the limit is ", limit));
+  }
+  return absl::OkStatus();
+}
+
+void ApplyField(UpdatableField field, const Episode& from, Episode& to) {
+  switch (field) {
+    case UpdatableField::kSessionId: to.session_id = from.session_id; break;
+    case UpdatableField::kKind: to.kind = from.kind; break;
+    case UpdatableField::kText: to.text = from.text; break;
+    case UpdatableField::kEmbedding: to.embedding = from.embedding; break;
+    case UpdatableField::kMetadata: to.metadata = from.metadata; break;
+    case UpdatableField::kEventTime: to.event_time_us = from.event_time_us; break;
+    case UpdatableField::kExpiresAt: to.expires_at_us = from.expires_at_us; break;
+    case UpdatableField::kImportance: to.importance = from.importance; break;
+    case UpdatableField::kLinks: to.links = from.links; break;
+  }
+}
+
+constexpr UpdatableField kAllUpdatableFields[] = {
+    UpdatableField::kSessionId, UpdatableField::kKind,      UpdatableField::kText,
+    UpdatableField::kEmbedding, UpdatableField::kMetadata,  UpdatableField::kEventTime,
+    UpdatableField::kExpiresAt, UpdatableField::kImportance, UpdatableField::kLinks};
+
+// Applies the server's defaults to a new or updated episode.
+void FillDefaults(Episode& episode, int64_t now_us) {
+  if (episode.kind.empty()) episode.kind = "message";
+  if (episode.event_time_us == 0) episode.event_time_us = now_us;
+}
+
+}  // namespace
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create data dir '", options.data_dir, "': ", ec.message()));
+  }
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.IncreaseParallelism(2);
+  db_options.keep_log_file_num = 5;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (int cf = 0; cf < kNumCfs; ++cf) {
+    rocksdb::ColumnFamilyOptions cf_options(db_options);
+    if (cf == kDefault) cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(true);
+    if (cf == kCounters) {
+      cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(false);
+    }
+    descriptors.emplace_back(kCfNames[cf], cf_options);
+  }
+  rocksdb::DB* db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.data_dir, descriptors, &handles, &db);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir '", options.data_dir, "' is in use by another process: ", s.ToString()));
+    }
+    return FromRocks(s, absl::StrCat("opening data dir '", options.data_dir, "'"));
+  }
+  std::unique_ptr<EpisodeStore> store(new EpisodeStore(options, db, std::move(handles)));
+  if (absl::Status loaded = store->LoadSpaces(); !loaded.ok()) return loaded;
+  std::string high_water;
+  s = db->Get(rocksdb::ReadOptions(), store->handles_[kDefault], kIdHighWaterKey, &high_water);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the episode id high-water mark");
+  if (s.ok()) store->next_episode_id_ = DecodeFixed64(high_water) + 1;
+  return store;
+}
+
+EpisodeStore::EpisodeStore(StoreOptions options, rocksdb::DB* db,
+                           std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : options_(std::move(options)), db_(db), handles_(std::move(handles)) {}
+
+EpisodeStore::~EpisodeStore() {
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) db_->DestroyColumnFamilyHandle(handle);
+  db_->Close().PermitUncheckedError();
+  delete db_;
+}
+
+absl::Status EpisodeStore::LoadSpaces() {
+  absl::MutexLock lock(&space_mutex_);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kSpaces]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    absl::StatusOr<SpaceInfo> space = DecodeSpace(it->value().ToStringView());
+    if (!space.ok()) return space.status();
+    spaces_[it->key().ToString()] = *std::move(space);
+  }
+  return FromRocks(it->status(), "loading spaces");
+}
+
+absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch) {
+  rocksdb::WriteOptions write_options;
+  write_options.sync = options_.sync_writes;
+  return FromRocks(db_->Write(write_options, batch),
+                   "committing write batch");
+}
+
+uint64_t EpisodeStore::EpisodeCount(const std::string& tenant, const std::string& space) {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kCounters], SpaceKey(tenant, space), &value);
+  return s.ok() ? DecodeFixed64(value) : 0;
+}
+
+absl::StatusOr<SpaceInfo> EpisodeStore::FindSpace(const std::string& tenant,
+                                                  const std::string& name) {
+  auto it = spaces_.find(SpaceKey(tenant, name));
+  if (it == spaces_.end()) {
+    return absl::NotFoundError(absl::StrCat("space '", name, "' does not exist"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<SpaceInfo> EpisodeStore::CreateSpace(const std::string& tenant,
+                                                    const SpaceInfo& requested) {
+  if (!IsValidName(requested.name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "space name '", requested.name, "' must be 1-64 characters of [A-Za-z0-9_.-]"));
+  }
+  if (requested.dimension == 0 || requested.dimension > options_.limits.max_dimension) {
+    return absl::InvalidArgumentError(absl::StrCat("space dimension ", requested.dimension,
+                                                   " is outside 1..",
+                                                   options_.limits.max_dimension));
+  }
+  absl::MutexLock lock(&space_mutex_);
+  std::string key = SpaceKey(tenant, requested.name);
+  if (spaces_.contains(key)) {
+    return absl::AlreadyExistsError(absl::StrCat("space '", requested.name, "' already exists"));
+  }
+  SpaceInfo space = requested;
+  space.created_at_us = NowMicros();
+  space.episode_count = 0;
+  rocksdb::WriteBatch batch;
+  batch.Put(handles_[kSpaces], key, EncodeSpace(space));
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  spaces_[key] = space;
+  return space;
+}
+
+absl::StatusOr<SpaceInfo> EpisodeStore::GetSpace(const std::string& tenant,
+                                                 const std::string& name) {
+  absl::ReaderMutexLock lock(&space_mutex_);
+  absl::StatusOr<SpaceInfo> space = FindSpace(tenant, name);
+  if (space.ok()) space->episode_count = EpisodeCount(tenant, name);
+  return space;
+}
+
+absl::StatusOr<std::vector<SpaceInfo>> EpisodeStore::ListSpaces(const std::string& tenant) {
+  absl::ReaderMutexLock lock(&space_mutex_);
+  std::string prefix = KeyBuilder().AddString(tenant).Release();
+  std::vector<SpaceInfo> spaces;
+  for (const auto& [key, space] : spaces_) {
+    if (key.starts_with(prefix)) {
+      spaces.push_back(space);
+      spaces.back().episode_count = EpisodeCount(tenant, space.name);
+    }
+  }
+  std::sort(spaces.begin(), spaces.end(),
+            [](const SpaceInfo& a, const SpaceInfo& b) { return a.name < b.name; });
+  return spaces;
+}
+
+absl::StatusOr<uint64_t> EpisodeStore::DeleteSpace(const std::string& tenant,
+                                                   const std::string& name) {
+  absl::MutexLock lock(&space_mutex_);
+  if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, name); !found.ok()) {
+    return found.status();
+  }
+  uint64_t count = EpisodeCount(tenant, name);
+  std::string key = SpaceKey(tenant, name);
+  std::string end = PrefixSuccessor(key);
+  rocksdb::WriteBatch batch;
+  batch.Delete(handles_[kSpaces], key);
+  batch.Delete(handles_[kCounters], key);
+  for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests}) {
+    batch.DeleteRange(handles_[cf], key, end);
+  }
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  spaces_.erase(key);
+  return count;
+}
+
+absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode& e) const {
+  const StoreLimits& limits = options_.limits;
+  if (e.agent_id.empty()) return absl::InvalidArgumentError("agent_id is empty");
+  if (absl::Status s = CheckIdLength("agent_id", e.agent_id, limits.max_id_bytes); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckIdLength("session_id", e.session_id, limits.max_id_bytes); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckIdLength("kind", e.kind, limits.max_kind_bytes); !s.ok()) return s;
+  if (e.text.size() > limits.max_text_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("text is ", e.text.size(),
+                                                   " bytes; the limit is ", limits.max_text_bytes));
+  }
+  if (e.embedding.size() != space.dimension) {
+    return absl::InvalidArgumentError(absl::StrCat("embedding has ", e.embedding.size(),
+                                                   " dimensions; space '", space.name,
+                                                   "' expects ", space.dimension));
+  }
+  double norm = 0;
+  for (size_t i = 0; i < e.embedding.size(); ++i) {
+    if (!std::isfinite(e.embedding[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("embedding[", i, "] is ", e.embedding[i], "; values must be finite"));
+    }
+    norm += double{e.embedding[i]} * e.embedding[i];
+  }
+  if (space.metric == Metric::kCosine && norm == 0) {
+    return absl::InvalidArgumentError(
+        "embedding is all zeros; cosine similarity needs a non-zero vector");
+  }
+  if (e.metadata.size() > limits.max_metadata_entries) {
+    return absl::InvalidArgumentError(absl::StrCat("metadata has ", e.metadata.size(),
+                                                   " entries; the limit is ",
+                                                   limits.max_metadata_entries));
+  }
+  for (const auto& [key, value] : e.metadata) {
+    if (key.empty()) return absl::InvalidArgumentError("metadata key is empty");
+    if (std::holds_alternative<double>(value) && !std::isfinite(std::get<double>(value))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metadata '", key, "' is ", std::get<double>(value), "; must be finite"));
+    }
+  }
+  if (size_t bytes = MetadataBytes(e.metadata); bytes > limits.max_metadata_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("metadata is ", bytes, " bytes; the limit is ",
+                                                   limits.max_metadata_bytes));
+  }
+  if (e.links.size() > limits.max_links) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("episode has ", e.links.size(), " links; the limit is ", limits.max_links));
+  }
+  if (std::find(e.links.begin(), e.links.end(), 0) != e.links.end()) {
+    return absl::InvalidArgumentError("links contain id 0, which is never an episode id");
+  }
+  if (!std::isfinite(e.importance)) {
+    return absl::InvalidArgumentError(absl::StrCat("importance is ", e.importance));
+  }
+  if (e.expires_at_us < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expires_at_us is ", e.expires_at_us, "; must be >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(
+    const std::string& tenant, const std::string& space_name, std::vector<EpisodeWrite> writes) {
+  absl::ReaderMutexLock space_lock(&space_mutex_);
+  absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  if (writes.empty()) return absl::InvalidArgumentError("the batch has no episodes");
+  if (writes.size() > options_.limits.max_batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat("the batch has ", writes.size(),
+                                                   " episodes; the limit is ",
+                                                   options_.limits.max_batch_size));
+  }
+  int64_t now_us = NowMicros();
+  std::vector<std::string> request_keys;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    Episode& e = writes[i].episode;
+    std::string where = absl::StrCat("episodes[", i, "]: ");
+    if (e.id != 0 || e.version != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "id and version are assigned by the server; leave them 0"));
+    }
+    FillDefaults(e, now_us);
+    absl::Status valid = ValidateEpisode(*space, e);
+    if (valid.ok()) {
+      valid = CheckIdLength("request_id", writes[i].request_id, options_.limits.max_id_bytes);
+    }
+    if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat(where, valid.message()));
+    if (!writes[i].request_id.empty()) {
+      request_keys.push_back(RequestKey(tenant, space_name, writes[i].request_id));
+    }
+  }
+  std::vector<std::string> sorted_keys = request_keys;
+  std::sort(sorted_keys.begin(), sorted_keys.end());
+  if (std::adjacent_find(sorted_keys.begin(), sorted_keys.end()) != sorted_keys.end()) {
+    return absl::InvalidArgumentError("two episodes of the batch share a request_id");
+  }
+
+  // Held until the commit, so a concurrent retry waits and then sees our write.
+  std::vector<std::string> lock_keys;
+  for (const std::string& key : request_keys) lock_keys.push_back("r" + key);
+  KeyLockTable::Guard request_guard = key_locks_.Lock(std::move(lock_keys));
+
+  std::vector<PutResult> results(writes.size());
+  std::vector<rocksdb::Slice> lookup_keys(request_keys.begin(), request_keys.end());
+  std::vector<std::string> found_ids(request_keys.size());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(request_keys.size(), handles_[kRequests]);
+  std::vector<rocksdb::Status> lookups =
+      db_->MultiGet(rocksdb::ReadOptions(), cfs, lookup_keys, &found_ids);
+
+  rocksdb::WriteBatch batch;
+  uint64_t new_count = 0, max_id = 0;
+  size_t request_index = 0;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (!writes[i].request_id.empty()) {
+      const rocksdb::Status& lookup = lookups[request_index];
+      if (lookup.ok()) {
+        results[i] = {DecodeFixed64(found_ids[request_index]), true};
+        ++request_index;
+        continue;
+      }
+      if (!lookup.IsNotFound()) return FromRocks(lookup, "looking up request_id");
+    }
+    Episode& e = writes[i].episode;
+    e.id = next_episode_id_.fetch_add(1);
+    e.version = 1;
+    e.created_at_us = e.updated_at_us = now_us;
+    batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
+              EncodeEpisode(e));
+    batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
+    if (!writes[i].request_id.empty()) {
+      batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
+    }
+    results[i] = {e.id, false};
+    ++new_count;
+    max_id = std::max(max_id, e.id);
+  }
+  if (new_count == 0) return results;
+  batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
+  batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  return results;
+}
+
+absl::StatusOr<Episode> EpisodeStore::ReadCurrent(const std::string& tenant,
+                                                  const std::string& space, uint64_t id) {
+  std::string agent;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("episode ", id, " not found in space '", space, "'"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading the id index");
+  std::string record;
+  s = db_->Get(rocksdb::ReadOptions(), handles_[kEpisodes], EpisodeKey(tenant, space, agent, id),
+               &record);
+  if (s.IsNotFound()) {
+    return absl::DataLossError(absl::StrCat("episode ", id, " is indexed but has no record"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading an episode");
+  return DecodeEpisode(record);
+}
+
+absl::StatusOr<Episode> EpisodeStore::GetEpisode(const std::string& tenant,
+                                                 const std::string& space, uint64_t id) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  absl::StatusOr<Episode> episode = ReadCurrent(tenant, space, id);
+  if (episode.ok() && episode->expires_at_us != 0 && episode->expires_at_us <= NowMicros()) {
+    return absl::NotFoundError(
+        absl::StrCat("episode ", id, " expired at ", episode->expires_at_us, " us"));
+  }
+  return episode;
+}
+
+absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
+                                                    const std::string& space_name,
+                                                    const EpisodeUpdate& update) {
+  absl::ReaderMutexLock space_lock(&space_mutex_);
+  absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  KeyLockTable::Guard guard = key_locks_.Lock({EpisodeLockKey(tenant, space_name, update.id)});
+  absl::StatusOr<Episode> current = ReadCurrent(tenant, space_name, update.id);
+  if (!current.ok()) return current.status();
+  if (update.expected_version != 0 && update.expected_version != current->version) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("episode ", update.id, " is at version ", current->version,
+                     "; the update expected version ", update.expected_version));
+  }
+  Episode next = *current;
+  if (update.fields.empty()) {
+    for (UpdatableField field : kAllUpdatableFields) ApplyField(field, update.values, next);
+  } else {
+    for (UpdatableField field : update.fields) ApplyField(field, update.values, next);
+  }
+  int64_t now_us = NowMicros();
+  FillDefaults(next, now_us);
+  if (absl::Status valid = ValidateEpisode(*space, next); !valid.ok()) return valid;
+  next.version = current->version + 1;
+  next.updated_at_us = now_us;
+  rocksdb::WriteBatch batch;
+  batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, update.id, current->version),
+            EncodeEpisode(*current));
+  batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, next.agent_id, next.id),
+            EncodeEpisode(next));
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  return next;
+}
+
+absl::StatusOr<std::vector<Episode>> EpisodeStore::GetHistory(const std::string& tenant,
+                                                              const std::string& space,
+                                                              uint64_t id) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  // One snapshot for both reads, so a concurrent update is seen entirely or not at all.
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  rocksdb::ReadOptions read_options;
+  read_options.snapshot = snapshot;
+  std::vector<Episode> versions;
+  std::string prefix = IdIndexKey(tenant, space, id);
+  std::string end = PrefixSuccessor(prefix);
+  rocksdb::Slice upper(end);
+  read_options.iterate_upper_bound = &upper;
+  absl::Status status;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kHistory]));
+    for (it->Seek(prefix); it->Valid() && status.ok(); it->Next()) {
+      absl::StatusOr<Episode> version = DecodeEpisode(it->value().ToStringView());
+      if (version.ok()) {
+        versions.push_back(*std::move(version));
+      } else {
+        status = version.status();
+      }
+    }
+    if (status.ok()) status = FromRocks(it->status(), "reading history");
+  }
+  std::string agent, record;
+  read_options.iterate_upper_bound = nullptr;
+  rocksdb::Status s = db_->Get(read_options, handles_[kIdIndex], prefix, &agent);
+  if (s.ok()) {
+    s = db_->Get(read_options, handles_[kEpisodes], EpisodeKey(tenant, space, agent, id), &record);
+  }
+  db_->ReleaseSnapshot(snapshot);
+  if (!status.ok()) return status;
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("episode ", id, " not found in space '", space, "'"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading an episode");
+  absl::StatusOr<Episode> current = DecodeEpisode(record);
+  if (!current.ok()) return current.status();
+  versions.push_back(*std::move(current));
+  return versions;
+}
+
+absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
+                                                      const std::string& space,
+                                                      const DeleteTarget& target) {
+  absl::ReaderMutexLock space_lock(&space_mutex_);
+  if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+    return found.status();
+  }
+  std::vector<uint64_t> ids = target.ids;
+  if (target.agent_id.empty()) {
+    if (!target.session_id.empty()) {
+      return absl::InvalidArgumentError("deleting a session needs its agent_id");
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("no episode ids to delete");
+  } else {
+    EpisodeFilter filter;
+    filter.agent_id = target.agent_id;
+    filter.session_id = target.session_id;
+    ids.clear();
+    // Expired episodes are deleted too: visit raw records, not the filtered view.
+    std::string prefix = AgentPrefix(tenant, space, target.agent_id);
+    std::string end = PrefixSuccessor(prefix);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      if (!target.session_id.empty()) {
+        absl::StatusOr<Episode> e = DecodeEpisode(it->value().ToStringView());
+        if (!e.ok()) return e.status();
+        if (e->session_id != target.session_id) continue;
+        ids.push_back(e->id);
+      } else {
+        KeyReader reader(it->key().ToStringView().substr(prefix.size()));
+        absl::StatusOr<uint64_t> id = reader.ReadUint64();
+        if (!id.ok()) return absl::DataLossError("malformed episode key");
+        ids.push_back(*id);
+      }
+    }
+    if (absl::Status s = FromRocks(it->status(), "scanning episodes"); !s.ok()) return s;
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<std::string> lock_keys;
+  for (uint64_t id : ids) lock_keys.push_back(EpisodeLockKey(tenant, space, id));
+  KeyLockTable::Guard guard = key_locks_.Lock(std::move(lock_keys));
+
+  rocksdb::WriteBatch batch;
+  uint64_t deleted = 0;
+  for (uint64_t id : ids) {
+    std::string agent;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
+    if (s.IsNotFound()) {
+      // Gone since the scan (another delete): nothing to do for an agent-wide
+      // delete, but an explicit id must exist.
+      if (target.agent_id.empty()) {
+        return absl::NotFoundError(
+            absl::StrCat("episode ", id, " not found in space '", space, "'; nothing deleted"));
+      }
+      continue;
+    }
+    if (!s.ok()) return FromRocks(s, "reading the id index");
+    batch.Delete(handles_[kEpisodes], EpisodeKey(tenant, space, agent, id));
+    batch.Delete(handles_[kIdIndex], IdIndexKey(tenant, space, id));
+    std::string history_prefix = IdIndexKey(tenant, space, id);
+    batch.DeleteRange(handles_[kHistory], history_prefix, PrefixSuccessor(history_prefix));
+    ++deleted;
+  }
+  if (deleted == 0) return 0;
+  batch.Merge(handles_[kCounters], SpaceKey(tenant, space), EncodeFixed64(-deleted));
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  return deleted;
+}
+
+absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant,
+                                                       const std::string& space,
+                                                       const EpisodeFilter& filter,
+                                                       uint32_t page_size,
+                                                       const std::string& page_token) {
+  if (page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
+  }
+  if (page_size == 0) page_size = kDefaultPageSize;
+  std::string resume_after;
+  if (!page_token.empty()) {
+    // The token is the hex of the last key returned; it must lie in this scan.
+    std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
+                                                 : AgentPrefix(tenant, space, filter.agent_id);
+    if (page_token.size() % 2 != 0 ||
+        !std::all_of(page_token.begin(), page_token.end(),
+                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+      return absl::InvalidArgumentError("page_token is malformed");
+    }
+    resume_after = absl::HexStringToBytes(page_token);
+    if (!resume_after.starts_with(prefix) || resume_after.size() == prefix.size()) {
+      return absl::InvalidArgumentError(
+          "page_token does not belong to this space and filter; start again without it");
+    }
+  }
+  EpisodePage page;
+  std::string last_key;
+  bool more = false;
+  absl::Status status = ForEachEpisode(
+      tenant, space, filter, absl::InfiniteFuture(), [&](Episode&& episode) {
+        std::string key = EpisodeKey(tenant, space, episode.agent_id, episode.id);
+        if (!resume_after.empty() && key <= resume_after) return true;
+        if (page.episodes.size() == page_size) {
+          more = true;
+          return false;
+        }
+        last_key = std::move(key);
+        page.episodes.push_back(std::move(episode));
+        return true;
+      });
+  if (!status.ok()) return status;
+  if (more) page.next_page_token = absl::BytesToHexString(last_key);
+  return page;
+}
+
+absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::string& space,
+                                          const EpisodeFilter& filter, absl::Time deadline,
+                                          const std::function<bool(Episode&&)>& visit) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  if (absl::Status valid = ValidateFilter(filter); !valid.ok()) return valid;
+  std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
+                                               : AgentPrefix(tenant, space, filter.agent_id);
+  std::string end = PrefixSuccessor(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
+  int64_t now_us = NowMicros();
+  uint64_t visited = 0;
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    if (++visited % 1024 == 0 && absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("deadline passed after scanning ", visited, " episodes"));
+    }
+    absl::StatusOr<Episode> episode = DecodeEpisode(it->value().ToStringView());
+    if (!episode.ok()) return episode.status();
+    if (!MatchesFilter(filter, *episode, now_us)) continue;
+    if (!visit(*std::move(episode))) return absl::OkStatus();
+  }
+  return FromRocks(it->status(), "scanning episodes");
+}
+
+std::vector<ColumnFamilyStats> EpisodeStore::ColumnFamilies() {
+  std::vector<ColumnFamilyStats> stats;
+  for (int cf = 0; cf < kNumCfs; ++cf) {
+    ColumnFamilyStats s;
+    s.name = kCfNames[cf];
+    db_->GetIntProperty(handles_[cf], "rocksdb.estimate-num-keys", &s.estimated_keys);
+    db_->GetIntProperty(handles_[cf], "rocksdb.total-sst-files-size", &s.sst_bytes);
+    db_->GetIntProperty(handles_[cf], "rocksdb.cur-size-all-mem-tables", &s.memtable_bytes);
+    stats.push_back(s);
+  }
+  return stats;
+}
+
+absl::Status EpisodeStore::Compact(const std::function<void(double, const std::string&)>& progress,
+                                   std::atomic<bool>* cancel) {
+  for (int cf = 0; cf < kNumCfs; ++cf) {
+    std::string stage = absl::StrCat("column family ", kCfNames[cf]);
+    progress(static_cast<double>(cf) / kNumCfs, stage);
+    if (cancel->load()) return absl::CancelledError("compaction cancelled");
+    rocksdb::CompactRangeOptions compact_options;
+    compact_options.canceled = cancel;
+    compact_options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    rocksdb::Status s = db_->CompactRange(compact_options, handles_[cf], nullptr, nullptr);
+    if (cancel->load()) return absl::CancelledError("compaction cancelled");
+    if (absl::Status status = FromRocks(s, absl::StrCat("compacting ", stage)); !status.ok()) {
+      return status;
+    }
+  }
+  progress(1.0, "done");
+  return absl::OkStatus();
+}
+
+absl::Status EpisodeStore::Checkpoint(const std::string& dir) {
+  if (std::filesystem::exists(dir)) {
+    return absl::AlreadyExistsError(absl::StrCat("checkpoint directory '", dir, "' exists"));
+  }
+  std::filesystem::create_directories(std::filesystem::path(dir).parent_path());
+  rocksdb::Checkpoint* raw = nullptr;
+  if (absl::Status s = FromRocks(rocksdb::Checkpoint::Create(db_, &raw), "checkpoint");
+      !s.ok()) {
+    return s;
+  }
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  return FromRocks(checkpoint->CreateCheckpoint(dir), "creating checkpoint");
+}
+
+namespace {
+absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> OpenBackupEngine(
+    const std::string& backup_dir) {
+  rocksdb::BackupEngine* raw = nullptr;
+  rocksdb::IOStatus s = rocksdb::BackupEngine::Open(rocksdb::Env::Default(),
+                                                    rocksdb::BackupEngineOptions(backup_dir), &raw);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("opening backup directory '", backup_dir, "'"));
+  }
+  return std::unique_ptr<rocksdb::BackupEngine>(raw);
+}
+
+BackupInfo ToBackupInfo(const rocksdb::BackupInfo& info) {
+  return BackupInfo{info.backup_id, info.timestamp, info.size, info.number_files};
+}
+}  // namespace
+
+absl::StatusOr<BackupInfo> EpisodeStore::CreateBackup(const std::string& backup_dir) {
+  absl::MutexLock lock(&backup_mutex_);
+  absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
+  if (!engine.ok()) return engine.status();
+  rocksdb::CreateBackupOptions create_options;
+  create_options.flush_before_backup = true;
+  rocksdb::BackupID id = 0;
+  if (absl::Status s = FromRocks((*engine)->CreateNewBackup(create_options, db_, &id), "backup");
+      !s.ok()) {
+    return s;
+  }
+  rocksdb::BackupInfo info;
+  if (absl::Status s = FromRocks((*engine)->GetBackupInfo(id, &info), "backup info"); !s.ok()) {
+    return s;
+  }
+  return ToBackupInfo(info);
+}
+
+absl::StatusOr<std::vector<BackupInfo>> EpisodeStore::ListBackups(const std::string& backup_dir) {
+  absl::MutexLock lock(&backup_mutex_);
+  absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
+  if (!engine.ok()) return engine.status();
+  std::vector<rocksdb::BackupInfo> infos;
+  (*engine)->GetBackupInfo(&infos);
+  std::vector<BackupInfo> backups;
+  for (const rocksdb::BackupInfo& info : infos) backups.push_back(ToBackupInfo(info));
+  return backups;
+}
+
+absl::Status EpisodeStore::VerifyBackup(const std::string& backup_dir, uint32_t backup_id) {
+  absl::MutexLock lock(&backup_mutex_);
+  absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
+  if (!engine.ok()) return engine.status();
+  rocksdb::IOStatus s = (*engine)->VerifyBackup(backup_id, /*verify_with_checksum=*/true);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("backup ", backup_id, " does not exist"));
+  }
+  return FromRocks(s, absl::StrCat("verifying backup ", backup_id));
+}
+
+absl::Status EpisodeStore::RestoreBackup(const std::string& backup_dir, uint32_t backup_id,
+                                         const std::string& target_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(target_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create restore directory '", target_dir, "': ", ec.message()));
+  }
+  absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
+  if (!engine.ok()) return engine.status();
+  rocksdb::IOStatus s =
+      backup_id == 0 ? (*engine)->RestoreDBFromLatestBackup(target_dir, target_dir)
+                     : (*engine)->RestoreDBFromBackup(backup_id, target_dir, target_dir);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("backup ", backup_id, " does not exist"));
+  }
+  return FromRocks(s, absl::StrCat("restoring backup ", backup_id, " into '", target_dir, "'"));
+}
+
+absl::Status EpisodeStore::SyncWal() { return FromRocks(db_->SyncWAL(), "syncing the WAL"); }
+
+}  // namespace engram::storage

@@ -1,0 +1,198 @@
+// EpisodeStore: the durable home of spaces and episodes, on RocksDB.
+//
+// Layout: one column family per kind of record, every key starting with the
+// tenant (storage/key_encoding.h), so tenants are disjoint key ranges:
+//   spaces    (tenant, space)                    -> SpaceRecord
+//   episodes  (tenant, space, agent, id)         -> EpisodeRecord (current version)
+//   id_index  (tenant, space, id)                -> agent id
+//   history   (tenant, space, id, version)       -> EpisodeRecord (older versions)
+//   requests  (tenant, space, request id)        -> episode id (idempotent writes)
+//   counters  (tenant, space)                    -> live episode count (merge: add)
+//   default   "episode_id_high_water"            -> highest id ever assigned (merge: max)
+//
+// Durability: every mutating call validates the whole request first (nothing
+// is written when validation fails), then commits exactly one WriteBatch. With
+// StoreOptions::sync_writes (the default) the call returns only after the WAL
+// record is fsynced, so an acknowledged write survives kill -9 and power loss;
+// RocksDB's group commit shares one fsync among concurrent writers.
+//
+// Thread safety: all methods may be called concurrently. Writers to a space
+// share `space_mutex_`; creating and deleting spaces takes it exclusively.
+// Writes that touch the same episode or request id are serialised by a key
+// lock table, so version checks and idempotency hold under races.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "storage/episode.h"
+#include "storage/key_lock_table.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace engram::storage {
+
+// Bounds on what a client may store. A request beyond any of them fails with
+// INVALID_ARGUMENT naming the value and the limit.
+struct StoreLimits {
+  // Longest agent, session or request id, in bytes. Default: 256.
+  size_t max_id_bytes = 256;
+  // Longest episode kind, in bytes. Default: 64.
+  size_t max_kind_bytes = 64;
+  // Longest episode text, in bytes. Default: 256 KiB.
+  size_t max_text_bytes = 256 * 1024;
+  // Most metadata per episode, in serialized bytes and in entries.
+  // Defaults: 16 KiB, 64 entries.
+  size_t max_metadata_bytes = 16 * 1024;
+  size_t max_metadata_entries = 64;
+  // Most links per episode. Default: 256.
+  size_t max_links = 256;
+  // Largest space dimension. Default: 4096.
+  uint32_t max_dimension = 4096;
+  // Most episodes per PutEpisodes batch. Default: 1024.
+  size_t max_batch_size = 1024;
+};
+
+struct StoreOptions {
+  // Directory of the RocksDB database; created if missing.
+  std::string data_dir = "engram-data";
+  // If true, a write returns only after its WAL record is fsynced (survives
+  // power loss). If false, acknowledged writes survive a process crash but the
+  // last few may be lost on power loss or kernel crash; throughput rises.
+  // Default: true.
+  bool sync_writes = true;
+  StoreLimits limits;
+};
+
+struct ColumnFamilyStats {
+  std::string name;
+  uint64_t estimated_keys = 0;
+  uint64_t sst_bytes = 0;
+  uint64_t memtable_bytes = 0;
+};
+
+struct BackupInfo {
+  uint32_t backup_id = 0;
+  int64_t timestamp_s = 0;
+  uint64_t size_bytes = 0;
+  uint32_t file_count = 0;
+};
+
+// Names of spaces, checkpoints and restores: 1-64 characters of
+// [A-Za-z0-9_.-], and not "." or "..", so a name is always one safe path
+// component.
+bool IsValidName(std::string_view name);
+
+class EpisodeStore {
+ public:
+  // Opens (or creates) the database in options.data_dir. FAILED_PRECONDITION
+  // when another process holds it.
+  static absl::StatusOr<std::unique_ptr<EpisodeStore>> Open(const StoreOptions& options);
+  ~EpisodeStore();
+  EpisodeStore(const EpisodeStore&) = delete;
+  EpisodeStore& operator=(const EpisodeStore&) = delete;
+
+  const StoreOptions& options() const { return options_; }
+
+  // Spaces. CreateSpace fails with ALREADY_EXISTS for a taken name; DeleteSpace
+  // removes the space and all its episodes atomically and returns their count.
+  absl::StatusOr<SpaceInfo> CreateSpace(const std::string& tenant, const SpaceInfo& space);
+  absl::StatusOr<SpaceInfo> GetSpace(const std::string& tenant, const std::string& name);
+  absl::StatusOr<std::vector<SpaceInfo>> ListSpaces(const std::string& tenant);
+  absl::StatusOr<uint64_t> DeleteSpace(const std::string& tenant, const std::string& name);
+
+  // Stores a batch all-or-nothing; results are in input order. A write whose
+  // request_id was applied before is not written again (deduplicated=true).
+  absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
+                                                     const std::string& space,
+                                                     std::vector<EpisodeWrite> writes);
+
+  // NOT_FOUND for unknown, deleted or expired episodes.
+  absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
+                                     uint64_t id);
+
+  // Replaces the selected fields, keeps the previous version in the history
+  // and returns the new version. FAILED_PRECONDITION on a version mismatch.
+  absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,
+                                        const EpisodeUpdate& update);
+
+  // Every version of an episode, oldest first, ending with the current one.
+  absl::StatusOr<std::vector<Episode>> GetHistory(const std::string& tenant,
+                                                  const std::string& space, uint64_t id);
+
+  // Deletes by ids (all must exist, else NOT_FOUND and nothing changes), or
+  // every episode of an agent, or of one agent's session. Returns the count.
+  absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
+                                          const DeleteTarget& target);
+
+  // One page of matching episodes in key order (agent, then id).
+  // page_size 0 means 100; at most 1000.
+  absl::StatusOr<EpisodePage> ListEpisodes(const std::string& tenant, const std::string& space,
+                                           const EpisodeFilter& filter, uint32_t page_size,
+                                           const std::string& page_token);
+
+  // Calls `visit` for every live episode matching `filter` until it returns
+  // false. DEADLINE_EXCEEDED if `deadline` passes during the scan.
+  absl::Status ForEachEpisode(const std::string& tenant, const std::string& space,
+                              const EpisodeFilter& filter, absl::Time deadline,
+                              const std::function<bool(Episode&&)>& visit);
+
+  // Operations.
+  std::vector<ColumnFamilyStats> ColumnFamilies();
+  // Compacts every column family, reporting (fraction, stage) after each.
+  // CANCELLED when *cancel becomes true.
+  absl::Status Compact(const std::function<void(double, const std::string&)>& progress,
+                       std::atomic<bool>* cancel);
+  // Creates a consistent, openable copy of the database in `dir` (must not exist).
+  absl::Status Checkpoint(const std::string& dir);
+  absl::StatusOr<BackupInfo> CreateBackup(const std::string& backup_dir);
+  absl::StatusOr<std::vector<BackupInfo>> ListBackups(const std::string& backup_dir);
+  absl::Status VerifyBackup(const std::string& backup_dir, uint32_t backup_id);
+  // Restores a backup (0: latest) into `target_dir`, which must not be this
+  // store's data directory. Does not touch the open database.
+  static absl::Status RestoreBackup(const std::string& backup_dir, uint32_t backup_id,
+                                    const std::string& target_dir);
+
+  // Makes every write so far durable (matters only with sync_writes=false).
+  absl::Status SyncWal();
+
+ private:
+  EpisodeStore(StoreOptions options, rocksdb::DB* db,
+               std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  absl::Status LoadSpaces();
+  absl::StatusOr<SpaceInfo> FindSpace(const std::string& tenant, const std::string& name)
+      ABSL_SHARED_LOCKS_REQUIRED(space_mutex_);
+  absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
+                                      uint64_t id);
+  absl::Status ValidateEpisode(const SpaceInfo& space, const Episode& episode) const;
+  uint64_t EpisodeCount(const std::string& tenant, const std::string& space);
+  absl::Status Commit(rocksdb::WriteBatch* batch);
+
+  const StoreOptions options_;
+  rocksdb::DB* db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::atomic<uint64_t> next_episode_id_{1};
+  KeyLockTable key_locks_;
+  absl::Mutex backup_mutex_;
+
+  absl::Mutex space_mutex_;
+  // (tenant, space) key -> space.
+  absl::flat_hash_map<std::string, SpaceInfo> spaces_ ABSL_GUARDED_BY(space_mutex_);
+};
+
+}  // namespace engram::storage

@@ -1,0 +1,83 @@
+#include "server/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace engram::server {
+namespace {
+
+TEST(ConfigTest, EmptyDocumentGivesTheDocumentedDefaults) {
+  auto config = ParseConfig("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address, "127.0.0.1:50051");
+  EXPECT_EQ(config->store.data_dir, "engram-data");
+  EXPECT_TRUE(config->store.sync_writes);
+}
+
+TEST(ConfigTest, ParsesNestedKeysOverTheDefaults) {
+  auto config = ParseConfig(
+      "listen_address: 0.0.0.0:7000\nsync_writes: false\nlimits:\n  max_text_bytes: 17\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address, "0.0.0.0:7000");
+  EXPECT_FALSE(config->store.sync_writes);
+  EXPECT_EQ(config->store.limits.max_text_bytes, 17u);
+  EXPECT_EQ(config->store.limits.max_batch_size, storage::StoreLimits().max_batch_size);
+}
+
+TEST(ConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
+  struct Case {
+    std::string yaml;
+    std::string expected;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"listen_adress: x:1", "unknown config key 'listen_adress'"},
+           {"limits:\n  max_txt: 1", "unknown config key 'limits.max_txt'"},
+           {"worker_threads: many", "'worker_threads' has an invalid value"},
+           {"worker_threads: 0", "'worker_threads' is 0; minimum is 1"},
+           {"sync_writes: maybe", "'sync_writes' has an invalid value"},
+           {"log_level: loud", "log_level 'loud'"},
+           {"listen_address: nohostport", "must be host:port"},
+           {"[1, 2]", "must be a mapping"},
+           {"a: [", "not valid YAML"},
+       }) {
+    auto config = ParseConfig(c.yaml);
+    ASSERT_FALSE(config.ok()) << c.yaml;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(config.status().message().find(c.expected), std::string::npos)
+        << c.yaml << " -> " << config.status();
+  }
+}
+
+TEST(ConfigTest, DescribedDefaultsParseBackToTheDefaults) {
+  auto config = ParseConfig(DescribeConfig());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(DescribeConfig(*config), DescribeConfig());
+}
+
+// README.md's configuration reference must list every option.
+TEST(ConfigTest, ReadmeDocumentsEveryOption) {
+  std::ifstream readme(ENGRAM_SOURCE_DIR "/README.md");
+  ASSERT_TRUE(readme) << "README.md not found";
+  std::stringstream text;
+  text << readme.rdbuf();
+  std::string section;
+  for (absl::string_view line : absl::StrSplit(DescribeConfig(), '\n')) {
+    bool nested = absl::ConsumePrefix(&line, "  ");
+    if (line.empty() || line[0] == '#') continue;
+    if (line.back() == ':') {
+      section = std::string(line.substr(0, line.size() - 1)) + ".";
+      continue;
+    }
+    std::string key = (nested ? section : "") + std::string(line.substr(0, line.find(':')));
+    EXPECT_NE(text.str().find("`" + key + "`"), std::string::npos)
+        << "README.md does not document config key `" << key << "`";
+  }
+}
+
+}  // namespace
+}  // namespace engram::server

@@ -1,0 +1,359 @@
+#include "storage/episode_store.h"
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/util/temp_dir.h"
+
+namespace engram::storage {
+namespace {
+
+constexpr char kTenant[] = "default";
+
+class EpisodeStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    store_.reset();
+    StoreOptions options;
+    options.data_dir = dir_.Sub("db");
+    options.limits.max_text_bytes = 100;
+    options.limits.max_batch_size = 8;
+    auto opened = EpisodeStore::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = *std::move(opened);
+  }
+
+  void CreateSpace(const std::string& name = "notes", uint32_t dim = 3,
+                   Metric metric = Metric::kCosine) {
+    SpaceInfo space{name, dim, metric};
+    ASSERT_TRUE(store_->CreateSpace(kTenant, space).ok());
+  }
+
+  static EpisodeWrite Write(std::string agent, std::vector<float> embedding, std::string text = "",
+                            std::string request_id = "", std::string session = "") {
+    EpisodeWrite w;
+    w.request_id = std::move(request_id);
+    w.episode.agent_id = std::move(agent);
+    w.episode.session_id = std::move(session);
+    w.episode.text = std::move(text);
+    w.episode.embedding = std::move(embedding);
+    return w;
+  }
+
+  std::vector<uint64_t> Put(std::vector<EpisodeWrite> writes, const std::string& space = "notes") {
+    auto results = store_->PutEpisodes(kTenant, space, std::move(writes));
+    EXPECT_TRUE(results.ok()) << results.status();
+    std::vector<uint64_t> ids;
+    if (results.ok()) {
+      for (const PutResult& r : *results) ids.push_back(r.id);
+    }
+    return ids;
+  }
+
+  uint64_t Count(const std::string& space = "notes") {
+    return store_->GetSpace(kTenant, space)->episode_count;
+  }
+
+  engram::testing::TempDir dir_;
+  std::unique_ptr<EpisodeStore> store_;
+};
+
+TEST_F(EpisodeStoreTest, PutThenGetReturnsTheEpisodeWithServerFields) {
+  CreateSpace();
+  EpisodeWrite w = Write("agent-1", {1, 2, 3}, "hello");
+  w.episode.metadata = {{"topic", std::string("x")}, {"n", int64_t{4}}};
+  w.episode.links = {7};
+  std::vector<uint64_t> ids = Put({w});
+  ASSERT_EQ(ids.size(), 1u);
+  auto got = store_->GetEpisode(kTenant, "notes", ids[0]);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->id, ids[0]);
+  EXPECT_EQ(got->text, "hello");
+  EXPECT_EQ(got->embedding, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(got->metadata, w.episode.metadata);
+  EXPECT_EQ(got->links, w.episode.links);
+  EXPECT_EQ(got->kind, "message");
+  EXPECT_EQ(got->version, 1u);
+  EXPECT_GT(got->event_time_us, 0);
+  EXPECT_EQ(Count(), 1u);
+}
+
+TEST_F(EpisodeStoreTest, InvalidEpisodesWriteNothingAndNameTheProblem) {
+  CreateSpace();
+  struct Case {
+    EpisodeWrite write;
+    std::string expected;
+  };
+  std::vector<Case> cases = {
+      {Write("a", {1, 2}), "embedding has 2 dimensions; space 'notes' expects 3"},
+      {Write("a", {1, NAN, 3}), "embedding[1] is nan"},
+      {Write("a", {1, INFINITY, 3}), "embedding[1] is inf"},
+      {Write("a", {0, 0, 0}), "all zeros"},
+      {Write("", {1, 2, 3}), "agent_id is empty"},
+      {Write(std::string(300, 'a'), {1, 2, 3}), "agent_id is 300 bytes; the limit is 256"},
+      {Write("a", {1, 2, 3}, std::string(101, 't')), "text is 101 bytes; the limit is 100"},
+  };
+  for (const Case& c : cases) {
+    // The bad episode sits second in a batch with a good one: nothing is written.
+    auto result = store_->PutEpisodes(kTenant, "notes", {Write("ok", {1, 0, 0}), c.write});
+    ASSERT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.expected;
+    EXPECT_NE(result.status().message().find("episodes[1]: "), std::string::npos)
+        << result.status();
+    EXPECT_NE(result.status().message().find(c.expected), std::string::npos) << result.status();
+  }
+  EXPECT_EQ(Count(), 0u);
+  EpisodePage page = *store_->ListEpisodes(kTenant, "notes", {}, 0, "");
+  EXPECT_TRUE(page.episodes.empty());
+
+  EXPECT_EQ(store_->PutEpisodes(kTenant, "nope", {Write("a", {1, 2, 3})}).status().code(),
+            absl::StatusCode::kNotFound);
+  std::vector<EpisodeWrite> too_many(9, Write("a", {1, 2, 3}));
+  EXPECT_EQ(store_->PutEpisodes(kTenant, "notes", too_many).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutEpisodes(kTenant, "notes", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Count(), 0u);
+}
+
+TEST_F(EpisodeStoreTest, RetriedRequestIdIsAppliedOnce) {
+  CreateSpace();
+  auto first = *store_->PutEpisodes(kTenant, "notes", {Write("a", {1, 0, 0}, "x", "req-1")});
+  auto again = *store_->PutEpisodes(
+      kTenant, "notes", {Write("a", {1, 0, 0}, "x", "req-1"), Write("a", {0, 1, 0}, "y", "req-2")});
+  EXPECT_FALSE(first[0].deduplicated);
+  EXPECT_TRUE(again[0].deduplicated);
+  EXPECT_EQ(again[0].id, first[0].id);
+  EXPECT_FALSE(again[1].deduplicated);
+  EXPECT_EQ(Count(), 2u);
+  // The same request id twice within one batch is a client bug.
+  EXPECT_EQ(store_->PutEpisodes(kTenant, "notes",
+                                {Write("a", {1, 0, 0}, "", "dup"), Write("a", {1, 0, 0}, "", "dup")})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EpisodeStoreTest, ConcurrentRetriesOfOneRequestStoreOneEpisode) {
+  CreateSpace();
+  std::vector<std::thread> threads;
+  std::vector<uint64_t> ids(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto r = store_->PutEpisodes(kTenant, "notes", {Write("a", {1, 0, 0}, "", "same")});
+      ids[t] = r.ok() ? (*r)[0].id : 0;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(std::set<uint64_t>(ids.begin(), ids.end()).size(), 1u);
+  EXPECT_NE(ids[0], 0u);
+  EXPECT_EQ(Count(), 1u);
+}
+
+TEST_F(EpisodeStoreTest, UpdateKeepsHistoryAndChecksVersions) {
+  CreateSpace();
+  uint64_t id = Put({Write("a", {1, 0, 0}, "v1")})[0];
+  EpisodeUpdate update;
+  update.id = id;
+  update.values.text = "v2";
+  update.fields = {UpdatableField::kText};
+  auto v2 = store_->UpdateEpisode(kTenant, "notes", update);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->version, 2u);
+  EXPECT_EQ(v2->text, "v2");
+  EXPECT_EQ(v2->embedding, (std::vector<float>{1, 0, 0}));  // not in the mask: kept
+
+  update.expected_version = 1;  // stale
+  update.values.text = "v3";
+  EXPECT_EQ(store_->UpdateEpisode(kTenant, "notes", update).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  update.expected_version = 2;
+  ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+
+  update.values.embedding = {1, 2};  // invalid new value: nothing changes
+  update.fields = {UpdatableField::kEmbedding};
+  update.expected_version = 0;
+  EXPECT_EQ(store_->UpdateEpisode(kTenant, "notes", update).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto history = store_->GetHistory(kTenant, "notes", id);
+  ASSERT_TRUE(history.ok()) << history.status();
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ((*history)[0].text, "v1");
+  EXPECT_EQ((*history)[1].text, "v2");
+  EXPECT_EQ((*history)[2].text, "v3");
+  EXPECT_EQ((*history)[2].version, 3u);
+  update.id = 999;
+  EXPECT_EQ(store_->UpdateEpisode(kTenant, "notes", update).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(EpisodeStoreTest, DeletesByIdsAgentAndSession) {
+  CreateSpace();
+  std::vector<uint64_t> ids =
+      Put({Write("a", {1, 0, 0}, "", "", "s1"), Write("a", {1, 0, 0}, "", "", "s2"),
+           Write("a", {1, 0, 0}, "", "", "s2"), Write("b", {1, 0, 0}), Write("b", {1, 0, 0})});
+  // One unknown id: NOT_FOUND and nothing deleted.
+  DeleteTarget by_ids;
+  by_ids.ids = {ids[3], 12345};
+  EXPECT_EQ(store_->DeleteEpisodes(kTenant, "notes", by_ids).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Count(), 5u);
+  by_ids.ids = {ids[3]};
+  EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", by_ids), 1u);
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", ids[3]).status().code(),
+            absl::StatusCode::kNotFound);
+
+  DeleteTarget session{{}, "a", "s2"};
+  EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", session), 2u);
+  EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", ids[0]).ok());
+  DeleteTarget agent{{}, "a", ""};
+  EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", agent), 1u);
+  EXPECT_EQ(Count(), 1u);
+  EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", ids[4]).ok());
+}
+
+TEST_F(EpisodeStoreTest, ListPagesThroughFilteredEpisodes) {
+  CreateSpace();
+  std::vector<EpisodeWrite> writes;
+  for (int i = 0; i < 8; ++i) {
+    writes.push_back(Write(i % 2 ? "odd" : "even", {1, float(i), 0}));
+    writes.back().episode.metadata = {{"i", int64_t{i}}};
+  }
+  Put(writes);
+  EpisodeFilter filter;
+  filter.agent_id = "even";
+  filter.metadata = {{"i", MetadataPredicate::Op::kGe, int64_t{2}}};
+  std::vector<int64_t> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = store_->ListEpisodes(kTenant, "notes", filter, 2, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const Episode& e : page->episodes) seen.push_back(std::get<int64_t>(e.metadata.at("i")));
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(seen, (std::vector<int64_t>{2, 4, 6}));
+  EXPECT_EQ(pages, 2);
+
+  EXPECT_EQ(store_->ListEpisodes(kTenant, "notes", filter, 2, "zz").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListEpisodes(kTenant, "notes", filter, 2001, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  filter.agent_id = "odd";  // a token from another agent's scan is refused
+  auto first = *store_->ListEpisodes(kTenant, "notes", EpisodeFilter{"even"}, 1, "");
+  EXPECT_EQ(store_->ListEpisodes(kTenant, "notes", filter, 2, first.next_page_token)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EpisodeStoreTest, ReopenKeepsDataAndNeverReusesIds) {
+  CreateSpace();
+  std::vector<uint64_t> first = Put({Write("a", {1, 0, 0}), Write("a", {0, 1, 0})});
+  DeleteTarget last;
+  last.ids = {first[1]};
+  ASSERT_TRUE(store_->DeleteEpisodes(kTenant, "notes", last).ok());
+  Reopen();
+  EXPECT_EQ(Count(), 1u);
+  EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", first[0]).ok());
+  uint64_t next = Put({Write("a", {1, 1, 0})})[0];
+  EXPECT_GT(next, first[1]);
+}
+
+TEST_F(EpisodeStoreTest, SpacesAreValidatedAndDeletedWithTheirEpisodes) {
+  EXPECT_EQ(store_->CreateSpace(kTenant, {"bad name", 3}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateSpace(kTenant, {"..", 3}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateSpace(kTenant, {"x", 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateSpace(kTenant, {"x", 5000}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  CreateSpace("one");
+  CreateSpace("two");
+  EXPECT_EQ(store_->CreateSpace(kTenant, {"one", 3}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  Put({Write("a", {1, 0, 0})}, "one");
+  uint64_t kept = Put({Write("a", {1, 0, 0})}, "two")[0];
+  EXPECT_EQ(*store_->DeleteSpace(kTenant, "one"), 1u);
+  EXPECT_EQ(store_->GetSpace(kTenant, "one").status().code(), absl::StatusCode::kNotFound);
+  Reopen();
+  EXPECT_EQ(store_->ListSpaces(kTenant)->size(), 1u);
+  EXPECT_TRUE(store_->GetEpisode(kTenant, "two", kept).ok());
+  // Recreating the name starts empty.
+  CreateSpace("one");
+  EXPECT_EQ(Count("one"), 0u);
+  EXPECT_TRUE(store_->ListEpisodes(kTenant, "one", {}, 0, "")->episodes.empty());
+}
+
+TEST_F(EpisodeStoreTest, TenantsAreDisjoint) {
+  CreateSpace();
+  Put({Write("a", {1, 0, 0})});
+  EXPECT_EQ(store_->GetSpace("other", "notes").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->CreateSpace("other", {"notes", 3}).ok());
+  EXPECT_TRUE(store_->ListEpisodes("other", "notes", {}, 0, "")->episodes.empty());
+  EXPECT_EQ(store_->GetEpisode("other", "notes", 1).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EpisodeStoreTest, BackupRestoreAndCheckpointProduceOpenableCopies) {
+  CreateSpace();
+  uint64_t id = Put({Write("a", {1, 0, 0}, "kept")})[0];
+  std::string backups = dir_.Sub("backups");
+  auto backup = store_->CreateBackup(backups);
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  EXPECT_TRUE(store_->VerifyBackup(backups, backup->backup_id).ok());
+  EXPECT_EQ(store_->VerifyBackup(backups, 99).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(EpisodeStore::RestoreBackup(backups, 0, dir_.Sub("restored")).ok());
+  ASSERT_TRUE(store_->Checkpoint(dir_.Sub("checkpoint")).ok());
+  EXPECT_EQ(store_->Checkpoint(dir_.Sub("checkpoint")).code(), absl::StatusCode::kAlreadyExists);
+
+  for (const std::string& copy : {dir_.Sub("restored"), dir_.Sub("checkpoint")}) {
+    StoreOptions options;
+    options.data_dir = copy;
+    auto opened = EpisodeStore::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    auto episode = (*opened)->GetEpisode(kTenant, "notes", id);
+    ASSERT_TRUE(episode.ok()) << copy;
+    EXPECT_EQ(episode->text, "kept");
+  }
+
+  // A corrupted backup file fails verification.
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(backups)) {
+    if (entry.path().extension() == ".sst") {
+      std::filesystem::resize_file(entry.path(), entry.file_size() / 2);
+      break;
+    }
+  }
+  EXPECT_FALSE(store_->VerifyBackup(backups, backup->backup_id).ok());
+}
+
+TEST_F(EpisodeStoreTest, SecondOpenOfTheSameDirectoryIsRefused) {
+  StoreOptions options;
+  options.data_dir = dir_.Sub("db");
+  EXPECT_EQ(EpisodeStore::Open(options).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(EpisodeStoreTest, CompactReportsProgressAndHonoursCancel) {
+  CreateSpace();
+  Put({Write("a", {1, 0, 0})});
+  std::vector<double> fractions;
+  std::atomic<bool> cancel{false};
+  ASSERT_TRUE(store_->Compact([&](double f, const std::string&) { fractions.push_back(f); },
+                              &cancel)
+                  .ok());
+  ASSERT_FALSE(fractions.empty());
+  EXPECT_TRUE(std::is_sorted(fractions.begin(), fractions.end()));
+  EXPECT_EQ(fractions.back(), 1.0);
+  cancel = true;
+  EXPECT_EQ(store_->Compact([](double, const std::string&) {}, &cancel).code(),
+            absl::StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace engram::storage
