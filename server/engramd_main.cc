@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   CLI::App app{"engramd: Engram's memory database daemon"};
+  // A flag given twice takes the last value, so wrappers can append overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string config_file;
   bool print_default_config = false;
   std::string listen, data_dir, metrics_address, port_file, log_level;

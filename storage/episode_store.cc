@@ -659,15 +659,14 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
   EpisodePage page;
   std::string last_key;
   bool more = false;
-  absl::Status status = ForEachEpisode(
-      tenant, space, filter, absl::InfiniteFuture(), [&](Episode&& episode) {
-        std::string key = EpisodeKey(tenant, space, episode.agent_id, episode.id);
-        if (!resume_after.empty() && key <= resume_after) return true;
+  absl::Status status = ScanEpisodes(
+      tenant, space, filter, resume_after, absl::InfiniteFuture(),
+      [&](std::string_view key, Episode&& episode) {
         if (page.episodes.size() == page_size) {
           more = true;
           return false;
         }
-        last_key = std::move(key);
+        last_key = std::string(key);
         page.episodes.push_back(std::move(episode));
         return true;
       });
@@ -679,6 +678,16 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
 absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::string& space,
                                           const EpisodeFilter& filter, absl::Time deadline,
                                           const std::function<bool(Episode&&)>& visit) {
+  return ScanEpisodes(tenant, space, filter, /*start_after=*/"", deadline,
+                      [&visit](std::string_view, Episode&& episode) {
+                        return visit(std::move(episode));
+                      });
+}
+
+absl::Status EpisodeStore::ScanEpisodes(
+    const std::string& tenant, const std::string& space, const EpisodeFilter& filter,
+    const std::string& start_after, absl::Time deadline,
+    const std::function<bool(std::string_view, Episode&&)>& visit) {
   {
     absl::ReaderMutexLock lock(&space_mutex_);
     if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
@@ -695,7 +704,9 @@ absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
   int64_t now_us = NowMicros();
   uint64_t visited = 0;
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
+  it->Seek(start_after.empty() ? prefix : start_after);
+  if (!start_after.empty() && it->Valid() && it->key() == start_after) it->Next();
+  for (; it->Valid(); it->Next()) {
     if (++visited % 1024 == 0 && absl::Now() > deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("deadline passed after scanning ", visited, " episodes"));
@@ -703,7 +714,7 @@ absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::
     absl::StatusOr<Episode> episode = DecodeEpisode(it->value().ToStringView());
     if (!episode.ok()) return episode.status();
     if (!MatchesFilter(filter, *episode, now_us)) continue;
-    if (!visit(*std::move(episode))) return absl::OkStatus();
+    if (!visit(it->key().ToStringView(), *std::move(episode))) return absl::OkStatus();
   }
   return FromRocks(it->status(), "scanning episodes");
 }

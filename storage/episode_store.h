@@ -180,6 +180,12 @@ class EpisodeStore {
   absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
                                       uint64_t id);
   absl::Status ValidateEpisode(const SpaceInfo& space, const Episode& episode) const;
+  // Visits matching episodes with their keys, starting after `start_after`
+  // (a full episode key; empty: from the first).
+  absl::Status ScanEpisodes(const std::string& tenant, const std::string& space,
+                            const EpisodeFilter& filter, const std::string& start_after,
+                            absl::Time deadline,
+                            const std::function<bool(std::string_view, Episode&&)>& visit);
   uint64_t EpisodeCount(const std::string& tenant, const std::string& space);
   absl::Status Commit(rocksdb::WriteBatch* batch);
 

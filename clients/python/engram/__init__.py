@@ -1,0 +1,21 @@
+"""Engram's Python client.
+
+    from engram import Memory
+    memory = Memory("127.0.0.1:50051", space="notes", agent="alice")
+    memory.add("likes tea", embedding)
+    memory.search(query_embedding, k=5)
+
+The gRPC stubs (engram.v1) are generated at build time into build/python,
+next to a copy of this package; put build/python on sys.path.
+"""
+
+from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramError,
+                           FailedPreconditionError, InvalidArgumentError, NotFoundError,
+                           PermissionDeniedError, ResourceExhaustedError, UnavailableError)
+from engram.memory import Episode, Hit, Memory
+
+__all__ = [
+    "AlreadyExistsError", "DeadlineExceededError", "EngramError", "Episode",
+    "FailedPreconditionError", "Hit", "InvalidArgumentError", "Memory", "NotFoundError",
+    "PermissionDeniedError", "ResourceExhaustedError", "UnavailableError",
+]

@@ -1,0 +1,285 @@
+"""The friendly client: `Memory` remembers and recalls an agent's episodes."""
+
+import dataclasses
+import functools
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import grpc
+
+from engram.errors import EngramError, InvalidArgumentError, from_rpc_error
+from engram.v1 import memory_pb2, memory_pb2_grpc
+
+MetadataValue = Union[str, int, float, bool]
+
+_METRICS = {
+    "cosine": memory_pb2.METRIC_COSINE,
+    "ip": memory_pb2.METRIC_INNER_PRODUCT,
+    "inner_product": memory_pb2.METRIC_INNER_PRODUCT,
+    "l2": memory_pb2.METRIC_L2,
+}
+_OPS = {
+    "==": memory_pb2.MetadataPredicate.EQ,
+    "!=": memory_pb2.MetadataPredicate.NE,
+    "<": memory_pb2.MetadataPredicate.LT,
+    "<=": memory_pb2.MetadataPredicate.LE,
+    ">": memory_pb2.MetadataPredicate.GT,
+    ">=": memory_pb2.MetadataPredicate.GE,
+    "exists": memory_pb2.MetadataPredicate.EXISTS,
+}
+_UPDATABLE = ("session_id", "kind", "text", "embedding", "metadata", "event_time_us",
+              "expires_at_us", "importance", "links")
+
+
+@dataclasses.dataclass
+class Episode:
+    id: int
+    agent_id: str
+    session_id: str
+    kind: str
+    text: str
+    embedding: List[float]
+    metadata: Dict[str, MetadataValue]
+    event_time_us: int
+    expires_at_us: int
+    importance: float
+    links: List[int]
+    version: int
+    created_at_us: int
+    updated_at_us: int
+
+
+@dataclasses.dataclass
+class Hit:
+    score: float
+    episode: Episode
+
+
+def _value_to_proto(value, out):
+    # bool first: bool is a subclass of int in Python.
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    else:
+        raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"metadata value {value!r} is not str, int, float or bool")
+
+
+def _value_from_proto(value):
+    return getattr(value, value.WhichOneof("kind"))
+
+
+def _episode_from_proto(e) -> Episode:
+    return Episode(
+        id=e.id, agent_id=e.agent_id, session_id=e.session_id, kind=e.kind, text=e.text,
+        embedding=list(e.embedding),
+        metadata={k: _value_from_proto(v) for k, v in e.metadata.items()},
+        event_time_us=e.event_time_us, expires_at_us=e.expires_at_us,
+        importance=e.importance, links=list(e.links), version=e.version,
+        created_at_us=e.created_at_us, updated_at_us=e.updated_at_us)
+
+
+def _translate_errors(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+    return wrapper
+
+
+class Memory:
+    """Remembers and recalls episodes of one space (and by default one agent).
+
+    Every method raises an EngramError subclass on failure (InvalidArgumentError,
+    NotFoundError, ...). Safe to share across threads.
+    """
+
+    def __init__(self, address: str = "127.0.0.1:50051", space: Optional[str] = None,
+                 agent: Optional[str] = None, session: str = "", timeout: float = 30.0):
+        self.space = space
+        self.agent = agent
+        self.session = session
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self._stub = memory_pb2_grpc.MemoryServiceStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wait_ready(self, timeout: float = 10.0):
+        """Blocks until the channel connects; UnavailableError after `timeout`."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise EngramError(grpc.StatusCode.UNAVAILABLE, "engramd not reachable") from None
+
+    # Spaces ---------------------------------------------------------------
+
+    @_translate_errors
+    def create_space(self, dimension: int, metric: str = "cosine", name: Optional[str] = None):
+        if metric not in _METRICS:
+            raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"metric {metric!r} is not one of {sorted(_METRICS)}")
+        space = memory_pb2.Space(name=name or self.space, dimension=dimension,
+                                 metric=_METRICS[metric])
+        return self._stub.CreateSpace(memory_pb2.CreateSpaceRequest(space=space),
+                                      timeout=self.timeout).space
+
+    @_translate_errors
+    def get_space(self, name: Optional[str] = None):
+        return self._stub.GetSpace(memory_pb2.GetSpaceRequest(name=name or self.space),
+                                   timeout=self.timeout).space
+
+    @_translate_errors
+    def delete_space(self, name: Optional[str] = None) -> int:
+        return self._stub.DeleteSpace(memory_pb2.DeleteSpaceRequest(name=name or self.space),
+                                      timeout=self.timeout).deleted_episodes
+
+    # Episodes -------------------------------------------------------------
+
+    def _episode_proto(self, text, embedding, agent=None, session=None, kind="",
+                       metadata=None, event_time_us=0, expires_at_us=0, importance=0.0,
+                       links=()):
+        episode = memory_pb2.Episode(
+            agent_id=agent or self.agent or "", session_id=session or self.session,
+            kind=kind, text=text, embedding=[float(x) for x in embedding],
+            event_time_us=event_time_us, expires_at_us=expires_at_us,
+            importance=importance, links=list(links))
+        for key, value in (metadata or {}).items():
+            _value_to_proto(value, episode.metadata[key])
+        return episode
+
+    @_translate_errors
+    def add(self, text: str, embedding: Sequence[float], *, request_id: str = "",
+            **fields) -> int:
+        """Stores one episode; returns its id. `fields`: agent, session, kind, metadata,
+        event_time_us, expires_at_us, importance, links."""
+        return self.add_many([dict(text=text, embedding=embedding, request_id=request_id,
+                                   **fields)])[0]
+
+    @_translate_errors
+    def add_many(self, episodes: Sequence[dict]) -> List[int]:
+        """Stores a batch all-or-nothing; each dict holds add()'s arguments."""
+        request = memory_pb2.PutEpisodesRequest(space=self.space)
+        for fields in episodes:
+            fields = dict(fields)
+            request_id = fields.pop("request_id", "")
+            request.episodes.add(request_id=request_id,
+                                 episode=self._episode_proto(**fields))
+        return list(self._stub.PutEpisodes(request, timeout=self.timeout).ids)
+
+    @_translate_errors
+    def get(self, episode_id: int) -> Episode:
+        response = self._stub.GetEpisode(
+            memory_pb2.GetEpisodeRequest(space=self.space, id=episode_id), timeout=self.timeout)
+        return _episode_from_proto(response.episode)
+
+    @_translate_errors
+    def update(self, episode_id: int, *, expected_version: int = 0, **fields) -> Episode:
+        """Replaces the given fields (any of session_id, kind, text, embedding, metadata,
+        event_time_us, expires_at_us, importance, links); returns the new version."""
+        unknown = set(fields) - set(_UPDATABLE)
+        if unknown:
+            raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"cannot update {sorted(unknown)}")
+        values = memory_pb2.Episode()
+        for name, value in fields.items():
+            if name == "metadata":
+                for key, v in value.items():
+                    _value_to_proto(v, values.metadata[key])
+            elif name in ("embedding", "links"):
+                getattr(values, name).extend(value)
+            else:
+                setattr(values, name, value)
+        request = memory_pb2.UpdateEpisodeRequest(
+            space=self.space, id=episode_id, expected_version=expected_version,
+            episode=values, update_mask=sorted(fields))
+        return _episode_from_proto(self._stub.UpdateEpisode(request,
+                                                            timeout=self.timeout).episode)
+
+    @_translate_errors
+    def history(self, episode_id: int) -> List[Episode]:
+        response = self._stub.GetHistory(
+            memory_pb2.GetHistoryRequest(space=self.space, id=episode_id), timeout=self.timeout)
+        return [_episode_from_proto(e) for e in response.versions]
+
+    @_translate_errors
+    def delete(self, episode_ids: Union[int, Sequence[int]]) -> int:
+        ids = [episode_ids] if isinstance(episode_ids, int) else list(episode_ids)
+        request = memory_pb2.DeleteEpisodesRequest(
+            space=self.space, ids=memory_pb2.DeleteEpisodesRequest.Ids(ids=ids))
+        return self._stub.DeleteEpisodes(request, timeout=self.timeout).deleted
+
+    @_translate_errors
+    def forget_agent(self, agent: Optional[str] = None, session: str = "") -> int:
+        """Deletes every episode of the agent (or only of one of its sessions)."""
+        agent = agent or self.agent
+        if session:
+            request = memory_pb2.DeleteEpisodesRequest(
+                space=self.space,
+                session=memory_pb2.DeleteEpisodesRequest.Session(agent_id=agent,
+                                                                 session_id=session))
+        else:
+            request = memory_pb2.DeleteEpisodesRequest(space=self.space, agent_id=agent)
+        return self._stub.DeleteEpisodes(request, timeout=self.timeout).deleted
+
+    def _filter(self, agent, session, kinds, since_us, until_us, where):
+        f = memory_pb2.EpisodeFilter(agent_id=agent if agent is not None else (self.agent or ""),
+                                     session_id=session, kinds=list(kinds or []))
+        if since_us is not None:
+            f.event_time_from_us = since_us
+        if until_us is not None:
+            f.event_time_to_us = until_us
+        # where: {"key": value} (equality) or [("key", op, value), ...]
+        items = where.items() if isinstance(where, dict) else (where or [])
+        for item in items:
+            key, op, value = (item[0], "==", item[1]) if len(item) == 2 else item
+            if op not in _OPS:
+                raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                           f"operator {op!r} is not one of {sorted(_OPS)}")
+            predicate = f.metadata.add(key=key, op=_OPS[op])
+            if op != "exists":
+                _value_to_proto(value, predicate.value)
+        return f
+
+    @_translate_errors
+    def search(self, embedding: Sequence[float], k: int = 10, *, agent: Optional[str] = None,
+               session: str = "", kinds=None, since_us=None, until_us=None, where=None,
+               include_embedding: bool = False) -> List[Hit]:
+        """The k episodes closest to `embedding`, best first. agent="" searches the
+        whole space; the default is this Memory's agent."""
+        request = memory_pb2.SearchRequest(
+            space=self.space, query=[float(x) for x in embedding], k=k,
+            filter=self._filter(agent, session, kinds, since_us, until_us, where),
+            include_embedding=include_embedding)
+        response = self._stub.Search(request, timeout=self.timeout)
+        return [Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits]
+
+    @_translate_errors
+    def list(self, *, agent: Optional[str] = None, session: str = "", kinds=None,
+             since_us=None, until_us=None, where=None, page_size: int = 100,
+             include_embedding: bool = False) -> Iterator[Episode]:
+        """Every matching episode, fetched page by page."""
+        request = memory_pb2.ListEpisodesRequest(
+            space=self.space,
+            filter=self._filter(agent, session, kinds, since_us, until_us, where),
+            page_size=page_size, include_embedding=include_embedding)
+        episodes = []
+        while True:
+            response = self._stub.ListEpisodes(request, timeout=self.timeout)
+            episodes.extend(_episode_from_proto(e) for e in response.episodes)
+            if not response.next_page_token:
+                return iter(episodes)
+            request.page_token = response.next_page_token

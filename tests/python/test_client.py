@@ -1,0 +1,129 @@
+"""The Python client against a live engramd (started here on a free port).
+
+Run by ctest with ENGRAMD=<path to engramd> and PYTHONPATH=<build>/python.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+import engram
+from engram import Memory
+
+
+class EngramdProcess:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="engram-py-")
+        port_file = os.path.join(self.dir, "port")
+        self.process = subprocess.Popen(
+            [os.environ["ENGRAMD"], "--listen", "127.0.0.1:0", "--port-file", port_file,
+             "--data-dir", os.path.join(self.dir, "data"), "--metrics-address", "off",
+             "--log-level", "warn"])
+        deadline = time.time() + 30
+        while not os.path.exists(port_file):
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("engramd did not start")
+            time.sleep(0.02)
+        with open(port_file) as f:
+            self.address = f"127.0.0.1:{f.read().strip()}"
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return code
+
+
+class MemoryClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = EngramdProcess()
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.server.stop() == 0, "engramd did not shut down cleanly"
+
+    def memory(self, space, agent="alice"):
+        m = Memory(self.server.address, space=space, agent=agent)
+        m.wait_ready()
+        self.addCleanup(m.close)
+        return m
+
+    def test_add_search_get_update_history_delete(self):
+        m = self.memory("py_roundtrip")
+        m.create_space(dimension=4)
+        rng = np.random.default_rng(1)
+        vectors = rng.normal(size=(20, 4)).astype(np.float32)
+        ids = m.add_many([dict(text=f"note {i}", embedding=v, metadata={"i": i, "even": i % 2 == 0})
+                          for i, v in enumerate(vectors)])
+        self.assertEqual(len(set(ids)), 20)
+
+        hits = m.search(vectors[7], k=3)
+        self.assertEqual(hits[0].episode.id, ids[7])
+        self.assertAlmostEqual(hits[0].score, 1.0, places=5)
+        self.assertEqual(len(hits), 3)
+        self.assertGreaterEqual(hits[0].score, hits[1].score)
+
+        filtered = m.search(vectors[7], k=20, where=[("i", ">=", 15), ("even", "==", True)])
+        self.assertEqual(sorted(h.episode.metadata["i"] for h in filtered), [16, 18])
+
+        episode = m.get(ids[3])
+        self.assertEqual(episode.text, "note 3")
+        np.testing.assert_allclose(episode.embedding, vectors[3], rtol=1e-6)
+
+        updated = m.update(ids[3], text="note three", expected_version=1)
+        self.assertEqual(updated.version, 2)
+        self.assertEqual([v.text for v in m.history(ids[3])], ["note 3", "note three"])
+        with self.assertRaises(engram.FailedPreconditionError):
+            m.update(ids[3], text="stale", expected_version=1)
+
+        self.assertEqual(m.delete([ids[0], ids[1]]), 2)
+        with self.assertRaises(engram.NotFoundError):
+            m.get(ids[0])
+        self.assertEqual(len(list(m.list(page_size=7))), 18)
+        self.assertEqual(m.forget_agent(), 18)
+
+    def test_idempotent_retry_returns_the_same_id(self):
+        m = self.memory("py_idempotent")
+        m.create_space(dimension=2, metric="l2")
+        first = m.add("x", [1.0, 2.0], request_id="req-1")
+        again = m.add("x", [1.0, 2.0], request_id="req-1")
+        self.assertEqual(first, again)
+        self.assertEqual(m.get_space().episode_count, 1)
+
+    def test_bad_input_raises_typed_errors_and_writes_nothing(self):
+        m = self.memory("py_errors")
+        m.create_space(dimension=3)
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "expects 3"):
+            m.add("x", [1.0, 2.0])
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "finite"):
+            m.add("x", [1.0, float("nan"), 0.0])
+        with self.assertRaises(engram.InvalidArgumentError):
+            m.add_many([dict(text="ok", embedding=[1, 0, 0]),
+                        dict(text="bad", embedding=[1, 0, 0], agent="a" * 1000)])
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "k is 0"):
+            m.search([1, 0, 0], k=0)
+        with self.assertRaises(engram.AlreadyExistsError):
+            m.create_space(dimension=3)
+        with self.assertRaises(engram.NotFoundError):
+            Memory(self.server.address, space="missing", agent="a").add("x", [1, 0, 0])
+        self.assertEqual(m.get_space().episode_count, 0)
+
+    def test_agents_are_separate_scopes(self):
+        alice = self.memory("py_scopes", agent="alice")
+        bob = self.memory("py_scopes", agent="bob")
+        alice.create_space(dimension=2)
+        alice.add("alice's", [1.0, 0.0])
+        bob.add("bob's", [1.0, 0.0])
+        self.assertEqual([h.episode.text for h in alice.search([1.0, 0.0], k=5)], ["alice's"])
+        self.assertEqual(len(alice.search([1.0, 0.0], k=5, agent="")), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
