@@ -2,9 +2,9 @@
 # Installs the Debian 12 packages Engram builds and tests with, if missing.
 set -euo pipefail
 PACKAGES=(
-  cmake ninja-build ccache g++ pkg-config
+  cmake ninja-build ccache g++ pkg-config clang-format git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  librocksdb-dev libabsl-dev libyaml-cpp-dev libcli11-dev libspdlog-dev prometheus-cpp-dev
+  librocksdb-dev libabsl-dev libyaml-cpp-dev libcli11-dev libspdlog-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf python3-numpy
   curl

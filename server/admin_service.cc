@@ -183,9 +183,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerCont
   });
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(
-    grpc::CallbackServerContext* context, const v1::RestoreBackupRequest* request,
-    v1::RestoreBackupResponse* response) {
+grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(grpc::CallbackServerContext* context,
+                                                          const v1::RestoreBackupRequest* request,
+                                                          v1::RestoreBackupResponse* response) {
   return runner_->Unary(context, "RestoreBackup", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<std::string> path =
         NewEntryPath(config_.restore_dir, request->name(), "restore");

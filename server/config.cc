@@ -61,15 +61,15 @@ Option MakeOption(std::string key, std::string doc, Field field, T min_value = T
   return option;
 }
 
-#define ENGRAM_FIELD(path) [](ServerConfig& c) -> auto& { return c.path; }
+#define ENGRAM_FIELD(path) \
+  [](ServerConfig & c) -> auto& { return c.path; }
 
 const std::vector<Option>& Options() {
   static const std::vector<Option> options = {
       MakeOption<std::string>("listen_address",
                               "host:port gRPC listens on; port 0 picks a free port",
                               ENGRAM_FIELD(listen_address)),
-      MakeOption<std::string>("port_file",
-                              "if set, the bound port is written here once serving",
+      MakeOption<std::string>("port_file", "if set, the bound port is written here once serving",
                               ENGRAM_FIELD(port_file)),
       MakeOption<std::string>("metrics_address",
                               "host:port of the Prometheus /metrics endpoint; empty disables it",
@@ -82,8 +82,7 @@ const std::vector<Option>& Options() {
                        ENGRAM_FIELD(store.sync_writes)),
       MakeOption<int>("worker_threads", "threads that run requests", ENGRAM_FIELD(worker_threads),
                       1),
-      MakeOption<int>("max_queued_requests",
-                      "requests waiting beyond this get RESOURCE_EXHAUSTED",
+      MakeOption<int>("max_queued_requests", "requests waiting beyond this get RESOURCE_EXHAUSTED",
                       ENGRAM_FIELD(max_queued_requests), 1),
       MakeOption<int>("max_message_bytes", "largest request or response message",
                       ENGRAM_FIELD(max_message_bytes), 1024),
@@ -92,8 +91,7 @@ const std::vector<Option>& Options() {
                       ENGRAM_FIELD(shutdown_grace_s), 0),
       MakeOption<std::string>("checkpoint_dir", "where Checkpoint creates checkpoints",
                               ENGRAM_FIELD(checkpoint_dir)),
-      MakeOption<std::string>("backup_dir", "where Backup keeps backups",
-                              ENGRAM_FIELD(backup_dir)),
+      MakeOption<std::string>("backup_dir", "where Backup keeps backups", ENGRAM_FIELD(backup_dir)),
       MakeOption<std::string>("restore_dir", "where RestoreBackup restores into",
                               ENGRAM_FIELD(restore_dir)),
       MakeOption<std::string>("log_level", "trace, debug, info, warn or error",
@@ -124,9 +122,8 @@ const std::vector<Option>& Options() {
 absl::Status Flatten(const YAML::Node& node, const std::string& prefix,
                      std::vector<std::pair<std::string, YAML::Node>>& out) {
   if (!node.IsMap()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config ", prefix.empty() ? "document" : "key '" + prefix + "'",
-                     " must be a mapping"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config ", prefix.empty() ? "document" : "key '" + prefix + "'", " must be a mapping"));
   }
   for (const auto& entry : node) {
     std::string key = prefix.empty() ? entry.first.as<std::string>()
@@ -180,8 +177,8 @@ absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path) {
 
 absl::Status ValidateConfig(const ServerConfig& config) {
   if (config.listen_address.find(':') == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen_address '", config.listen_address, "' must be host:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen_address '", config.listen_address, "' must be host:port"));
   }
   if (config.store.data_dir.empty()) return absl::InvalidArgumentError("data_dir is empty");
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};

@@ -3,9 +3,9 @@
 // down in order: NOT_SERVING, drain in-flight calls, sync the WAL, close.
 #pragma once
 
-#include <memory>
-
 #include <grpcpp/grpcpp.h>
+
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "server/config.h"

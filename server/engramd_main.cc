@@ -1,13 +1,13 @@
 // engramd: the Engram daemon. With no arguments it runs the embedded default
 // configuration (data in ./engram-data, gRPC on 127.0.0.1:50051, metrics on
 // 127.0.0.1:9464). SIGTERM or SIGINT shut it down gracefully.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <fstream>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "server/config.h"
 #include "server/engram_server.h"

@@ -18,8 +18,8 @@ absl::StatusOr<SearchResult> ExactSearch(storage::EpisodeStore& store, const std
   }
   if (query.size() != space->dimension) {
     return absl::InvalidArgumentError(absl::StrCat("query has ", query.size(),
-                                                   " dimensions; space '", space_name,
-                                                   "' expects ", space->dimension));
+                                                   " dimensions; space '", space_name, "' expects ",
+                                                   space->dimension));
   }
   for (size_t i = 0; i < query.size(); ++i) {
     if (!std::isfinite(query[i])) {

@@ -174,9 +174,8 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerCo
   return runner_->Unary(context, "ListEpisodes", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
     if (!filter.ok()) return filter.status();
-    absl::StatusOr<EpisodePage> page =
-        store_->ListEpisodes(TenantOf(context), request->space(), *filter, request->page_size(),
-                             request->page_token());
+    absl::StatusOr<EpisodePage> page = store_->ListEpisodes(
+        TenantOf(context), request->space(), *filter, request->page_size(), request->page_token());
     if (!page.ok()) return page.status();
     for (const Episode& episode : page->episodes) {
       EpisodeToProto(episode, request->include_embedding(), response->add_episodes());
@@ -195,8 +194,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
     absl::StatusOr<SearchResult> result =
         ExactSearch(*store_, TenantOf(context), request->space(),
                     std::span<const float>(request->query().data(), request->query().size()),
-                    request->k(),
-                    max_k_, *filter, deadline);
+                    request->k(), max_k_, *filter, deadline);
     if (!result.ok()) return result.status();
     for (const auto& [score, episode] : result->hits) {
       v1::SearchHit* hit = response->add_hits();

@@ -8,11 +8,16 @@ namespace {
 absl::StatusOr<MetadataValue> ValueFromProto(const v1::MetadataValue& value,
                                              absl::string_view where) {
   switch (value.kind_case()) {
-    case v1::MetadataValue::kStringValue: return MetadataValue(value.string_value());
-    case v1::MetadataValue::kIntValue: return MetadataValue(value.int_value());
-    case v1::MetadataValue::kDoubleValue: return MetadataValue(value.double_value());
-    case v1::MetadataValue::kBoolValue: return MetadataValue(value.bool_value());
-    case v1::MetadataValue::KIND_NOT_SET: break;
+    case v1::MetadataValue::kStringValue:
+      return MetadataValue(value.string_value());
+    case v1::MetadataValue::kIntValue:
+      return MetadataValue(value.int_value());
+    case v1::MetadataValue::kDoubleValue:
+      return MetadataValue(value.double_value());
+    case v1::MetadataValue::kBoolValue:
+      return MetadataValue(value.bool_value());
+    case v1::MetadataValue::KIND_NOT_SET:
+      break;
   }
   return absl::InvalidArgumentError(absl::StrCat(where, " has no value set"));
 }
@@ -33,10 +38,14 @@ void ValueToProto(const MetadataValue& value, v1::MetadataValue* out) {
 
 absl::StatusOr<Metric> MetricFromProto(v1::Metric metric) {
   switch (metric) {
-    case v1::METRIC_COSINE: return Metric::kCosine;
-    case v1::METRIC_INNER_PRODUCT: return Metric::kInnerProduct;
-    case v1::METRIC_L2: return Metric::kL2;
-    default: break;
+    case v1::METRIC_COSINE:
+      return Metric::kCosine;
+    case v1::METRIC_INNER_PRODUCT:
+      return Metric::kInnerProduct;
+    case v1::METRIC_L2:
+      return Metric::kL2;
+    default:
+      break;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("metric ", static_cast<int>(metric),
@@ -45,9 +54,12 @@ absl::StatusOr<Metric> MetricFromProto(v1::Metric metric) {
 
 v1::Metric MetricToProto(Metric metric) {
   switch (metric) {
-    case Metric::kCosine: return v1::METRIC_COSINE;
-    case Metric::kInnerProduct: return v1::METRIC_INNER_PRODUCT;
-    case Metric::kL2: return v1::METRIC_L2;
+    case Metric::kCosine:
+      return v1::METRIC_COSINE;
+    case Metric::kInnerProduct:
+      return v1::METRIC_INNER_PRODUCT;
+    case Metric::kL2:
+      return v1::METRIC_L2;
   }
   return v1::METRIC_UNSPECIFIED;
 }
@@ -112,13 +124,27 @@ absl::StatusOr<EpisodeFilter> FilterFromProto(const v1::EpisodeFilter& in) {
     MetadataPredicate predicate;
     predicate.key = p.key();
     switch (p.op()) {
-      case v1::MetadataPredicate::EQ: predicate.op = MetadataPredicate::Op::kEq; break;
-      case v1::MetadataPredicate::NE: predicate.op = MetadataPredicate::Op::kNe; break;
-      case v1::MetadataPredicate::LT: predicate.op = MetadataPredicate::Op::kLt; break;
-      case v1::MetadataPredicate::LE: predicate.op = MetadataPredicate::Op::kLe; break;
-      case v1::MetadataPredicate::GT: predicate.op = MetadataPredicate::Op::kGt; break;
-      case v1::MetadataPredicate::GE: predicate.op = MetadataPredicate::Op::kGe; break;
-      case v1::MetadataPredicate::EXISTS: predicate.op = MetadataPredicate::Op::kExists; break;
+      case v1::MetadataPredicate::EQ:
+        predicate.op = MetadataPredicate::Op::kEq;
+        break;
+      case v1::MetadataPredicate::NE:
+        predicate.op = MetadataPredicate::Op::kNe;
+        break;
+      case v1::MetadataPredicate::LT:
+        predicate.op = MetadataPredicate::Op::kLt;
+        break;
+      case v1::MetadataPredicate::LE:
+        predicate.op = MetadataPredicate::Op::kLe;
+        break;
+      case v1::MetadataPredicate::GT:
+        predicate.op = MetadataPredicate::Op::kGt;
+        break;
+      case v1::MetadataPredicate::GE:
+        predicate.op = MetadataPredicate::Op::kGe;
+        break;
+      case v1::MetadataPredicate::EXISTS:
+        predicate.op = MetadataPredicate::Op::kExists;
+        break;
       default:
         return absl::InvalidArgumentError(absl::StrCat(
             "filter.metadata[", i, "] (key '", p.key(), "'): op ", static_cast<int>(p.op()),
@@ -138,10 +164,14 @@ absl::StatusOr<EpisodeFilter> FilterFromProto(const v1::EpisodeFilter& in) {
 absl::StatusOr<std::vector<UpdatableField>> UpdateMaskFromProto(
     const google::protobuf::RepeatedPtrField<std::string>& paths) {
   static const std::pair<const char*, UpdatableField> kPaths[] = {
-      {"session_id", UpdatableField::kSessionId},   {"kind", UpdatableField::kKind},
-      {"text", UpdatableField::kText},              {"embedding", UpdatableField::kEmbedding},
-      {"metadata", UpdatableField::kMetadata},      {"event_time_us", UpdatableField::kEventTime},
-      {"expires_at_us", UpdatableField::kExpiresAt}, {"importance", UpdatableField::kImportance},
+      {"session_id", UpdatableField::kSessionId},
+      {"kind", UpdatableField::kKind},
+      {"text", UpdatableField::kText},
+      {"embedding", UpdatableField::kEmbedding},
+      {"metadata", UpdatableField::kMetadata},
+      {"event_time_us", UpdatableField::kEventTime},
+      {"expires_at_us", UpdatableField::kExpiresAt},
+      {"importance", UpdatableField::kImportance},
       {"links", UpdatableField::kLinks}};
   std::vector<UpdatableField> fields;
   for (const std::string& path : paths) {

@@ -3,10 +3,10 @@
 // metrics and finishes the reactor. A full queue is RESOURCE_EXHAUSTED.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <functional>
 #include <string_view>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"

@@ -59,7 +59,15 @@ struct PutResult {
 
 // Fields of an episode that UpdateEpisode can replace.
 enum class UpdatableField {
-  kSessionId, kKind, kText, kEmbedding, kMetadata, kEventTime, kExpiresAt, kImportance, kLinks,
+  kSessionId,
+  kKind,
+  kText,
+  kEmbedding,
+  kMetadata,
+  kEventTime,
+  kExpiresAt,
+  kImportance,
+  kLinks,
 };
 
 struct EpisodeUpdate {

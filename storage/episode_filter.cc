@@ -42,13 +42,20 @@ bool MatchesPredicate(const MetadataPredicate& predicate, const Episode& episode
   std::optional<std::partial_ordering> order = Compare(it->second, *predicate.value);
   if (!order.has_value()) return predicate.op == Op::kNe;
   switch (predicate.op) {
-    case Op::kEq: return *order == 0;
-    case Op::kNe: return *order != 0;
-    case Op::kLt: return *order < 0;
-    case Op::kLe: return *order <= 0;
-    case Op::kGt: return *order > 0;
-    case Op::kGe: return *order >= 0;
-    case Op::kExists: break;
+    case Op::kEq:
+      return *order == 0;
+    case Op::kNe:
+      return *order != 0;
+    case Op::kLt:
+      return *order < 0;
+    case Op::kLe:
+      return *order <= 0;
+    case Op::kGt:
+      return *order > 0;
+    case Op::kGe:
+      return *order >= 0;
+    case Op::kExists:
+      break;
   }
   return false;
 }
@@ -62,9 +69,9 @@ absl::Status ValidateFilter(const EpisodeFilter& filter) {
   }
   if (filter.event_time_from_us && filter.event_time_to_us &&
       *filter.event_time_from_us >= *filter.event_time_to_us) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "filter event-time range is empty: from ", *filter.event_time_from_us, " >= to ",
-        *filter.event_time_to_us));
+    return absl::InvalidArgumentError(absl::StrCat("filter event-time range is empty: from ",
+                                                   *filter.event_time_from_us, " >= to ",
+                                                   *filter.event_time_to_us));
   }
   for (size_t i = 0; i < filter.metadata.size(); ++i) {
     const MetadataPredicate& p = filter.metadata[i];

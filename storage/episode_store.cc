@@ -107,21 +107,39 @@ absl::Status CheckIdLength(absl::string_view field, const std::string& value, si
 
 void ApplyField(UpdatableField field, const Episode& from, Episode& to) {
   switch (field) {
-    case UpdatableField::kSessionId: to.session_id = from.session_id; break;
-    case UpdatableField::kKind: to.kind = from.kind; break;
-    case UpdatableField::kText: to.text = from.text; break;
-    case UpdatableField::kEmbedding: to.embedding = from.embedding; break;
-    case UpdatableField::kMetadata: to.metadata = from.metadata; break;
-    case UpdatableField::kEventTime: to.event_time_us = from.event_time_us; break;
-    case UpdatableField::kExpiresAt: to.expires_at_us = from.expires_at_us; break;
-    case UpdatableField::kImportance: to.importance = from.importance; break;
-    case UpdatableField::kLinks: to.links = from.links; break;
+    case UpdatableField::kSessionId:
+      to.session_id = from.session_id;
+      break;
+    case UpdatableField::kKind:
+      to.kind = from.kind;
+      break;
+    case UpdatableField::kText:
+      to.text = from.text;
+      break;
+    case UpdatableField::kEmbedding:
+      to.embedding = from.embedding;
+      break;
+    case UpdatableField::kMetadata:
+      to.metadata = from.metadata;
+      break;
+    case UpdatableField::kEventTime:
+      to.event_time_us = from.event_time_us;
+      break;
+    case UpdatableField::kExpiresAt:
+      to.expires_at_us = from.expires_at_us;
+      break;
+    case UpdatableField::kImportance:
+      to.importance = from.importance;
+      break;
+    case UpdatableField::kLinks:
+      to.links = from.links;
+      break;
   }
 }
 
 constexpr UpdatableField kAllUpdatableFields[] = {
-    UpdatableField::kSessionId, UpdatableField::kKind,      UpdatableField::kText,
-    UpdatableField::kEmbedding, UpdatableField::kMetadata,  UpdatableField::kEventTime,
+    UpdatableField::kSessionId, UpdatableField::kKind,       UpdatableField::kText,
+    UpdatableField::kEmbedding, UpdatableField::kMetadata,   UpdatableField::kEventTime,
     UpdatableField::kExpiresAt, UpdatableField::kImportance, UpdatableField::kLinks};
 
 // Applies the server's defaults to a new or updated episode.
@@ -191,7 +209,8 @@ EpisodeStore::~EpisodeStore() {
 
 absl::Status EpisodeStore::LoadSpaces() {
   absl::MutexLock lock(&space_mutex_);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kSpaces]));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), handles_[kSpaces]));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     absl::StatusOr<SpaceInfo> space = DecodeSpace(it->value().ToStringView());
     if (!space.ok()) return space.status();
@@ -203,8 +222,7 @@ absl::Status EpisodeStore::LoadSpaces() {
 absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch) {
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync_writes;
-  return FromRocks(db_->Write(write_options, batch),
-                   "committing write batch");
+  return FromRocks(db_->Write(write_options, batch), "committing write batch");
 }
 
 uint64_t EpisodeStore::EpisodeCount(const std::string& tenant, const std::string& space) {
@@ -226,13 +244,12 @@ absl::StatusOr<SpaceInfo> EpisodeStore::FindSpace(const std::string& tenant,
 absl::StatusOr<SpaceInfo> EpisodeStore::CreateSpace(const std::string& tenant,
                                                     const SpaceInfo& requested) {
   if (!IsValidName(requested.name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "space name '", requested.name, "' must be 1-64 characters of [A-Za-z0-9_.-]"));
+    return absl::InvalidArgumentError(absl::StrCat("space name '", requested.name,
+                                                   "' must be 1-64 characters of [A-Za-z0-9_.-]"));
   }
   if (requested.dimension == 0 || requested.dimension > options_.limits.max_dimension) {
-    return absl::InvalidArgumentError(absl::StrCat("space dimension ", requested.dimension,
-                                                   " is outside 1..",
-                                                   options_.limits.max_dimension));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "space dimension ", requested.dimension, " is outside 1..", options_.limits.max_dimension));
   }
   absl::MutexLock lock(&space_mutex_);
   std::string key = SpaceKey(tenant, requested.name);
@@ -303,13 +320,13 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
   }
   if (absl::Status s = CheckIdLength("kind", e.kind, limits.max_kind_bytes); !s.ok()) return s;
   if (e.text.size() > limits.max_text_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("text is ", e.text.size(),
-                                                   " bytes; the limit is ", limits.max_text_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is ", e.text.size(), " bytes; the limit is ", limits.max_text_bytes));
   }
   if (e.embedding.size() != space.dimension) {
     return absl::InvalidArgumentError(absl::StrCat("embedding has ", e.embedding.size(),
-                                                   " dimensions; space '", space.name,
-                                                   "' expects ", space.dimension));
+                                                   " dimensions; space '", space.name, "' expects ",
+                                                   space.dimension));
   }
   double norm = 0;
   for (size_t i = 0; i < e.embedding.size(); ++i) {
@@ -336,8 +353,8 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
     }
   }
   if (size_t bytes = MetadataBytes(e.metadata); bytes > limits.max_metadata_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("metadata is ", bytes, " bytes; the limit is ",
-                                                   limits.max_metadata_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata is ", bytes, " bytes; the limit is ", limits.max_metadata_bytes));
   }
   if (e.links.size() > limits.max_links) {
     return absl::InvalidArgumentError(
@@ -356,8 +373,9 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(
-    const std::string& tenant, const std::string& space_name, std::vector<EpisodeWrite> writes) {
+absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::string& tenant,
+                                                                 const std::string& space_name,
+                                                                 std::vector<EpisodeWrite> writes) {
   absl::ReaderMutexLock space_lock(&space_mutex_);
   absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
   if (!space.ok()) return space.status();
@@ -659,17 +677,16 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
   EpisodePage page;
   std::string last_key;
   bool more = false;
-  absl::Status status = ScanEpisodes(
-      tenant, space, filter, resume_after, absl::InfiniteFuture(),
-      [&](std::string_view key, Episode&& episode) {
-        if (page.episodes.size() == page_size) {
-          more = true;
-          return false;
-        }
-        last_key = std::string(key);
-        page.episodes.push_back(std::move(episode));
-        return true;
-      });
+  absl::Status status = ScanEpisodes(tenant, space, filter, resume_after, absl::InfiniteFuture(),
+                                     [&](std::string_view key, Episode&& episode) {
+                                       if (page.episodes.size() == page_size) {
+                                         more = true;
+                                         return false;
+                                       }
+                                       last_key = std::string(key);
+                                       page.episodes.push_back(std::move(episode));
+                                       return true;
+                                     });
   if (!status.ok()) return status;
   if (more) page.next_page_token = absl::BytesToHexString(last_key);
   return page;
@@ -678,10 +695,9 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
 absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::string& space,
                                           const EpisodeFilter& filter, absl::Time deadline,
                                           const std::function<bool(Episode&&)>& visit) {
-  return ScanEpisodes(tenant, space, filter, /*start_after=*/"", deadline,
-                      [&visit](std::string_view, Episode&& episode) {
-                        return visit(std::move(episode));
-                      });
+  return ScanEpisodes(
+      tenant, space, filter, /*start_after=*/"", deadline,
+      [&visit](std::string_view, Episode&& episode) { return visit(std::move(episode)); });
 }
 
 absl::Status EpisodeStore::ScanEpisodes(
@@ -757,8 +773,7 @@ absl::Status EpisodeStore::Checkpoint(const std::string& dir) {
   }
   std::filesystem::create_directories(std::filesystem::path(dir).parent_path());
   rocksdb::Checkpoint* raw = nullptr;
-  if (absl::Status s = FromRocks(rocksdb::Checkpoint::Create(db_, &raw), "checkpoint");
-      !s.ok()) {
+  if (absl::Status s = FromRocks(rocksdb::Checkpoint::Create(db_, &raw), "checkpoint"); !s.ok()) {
     return s;
   }
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
@@ -832,9 +847,9 @@ absl::Status EpisodeStore::RestoreBackup(const std::string& backup_dir, uint32_t
   }
   absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
   if (!engine.ok()) return engine.status();
-  rocksdb::IOStatus s =
-      backup_id == 0 ? (*engine)->RestoreDBFromLatestBackup(target_dir, target_dir)
-                     : (*engine)->RestoreDBFromBackup(backup_id, target_dir, target_dir);
+  rocksdb::IOStatus s = backup_id == 0
+                            ? (*engine)->RestoreDBFromLatestBackup(target_dir, target_dir)
+                            : (*engine)->RestoreDBFromBackup(backup_id, target_dir, target_dir);
   if (s.IsNotFound()) {
     return absl::NotFoundError(absl::StrCat("backup ", backup_id, " does not exist"));
   }

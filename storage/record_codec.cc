@@ -22,11 +22,16 @@ MetadataValueRecord ToRecord(const MetadataValue& value) {
 
 absl::StatusOr<MetadataValue> FromRecord(const MetadataValueRecord& record) {
   switch (record.kind_case()) {
-    case MetadataValueRecord::kStringValue: return MetadataValue(record.string_value());
-    case MetadataValueRecord::kIntValue: return MetadataValue(record.int_value());
-    case MetadataValueRecord::kDoubleValue: return MetadataValue(record.double_value());
-    case MetadataValueRecord::kBoolValue: return MetadataValue(record.bool_value());
-    case MetadataValueRecord::KIND_NOT_SET: break;
+    case MetadataValueRecord::kStringValue:
+      return MetadataValue(record.string_value());
+    case MetadataValueRecord::kIntValue:
+      return MetadataValue(record.int_value());
+    case MetadataValueRecord::kDoubleValue:
+      return MetadataValue(record.double_value());
+    case MetadataValueRecord::kBoolValue:
+      return MetadataValue(record.bool_value());
+    case MetadataValueRecord::KIND_NOT_SET:
+      break;
   }
   return absl::DataLossError("stored metadata value has no type");
 }

@@ -4,12 +4,11 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -30,8 +29,8 @@ void PrintJson(const google::protobuf::Message& message) {
 }
 
 int Fail(const absl::Status& status) {
-  std::cerr << "engramctl: " << absl::StatusCodeToString(status.code()) << ": "
-            << status.message() << "\n";
+  std::cerr << "engramctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
   return 1;
 }
 
@@ -134,7 +133,7 @@ int main(int argc, char** argv) {
 
   // Shared option values (each subcommand binds the ones it needs).
   std::string space, agent, session, kind, text, vector, vector_file, request_id, metric = "cosine",
-                                                                             name;
+                                                                                  name;
   std::vector<std::string> metadata, kinds;
   uint32_t dimension = 0, k = 10, page_size = 100, backup_id = 0;
   uint64_t id = 0;
@@ -297,7 +296,8 @@ int main(int argc, char** argv) {
     v1::DeleteEpisodesRequest request;
     request.set_space(space);
     if (!ids.empty()) {
-      if (!agent.empty()) return Fail(absl::InvalidArgumentError("give --ids or --agent, not both"));
+      if (!agent.empty())
+        return Fail(absl::InvalidArgumentError("give --ids or --agent, not both"));
       request.mutable_ids()->mutable_ids()->Add(ids.begin(), ids.end());
     } else if (!session.empty()) {
       request.mutable_session()->set_agent_id(agent);

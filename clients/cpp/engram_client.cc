@@ -23,9 +23,10 @@ bool Client::WaitForConnected(absl::Duration timeout) {
 }
 
 template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response> Client::Call(
-    Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
-    const Request& request) {
+absl::StatusOr<Response> Client::Call(Stub& stub,
+                                      grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                                   const Request&, Response*),
+                                      const Request& request) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   Response response;
@@ -75,8 +76,7 @@ absl::StatusOr<uint64_t> Client::DeleteSpace(const std::string& name) {
   return response->deleted_episodes();
 }
 
-absl::StatusOr<v1::PutEpisodesResponse> Client::PutEpisodes(
-    const v1::PutEpisodesRequest& request) {
+absl::StatusOr<v1::PutEpisodesResponse> Client::PutEpisodes(const v1::PutEpisodesRequest& request) {
   return Call(*memory_, &v1::MemoryService::Stub::PutEpisodes, request);
 }
 
@@ -95,8 +95,7 @@ absl::StatusOr<v1::Episode> Client::UpdateEpisode(const v1::UpdateEpisodeRequest
   return response->episode();
 }
 
-absl::StatusOr<v1::GetHistoryResponse> Client::GetHistory(const std::string& space,
-                                                          uint64_t id) {
+absl::StatusOr<v1::GetHistoryResponse> Client::GetHistory(const std::string& space, uint64_t id) {
   v1::GetHistoryRequest request;
   request.set_space(space);
   request.set_id(id);

@@ -7,13 +7,13 @@
 //     stored or entirely absent: re-sending it with the same request ids
 //     must come back all-deduplicated or all-new, never mixed.
 // ENGRAM_CRASH_CYCLES sets the number of kill -9 cycles (default 10).
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <map>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -107,8 +107,8 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
       int deduplicated = 0;
       for (bool d : response->deduplicated()) deduplicated += d;
       ASSERT_TRUE(deduplicated == 0 || deduplicated == kBatchSize)
-          << "cycle " << cycle << ": batch half-written: " << deduplicated << " of "
-          << kBatchSize << " episodes were stored";
+          << "cycle " << cycle << ": batch half-written: " << deduplicated << " of " << kBatchSize
+          << " episodes were stored";
       batch.ids.assign(response->ids().begin(), response->ids().end());
       acknowledged.push_back(std::move(batch));
     }
@@ -123,8 +123,7 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
         ASSERT_NE(it, stored.end()) << "cycle " << cycle << ": acknowledged episode "
                                     << batch.ids[i] << " (" << batch.texts[i] << ") lost";
         EXPECT_EQ(it->second.text(), batch.texts[i]);
-        std::vector<float> embedding(it->second.embedding().begin(),
-                                     it->second.embedding().end());
+        std::vector<float> embedding(it->second.embedding().begin(), it->second.embedding().end());
         EXPECT_EQ(embedding, EmbeddingFor(batch.texts[i]));
       }
     }
@@ -166,8 +165,8 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
     for (std::thread& writer : writers) writer.join();
   }
   EXPECT_GT(total_acknowledged, 0u);
-  std::cout << "kill -9 cycles: " << cycles << ", acknowledged episodes verified: "
-            << total_acknowledged << "\n";
+  std::cout << "kill -9 cycles: " << cycles
+            << ", acknowledged episodes verified: " << total_acknowledged << "\n";
 }
 
 }  // namespace

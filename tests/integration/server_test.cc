@@ -1,14 +1,13 @@
 // engramd end to end: a real daemon on a free loopback port, driven by the
 // C++ client library and by engramctl.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/engram_client.h"
@@ -82,9 +81,8 @@ class ServerTest : public ::testing::Test {
     dir_ = new testing::TempDir();
     metrics_port_ = FreePort();
     auto daemon = testing::DaemonProcess::Start(
-        dir_->Sub("data"),
-        {"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_), "--config",
-         WriteConfig()});
+        dir_->Sub("data"), {"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_),
+                            "--config", WriteConfig()});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = daemon->release();
     client::ClientOptions options;
@@ -175,8 +173,7 @@ TEST_F(ServerTest, EpisodeLifecycleThroughTheClient) {
   remove.set_agent_id("alice");
   EXPECT_EQ(*client_->DeleteEpisodes(remove), 2u);
   EXPECT_EQ(client_->GetSpace("life")->episode_count(), 1u);
-  EXPECT_EQ(client_->GetEpisode("life", ids->ids(0)).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->GetEpisode("life", ids->ids(0)).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ServerTest, BadInputGetsPreciseStatusesAndChangesNothing) {
@@ -203,48 +200,81 @@ TEST_F(ServerTest, BadInputGetsPreciseStatusesAndChangesNothing) {
   v1::EpisodeWrite no_value = MakeWrite("a", {1, 2, 3});
   (*no_value.mutable_episode()->mutable_metadata())["k"];  // oneof unset
   std::vector<Case> cases = {
-      {"wrong dimension", [&] { return put({MakeWrite("a", {1, 2})}); },
+      {"wrong dimension",
+       [&] {
+         return put({MakeWrite("a", {1, 2})});
+       },
        absl::StatusCode::kInvalidArgument, "embedding has 2 dimensions; space 'strict' expects 3"},
-      {"NaN", [&] { return put({MakeWrite("a", {1, NAN, 3})}); },
+      {"NaN",
+       [&] {
+         return put({MakeWrite("a", {1, NAN, 3})});
+       },
        absl::StatusCode::kInvalidArgument, "embedding[1] is nan"},
-      {"empty agent", [&] { return put({MakeWrite("", {1, 2, 3})}); },
+      {"empty agent",
+       [&] {
+         return put({MakeWrite("", {1, 2, 3})});
+       },
        absl::StatusCode::kInvalidArgument, "agent_id is empty"},
-      {"long text", [&] { return put({MakeWrite("a", {1, 2, 3}, std::string(2000, 'x'))}); },
+      {"long text",
+       [&] {
+         return put({MakeWrite("a", {1, 2, 3}, std::string(2000, 'x'))});
+       },
        absl::StatusCode::kInvalidArgument, "text is 2000 bytes; the limit is 1000"},
-      {"untyped metadata", [&] { return put({MakeWrite("a", {1, 2, 3}), no_value}); },
+      {"untyped metadata",
+       [&] {
+         return put({MakeWrite("a", {1, 2, 3}), no_value});
+       },
        absl::StatusCode::kInvalidArgument, "episodes[1]: metadata 'k' has no value set"},
-      {"unknown space", [&] { return put({MakeWrite("a", {1, 2, 3})}, "nope"); },
+      {"unknown space",
+       [&] {
+         return put({MakeWrite("a", {1, 2, 3})}, "nope");
+       },
        absl::StatusCode::kNotFound, "space 'nope' does not exist"},
-      {"query dimension", [&] { return search({1, 2}, 5); }, absl::StatusCode::kInvalidArgument,
-       "query has 2 dimensions"},
-      {"k zero", [&] { return search({1, 2, 3}, 0); }, absl::StatusCode::kInvalidArgument,
-       "k is 0; must be in 1..1000"},
-      {"k huge", [&] { return search({1, 2, 3}, 5000); }, absl::StatusCode::kInvalidArgument,
-       "k is 5000"},
+      {"query dimension",
+       [&] {
+         return search({1, 2}, 5);
+       },
+       absl::StatusCode::kInvalidArgument, "query has 2 dimensions"},
+      {"k zero",
+       [&] {
+         return search({1, 2, 3}, 0);
+       },
+       absl::StatusCode::kInvalidArgument, "k is 0; must be in 1..1000"},
+      {"k huge",
+       [&] {
+         return search({1, 2, 3}, 5000);
+       },
+       absl::StatusCode::kInvalidArgument, "k is 5000"},
       {"unknown id", [&] { return client_->GetEpisode("strict", 424242).status(); },
        absl::StatusCode::kNotFound, "episode 424242 not found"},
       {"bad metric", [&] { return client_->CreateSpace("m", 3, v1::METRIC_UNSPECIFIED).status(); },
        absl::StatusCode::kInvalidArgument, "metric 0 is not one of"},
-      {"bad filter", [&] {
+      {"bad filter",
+       [&] {
          v1::ListEpisodesRequest request;
          request.set_space("strict");
          request.mutable_filter()->set_session_id("s");
          return client_->ListEpisodes(request).status();
-       }, absl::StatusCode::kInvalidArgument, "requires filter.agent_id"},
-      {"bad update mask", [&] {
+       },
+       absl::StatusCode::kInvalidArgument, "requires filter.agent_id"},
+      {"bad update mask",
+       [&] {
          v1::UpdateEpisodeRequest request;
          request.set_space("strict");
          request.set_id(1);
          request.add_update_mask("agent_id");
          return client_->UpdateEpisode(request).status();
-       }, absl::StatusCode::kInvalidArgument, "update_mask path 'agent_id' is not updatable"},
+       },
+       absl::StatusCode::kInvalidArgument, "update_mask path 'agent_id' is not updatable"},
       {"escaping checkpoint name", [&] { return client_->Checkpoint("../evil").status(); },
        absl::StatusCode::kInvalidArgument, "checkpoint name '../evil'"},
-      {"empty delete", [&] {
+      {"empty delete",
+       [&] {
          v1::DeleteEpisodesRequest request;
          request.set_space("strict");
          return client_->DeleteEpisodes(request).status();
-       }, absl::StatusCode::kInvalidArgument, "say what to delete"},
+       },
+       absl::StatusCode::kInvalidArgument, "say what to delete"},
   };
   for (const Case& c : cases) {
     absl::Status status = c.call();

@@ -14,13 +14,21 @@
 namespace engram::testing {
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
-    const std::string& data_dir, const std::vector<std::string>& extra_args) {
+    const std::string& data_dir, const std::vector<std::string>& extra_args,
+    const std::string& engramd_path) {
   std::string port_file = data_dir + ".port";
   std::filesystem::remove(port_file);
-  std::vector<std::string> args = {ENGRAMD_PATH,        "--listen",          "127.0.0.1:0",
-                                   "--port-file",       port_file,           "--data-dir",
-                                   data_dir,            "--metrics-address", "off",
-                                   "--log-level",       "warn"};
+  std::vector<std::string> args = {engramd_path.empty() ? ENGRAMD_PATH : engramd_path,
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--port-file",
+                                   port_file,
+                                   "--data-dir",
+                                   data_dir,
+                                   "--metrics-address",
+                                   "off",
+                                   "--log-level",
+                                   "warn"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());

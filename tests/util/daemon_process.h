@@ -1,5 +1,5 @@
 // Runs a real engramd as a child process on a free loopback port, for the
-// integration and crash tests.
+// integration and crash tests and bench_server.
 #pragma once
 
 #include <sys/types.h>
@@ -14,10 +14,12 @@ namespace engram::testing {
 
 class DaemonProcess {
  public:
-  // Starts ENGRAMD_PATH with --data-dir `data_dir` on 127.0.0.1:0 and waits
-  // (up to 30 s) until it has written its port file.
+  // Starts engramd (`engramd_path`, or the one built with this tree when
+  // empty) with --data-dir `data_dir` on 127.0.0.1:0 and waits (up to 30 s)
+  // until it has written its port file. `extra_args` override the defaults.
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
-      const std::string& data_dir, const std::vector<std::string>& extra_args = {});
+      const std::string& data_dir, const std::vector<std::string>& extra_args = {},
+      const std::string& engramd_path = "");
   // Kills the daemon (SIGKILL) if it still runs.
   ~DaemonProcess();
 

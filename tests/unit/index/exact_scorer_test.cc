@@ -1,8 +1,8 @@
 #include "index/exact_scorer.h"
 
-#include <random>
-
 #include <gtest/gtest.h>
+
+#include <random>
 
 namespace engram::index {
 namespace {

@@ -1,9 +1,9 @@
 #include "server/config.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"

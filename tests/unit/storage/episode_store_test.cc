@@ -1,10 +1,10 @@
 #include "storage/episode_store.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <set>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "tests/util/temp_dir.h"
 
@@ -131,8 +131,9 @@ TEST_F(EpisodeStoreTest, RetriedRequestIdIsAppliedOnce) {
   EXPECT_FALSE(again[1].deduplicated);
   EXPECT_EQ(Count(), 2u);
   // The same request id twice within one batch is a client bug.
-  EXPECT_EQ(store_->PutEpisodes(kTenant, "notes",
-                                {Write("a", {1, 0, 0}, "", "dup"), Write("a", {1, 0, 0}, "", "dup")})
+  EXPECT_EQ(store_
+                ->PutEpisodes(kTenant, "notes",
+                              {Write("a", {1, 0, 0}, "", "dup"), Write("a", {1, 0, 0}, "", "dup")})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -247,10 +248,9 @@ TEST_F(EpisodeStoreTest, ListPagesThroughFilteredEpisodes) {
             absl::StatusCode::kInvalidArgument);
   filter.agent_id = "odd";  // a token from another agent's scan is refused
   auto first = *store_->ListEpisodes(kTenant, "notes", EpisodeFilter{"even"}, 1, "");
-  EXPECT_EQ(store_->ListEpisodes(kTenant, "notes", filter, 2, first.next_page_token)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store_->ListEpisodes(kTenant, "notes", filter, 2, first.next_page_token).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EpisodeStoreTest, ReopenKeepsDataAndNeverReusesIds) {
@@ -344,9 +344,8 @@ TEST_F(EpisodeStoreTest, CompactReportsProgressAndHonoursCancel) {
   Put({Write("a", {1, 0, 0})});
   std::vector<double> fractions;
   std::atomic<bool> cancel{false};
-  ASSERT_TRUE(store_->Compact([&](double f, const std::string&) { fractions.push_back(f); },
-                              &cancel)
-                  .ok());
+  ASSERT_TRUE(
+      store_->Compact([&](double f, const std::string&) { fractions.push_back(f); }, &cancel).ok());
   ASSERT_FALSE(fractions.empty());
   EXPECT_TRUE(std::is_sorted(fractions.begin(), fractions.end()));
   EXPECT_EQ(fractions.back(), 1.0);

@@ -1,9 +1,9 @@
 #include "storage/key_encoding.h"
 
+#include <gtest/gtest.h>
+
 #include <random>
 #include <tuple>
-
-#include <gtest/gtest.h>
 
 namespace engram::storage {
 namespace {
@@ -39,8 +39,11 @@ TEST(KeyEncodingTest, PreservesTupleOrderOnRandomTuples) {
     Tuple a{random_string(), random_string(), static_cast<int64_t>(rng() % 7) - 3};
     Tuple b{random_string(), random_string(), static_cast<int64_t>(rng() % 7) - 3};
     auto encode = [](const Tuple& t) {
-      return KeyBuilder().AddString(std::get<0>(t)).AddString(std::get<1>(t)).AddInt64(
-          std::get<2>(t)).Release();
+      return KeyBuilder()
+          .AddString(std::get<0>(t))
+          .AddString(std::get<1>(t))
+          .AddInt64(std::get<2>(t))
+          .Release();
     };
     ASSERT_EQ(a < b, encode(a) < encode(b)) << trial;
     ASSERT_EQ(a == b, encode(a) == encode(b)) << trial;
@@ -57,9 +60,9 @@ TEST(KeyEncodingTest, TuplePrefixIsBytePrefix) {
 }
 
 TEST(KeyEncodingTest, RejectsMalformedKeys) {
-  EXPECT_FALSE(KeyReader("abc").ReadString().ok());                    // no terminator
+  EXPECT_FALSE(KeyReader("abc").ReadString().ok());                      // no terminator
   EXPECT_FALSE(KeyReader(std::string("a\0\x05", 3)).ReadString().ok());  // bad escape
-  EXPECT_FALSE(KeyReader("1234567").ReadUint64().ok());                // truncated
+  EXPECT_FALSE(KeyReader("1234567").ReadUint64().ok());                  // truncated
 }
 
 TEST(KeyEncodingTest, PrefixSuccessorBoundsThePrefixRange) {

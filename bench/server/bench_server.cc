@@ -1,0 +1,244 @@
+// bench_server: load generator for engramd over loopback gRPC.
+//
+// Measures batched PutEpisodes with durable acknowledgement and exact Search
+// at several concurrencies, using gRPC's callback client API: `concurrency`
+// calls are kept in flight, each completion starts the next call. By default
+// it starts its own engramd (--engramd) on a temporary data dir; --address
+// targets a running one instead.
+//
+// Output: a human table on stderr; with --json one JSON object per line per
+// measurement on stdout (operation, concurrency, batch, ops_per_s,
+// episodes_per_s, p50_ms, p99_ms, ...).
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "clients/cpp/engram_client.h"
+#include "tests/util/daemon_process.h"
+#include "tests/util/temp_dir.h"
+
+namespace engram::bench {
+namespace {
+
+struct Measurement {
+  std::string operation;
+  int concurrency = 0;
+  int batch = 0;
+  double seconds = 0;
+  uint64_t calls = 0;
+  uint64_t errors = 0;
+  std::vector<double> latencies_ms;
+};
+
+// Keeps `concurrency` calls in flight for `duration`. `start_call` issues one
+// asynchronous call and must invoke `done(ok)` exactly once when it completes.
+using StartCall = std::function<void(std::function<void(bool)> done)>;
+
+Measurement RunClosedLoop(const std::string& operation, int concurrency, int batch,
+                          absl::Duration duration, const StartCall& start_call) {
+  Measurement m{operation, concurrency, batch};
+  absl::Mutex mutex;
+  absl::Time start = absl::Now();
+  absl::Time end = start + duration;
+  absl::BlockingCounter slots_finished(concurrency);
+  std::function<void()> issue;
+  issue = [&] {
+    absl::Time call_start = absl::Now();
+    start_call([&, call_start](bool ok) {
+      absl::Time now = absl::Now();
+      {
+        absl::MutexLock lock(&mutex);
+        ++m.calls;
+        if (!ok) ++m.errors;
+        m.latencies_ms.push_back(absl::ToDoubleMilliseconds(now - call_start));
+      }
+      if (now < end) {
+        issue();
+      } else {
+        slots_finished.DecrementCount();
+      }
+    });
+  };
+  for (int i = 0; i < concurrency; ++i) issue();
+  slots_finished.Wait();
+  m.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return m;
+}
+
+double Percentile(std::vector<double>& values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  size_t index = std::min(values.size() - 1, static_cast<size_t>(p * values.size()));
+  return values[index];
+}
+
+std::vector<float> RandomVector(std::mt19937& rng, int dimension) {
+  std::normal_distribution<float> normal;
+  std::vector<float> v(dimension);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+v1::PutEpisodesRequest MakeBatch(std::mt19937& rng, const std::string& space, int batch,
+                                 int dimension, int agents) {
+  v1::PutEpisodesRequest request;
+  request.set_space(space);
+  for (int i = 0; i < batch; ++i) {
+    v1::Episode* e = request.add_episodes()->mutable_episode();
+    e->set_agent_id(absl::StrCat("agent-", rng() % agents));
+    e->set_text("benchmark episode with a sentence of ordinary length for an agent memory");
+    std::vector<float> v = RandomVector(rng, dimension);
+    e->mutable_embedding()->Add(v.begin(), v.end());
+  }
+  return request;
+}
+
+}  // namespace
+}  // namespace engram::bench
+
+int main(int argc, char** argv) {
+  using namespace engram;
+  using namespace engram::bench;
+  CLI::App app{"bench_server: PutEpisodes and Search load against engramd"};
+  std::string address, engramd_path = ENGRAMD_PATH;
+  bool json = false, sync_writes = true;
+  double duration_s = 3;
+  int dimension = 768, search_episodes = 20000, agents = 16;
+  std::vector<int> put_concurrency = {1, 4, 16, 64}, batches = {1, 16, 64},
+                   search_concurrency = {1, 4, 16};
+  app.add_option("--address", address, "use a running engramd instead of starting one");
+  app.add_option("--engramd", engramd_path, "engramd binary to start")->capture_default_str();
+  app.add_flag("--json", json, "print one JSON object per measurement on stdout");
+  app.add_option("--sync-writes", sync_writes, "start engramd with sync_writes")
+      ->capture_default_str();
+  app.add_option("--duration-s", duration_s, "seconds per measurement")->capture_default_str();
+  app.add_option("--dim", dimension, "embedding dimension")->capture_default_str();
+  app.add_option("--agents", agents, "distinct agents written to")->capture_default_str();
+  app.add_option("--put-concurrency", put_concurrency)->delimiter(',')->capture_default_str();
+  app.add_option("--batch", batches)->delimiter(',')->capture_default_str();
+  app.add_option("--search-concurrency", search_concurrency)->delimiter(',')->capture_default_str();
+  app.add_option("--search-episodes", search_episodes, "episodes in the searched space")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::unique_ptr<testing::TempDir> dir;
+  std::unique_ptr<testing::DaemonProcess> daemon;
+  if (address.empty()) {
+    dir = std::make_unique<testing::TempDir>();
+    auto started = testing::DaemonProcess::Start(
+        dir->Sub("data"), {"--sync-writes", sync_writes ? "true" : "false"}, engramd_path);
+    if (!started.ok()) {
+      std::cerr << "bench_server: " << started.status() << "\n";
+      return 1;
+    }
+    daemon = *std::move(started);
+    address = daemon->address();
+  }
+  client::ClientOptions options;
+  options.address = address;
+  client::Client c(options);
+  if (!c.WaitForConnected(absl::Seconds(10))) {
+    std::cerr << "bench_server: cannot connect to " << address << "\n";
+    return 1;
+  }
+  std::string run_id = absl::StrCat(absl::ToUnixMicros(absl::Now()));
+  std::string put_space = "bench_put_" + run_id, search_space = "bench_search_" + run_id;
+  for (const std::string& space : {put_space, search_space}) {
+    if (auto s = c.CreateSpace(space, dimension, v1::METRIC_COSINE); !s.ok()) {
+      std::cerr << "bench_server: " << s.status() << "\n";
+      return 1;
+    }
+  }
+
+  std::vector<Measurement> results;
+  std::mt19937 rng(42);
+  absl::Duration duration = absl::Seconds(duration_s);
+
+  // Batched durable writes. Requests are prebuilt so the client measures the
+  // server, not its own vector generation.
+  for (int batch : batches) {
+    std::vector<v1::PutEpisodesRequest> requests;
+    for (int i = 0; i < 64; ++i)
+      requests.push_back(MakeBatch(rng, put_space, batch, dimension, agents));
+    for (int concurrency : put_concurrency) {
+      std::atomic<uint64_t> next{0};
+      results.push_back(RunClosedLoop("put", concurrency, batch, duration, [&](auto done) {
+        auto* context = new grpc::ClientContext();
+        auto* response = new v1::PutEpisodesResponse();
+        const auto& request = requests[next++ % requests.size()];
+        c.memory().async()->PutEpisodes(context, &request, response,
+                                        [context, response, done](grpc::Status status) {
+                                          delete response;
+                                          delete context;
+                                          done(status.ok());
+                                        });
+      }));
+    }
+  }
+
+  // Exact search over a fixed number of episodes.
+  for (int loaded = 0; loaded < search_episodes;) {
+    int batch = std::min(256, search_episodes - loaded);
+    if (auto s = c.PutEpisodes(MakeBatch(rng, search_space, batch, dimension, agents)); !s.ok()) {
+      std::cerr << "bench_server: " << s.status() << "\n";
+      return 1;
+    }
+    loaded += batch;
+  }
+  std::vector<v1::SearchRequest> queries;
+  for (int i = 0; i < 64; ++i) {
+    v1::SearchRequest query;
+    query.set_space(search_space);
+    query.set_k(10);
+    std::vector<float> v = RandomVector(rng, dimension);
+    query.mutable_query()->Add(v.begin(), v.end());
+    queries.push_back(query);
+  }
+  for (int concurrency : search_concurrency) {
+    std::atomic<uint64_t> next{0};
+    results.push_back(RunClosedLoop("search_exact", concurrency, 1, duration, [&](auto done) {
+      auto* context = new grpc::ClientContext();
+      auto* response = new v1::SearchResponse();
+      c.memory().async()->Search(context, &queries[next++ % queries.size()], response,
+                                 [context, response, done](grpc::Status status) {
+                                   delete response;
+                                   delete context;
+                                   done(status.ok());
+                                 });
+    }));
+  }
+
+  std::cerr << absl::StrFormat("%-13s %11s %6s %12s %14s %9s %9s %7s\n", "operation", "concurrency",
+                               "batch", "calls/s", "episodes/s", "p50 ms", "p99 ms", "errors");
+  for (Measurement& m : results) {
+    double ops = m.calls / m.seconds;
+    double p50 = Percentile(m.latencies_ms, 0.50), p99 = Percentile(m.latencies_ms, 0.99);
+    std::cerr << absl::StrFormat("%-13s %11d %6d %12.0f %14.0f %9.2f %9.2f %7d\n", m.operation,
+                                 m.concurrency, m.batch, ops, ops * m.batch, p50, p99, m.errors);
+    if (json) {
+      nlohmann::json line = {{"operation", m.operation},
+                             {"concurrency", m.concurrency},
+                             {"batch", m.batch},
+                             {"ops_per_s", ops},
+                             {"episodes_per_s", ops * m.batch},
+                             {"p50_ms", p50},
+                             {"p99_ms", p99},
+                             {"calls", m.calls},
+                             {"errors", m.errors},
+                             {"seconds", m.seconds},
+                             {"dimension", dimension},
+                             {"sync_writes", sync_writes},
+                             {"search_episodes", m.operation == "put" ? 0 : search_episodes}};
+      std::cout << line.dump() << "\n";
+    }
+  }
+  for (const std::string& space : {put_space, search_space}) (void)c.DeleteSpace(space);
+  return 0;
+}
