@@ -126,8 +126,13 @@ absl::Status Flatten(const YAML::Node& node, const std::string& prefix,
         "config ", prefix.empty() ? "document" : "key '" + prefix + "'", " must be a mapping"));
   }
   for (const auto& entry : node) {
-    std::string key = prefix.empty() ? entry.first.as<std::string>()
-                                     : absl::StrCat(prefix, ".", entry.first.as<std::string>());
+    if (!entry.first.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config ", prefix.empty() ? "document" : "key '" + prefix + "'",
+                       " has a non-scalar key"));
+    }
+    std::string key =
+        prefix.empty() ? entry.first.Scalar() : absl::StrCat(prefix, ".", entry.first.Scalar());
     if (entry.second.IsMap()) {
       if (absl::Status s = Flatten(entry.second, key, out); !s.ok()) return s;
     } else {
@@ -148,7 +153,11 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, ServerCon
   }
   if (root.IsNull()) return base;
   std::vector<std::pair<std::string, YAML::Node>> entries;
-  if (absl::Status s = Flatten(root, "", entries); !s.ok()) return s;
+  try {
+    if (absl::Status s = Flatten(root, "", entries); !s.ok()) return s;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config is not valid YAML: ", e.what()));
+  }
   for (const auto& [key, node] : entries) {
     const Option* option = nullptr;
     for (const Option& candidate : Options()) {

@@ -44,6 +44,7 @@ TEST(ConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
            {"listen_address: nohostport", "must be host:port"},
            {"[1, 2]", "must be a mapping"},
            {"a: [", "not valid YAML"},
+           {"? {a: b}\n: 1", "non-scalar key"},  // found by parsers_fuzz
        }) {
     auto config = ParseConfig(c.yaml);
     ASSERT_FALSE(config.ok()) << c.yaml;
