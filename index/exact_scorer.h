@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "storage/episode.h"
+#include "storage/metric.h"
 
 namespace engram::index {
 

@@ -11,12 +11,12 @@
 #include <variant>
 #include <vector>
 
+#include "storage/metric.h"
+
 namespace engram {
 
 // The tenant of every request while authentication is off.
 inline constexpr char kDefaultTenant[] = "default";
-
-enum class Metric { kCosine, kInnerProduct, kL2 };
 
 struct SpaceInfo {
   std::string name;

@@ -752,7 +752,7 @@ absl::Status EpisodeStore::Compact(const std::function<void(double, const std::s
                                    std::atomic<bool>* cancel) {
   for (int cf = 0; cf < kNumCfs; ++cf) {
     std::string stage = absl::StrCat("column family ", kCfNames[cf]);
-    progress(static_cast<double>(cf) / kNumCfs, stage);
+    progress(static_cast<double>(cf) / static_cast<double>(kNumCfs), stage);
     if (cancel->load()) return absl::CancelledError("compaction cancelled");
     rocksdb::CompactRangeOptions compact_options;
     compact_options.canceled = cancel;

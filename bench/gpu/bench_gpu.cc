@@ -1,0 +1,188 @@
+// bench_gpu: the batched exact searcher on the GPU next to its CPU twin, on
+// the same data in the same run, and next to the bytes-moved floor given by
+// the measured device-to-device copy bandwidth.
+//
+// Every time is the library entry point the server uses (host preparation,
+// uploads of queries and candidate lists, kernels, download), median of
+// --reps runs after a warm-up. "floor_gb" counts the bytes that must cross
+// device memory at least once: the candidates' fp16 rows (rerank) or the
+// whole partition (scan). achieved_gb_per_s = floor_gb / time.
+#include <cuda_runtime.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "index/exact_batch.h"
+#include "index/gpu/cuda_exact_batch.h"
+
+namespace {
+
+using engram::Metric;
+using engram::index::ExactBatchSearcher;
+
+template <typename Fn>
+double MedianSeconds(int reps, Fn&& fn) {
+  fn();  // warm-up
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+double CopyBandwidthGbPerS() {
+  size_t bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  cudaMalloc(&a, bytes);
+  cudaMalloc(&b, bytes);
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> ms;
+  for (int i = 0; i < 11; ++i) {
+    cudaEventRecord(start);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float t = 0;
+    cudaEventElapsedTime(&t, start, stop);
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;  // read + write
+}
+
+std::vector<float> Gaussian(std::mt19937& rng, size_t count) {
+  std::normal_distribution<float> normal;
+  std::vector<float> v(count);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench_gpu: GPU rerank and exhaustive scan vs the CPU twin"};
+  bool json = false, quick = false;
+  int reps = 20;
+  app.add_flag("--json", json, "one JSON object per measurement on stdout");
+  app.add_flag("--quick", quick, "fewer sizes (a smoke run)");
+  app.add_option("--reps", reps, "timed repetitions per GPU measurement")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::string why;
+  std::unique_ptr<ExactBatchSearcher> gpu =
+      engram::index::MakeCudaExactBatchSearcher(size_t{40} << 30, &why);
+  if (gpu == nullptr) {
+    std::cerr << "bench_gpu: " << why << "\n";
+    return 1;
+  }
+  std::unique_ptr<ExactBatchSearcher> cpu = engram::index::MakeCpuExactBatchSearcher();
+  double copy_gbps = CopyBandwidthGbPerS();
+  std::cerr << "device: " << why << "; device-to-device copy " << absl::StrFormat("%.0f", copy_gbps)
+            << " GB/s (read+write)\n";
+  std::cerr << absl::StrFormat("%-6s %7s %5s %6s %6s %10s %10s %9s %8s %10s %8s\n", "op", "rows",
+                               "dim", "batch", "cands", "gpu ms", "cpu ms", "gpu GB/s", "% copy",
+                               "gpu q/s", "cpu/gpu");
+  std::mt19937 rng(42);
+  auto report = [&](const std::string& op, size_t rows, size_t dim, size_t batch, size_t candidates,
+                    double gpu_s, double cpu_s, double floor_bytes) {
+    double gbps = floor_bytes / gpu_s / 1e9;
+    std::cerr << absl::StrFormat("%-6s %7d %5d %6d %6d %10.3f %10s %9.0f %7.0f%% %10.0f %8s\n", op,
+                                 rows, dim, batch, candidates, gpu_s * 1e3,
+                                 cpu_s > 0 ? absl::StrFormat("%.2f", cpu_s * 1e3) : "-", gbps,
+                                 100 * gbps / copy_gbps, batch / gpu_s,
+                                 cpu_s > 0 ? absl::StrFormat("%.1fx", cpu_s / gpu_s) : "-");
+    if (json) {
+      nlohmann::json line = {{"operation", op},
+                             {"rows", rows},
+                             {"dim", dim},
+                             {"batch", batch},
+                             {"candidates", candidates},
+                             {"gpu_ms", gpu_s * 1e3},
+                             {"cpu_ms", cpu_s * 1e3},
+                             {"floor_gb", floor_bytes / 1e9},
+                             {"achieved_gb_per_s", gbps},
+                             {"copy_gb_per_s", copy_gbps},
+                             {"fraction_of_copy", gbps / copy_gbps},
+                             {"gpu_queries_per_s", batch / gpu_s},
+                             {"device", why}};
+      std::cout << line.dump() << std::endl;
+    }
+  };
+
+  // Rerank: candidate lists of a 200k-row partition.
+  std::vector<size_t> dims = quick ? std::vector<size_t>{768} : std::vector<size_t>{384, 768, 1536};
+  std::vector<size_t> batches =
+      quick ? std::vector<size_t>{1, 64} : std::vector<size_t>{1, 64, 256, 1024};
+  std::vector<size_t> candidate_counts =
+      quick ? std::vector<size_t>{256} : std::vector<size_t>{64, 256, 1024};
+  const size_t rerank_rows = 200000;
+  for (size_t dim : dims) {
+    std::vector<float> rows = Gaussian(rng, rerank_rows * dim);
+    if (!gpu->SetPartition(1, Metric::kInnerProduct, rows.data(), rerank_rows, dim).ok() ||
+        !cpu->SetPartition(1, Metric::kInnerProduct, rows.data(), rerank_rows, dim).ok()) {
+      std::cerr << "bench_gpu: cannot load the rerank partition\n";
+      return 1;
+    }
+    for (size_t batch : batches) {
+      std::vector<float> queries = Gaussian(rng, batch * dim);
+      for (size_t count : candidate_counts) {
+        std::vector<uint32_t> offsets(batch + 1), candidates(batch * count);
+        for (size_t q = 0; q <= batch; ++q) offsets[q] = static_cast<uint32_t>(q * count);
+        for (uint32_t& c : candidates) c = rng() % rerank_rows;
+        auto run = [&](ExactBatchSearcher* s) {
+          auto r = s->Rerank(1, queries.data(), batch, offsets.data(), candidates.data(), 10);
+          if (!r.ok()) std::cerr << r.status() << "\n";
+        };
+        double gpu_s = MedianSeconds(reps, [&] { run(gpu.get()); });
+        double cpu_s = MedianSeconds(1, [&] { run(cpu.get()); });
+        report("rerank", rerank_rows, dim, batch, count, gpu_s, cpu_s, 2.0 * batch * count * dim);
+      }
+    }
+    gpu->DropPartition(1);
+    cpu->DropPartition(1);
+  }
+
+  // Exhaustive scan, k = 10, 768-d.
+  std::vector<size_t> scan_rows =
+      quick ? std::vector<size_t>{100000} : std::vector<size_t>{100000, 1000000};
+  std::vector<size_t> scan_batches =
+      quick ? std::vector<size_t>{1, 64} : std::vector<size_t>{1, 16, 64, 256};
+  const size_t dim = 768;
+  for (size_t n : scan_rows) {
+    std::vector<float> rows = Gaussian(rng, n * dim);
+    if (!gpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok() ||
+        !cpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok()) {
+      std::cerr << "bench_gpu: cannot load the scan partition\n";
+      return 1;
+    }
+    for (size_t batch : scan_batches) {
+      std::vector<float> queries = Gaussian(rng, batch * dim);
+      auto run = [&](ExactBatchSearcher* s) {
+        auto r = s->Scan(2, queries.data(), batch, 10, nullptr);
+        if (!r.ok()) std::cerr << r.status() << "\n";
+      };
+      double gpu_s = MedianSeconds(reps, [&] { run(gpu.get()); });
+      // The CPU twin at 1M rows is timed where it stays within seconds.
+      bool time_cpu = n <= 100000 || batch == 1 || batch == 64;
+      double cpu_s = time_cpu ? MedianSeconds(1, [&] { run(cpu.get()); }) : 0;
+      report("scan", n, dim, batch, n, gpu_s, cpu_s, 2.0 * n * dim);
+    }
+    gpu->DropPartition(2);
+    cpu->DropPartition(2);
+  }
+  return 0;
+}

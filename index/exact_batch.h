@@ -1,0 +1,87 @@
+// Batched exact scoring over device-resident partitions: the final rerank of
+// graph-search candidates and the exhaustive scan of the router's
+// full-deliberation path. Two implementations share this interface and its
+// arithmetic, so they return the same answers:
+//   - the CPU twin (index/exact_batch_cpu.cc, SIMD with runtime dispatch),
+//     which every CI run tests;
+//   - the CUDA searcher (index/gpu/), built when nvcc is found and used when a
+//     GPU is present (MakeExactBatchSearcher picks, and says why).
+//
+// Arithmetic (identical in both): partition vectors and queries are rounded
+// to IEEE fp16 (cosine: normalised first, in fp32); products accumulate in
+// fp32. Scores are "higher is closer": dot product for cosine and inner
+// product, -(|x|^2 - 2 q.x + |q|^2) for L2 with the norms taken over the fp16
+// values. Results are ordered by score, ties by the smaller row id. Only the
+// order of fp32 additions differs between the two, so scores agree to float
+// tolerance and ids agree except among near-ties.
+//
+// Thread safety: a searcher is used by one thread at a time (the server's
+// micro-batcher owns it); SetPartition/DropPartition must not race searches.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/metric.h"
+
+namespace engram::index {
+
+inline constexpr uint32_t kNoRow = std::numeric_limits<uint32_t>::max();
+
+uint16_t FloatToHalf(float value);  // round to nearest even; overflow -> inf
+float HalfToFloat(uint16_t half);
+
+// Each query's best k rows, best first. A query with fewer than k eligible
+// rows has its tail filled with (kNoRow, -infinity).
+struct TopKBatch {
+  size_t num_queries = 0;
+  int k = 0;
+  std::vector<uint32_t> rows;  // num_queries * k
+  std::vector<float> scores;   // num_queries * k
+};
+
+// Limits shared by both implementations (validated identically).
+inline constexpr int kMaxK = 1024;
+inline constexpr size_t kMaxRerankCandidates = 4096;  // per query
+
+class ExactBatchSearcher {
+ public:
+  virtual ~ExactBatchSearcher() = default;
+
+  // "cpu" or "cuda".
+  virtual std::string name() const = 0;
+
+  // Stores (replacing) a partition: `num_rows` vectors of `dim` floats,
+  // row-major. INVALID_ARGUMENT for dim 0 or non-finite values;
+  // RESOURCE_EXHAUSTED when the device budget cannot hold it.
+  virtual absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
+                                    size_t num_rows, size_t dim) = 0;
+  virtual void DropPartition(uint64_t partition) = 0;
+
+  // For each query i, scores the rows candidates[offsets[i] .. offsets[i+1])
+  // and keeps the best k. Queries are `dim` floats each, row-major.
+  virtual absl::StatusOr<TopKBatch> Rerank(uint64_t partition, const float* queries,
+                                           size_t num_queries, const uint32_t* candidate_offsets,
+                                           const uint32_t* candidates, int k) = 0;
+
+  // For each query, the best k rows of the whole partition; if
+  // `allowed_rows` is given (ceil(num_rows / 64) words, bit r of word r/64),
+  // only rows whose bit is set.
+  virtual absl::StatusOr<TopKBatch> Scan(uint64_t partition, const float* queries,
+                                         size_t num_queries, int k,
+                                         const uint64_t* allowed_rows) = 0;
+};
+
+std::unique_ptr<ExactBatchSearcher> MakeCpuExactBatchSearcher();
+
+// The CUDA searcher when this build has CUDA and a GPU answers, else the CPU
+// twin. `why` receives a one-line reason for the choice (for logs and Stats).
+std::unique_ptr<ExactBatchSearcher> MakeExactBatchSearcher(size_t gpu_budget_bytes,
+                                                           std::string* why);
+
+}  // namespace engram::index

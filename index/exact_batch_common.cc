@@ -1,0 +1,173 @@
+#include "index/exact_batch_common.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace engram::index {
+namespace {
+constexpr float kMaxHalf = 65504.0f;
+
+// values[i] * scale rounded to fp16 into `out`, and the fp16 values back as
+// floats into `back`. The F16C path rounds exactly like FloatToHalf (nearest
+// even; tests/unit/index/exact_batch_test.cc checks the two agree).
+void ToHalfScalar(const float* values, float scale, size_t n, uint16_t* out, float* back) {
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = FloatToHalf(values[i] * scale);
+    back[i] = HalfToFloat(out[i]);
+  }
+}
+
+__attribute__((target("avx2,f16c"))) void ToHalfF16c(const float* values, float scale, size_t n,
+                                                     uint16_t* out, float* back) {
+  __m256 factor = _mm256_set1_ps(scale);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m128i half = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(values + i), factor),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), half);
+    _mm256_storeu_ps(back + i, _mm256_cvtph_ps(half));
+  }
+  ToHalfScalar(values + i, scale, n - i, out + i, back + i);
+}
+
+using ToHalfFunction = void (*)(const float*, float, size_t, uint16_t*, float*);
+ToHalfFunction SelectToHalf() {
+  static const ToHalfFunction kFunction =
+      (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) ? ToHalfF16c
+                                                                         : ToHalfScalar;
+  return kFunction;
+}
+}  // namespace
+
+uint16_t FloatToHalf(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  uint32_t sign = (bits >> 16) & 0x8000u;
+  uint32_t exponent = (bits >> 23) & 0xffu;
+  uint32_t mantissa = bits & 0x7fffffu;
+  if (exponent == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mantissa ? 0x200u : 0));
+  int32_t half_exponent = static_cast<int32_t>(exponent) - 127 + 15;
+  if (half_exponent >= 31) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
+  if (half_exponent <= 0) {
+    if (half_exponent < -10) return static_cast<uint16_t>(sign);  // underflow -> 0
+    mantissa |= 0x800000u;                                        // subnormal half
+    uint32_t shift = static_cast<uint32_t>(14 - half_exponent);
+    uint32_t half_mantissa = mantissa >> shift;
+    uint32_t remainder = mantissa & ((1u << shift) - 1);
+    uint32_t halfway = 1u << (shift - 1);
+    if (remainder > halfway || (remainder == halfway && (half_mantissa & 1))) ++half_mantissa;
+    return static_cast<uint16_t>(sign | half_mantissa);
+  }
+  uint32_t half = sign | (static_cast<uint32_t>(half_exponent) << 10) | (mantissa >> 13);
+  uint32_t remainder = mantissa & 0x1fffu;
+  if (remainder > 0x1000u || (remainder == 0x1000u && (half & 1))) ++half;  // may carry into exp
+  return static_cast<uint16_t>(half);
+}
+
+float HalfToFloat(uint16_t half) {
+  uint32_t sign = static_cast<uint32_t>(half & 0x8000u) << 16;
+  uint32_t exponent = (half >> 10) & 0x1fu;
+  uint32_t mantissa = half & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int shift = 0;
+      while ((mantissa & 0x400u) == 0) {
+        mantissa <<= 1;
+        ++shift;
+      }
+      mantissa &= 0x3ffu;
+      bits = sign | (static_cast<uint32_t>(127 - 15 - shift + 1) << 23) | (mantissa << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  }
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t num_rows, size_t dim,
+                                     const char* what) {
+  if (dim == 0) return absl::InvalidArgumentError(absl::StrCat(what, " dimension is 0"));
+  HalfRows out;
+  out.num_rows = num_rows;
+  out.dim = dim;
+  out.values.resize(num_rows * dim);
+  out.norms.resize(num_rows);
+  std::vector<float> back(dim);  // one row's fp16 values as floats
+  for (size_t r = 0; r < num_rows; ++r) {
+    const float* row = rows + r * dim;
+    double norm = 0;
+    for (size_t i = 0; i < dim; ++i) {
+      if (!std::isfinite(row[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " ", r, " has ", row[i], " at [", i, "]; values must be finite"));
+      }
+      norm += double{row[i]} * row[i];
+    }
+    float scale = (metric == Metric::kCosine && norm > 0) ? 1.0f / std::sqrt(norm) : 1.0f;
+    for (size_t i = 0; i < dim; ++i) {
+      if (std::fabs(row[i] * scale) > kMaxHalf) {
+        return absl::InvalidArgumentError(absl::StrCat(what, " ", r, " has ", row[i], " at [", i,
+                                                       "]; beyond the fp16 range of +-65504"));
+      }
+    }
+    SelectToHalf()(row, scale, dim, out.values.data() + r * dim, back.data());
+    float half_norm = 0;
+    for (size_t i = 0; i < dim; ++i) half_norm += back[i] * back[i];
+    out.norms[r] = half_norm;
+  }
+  return out;
+}
+
+absl::Status ValidateK(int k) {
+  if (k <= 0 || k > kMaxK) {
+    return absl::InvalidArgumentError(absl::StrCat("k is ", k, "; must be in 1..", kMaxK));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCandidates(size_t num_queries, const uint32_t* offsets,
+                                const uint32_t* candidates, size_t num_rows) {
+  if (num_queries > 0 && offsets[0] != 0) {
+    return absl::InvalidArgumentError("candidate_offsets[0] must be 0");
+  }
+  for (size_t q = 0; q < num_queries; ++q) {
+    if (offsets[q + 1] < offsets[q]) {
+      return absl::InvalidArgumentError(absl::StrCat("candidate_offsets decrease at ", q + 1));
+    }
+    if (offsets[q + 1] - offsets[q] > kMaxRerankCandidates) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query ", q, " has ", offsets[q + 1] - offsets[q],
+                       " candidates; the limit is ", kMaxRerankCandidates));
+    }
+    for (uint32_t c = offsets[q]; c < offsets[q + 1]; ++c) {
+      if (candidates[c] >= num_rows) {
+        return absl::InvalidArgumentError(absl::StrCat("query ", q, " candidate row ",
+                                                       candidates[c], " is outside the ", num_rows,
+                                                       " rows of the partition"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+TopKBatch EmptyTopK(size_t num_queries, int k) {
+  TopKBatch out;
+  out.num_queries = num_queries;
+  out.k = k;
+  out.rows.assign(num_queries * k, kNoRow);
+  out.scores.assign(num_queries * k, -std::numeric_limits<float>::infinity());
+  return out;
+}
+
+}  // namespace engram::index

@@ -1,0 +1,211 @@
+// The CPU twin of the CUDA searcher (see exact_batch.h). Dot products of fp16
+// rows with fp16-rounded queries run in AVX2/F16C/FMA when the CPU has them
+// (chosen at run time) and in scalar code otherwise; Scan splits the rows
+// over all hardware threads and merges their per-query top-k.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "index/exact_batch_common.h"
+#include "index/exact_batch_cpu_kernels.h"
+
+namespace engram::index {
+
+float DotScalar(const float* query, const uint16_t* row, size_t dim) {
+  float sum = 0;
+  for (size_t i = 0; i < dim; ++i) sum += query[i] * HalfToFloat(row[i]);
+  return sum;
+}
+
+__attribute__((target("avx2,fma,f16c"))) float DotAvx2(const float* query, const uint16_t* row,
+                                                       size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
+    __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i + 8)));
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i), x0, acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i + 8), x1, acc1);
+  }
+  __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  sum4 = _mm_hadd_ps(sum4, sum4);
+  sum4 = _mm_hadd_ps(sum4, sum4);
+  float sum = _mm_cvtss_f32(sum4);
+  for (; i < dim; ++i) sum += query[i] * HalfToFloat(row[i]);
+  return sum;
+}
+
+DotFunction SelectDot(bool allow_simd) {
+  if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return DotAvx2;
+  }
+  return DotScalar;
+}
+
+namespace {
+
+// Keeps the best k (score, row) pairs in the shared result order.
+class Selector {
+ public:
+  explicit Selector(int k) : k_(static_cast<size_t>(k)) { heap_.reserve(k_ + 1); }
+  void Push(float score, uint32_t row) {
+    if (heap_.size() == k_ && !Better(score, row, heap_.front().first, heap_.front().second)) {
+      return;
+    }
+    heap_.emplace_back(score, row);
+    std::push_heap(heap_.begin(), heap_.end(), Order);
+    if (heap_.size() > k_) {
+      std::pop_heap(heap_.begin(), heap_.end(), Order);
+      heap_.pop_back();
+    }
+  }
+  void Merge(const Selector& other) {
+    for (const auto& [score, row] : other.heap_) Push(score, row);
+  }
+  // Writes best-first into rows/scores (k slots; the tail stays as it was).
+  void Write(uint32_t* rows, float* scores) {
+    std::sort_heap(heap_.begin(), heap_.end(), Order);
+    for (size_t i = 0; i < heap_.size(); ++i) {
+      rows[i] = heap_[i].second;
+      scores[i] = heap_[i].first;
+    }
+  }
+
+ private:
+  // Heap order: the root is the worst kept pair.
+  static bool Order(const std::pair<float, uint32_t>& a, const std::pair<float, uint32_t>& b) {
+    return Better(a.first, a.second, b.first, b.second);
+  }
+  size_t k_;
+  std::vector<std::pair<float, uint32_t>> heap_;
+};
+
+struct Partition {
+  Metric metric;
+  HalfRows rows;
+};
+
+class CpuExactBatchSearcher final : public ExactBatchSearcher {
+ public:
+  explicit CpuExactBatchSearcher(bool allow_simd) : dot_(SelectDot(allow_simd)) {}
+  std::string name() const override { return "cpu"; }
+
+  absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
+                            size_t num_rows, size_t dim) override {
+    absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
+    if (!rows.ok()) return rows.status();
+    partitions_[partition] = Partition{metric, *std::move(rows)};
+    return absl::OkStatus();
+  }
+
+  void DropPartition(uint64_t partition) override { partitions_.erase(partition); }
+
+  absl::StatusOr<TopKBatch> Rerank(uint64_t partition_id, const float* queries, size_t num_queries,
+                                   const uint32_t* offsets, const uint32_t* candidates,
+                                   int k) override {
+    absl::StatusOr<Prepared> prepared = Prepare(partition_id, queries, num_queries, k);
+    if (!prepared.ok()) return prepared.status();
+    const HalfRows& rows = prepared->partition->rows;
+    if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, rows.num_rows);
+        !s.ok()) {
+      return s;
+    }
+    TopKBatch out = EmptyTopK(num_queries, k);
+    for (size_t q = 0; q < num_queries; ++q) {
+      Selector selector(k);
+      const float* query = prepared->queries.data() + q * rows.dim;
+      for (uint32_t c = offsets[q]; c < offsets[q + 1]; ++c) {
+        uint32_t row = candidates[c];
+        float dot = dot_(query, rows.values.data() + size_t{row} * rows.dim, rows.dim);
+        selector.Push(
+            FinalScore(prepared->partition->metric, dot, rows.norms[row], prepared->query_norms[q]),
+            row);
+      }
+      selector.Write(out.rows.data() + q * k, out.scores.data() + q * k);
+    }
+    return out;
+  }
+
+  absl::StatusOr<TopKBatch> Scan(uint64_t partition_id, const float* queries, size_t num_queries,
+                                 int k, const uint64_t* allowed_rows) override {
+    absl::StatusOr<Prepared> prepared = Prepare(partition_id, queries, num_queries, k);
+    if (!prepared.ok()) return prepared.status();
+    const HalfRows& rows = prepared->partition->rows;
+    Metric metric = prepared->partition->metric;
+    size_t threads = std::max<size_t>(1, std::thread::hardware_concurrency());
+    threads = std::min(threads, std::max<size_t>(1, rows.num_rows / 4096));
+    std::vector<std::vector<Selector>> selectors(threads,
+                                                 std::vector<Selector>(num_queries, Selector(k)));
+    auto scan_range = [&](size_t worker, size_t begin, size_t end) {
+      for (size_t r = begin; r < end; ++r) {
+        if (allowed_rows != nullptr && !((allowed_rows[r / 64] >> (r % 64)) & 1)) continue;
+        const uint16_t* row = rows.values.data() + r * rows.dim;
+        for (size_t q = 0; q < num_queries; ++q) {
+          float dot = dot_(prepared->queries.data() + q * rows.dim, row, rows.dim);
+          selectors[worker][q].Push(
+              FinalScore(metric, dot, rows.norms[r], prepared->query_norms[q]),
+              static_cast<uint32_t>(r));
+        }
+      }
+    };
+    std::vector<std::thread> workers;
+    size_t per_worker = (rows.num_rows + threads - 1) / threads;
+    for (size_t w = 0; w < threads; ++w) {
+      size_t begin = std::min(rows.num_rows, w * per_worker);
+      size_t end = std::min(rows.num_rows, begin + per_worker);
+      workers.emplace_back(scan_range, w, begin, end);
+    }
+    for (std::thread& worker : workers) worker.join();
+    TopKBatch out = EmptyTopK(num_queries, k);
+    for (size_t q = 0; q < num_queries; ++q) {
+      for (size_t w = 1; w < threads; ++w) selectors[0][q].Merge(selectors[w][q]);
+      selectors[0][q].Write(out.rows.data() + q * k, out.scores.data() + q * k);
+    }
+    return out;
+  }
+
+ private:
+  struct Prepared {
+    const Partition* partition;
+    std::vector<float> queries;  // the fp16-rounded query values, as floats
+    std::vector<float> query_norms;
+  };
+
+  absl::StatusOr<Prepared> Prepare(uint64_t partition_id, const float* queries, size_t num_queries,
+                                   int k) {
+    auto it = partitions_.find(partition_id);
+    if (it == partitions_.end()) {
+      return absl::NotFoundError(absl::StrCat("partition ", partition_id, " is not loaded"));
+    }
+    if (absl::Status s = ValidateK(k); !s.ok()) return s;
+    absl::StatusOr<HalfRows> half_queries =
+        PrepareRows(it->second.metric, queries, num_queries, it->second.rows.dim, "query");
+    if (!half_queries.ok()) return half_queries.status();
+    Prepared prepared{&it->second, {}, std::move(half_queries->norms)};
+    prepared.queries.resize(half_queries->values.size());
+    for (size_t i = 0; i < prepared.queries.size(); ++i) {
+      prepared.queries[i] = HalfToFloat(half_queries->values[i]);
+    }
+    return prepared;
+  }
+
+  DotFunction dot_;
+  absl::flat_hash_map<uint64_t, Partition> partitions_;
+};
+
+}  // namespace
+
+std::unique_ptr<ExactBatchSearcher> MakeCpuExactBatchSearcher() {
+  return std::make_unique<CpuExactBatchSearcher>(/*allow_simd=*/true);
+}
+
+std::unique_ptr<ExactBatchSearcher> MakeScalarCpuExactBatchSearcherForTest() {
+  return std::make_unique<CpuExactBatchSearcher>(/*allow_simd=*/false);
+}
+
+}  // namespace engram::index

@@ -1,0 +1,494 @@
+// The CUDA implementation of ExactBatchSearcher (index/exact_batch.h).
+//
+// Partitions live on the device as fp16 rows plus fp32 squared norms, under
+// a byte budget. Rerank: one block per query gathers its candidate rows
+// (16-byte loads, one warp per candidate), scores them against the query
+// held in shared memory and bitonic-sorts the scores in shared memory.
+// Scan: cuBLAS GEMM (fp16 in, fp32 accumulate) over tiles of rows gives a
+// score matrix; a chunked top-k kernel (bitonic sort of 2048 scores per
+// block, bitmap filter and L2 correction applied on load) keeps k per chunk,
+// and merge rounds reduce the chunk winners to each query's k.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "index/exact_batch_common.h"
+#include "index/gpu/cuda_exact_batch.h"
+
+namespace engram::index {
+namespace {
+
+#define ENGRAM_CUDA_RETURN_IF_ERROR(call)                                               \
+  do {                                                                                  \
+    cudaError_t error = (call);                                                         \
+    if (error != cudaSuccess) {                                                         \
+      return absl::InternalError(absl::StrCat(#call, ": ", cudaGetErrorString(error))); \
+    }                                                                                   \
+  } while (0)
+
+#define ENGRAM_CUBLAS_RETURN_IF_ERROR(call)                                        \
+  do {                                                                             \
+    cublasStatus_t status = (call);                                                \
+    if (status != CUBLAS_STATUS_SUCCESS) {                                         \
+      return absl::InternalError(absl::StrCat(#call, ": cuBLAS status ", status)); \
+    }                                                                              \
+  } while (0)
+
+constexpr int kSortThreads = 1024;
+constexpr int kChunk = 2048;  // scores sorted per block in Scan's top-k
+constexpr int kRerankThreads = 256;
+
+__device__ __forceinline__ bool DeviceBetter(float sa, uint32_t ra, float sb, uint32_t rb) {
+  return sa > sb || (sa == sb && ra < rb);
+}
+
+__device__ __forceinline__ float DeviceScore(int metric, float dot, float row_norm,
+                                             float query_norm) {
+  return metric == static_cast<int>(Metric::kL2) ? -(row_norm - 2.0f * dot + query_norm) : dot;
+}
+
+// Sorts n (a power of two) pairs best-first; all threads of the block call it.
+__device__ void BitonicSort(float* scores, uint32_t* rows, int n) {
+  for (int size = 2; size <= n; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = threadIdx.x; i < (n >> 1); i += blockDim.x) {
+        int lo = 2 * stride * (i / stride) + (i % stride);
+        int hi = lo + stride;
+        bool best_first = (lo & size) == 0;
+        bool swap = best_first ? DeviceBetter(scores[hi], rows[hi], scores[lo], rows[lo])
+                               : DeviceBetter(scores[lo], rows[lo], scores[hi], rows[hi]);
+        if (swap) {
+          float s = scores[lo];
+          scores[lo] = scores[hi];
+          scores[hi] = s;
+          uint32_t r = rows[lo];
+          rows[lo] = rows[hi];
+          rows[hi] = r;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+__global__ void RerankKernel(const __half* __restrict__ vectors, const float* __restrict__ norms,
+                             int dim, int metric, const __half* __restrict__ queries,
+                             const float* __restrict__ query_norms,
+                             const uint32_t* __restrict__ offsets,
+                             const uint32_t* __restrict__ candidates, int k, int sort_size,
+                             uint32_t* __restrict__ out_rows, float* __restrict__ out_scores) {
+  extern __shared__ float shared[];
+  float* query = shared;
+  float* scores = query + dim;
+  uint32_t* rows = reinterpret_cast<uint32_t*>(scores + sort_size);
+  const int q = blockIdx.x;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    query[i] = __half2float(queries[size_t(q) * dim + i]);
+  }
+  const uint32_t begin = offsets[q];
+  const int count = static_cast<int>(offsets[q + 1] - begin);
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const bool vectorized = (dim % 8) == 0;
+  for (int c = warp; c < count; c += warps) {
+    const uint32_t row = candidates[begin + c];
+    const __half* x = vectors + size_t(row) * dim;
+    float sum = 0;
+    if (vectorized) {
+      for (int i = lane * 8; i < dim; i += 256) {
+        uint4 packed = *reinterpret_cast<const uint4*>(x + i);
+        const __half2* h = reinterpret_cast<const __half2*>(&packed);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float2 f = __half22float2(h[j]);
+          sum += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
+        }
+      }
+    } else {
+      for (int i = lane; i < dim; i += 32) sum += query[i] * __half2float(x[i]);
+    }
+    for (int offset = 16; offset > 0; offset >>= 1)
+      sum += __shfl_down_sync(0xffffffff, sum, offset);
+    if (lane == 0) {
+      scores[c] = DeviceScore(metric, sum, norms[row], query_norms[q]);
+      rows[c] = row;
+    }
+  }
+  for (int c = count + threadIdx.x; c < sort_size; c += blockDim.x) {
+    scores[c] = -INFINITY;
+    rows[c] = kNoRow;
+  }
+  __syncthreads();
+  BitonicSort(scores, rows, sort_size);
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    bool valid = i < count;
+    out_rows[size_t(q) * k + i] = valid ? rows[i] : kNoRow;
+    out_scores[size_t(q) * k + i] = valid ? scores[i] : -INFINITY;
+  }
+}
+
+// Scan stage 1: block (chunk, query) sorts kChunk scores of one query's
+// column of the GEMM tile and writes its best k to `out` at slot
+// (query, first_chunk + chunk).
+__global__ void TileTopKKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
+                               int metric, const float* __restrict__ norms,
+                               const float* __restrict__ query_norms,
+                               const uint64_t* __restrict__ allowed, int k, int first_chunk,
+                               int chunks_per_query, float* __restrict__ out_scores,
+                               uint32_t* __restrict__ out_rows) {
+  __shared__ float scores[kChunk];
+  __shared__ uint32_t rows[kChunk];
+  const int chunk = blockIdx.x, q = blockIdx.y;
+  const float* column = dots + size_t(q) * tile_rows;
+  for (int i = threadIdx.x; i < kChunk; i += blockDim.x) {
+    int local = chunk * kChunk + i;
+    float score = -INFINITY;
+    uint32_t row = kNoRow;
+    if (local < tile_rows) {
+      uint32_t global = row_base + local;
+      bool ok = allowed == nullptr || ((allowed[global >> 6] >> (global & 63)) & 1);
+      if (ok) {
+        score = DeviceScore(metric, column[local], norms[global], query_norms[q]);
+        row = global;
+      }
+    }
+    scores[i] = score;
+    rows[i] = row;
+  }
+  __syncthreads();
+  BitonicSort(scores, rows, kChunk);
+  size_t slot = (size_t(q) * chunks_per_query + first_chunk + chunk) * k;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    out_scores[slot + i] = scores[i];
+    out_rows[slot + i] = rows[i];
+  }
+}
+
+// Scan merge round: each query has `length` (score, row) pairs; block
+// (group, query) sorts kChunk of them and keeps k.
+__global__ void MergeTopKKernel(const float* __restrict__ in_scores,
+                                const uint32_t* __restrict__ in_rows, int length, int k,
+                                int groups_per_query, float* __restrict__ out_scores,
+                                uint32_t* __restrict__ out_rows) {
+  __shared__ float scores[kChunk];
+  __shared__ uint32_t rows[kChunk];
+  const int group = blockIdx.x, q = blockIdx.y;
+  for (int i = threadIdx.x; i < kChunk; i += blockDim.x) {
+    int index = group * kChunk + i;
+    bool valid = index < length;
+    scores[i] = valid ? in_scores[size_t(q) * length + index] : -INFINITY;
+    rows[i] = valid ? in_rows[size_t(q) * length + index] : kNoRow;
+  }
+  __syncthreads();
+  BitonicSort(scores, rows, kChunk);
+  size_t slot = (size_t(q) * groups_per_query + group) * k;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    out_scores[slot + i] = scores[i];
+    out_rows[slot + i] = rows[i];
+  }
+}
+
+// A growable device buffer.
+template <typename T>
+class DeviceBuffer {
+ public:
+  ~DeviceBuffer() { cudaFree(data_); }
+  absl::Status Reserve(size_t count) {
+    if (count <= capacity_) return absl::OkStatus();
+    cudaFree(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&data_, count * sizeof(T)));
+    capacity_ = count;
+    return absl::OkStatus();
+  }
+  T* get() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+struct DevicePartition {
+  Metric metric = Metric::kCosine;
+  size_t num_rows = 0, dim = 0, bytes = 0;
+  __half* vectors = nullptr;
+  float* norms = nullptr;
+};
+
+int NextPowerOfTwo(int n) {
+  int p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+class CudaExactBatchSearcher final : public ExactBatchSearcher {
+ public:
+  CudaExactBatchSearcher(size_t budget_bytes, size_t score_tile_bytes, cudaStream_t stream,
+                         cublasHandle_t cublas)
+      : budget_bytes_(budget_bytes),
+        score_tile_bytes_(score_tile_bytes),
+        stream_(stream),
+        cublas_(cublas) {}
+  ~CudaExactBatchSearcher() override {
+    for (auto& [id, partition] : partitions_) Free(partition);
+    cublasDestroy(cublas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+
+  absl::Status SetPartition(uint64_t partition_id, Metric metric, const float* vectors,
+                            size_t num_rows, size_t dim) override {
+    absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
+    if (!rows.ok()) return rows.status();
+    size_t bytes = rows->values.size() * sizeof(__half) + rows->norms.size() * sizeof(float);
+    size_t replaced = partitions_.contains(partition_id) ? partitions_[partition_id].bytes : 0;
+    if (used_bytes_ - replaced + bytes > budget_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
+                       used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
+    }
+    DevicePartition partition{metric, num_rows, dim, bytes};
+    ENGRAM_CUDA_RETURN_IF_ERROR(
+        cudaMalloc(&partition.vectors, std::max<size_t>(1, rows->values.size()) * 2));
+    ENGRAM_CUDA_RETURN_IF_ERROR(
+        cudaMalloc(&partition.norms, std::max<size_t>(1, num_rows) * sizeof(float)));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.vectors, rows->values.data(),
+                                           rows->values.size() * 2, cudaMemcpyHostToDevice));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.norms, rows->norms.data(),
+                                           num_rows * sizeof(float), cudaMemcpyHostToDevice));
+    DropPartition(partition_id);
+    partitions_[partition_id] = partition;
+    used_bytes_ += bytes;
+    return absl::OkStatus();
+  }
+
+  void DropPartition(uint64_t partition_id) override {
+    auto it = partitions_.find(partition_id);
+    if (it == partitions_.end()) return;
+    used_bytes_ -= it->second.bytes;
+    Free(it->second);
+    partitions_.erase(it);
+  }
+
+  absl::StatusOr<TopKBatch> Rerank(uint64_t partition_id, const float* queries, size_t num_queries,
+                                   const uint32_t* offsets, const uint32_t* candidates,
+                                   int k) override {
+    absl::StatusOr<const DevicePartition*> partition = Find(partition_id);
+    if (!partition.ok()) return partition.status();
+    const DevicePartition& p = **partition;
+    if (absl::Status s = ValidateK(k); !s.ok()) return s;
+    if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, p.num_rows);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = UploadQueries(p, queries, num_queries); !s.ok()) return s;
+    TopKBatch out = EmptyTopK(num_queries, k);
+    if (num_queries == 0) return out;
+    uint32_t total = offsets[num_queries];
+    int most = 0;
+    for (size_t q = 0; q < num_queries; ++q) {
+      most = std::max<int>(most, static_cast<int>(offsets[q + 1] - offsets[q]));
+    }
+    int sort_size = NextPowerOfTwo(std::max(most, k));
+    if (auto s = offsets_.Reserve(num_queries + 1); !s.ok()) return s;
+    if (auto s = candidates_.Reserve(std::max<uint32_t>(1, total)); !s.ok()) return s;
+    if (auto s = PrepareOutput(num_queries, k); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(offsets_.get(), offsets,
+                                                (num_queries + 1) * sizeof(uint32_t),
+                                                cudaMemcpyHostToDevice, stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        candidates_.get(), candidates, total * sizeof(uint32_t), cudaMemcpyHostToDevice, stream_));
+    size_t shared_bytes = p.dim * sizeof(float) + size_t(sort_size) * 8;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+        RerankKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
+    RerankKernel<<<num_queries, kRerankThreads, shared_bytes, stream_>>>(
+        p.vectors, p.norms, static_cast<int>(p.dim), static_cast<int>(p.metric),
+        query_values_.get(), query_norms_.get(), offsets_.get(), candidates_.get(), k, sort_size,
+        out_rows_.get(), out_scores_.get());
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Download(std::move(out));
+  }
+
+  absl::StatusOr<TopKBatch> Scan(uint64_t partition_id, const float* queries, size_t num_queries,
+                                 int k, const uint64_t* allowed_rows) override {
+    absl::StatusOr<const DevicePartition*> partition = Find(partition_id);
+    if (!partition.ok()) return partition.status();
+    const DevicePartition& p = **partition;
+    if (absl::Status s = ValidateK(k); !s.ok()) return s;
+    if (absl::Status s = UploadQueries(p, queries, num_queries); !s.ok()) return s;
+    TopKBatch out = EmptyTopK(num_queries, k);
+    if (num_queries == 0 || p.num_rows == 0) return out;
+    const uint64_t* allowed = nullptr;
+    if (allowed_rows != nullptr) {
+      size_t words = (p.num_rows + 63) / 64;
+      if (auto s = allowed_.Reserve(words); !s.ok()) return s;
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(allowed_.get(), allowed_rows, words * 8,
+                                                  cudaMemcpyHostToDevice, stream_));
+      allowed = allowed_.get();
+    }
+    const int nq = static_cast<int>(num_queries);
+    size_t tile_rows = std::max<size_t>(
+        kChunk, (score_tile_bytes_ / (sizeof(float) * num_queries)) / kChunk * kChunk);
+    tile_rows = std::min(tile_rows, p.num_rows);
+    int chunks_per_query = 0;
+    for (size_t r0 = 0; r0 < p.num_rows; r0 += tile_rows) {
+      chunks_per_query +=
+          static_cast<int>((std::min(tile_rows, p.num_rows - r0) + kChunk - 1) / kChunk);
+    }
+    if (auto s = dots_.Reserve(tile_rows * num_queries); !s.ok()) return s;
+    size_t candidates = size_t(chunks_per_query) * k * num_queries;
+    for (auto* buffer : {&merge_scores_[0], &merge_scores_[1]}) {
+      if (auto s = buffer->Reserve(candidates); !s.ok()) return s;
+    }
+    for (auto* buffer : {&merge_rows_[0], &merge_rows_[1]}) {
+      if (auto s = buffer->Reserve(candidates); !s.ok()) return s;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    int first_chunk = 0;
+    for (size_t r0 = 0; r0 < p.num_rows; r0 += tile_rows) {
+      int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
+      // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T.
+      ENGRAM_CUBLAS_RETURN_IF_ERROR(
+          cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one,
+                       p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim),
+                       query_values_.get(), CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(),
+                       CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      int chunks = (rows + kChunk - 1) / kChunk;
+      TileTopKKernel<<<dim3(chunks, nq), kSortThreads, 0, stream_>>>(
+          dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+          query_norms_.get(), allowed, k, first_chunk, chunks_per_query, merge_scores_[0].get(),
+          merge_rows_[0].get());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      first_chunk += chunks;
+    }
+    int length = chunks_per_query * k, current = 0;
+    while (length > k) {
+      int groups = (length + kChunk - 1) / kChunk;
+      MergeTopKKernel<<<dim3(groups, nq), kSortThreads, 0, stream_>>>(
+          merge_scores_[current].get(), merge_rows_[current].get(), length, k, groups,
+          merge_scores_[1 - current].get(), merge_rows_[1 - current].get());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      current = 1 - current;
+      length = groups * k;
+    }
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), merge_rows_[current].get(),
+                                                num_queries * k * sizeof(uint32_t),
+                                                cudaMemcpyDeviceToHost, stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.scores.data(), merge_scores_[current].get(),
+                                                num_queries * k * sizeof(float),
+                                                cudaMemcpyDeviceToHost, stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return out;
+  }
+
+ private:
+  static void Free(DevicePartition& partition) {
+    cudaFree(partition.vectors);
+    cudaFree(partition.norms);
+  }
+
+  absl::StatusOr<const DevicePartition*> Find(uint64_t partition_id) const {
+    auto it = partitions_.find(partition_id);
+    if (it == partitions_.end()) {
+      return absl::NotFoundError(absl::StrCat("partition ", partition_id, " is not loaded"));
+    }
+    return &it->second;
+  }
+
+  absl::Status UploadQueries(const DevicePartition& p, const float* queries, size_t num_queries) {
+    absl::StatusOr<HalfRows> half = PrepareRows(p.metric, queries, num_queries, p.dim, "query");
+    if (!half.ok()) return half.status();
+    if (auto s = query_values_.Reserve(std::max<size_t>(1, half->values.size())); !s.ok()) return s;
+    if (auto s = query_norms_.Reserve(std::max<size_t>(1, num_queries)); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(query_values_.get(), half->values.data(),
+                                                half->values.size() * 2, cudaMemcpyHostToDevice,
+                                                stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(query_norms_.get(), half->norms.data(),
+                                                num_queries * sizeof(float), cudaMemcpyHostToDevice,
+                                                stream_));
+    // The host vectors must outlive the asynchronous copies.
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  // Output buffers are poisoned (all ones: NaN scores) so that an unwritten
+  // slot shows up in the results instead of passing as stale data.
+  absl::Status PrepareOutput(size_t num_queries, int k) {
+    size_t count = std::max<size_t>(1, num_queries * k);
+    if (auto s = out_rows_.Reserve(count); !s.ok()) return s;
+    if (auto s = out_scores_.Reserve(count); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(out_rows_.get(), 0xff, count * sizeof(uint32_t), stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(out_scores_.get(), 0xff, count * sizeof(float), stream_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<TopKBatch> Download(TopKBatch out) {
+    size_t count = out.num_queries * out.k;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), out_rows_.get(),
+                                                count * sizeof(uint32_t), cudaMemcpyDeviceToHost,
+                                                stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.scores.data(), out_scores_.get(),
+                                                count * sizeof(float), cudaMemcpyDeviceToHost,
+                                                stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return out;
+  }
+
+  const size_t budget_bytes_;
+  const size_t score_tile_bytes_;
+  size_t used_bytes_ = 0;
+  cudaStream_t stream_;
+  cublasHandle_t cublas_;
+  absl::flat_hash_map<uint64_t, DevicePartition> partitions_;
+  DeviceBuffer<__half> query_values_;
+  DeviceBuffer<float> query_norms_;
+  DeviceBuffer<uint32_t> offsets_, candidates_, out_rows_;
+  DeviceBuffer<float> out_scores_, dots_;
+  DeviceBuffer<uint64_t> allowed_;
+  DeviceBuffer<float> merge_scores_[2];
+  DeviceBuffer<uint32_t> merge_rows_[2];
+};
+
+}  // namespace
+
+std::unique_ptr<ExactBatchSearcher> MakeCudaExactBatchSearcher(size_t budget_bytes,
+                                                               std::string* why,
+                                                               size_t score_tile_bytes) {
+  int devices = 0;
+  cudaError_t error = cudaGetDeviceCount(&devices);
+  if (error != cudaSuccess || devices == 0) {
+    *why = absl::StrCat("no usable GPU (",
+                        error != cudaSuccess ? cudaGetErrorString(error) : "0 devices", ")");
+    return nullptr;
+  }
+  cudaDeviceProp properties;
+  if (cudaGetDeviceProperties(&properties, 0) != cudaSuccess) {
+    *why = "cannot read GPU 0's properties";
+    return nullptr;
+  }
+  cudaStream_t stream;
+  if (cudaStreamCreate(&stream) != cudaSuccess) {
+    *why = "cannot create a CUDA stream";
+    return nullptr;
+  }
+  cublasHandle_t cublas;
+  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS) {
+    cudaStreamDestroy(stream);
+    *why = "cannot create a cuBLAS handle";
+    return nullptr;
+  }
+  cublasSetStream(cublas, stream);
+  *why = absl::StrCat("GPU 0: ", properties.name, ", budget ", budget_bytes >> 20, " MiB");
+  return std::make_unique<CudaExactBatchSearcher>(budget_bytes, score_tile_bytes, stream, cublas);
+}
+
+}  // namespace engram::index

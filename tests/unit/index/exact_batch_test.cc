@@ -1,0 +1,142 @@
+// The CPU twin of the batched exact searcher against a naive double-precision
+// reference on the same fp16-rounded inputs, and its SIMD path against the
+// scalar one. (tests/gpu/ holds the CUDA-vs-CPU comparison.)
+#include "index/exact_batch.h"
+
+#include <gtest/gtest.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "index/exact_batch_common.h"
+#include "index/exact_batch_cpu_kernels.h"
+#include "tests/unit/index/exact_batch_reference.h"
+
+namespace engram::index {
+namespace {
+
+TEST(HalfConversionTest, EveryHalfRoundTrips) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    float f = HalfToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(FloatToHalf(f), h) << std::hex << h;
+  }
+}
+
+__attribute__((target("f16c"))) uint16_t HardwareHalf(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+TEST(HalfConversionTest, RoundsLikeTheHardwareOnRandomFloats) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C on this CPU";
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 2000000; ++i) {
+    uint32_t b = bits(rng);
+    float f;
+    std::memcpy(&f, &b, 4);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(FloatToHalf(f), HardwareHalf(f)) << f;
+  }
+}
+
+TEST(ExactBatchCpuTest, SimdDotMatchesScalar) {
+  if (SelectDot(true) == DotScalar) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (size_t dim : {1, 7, 8, 15, 16, 17, 100, 384, 768, 1000}) {
+    std::vector<float> query(dim);
+    std::vector<uint16_t> row(dim);
+    for (size_t i = 0; i < dim; ++i) {
+      query[i] = HalfToFloat(FloatToHalf(normal(rng)));
+      row[i] = FloatToHalf(normal(rng));
+    }
+    float scalar = DotScalar(query.data(), row.data(), dim);
+    float simd = DotAvx2(query.data(), row.data(), dim);
+    EXPECT_NEAR(simd, scalar, 1e-4f * (1 + std::fabs(scalar)) * std::sqrt(float(dim))) << dim;
+  }
+}
+
+class ExactBatchCpuTest : public ::testing::TestWithParam<bool> {
+ protected:
+  std::unique_ptr<ExactBatchSearcher> Make() {
+    return GetParam() ? MakeCpuExactBatchSearcher() : MakeScalarCpuExactBatchSearcherForTest();
+  }
+};
+
+TEST_P(ExactBatchCpuTest, RerankAndScanMatchTheReference) {
+  std::mt19937 rng(11);
+  for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
+    for (size_t dim : {3, 16, 97}) {
+      auto searcher = Make();
+      testing_ref::Problem problem = testing_ref::RandomProblem(rng, metric, 3000, dim, 9, 300);
+      ASSERT_TRUE(
+          searcher->SetPartition(1, metric, problem.rows.data(), problem.num_rows, dim).ok());
+      testing_ref::Ranked rerank_reference = testing_ref::ReferenceRerank(problem);
+      testing_ref::Ranked filtered_reference = testing_ref::ReferenceScan(problem, true);
+      testing_ref::Ranked full_reference = testing_ref::ReferenceScan(problem, false);
+      for (int k : {1, 10, 400}) {
+        auto reranked = searcher->Rerank(1, problem.queries.data(), problem.num_queries,
+                                         problem.offsets.data(), problem.candidates.data(), k);
+        ASSERT_TRUE(reranked.ok()) << reranked.status();
+        testing_ref::ExpectMatches(*reranked, rerank_reference, "rerank");
+        auto scanned = searcher->Scan(1, problem.queries.data(), problem.num_queries, k,
+                                      problem.allowed.data());
+        ASSERT_TRUE(scanned.ok()) << scanned.status();
+        testing_ref::ExpectMatches(*scanned, filtered_reference, "scan");
+        auto unfiltered =
+            searcher->Scan(1, problem.queries.data(), problem.num_queries, k, nullptr);
+        ASSERT_TRUE(unfiltered.ok());
+        testing_ref::ExpectMatches(*unfiltered, full_reference, "scan unfiltered");
+      }
+    }
+  }
+}
+
+TEST_P(ExactBatchCpuTest, RejectsBadRequestsAndPadsShortResults) {
+  auto searcher = Make();
+  std::vector<float> rows = {1, 0, 0, 1};
+  ASSERT_TRUE(searcher->SetPartition(3, Metric::kInnerProduct, rows.data(), 2, 2).ok());
+  std::vector<float> query = {1, 0};
+  std::vector<uint32_t> offsets = {0, 1}, candidates = {1};
+  auto padded = searcher->Rerank(3, query.data(), 1, offsets.data(), candidates.data(), 3);
+  ASSERT_TRUE(padded.ok());
+  EXPECT_EQ(padded->rows, (std::vector<uint32_t>{1, kNoRow, kNoRow}));
+  EXPECT_EQ(padded->scores[0], 0.0f);
+  EXPECT_TRUE(std::isinf(padded->scores[1]) && padded->scores[1] < 0);
+
+  std::vector<uint32_t> outside = {2};
+  EXPECT_EQ(searcher->Rerank(3, query.data(), 1, offsets.data(), outside.data(), 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(searcher->Scan(3, query.data(), 1, 0, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(searcher->Scan(4, query.data(), 1, 1, nullptr).status().code(),
+            absl::StatusCode::kNotFound);
+  std::vector<float> nan_query = {NAN, 0};
+  EXPECT_EQ(searcher->Scan(3, nan_query.data(), 1, 1, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> huge = {1e6f, 0, 0, 1};
+  EXPECT_EQ(searcher->SetPartition(5, Metric::kL2, huge.data(), 2, 2).code(),
+            absl::StatusCode::kInvalidArgument);
+  uint64_t none = 0;
+  auto filtered = searcher->Scan(3, query.data(), 1, 2, &none);
+  ASSERT_TRUE(filtered.ok());
+  EXPECT_EQ(filtered->rows, (std::vector<uint32_t>{kNoRow, kNoRow}));
+  auto empty = searcher->Scan(3, query.data(), 0, 2, nullptr);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->rows.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(SimdAndScalar, ExactBatchCpuTest, ::testing::Bool());
+
+TEST(ExactBatchFactoryTest, SaysWhichPathServes) {
+  std::string why;
+  auto searcher = MakeExactBatchSearcher(size_t{1} << 30, &why);
+  ASSERT_NE(searcher, nullptr);
+  EXPECT_EQ(why.substr(0, searcher->name().size()), searcher->name()) << why;
+}
+
+}  // namespace
+}  // namespace engram::index
