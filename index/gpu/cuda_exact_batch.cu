@@ -76,6 +76,17 @@ __device__ void BitonicSort(float* scores, uint32_t* rows, int n) {
   }
 }
 
+// Sorts a block's kChunk pairs and writes the best k to out[slot .. slot + k).
+__device__ void SortAndKeepBest(float* scores, uint32_t* rows, int k, size_t slot,
+                                float* __restrict__ out_scores, uint32_t* __restrict__ out_rows) {
+  __syncthreads();
+  BitonicSort(scores, rows, kChunk);
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    out_scores[slot + i] = scores[i];
+    out_rows[slot + i] = rows[i];
+  }
+}
+
 __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __restrict__ norms,
                              int dim, int metric, const __half* __restrict__ queries,
                              const float* __restrict__ query_norms,
@@ -160,13 +171,8 @@ __global__ void TileTopKKernel(const float* __restrict__ dots, int tile_rows, ui
     scores[i] = score;
     rows[i] = row;
   }
-  __syncthreads();
-  BitonicSort(scores, rows, kChunk);
-  size_t slot = (size_t(q) * chunks_per_query + first_chunk + chunk) * k;
-  for (int i = threadIdx.x; i < k; i += blockDim.x) {
-    out_scores[slot + i] = scores[i];
-    out_rows[slot + i] = rows[i];
-  }
+  SortAndKeepBest(scores, rows, k, (size_t(q) * chunks_per_query + first_chunk + chunk) * k,
+                  out_scores, out_rows);
 }
 
 // Scan merge round: each query has `length` (score, row) pairs; block
@@ -184,13 +190,8 @@ __global__ void MergeTopKKernel(const float* __restrict__ in_scores,
     scores[i] = valid ? in_scores[size_t(q) * length + index] : -INFINITY;
     rows[i] = valid ? in_rows[size_t(q) * length + index] : kNoRow;
   }
-  __syncthreads();
-  BitonicSort(scores, rows, kChunk);
-  size_t slot = (size_t(q) * groups_per_query + group) * k;
-  for (int i = threadIdx.x; i < k; i += blockDim.x) {
-    out_scores[slot + i] = scores[i];
-    out_rows[slot + i] = rows[i];
-  }
+  SortAndKeepBest(scores, rows, k, (size_t(q) * groups_per_query + group) * k, out_scores,
+                  out_rows);
 }
 
 // A growable device buffer.
