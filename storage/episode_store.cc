@@ -588,9 +588,6 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     }
     if (ids.empty()) return absl::InvalidArgumentError("no episode ids to delete");
   } else {
-    EpisodeFilter filter;
-    filter.agent_id = target.agent_id;
-    filter.session_id = target.session_id;
     ids.clear();
     // Expired episodes are deleted too: visit raw records, not the filtered view.
     std::string prefix = AgentPrefix(tenant, space, target.agent_id);
