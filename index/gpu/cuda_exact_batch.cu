@@ -5,9 +5,11 @@
 // (16-byte loads, one warp per candidate), scores them against the query
 // held in shared memory and bitonic-sorts the scores in shared memory.
 // Scan: cuBLAS GEMM (fp16 in, fp32 accumulate) over tiles of rows gives a
-// score matrix; a chunked top-k kernel (bitonic sort of 2048 scores per
-// block, bitmap filter and L2 correction applied on load) keeps k per chunk,
-// and merge rounds reduce the chunk winners to each query's k.
+// score matrix (bitmap filter and L2 correction applied when it is read).
+// Top-k by threshold: the k-th best maximum of 32-row groups bounds the k-th
+// best score from below, so only scores at or above it survive a filter pass
+// and get sorted (bitonic, 2048 per block, merge rounds). When too many
+// scores tie at the threshold the tile is sorted whole instead.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -143,9 +145,87 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
   }
 }
 
-// Scan stage 1: block (chunk, query) sorts kChunk scores of one query's
-// column of the GEMM tile and writes its best k to `out` at slot
-// (query, first_chunk + chunk).
+// Scan merge round: each query has `length` (score, row) pairs (only the first
+// lengths[q] valid when `lengths` is given); block (group, query) sorts
+// kChunk of them and writes its best k at slot (query, out_first + group) of
+// an output with out_groups slots per query.
+__global__ void MergeTopKKernel(const float* __restrict__ in_scores,
+                                const uint32_t* __restrict__ in_rows, int length,
+                                const uint32_t* __restrict__ lengths, int k, int out_groups,
+                                int out_first, float* __restrict__ out_scores,
+                                uint32_t* __restrict__ out_rows) {
+  __shared__ float scores[kChunk];
+  __shared__ uint32_t rows[kChunk];
+  const int group = blockIdx.x, q = blockIdx.y;
+  const int valid_length = lengths == nullptr ? length : min(length, int(lengths[q]));
+  for (int i = threadIdx.x; i < kChunk; i += blockDim.x) {
+    int index = group * kChunk + i;
+    bool valid = index < valid_length;
+    scores[i] = valid ? in_scores[size_t(q) * length + index] : -INFINITY;
+    rows[i] = valid ? in_rows[size_t(q) * length + index] : kNoRow;
+  }
+  SortAndKeepBest(scores, rows, k, (size_t(q) * out_groups + out_first + group) * k, out_scores,
+                  out_rows);
+}
+
+// The score of element `local` of a GEMM tile column, or -inf when the row
+// is filtered out or past the tile.
+__device__ __forceinline__ float TileScore(const float* column, int local, int tile_rows,
+                                           uint32_t row_base, int metric, const float* norms,
+                                           float query_norm, const uint64_t* allowed) {
+  if (local >= tile_rows) return -INFINITY;
+  uint32_t global = row_base + local;
+  if (allowed != nullptr && !((allowed[global >> 6] >> (global & 63)) & 1)) return -INFINITY;
+  return DeviceScore(metric, column[local], norms[global], query_norm);
+}
+
+// Scan threshold, step 1: the maximum of every 32 consecutive rows of each
+// query's tile column (one warp per group).
+__global__ void GroupMaxKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
+                               int metric, const float* __restrict__ norms,
+                               const float* __restrict__ query_norms,
+                               const uint64_t* __restrict__ allowed, int groups,
+                               float* __restrict__ group_scores, uint32_t* __restrict__ group_ids) {
+  const int q = blockIdx.y;
+  const int local = blockIdx.x * blockDim.x + threadIdx.x;
+  float score = TileScore(dots + size_t(q) * tile_rows, local, tile_rows, row_base, metric, norms,
+                          query_norms[q], allowed);
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    score = fmaxf(score, __shfl_xor_sync(0xffffffff, score, offset));
+  }
+  const int group = local >> 5;
+  if ((threadIdx.x & 31) == 0 && group < groups) {
+    group_scores[size_t(q) * groups + group] = score;
+    group_ids[size_t(q) * groups + group] = group;
+  }
+}
+
+// Scan threshold, step 2: keeps every element at least as good as the k-th
+// best group maximum (a lower bound of the k-th best element, since the k
+// best group maxima are k distinct elements). Survivors beyond `capacity`
+// are counted but not stored; the caller then falls back to sorting.
+__global__ void FilterKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
+                             int metric, const float* __restrict__ norms,
+                             const float* __restrict__ query_norms,
+                             const uint64_t* __restrict__ allowed,
+                             const float* __restrict__ thresholds, int k, int capacity,
+                             uint32_t* __restrict__ counts, float* __restrict__ out_scores,
+                             uint32_t* __restrict__ out_rows) {
+  const int q = blockIdx.y;
+  const int local = blockIdx.x * blockDim.x + threadIdx.x;
+  float score = TileScore(dots + size_t(q) * tile_rows, local, tile_rows, row_base, metric, norms,
+                          query_norms[q], allowed);
+  if (score == -INFINITY || score < thresholds[size_t(q) * k + k - 1]) return;
+  uint32_t position = atomicAdd(&counts[q], 1u);
+  if (position < uint32_t(capacity)) {
+    out_scores[size_t(q) * capacity + position] = score;
+    out_rows[size_t(q) * capacity + position] = row_base + local;
+  }
+}
+
+// Scan fallback (when too many scores tie at the threshold): block (chunk, query) sorts kChunk
+// scores of one query's column of the GEMM tile and writes its best k to `out` at slot (query,
+// first_chunk + chunk).
 __global__ void TileTopKKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
                                int metric, const float* __restrict__ norms,
                                const float* __restrict__ query_norms,
@@ -158,40 +238,13 @@ __global__ void TileTopKKernel(const float* __restrict__ dots, int tile_rows, ui
   const float* column = dots + size_t(q) * tile_rows;
   for (int i = threadIdx.x; i < kChunk; i += blockDim.x) {
     int local = chunk * kChunk + i;
-    float score = -INFINITY;
-    uint32_t row = kNoRow;
-    if (local < tile_rows) {
-      uint32_t global = row_base + local;
-      bool ok = allowed == nullptr || ((allowed[global >> 6] >> (global & 63)) & 1);
-      if (ok) {
-        score = DeviceScore(metric, column[local], norms[global], query_norms[q]);
-        row = global;
-      }
-    }
+    float score =
+        TileScore(column, local, tile_rows, row_base, metric, norms, query_norms[q], allowed);
     scores[i] = score;
-    rows[i] = row;
+    rows[i] = score == -INFINITY ? kNoRow : row_base + local;
   }
   SortAndKeepBest(scores, rows, k, (size_t(q) * chunks_per_query + first_chunk + chunk) * k,
                   out_scores, out_rows);
-}
-
-// Scan merge round: each query has `length` (score, row) pairs; block
-// (group, query) sorts kChunk of them and keeps k.
-__global__ void MergeTopKKernel(const float* __restrict__ in_scores,
-                                const uint32_t* __restrict__ in_rows, int length, int k,
-                                int groups_per_query, float* __restrict__ out_scores,
-                                uint32_t* __restrict__ out_rows) {
-  __shared__ float scores[kChunk];
-  __shared__ uint32_t rows[kChunk];
-  const int group = blockIdx.x, q = blockIdx.y;
-  for (int i = threadIdx.x; i < kChunk; i += blockDim.x) {
-    int index = group * kChunk + i;
-    bool valid = index < length;
-    scores[i] = valid ? in_scores[size_t(q) * length + index] : -INFINITY;
-    rows[i] = valid ? in_rows[size_t(q) * length + index] : kNoRow;
-  }
-  SortAndKeepBest(scores, rows, k, (size_t(q) * groups_per_query + group) * k, out_scores,
-                  out_rows);
 }
 
 // A growable device buffer.
@@ -213,6 +266,16 @@ class DeviceBuffer {
  private:
   T* data_ = nullptr;
   size_t capacity_ = 0;
+};
+
+// (score, row) pairs on the device.
+struct PairBuffer {
+  absl::Status Reserve(size_t count) {
+    if (auto s = scores.Reserve(count); !s.ok()) return s;
+    return rows.Reserve(count);
+  }
+  DeviceBuffer<float> scores;
+  DeviceBuffer<uint32_t> rows;
 };
 
 struct DevicePartition {
@@ -338,22 +401,20 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     size_t tile_rows = std::max<size_t>(
         kChunk, (score_tile_bytes_ / (sizeof(float) * num_queries)) / kChunk * kChunk);
     tile_rows = std::min(tile_rows, p.num_rows);
-    int chunks_per_query = 0;
-    for (size_t r0 = 0; r0 < p.num_rows; r0 += tile_rows) {
-      chunks_per_query +=
-          static_cast<int>((std::min(tile_rows, p.num_rows - r0) + kChunk - 1) / kChunk);
-    }
+    const int tiles = static_cast<int>((p.num_rows + tile_rows - 1) / tile_rows);
+    const int capacity = std::max(kChunk, 8 * k);
+    const int max_groups = static_cast<int>((tile_rows + 31) / 32);
     if (auto s = dots_.Reserve(tile_rows * num_queries); !s.ok()) return s;
-    size_t candidates = size_t(chunks_per_query) * k * num_queries;
-    for (auto* buffer : {&merge_scores_[0], &merge_scores_[1]}) {
-      if (auto s = buffer->Reserve(candidates); !s.ok()) return s;
-    }
-    for (auto* buffer : {&merge_rows_[0], &merge_rows_[1]}) {
-      if (auto s = buffer->Reserve(candidates); !s.ok()) return s;
-    }
+    if (auto s = groups_.Reserve(size_t(max_groups) * num_queries); !s.ok()) return s;
+    if (auto s = thresholds_.Reserve(size_t(k) * num_queries); !s.ok()) return s;
+    if (auto s = survivors_.Reserve(size_t(capacity) * num_queries); !s.ok()) return s;
+    if (auto s = tile_best_.Reserve(size_t(tiles) * k * num_queries); !s.ok()) return s;
+    if (auto s = final_.Reserve(size_t(k) * num_queries); !s.ok()) return s;
+    if (auto s = counts_.Reserve(num_queries); !s.ok()) return s;
+    std::vector<uint32_t> counts(num_queries);
     const float one = 1.0f, zero = 0.0f;
-    int first_chunk = 0;
-    for (size_t r0 = 0; r0 < p.num_rows; r0 += tile_rows) {
+    for (int tile = 0; tile < tiles; ++tile) {
+      size_t r0 = size_t(tile) * tile_rows;
       int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
       // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T.
       ENGRAM_CUBLAS_RETURN_IF_ERROR(
@@ -361,28 +422,54 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
                        p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim),
                        query_values_.get(), CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(),
                        CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      // Threshold per query: the k-th best maximum of 32-row groups.
+      int groups = (rows + 31) / 32;
+      dim3 grid((rows + 255) / 256, nq);
+      GroupMaxKernel<<<grid, 256, 0, stream_>>>(
+          dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+          query_norms_.get(), allowed, groups, groups_.scores.get(), groups_.rows.get());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      if (auto s = ReduceToK(groups_, groups, nullptr, k, nq, thresholds_, 1, 0); !s.ok()) {
+        return s;
+      }
+      // Survivors of the threshold, then their best k.
+      ENGRAM_CUDA_RETURN_IF_ERROR(
+          cudaMemsetAsync(counts_.get(), 0, num_queries * sizeof(uint32_t), stream_));
+      FilterKernel<<<grid, 256, 0, stream_>>>(
+          dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+          query_norms_.get(), allowed, thresholds_.scores.get(), k, capacity, counts_.get(),
+          survivors_.scores.get(), survivors_.rows.get());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.get(),
+                                                  num_queries * sizeof(uint32_t),
+                                                  cudaMemcpyDeviceToHost, stream_));
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      bool overflow = *std::max_element(counts.begin(), counts.end()) > uint32_t(capacity);
+      if (!overflow) {
+        if (auto s = ReduceToK(survivors_, capacity, counts_.get(), k, nq, tile_best_, tiles, tile);
+            !s.ok()) {
+          return s;
+        }
+        continue;
+      }
+      // Many scores tie at the threshold: sort the whole tile instead.
       int chunks = (rows + kChunk - 1) / kChunk;
+      if (auto s = chunk_best_.Reserve(size_t(chunks) * k * num_queries); !s.ok()) return s;
       TileTopKKernel<<<dim3(chunks, nq), kSortThreads, 0, stream_>>>(
           dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
-          query_norms_.get(), allowed, k, first_chunk, chunks_per_query, merge_scores_[0].get(),
-          merge_rows_[0].get());
+          query_norms_.get(), allowed, k, 0, chunks, chunk_best_.scores.get(),
+          chunk_best_.rows.get());
       ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      first_chunk += chunks;
+      if (auto s = ReduceToK(chunk_best_, chunks * k, nullptr, k, nq, tile_best_, tiles, tile);
+          !s.ok()) {
+        return s;
+      }
     }
-    int length = chunks_per_query * k, current = 0;
-    while (length > k) {
-      int groups = (length + kChunk - 1) / kChunk;
-      MergeTopKKernel<<<dim3(groups, nq), kSortThreads, 0, stream_>>>(
-          merge_scores_[current].get(), merge_rows_[current].get(), length, k, groups,
-          merge_scores_[1 - current].get(), merge_rows_[1 - current].get());
-      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      current = 1 - current;
-      length = groups * k;
-    }
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), merge_rows_[current].get(),
+    if (auto s = ReduceToK(tile_best_, tiles * k, nullptr, k, nq, final_, 1, 0); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), final_.rows.get(),
                                                 num_queries * k * sizeof(uint32_t),
                                                 cudaMemcpyDeviceToHost, stream_));
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.scores.data(), merge_scores_[current].get(),
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.scores.data(), final_.scores.get(),
                                                 num_queries * k * sizeof(float),
                                                 cudaMemcpyDeviceToHost, stream_));
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -390,6 +477,32 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   }
 
  private:
+  // Reduces each query's `length` pairs in `in` (the first lengths[q] valid
+  // when given) to its best k, written at slot (query, out_first) of `out`,
+  // which has out_groups slots of k per query. Sorts kChunk pairs per block
+  // and round, through the two scratch buffers.
+  absl::Status ReduceToK(PairBuffer& in, int length, const uint32_t* lengths, int k, int nq,
+                         PairBuffer& out, int out_groups, int out_first) {
+    const float* in_scores = in.scores.get();
+    const uint32_t* in_rows = in.rows.get();
+    for (int round = 0;; ++round) {
+      int groups = (length + kChunk - 1) / kChunk;
+      bool last = groups == 1;
+      PairBuffer& target = last ? out : scratch_[round % 2];
+      if (!last) {
+        if (auto s = target.Reserve(size_t(groups) * k * nq); !s.ok()) return s;
+      }
+      MergeTopKKernel<<<dim3(groups, nq), kSortThreads, 0, stream_>>>(
+          in_scores, in_rows, length, round == 0 ? lengths : nullptr, k, last ? out_groups : groups,
+          last ? out_first : 0, target.scores.get(), target.rows.get());
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      if (last) return absl::OkStatus();
+      in_scores = target.scores.get();
+      in_rows = target.rows.get();
+      length = groups * k;
+    }
+  }
+
   static void Free(DevicePartition& partition) {
     cudaFree(partition.vectors);
     cudaFree(partition.norms);
@@ -455,8 +568,10 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   DeviceBuffer<uint32_t> offsets_, candidates_, out_rows_;
   DeviceBuffer<float> out_scores_, dots_;
   DeviceBuffer<uint64_t> allowed_;
-  DeviceBuffer<float> merge_scores_[2];
-  DeviceBuffer<uint32_t> merge_rows_[2];
+  DeviceBuffer<uint32_t> counts_;
+  // Scan: group maxima, thresholds, threshold survivors, fallback chunk
+  // winners, per-tile and final best k, and ReduceToK's ping-pong scratch.
+  PairBuffer groups_, thresholds_, survivors_, chunk_best_, tile_best_, final_, scratch_[2];
 };
 
 }  // namespace

@@ -80,6 +80,24 @@ TEST_F(ExactBatchGpuTest, ScanOverSeveralScoreTiles) {
   Check(p, 50, "tiled");
 }
 
+TEST_F(ExactBatchGpuTest, TiesAtTheThresholdFallBackToSortingAndKeepTheSmallerRows) {
+  // Identical rows: every score ties, so the threshold filter overflows and
+  // the tile is sorted whole; ties go to the smaller row on both paths.
+  std::mt19937 rng(std::random_device{}());
+  testing_ref::Problem p = testing_ref::RandomProblem(rng, Metric::kInnerProduct, 10000, 32, 4, 8);
+  for (size_t r = 1; r < p.num_rows; ++r) {
+    std::copy(p.rows.begin(), p.rows.begin() + p.dim, p.rows.begin() + r * p.dim);
+  }
+  Check(p, 10, "ties");
+  for (const uint64_t* allowed :
+       {static_cast<const uint64_t*>(nullptr), static_cast<const uint64_t*>(p.allowed.data())}) {
+    auto gpu = gpu_->Scan(7, p.queries.data(), p.num_queries, 10, allowed);
+    auto cpu = cpu_->Scan(7, p.queries.data(), p.num_queries, 10, allowed);
+    ASSERT_TRUE(gpu.ok() && cpu.ok());
+    EXPECT_EQ(gpu->rows, cpu->rows);
+  }
+}
+
 TEST_F(ExactBatchGpuTest, EmptyBatchesAndFiltersThatRemoveEverything) {
   std::vector<float> rows(64 * 8, 0.5f);
   ASSERT_TRUE(gpu_->SetPartition(1, Metric::kInnerProduct, rows.data(), 64, 8).ok());
