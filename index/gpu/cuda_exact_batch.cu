@@ -2,7 +2,7 @@
 //
 // Partitions live on the device as fp16 rows plus fp32 squared norms, under
 // a byte budget. Rerank: one block per query gathers its candidate rows
-// (16-byte loads, four candidates in flight per warp), scores them against the query
+// (16-byte loads, one warp per candidate), scores them against the query
 // held in shared memory and bitonic-sorts the scores in shared memory.
 // Scan: cuBLAS GEMM (fp16 in, fp32 accumulate) over tiles of rows gives a
 // score matrix (bitmap filter and L2 correction applied when it is read).
@@ -44,7 +44,6 @@ namespace {
 constexpr int kSortThreads = 1024;
 constexpr int kChunk = 2048;  // scores sorted per block in Scan's top-k
 constexpr int kRerankThreads = 256;
-constexpr int kRerankUnroll = 4;  // candidates per warp in flight
 
 __device__ __forceinline__ bool DeviceBetter(float sa, uint32_t ra, float sb, uint32_t rb) {
   return sa > sb || (sa == sb && ra < rb);
@@ -108,60 +107,29 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
   const int count = static_cast<int>(offsets[q + 1] - begin);
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  // Each warp scores kRerankUnroll candidates at a time, so that many
-  // independent 16-byte loads are in flight (dim % 8 == 0), else one at a
-  // time with 2-byte loads.
-  if (dim % 8 == 0) {
-    for (int base = warp * kRerankUnroll; base < count; base += warps * kRerankUnroll) {
-      const __half* x[kRerankUnroll];
-      float sum[kRerankUnroll];
-#pragma unroll
-      for (int u = 0; u < kRerankUnroll; ++u) {
-        int c = min(base + u, count - 1);  // past the end: rescore the last one, unused
-        x[u] = vectors + size_t(candidates[begin + c]) * dim;
-        sum[u] = 0;
-      }
+  const bool vectorized = (dim % 8) == 0;
+  for (int c = warp; c < count; c += warps) {
+    const uint32_t row = candidates[begin + c];
+    const __half* x = vectors + size_t(row) * dim;
+    float sum = 0;
+    if (vectorized) {
       for (int i = lane * 8; i < dim; i += 256) {
-        uint4 packed[kRerankUnroll];
+        uint4 packed = *reinterpret_cast<const uint4*>(x + i);
+        const __half2* h = reinterpret_cast<const __half2*>(&packed);
 #pragma unroll
-        for (int u = 0; u < kRerankUnroll; ++u)
-          packed[u] = *reinterpret_cast<const uint4*>(x[u] + i);
-#pragma unroll
-        for (int u = 0; u < kRerankUnroll; ++u) {
-          const __half2* h = reinterpret_cast<const __half2*>(&packed[u]);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            float2 f = __half22float2(h[j]);
-            sum[u] += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
-          }
+        for (int j = 0; j < 4; ++j) {
+          float2 f = __half22float2(h[j]);
+          sum += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
         }
       }
-#pragma unroll
-      for (int u = 0; u < kRerankUnroll; ++u) {
-        for (int offset = 16; offset > 0; offset >>= 1) {
-          sum[u] += __shfl_down_sync(0xffffffff, sum[u], offset);
-        }
-        int c = base + u;
-        if (lane == 0 && c < count) {
-          uint32_t row = candidates[begin + c];
-          scores[c] = DeviceScore(metric, sum[u], norms[row], query_norms[q]);
-          rows[c] = row;
-        }
-      }
-    }
-  } else {
-    for (int c = warp; c < count; c += warps) {
-      const uint32_t row = candidates[begin + c];
-      const __half* x = vectors + size_t(row) * dim;
-      float sum = 0;
+    } else {
       for (int i = lane; i < dim; i += 32) sum += query[i] * __half2float(x[i]);
-      for (int offset = 16; offset > 0; offset >>= 1) {
-        sum += __shfl_down_sync(0xffffffff, sum, offset);
-      }
-      if (lane == 0) {
-        scores[c] = DeviceScore(metric, sum, norms[row], query_norms[q]);
-        rows[c] = row;
-      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1)
+      sum += __shfl_down_sync(0xffffffff, sum, offset);
+    if (lane == 0) {
+      scores[c] = DeviceScore(metric, sum, norms[row], query_norms[q]);
+      rows[c] = row;
     }
   }
   for (int c = count + threadIdx.x; c < sort_size; c += blockDim.x) {
