@@ -1,0 +1,219 @@
+// One partition of the index: the vectors of one (space, agent), searched in
+// three stages. A first stage ranks candidates cheaply (2-bit binary codes or
+// INT8 codes, through a Vamana graph or, while the partition is small, an
+// exhaustive scan); in binary mode an INT8 stage re-ranks the graph's beam;
+// the best candidates are finally scored with exact float distances.
+//
+// A partition picks its own first-stage space: when its graph is built it
+// measures recall@10 on a sample of its own vectors against exact search and
+// falls back from binary codes to INT8 codes when binary codes miss the
+// target (Euclidean-native data such as SIFT, where binary topology fails).
+//
+// Lifecycle: empty -> exact float scan (below quantize_threshold vectors) ->
+// exhaustive code scan (INT8 ranges fitted) -> graph (from graph_threshold;
+// later vectors are inserted incrementally).
+//
+// Thread safety: Search may run concurrently with everything and takes no
+// lock: node data is append-only (chunked_array.h) and published through an
+// atomic node count; the structure (mode, graph) is swapped atomically.
+// Writers (Add, AddBatch, Remove, Consolidate, Load) serialise on
+// write_mutex_.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "index/binary_codes.h"
+#include "index/chunked_array.h"
+#include "index/float_distance.h"
+#include "index/scalar_quantizer.h"
+#include "index/vamana_graph.h"
+#include "storage/metric.h"
+
+namespace engram::index {
+
+// What the first stage compares.
+enum class FirstStage { kExact, kBinary, kInt8 };
+const char* FirstStageName(FirstStage stage);
+
+struct PartitionOptions {
+  Metric metric = Metric::kCosine;
+  uint32_t dimension = 0;
+  VamanaParams graph;
+  // Vectors needed before INT8 ranges are fitted and codes are used; smaller
+  // partitions are scanned with exact float distances. Default: 256
+  uint32_t quantize_threshold = 256;
+  // Vectors at which the partition gets a graph; below it, its codes are
+  // scanned exhaustively. Default: 4096
+  uint32_t graph_threshold = 4096;
+  // Beam width L of searches that do not name one, before calibration: the
+  // graph build doubles it until the sample recall reaches target_recall
+  // and keeps the first that does. Default: 64
+  uint32_t default_beam_width = 64;
+  // Candidates scored with exact float distances when the search does not
+  // say: this many times k, and at least 40. In binary mode the beam is first
+  // narrowed to them with INT8 distances. Float scoring is cheap next to the
+  // graph walk, and a deep rerank is what recovers near-ties that 2-bit
+  // codes cannot order. Default: 4
+  uint32_t default_rerank_factor = 4;
+  // Sample recall@10 the graph must reach. Binary codes that cannot reach it
+  // with a beam width up to 4x default_beam_width make the partition build
+  // its graph in INT8 space instead. Default: 0.95
+  float target_recall = 0.95f;
+  // Vectors sampled for the recall check. Default: 100
+  uint32_t recall_sample = 100;
+  // Graph build threads; 0 = all hardware threads. Default: 0
+  int build_threads = 0;
+  // Skip the recall check and use this first stage (tests, benchmarks).
+  // kExact means "decide by measuring". Default: kExact
+  FirstStage force_first_stage = FirstStage::kExact;
+};
+
+struct ScoredId {
+  uint64_t id;
+  float score;  // higher is closer: cosine, inner product, or -squared L2
+};
+
+struct PartitionSearch {
+  std::span<const float> query;
+  uint32_t k = 10;
+  uint32_t beam_width = 0;  // 0: options.default_beam_width
+  uint32_t rerank = 0;      // candidates scored exactly; 0: from the rerank factor
+  // When set, only ids it accepts are returned (checked during traversal).
+  const std::function<bool(uint64_t)>* accept = nullptr;
+};
+
+struct PartitionStats {
+  uint64_t vectors = 0;  // live
+  uint64_t deleted = 0;  // removed since the partition was created (slots kept)
+  FirstStage first_stage = FirstStage::kExact;
+  bool has_graph = false;
+  uint32_t default_beam_width = 0;  // calibrated L
+  float sample_recall = -1;         // recall@10 at that L (-1: never measured)
+  float binary_sample_recall = -1;  // what binary codes reached when tried
+  size_t code_bytes = 0;            // binary + INT8 codes
+  size_t graph_bytes = 0;
+  size_t float_bytes = 0;
+  double last_build_seconds = 0;
+};
+
+class VectorPartition {
+ public:
+  static constexpr uint32_t kMaxBeamWidth = 4096;
+  static constexpr uint32_t kMaxK = 1024;
+
+  // INVALID_ARGUMENT for a zero dimension or unusable graph parameters.
+  static absl::StatusOr<std::unique_ptr<VectorPartition>> Create(const PartitionOptions& options);
+  ~VectorPartition();
+
+  const PartitionOptions& options() const { return options_; }
+
+  // Adds one vector under `id`. INVALID_ARGUMENT for a wrong dimension or a
+  // non-finite value, ALREADY_EXISTS for an id already present. May build the
+  // graph (when the partition reaches graph_threshold).
+  absl::Status Add(uint64_t id, std::span<const float> vector) ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Adds many vectors (row-major, ids.size() rows) with the same checks,
+  // validated all first (nothing is added on error). Large batches are linked
+  // into the graph in parallel.
+  absl::Status AddBatch(std::span<const uint64_t> ids, std::span<const float> vectors,
+                        const std::function<void(uint64_t done, uint64_t total)>& progress = {})
+      ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Tombstones `id`; false when absent.
+  bool Remove(uint64_t id) ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Unlinks tombstoned vectors from the graph; returns how many.
+  uint32_t Consolidate() ABSL_LOCKS_EXCLUDED(write_mutex_);
+
+  // The k closest live vectors, best first. INVALID_ARGUMENT for a query of
+  // the wrong dimension or with NaN/Inf, k outside 1..kMaxK, or a beam width
+  // above kMaxBeamWidth.
+  absl::StatusOr<std::vector<ScoredId>> Search(const PartitionSearch& search) const;
+
+  // Exact top-k by float distances over every live vector (the reference).
+  std::vector<ScoredId> ExactSearch(std::span<const float> query, uint32_t k,
+                                    const std::function<bool(uint64_t)>* accept = nullptr) const;
+
+  // Recall@10 of Search with default parameters on up to `sample` of the
+  // partition's own vectors used as queries (each excluding itself).
+  float MeasureSampleRecall(uint32_t sample) const;
+
+  PartitionStats Stats() const;
+  uint64_t size() const;
+
+ private:
+  struct Structure;
+  class BinarySpace;
+  class Int8Space;
+
+  explicit VectorPartition(const PartitionOptions& options);
+
+  absl::Status Validate(std::span<const float> vector) const;
+  // Appends one node's data (float, codes) and publishes it.
+  void AppendNode(uint64_t id, const float* vector) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  void FitQuantizer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  // Builds a graph over all nodes, choosing the first stage.
+  void BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  std::unique_ptr<VamanaGraph> BuildGraphIn(FirstStage stage, uint32_t node_count,
+                                            const std::function<void(uint32_t)>& progress) const;
+  uint32_t Medoid(uint32_t node_count) const;
+  std::unique_ptr<GraphSpace> MakeSpace(FirstStage stage) const;
+  std::shared_ptr<const Structure> structure() const;
+  int build_threads() const;
+
+  // The search behind Search, over nodes below `node_count` (query prepared).
+  std::vector<ScoredId> SearchIn(const Structure& structure, uint32_t node_count,
+                                 const float* query, uint32_t k, uint32_t beam_width,
+                                 uint32_t rerank,
+                                 const std::function<bool(uint64_t)>* accept) const;
+  std::vector<ScoredId> ExactIn(uint32_t node_count, const float* query, uint32_t k,
+                                const std::function<bool(uint64_t)>* accept) const;
+  // Exact neighbours of a sample of the partition's own vectors.
+  struct SampleTruth {
+    std::vector<uint32_t> queries;                    // nodes used as queries
+    std::vector<std::vector<uint64_t>> neighbor_ids;  // their exact top-10, self excluded
+  };
+  SampleTruth ComputeSampleTruth(uint32_t node_count, uint32_t sample) const;
+  float SampleRecall(const Structure& structure, uint32_t node_count, const SampleTruth& truth,
+                     uint32_t beam_width) const;
+  // Doubles the structure's default beam width from options' default until
+  // the sample recall reaches the target or max_beam_width; true if reached.
+  bool Calibrate(Structure& structure, uint32_t node_count, const SampleTruth& truth,
+                 uint32_t max_beam_width) const;
+  float ExactScore(const float* query, uint32_t node) const;
+  // The normalised (cosine) copy of a query.
+  std::vector<float> PrepareQuery(std::span<const float> query) const;
+
+  const PartitionOptions options_;
+  const FloatKernels& kernels_;
+  BinaryCodes binary_codes_;
+
+  // Node data, append-only; node n is readable once n < node_count_.
+  ChunkedArray<uint64_t> ids_;
+  ChunkedArray<float> vectors_;    // normalised for cosine
+  ChunkedArray<uint64_t> binary_;  // BinaryCodes layout
+  ChunkedArray<uint8_t> int8_;     // written once the quantizer is fitted
+  ChunkedArray<std::atomic<uint8_t>> deleted_;
+  std::atomic<uint32_t> node_count_{0};
+  std::atomic<uint64_t> deleted_count_{0};
+
+  // INT8 ranges: fitted once, then fixed (a rebuild makes a new partition).
+  std::unique_ptr<ScalarQuantizer> quantizer_;
+  std::atomic<const ScalarQuantizer*> published_quantizer_{nullptr};
+
+  std::shared_ptr<const Structure> structure_;  // atomic_load/atomic_store only
+
+  absl::Mutex write_mutex_;
+  absl::flat_hash_map<uint64_t, uint32_t> node_of_id_ ABSL_GUARDED_BY(write_mutex_);
+};
+
+}  // namespace engram::index
