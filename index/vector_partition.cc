@@ -163,6 +163,7 @@ VectorPartition::VectorPartition(const PartitionOptions& options)
       vectors_(options.dimension),
       binary_(binary_codes_.code_words()),
       int8_(options.dimension),
+      attributes_(std::max<uint32_t>(options.attribute_bytes, 1)),
       deleted_(1),
       structure_(std::make_shared<Structure>()) {}
 
@@ -217,14 +218,18 @@ float VectorPartition::ExactScore(const float* query, uint32_t node) const {
   return kernels_.inner_product(query, vector, options_.dimension);
 }
 
-void VectorPartition::AppendNode(uint64_t id, const float* vector) {
+void VectorPartition::AppendNode(uint64_t id, const float* vector, const uint8_t* attributes) {
   const uint32_t node = node_count_.load(std::memory_order_relaxed);
   ids_.Reserve(node + 1);
   vectors_.Reserve(node + 1);
   binary_.Reserve(node + 1);
   int8_.Reserve(node + 1);
+  attributes_.Reserve(node + 1);
   deleted_.Reserve(node + 1);
   *ids_.At(node) = id;
+  if (options_.attribute_bytes > 0) {
+    std::copy_n(attributes, options_.attribute_bytes, attributes_.At(node));
+  }
   std::vector<float> prepared = PrepareQuery({vector, options_.dimension});
   std::copy(prepared.begin(), prepared.end(), vectors_.At(node));
   binary_codes_.Encode(prepared.data(), binary_.At(node));
@@ -252,17 +257,24 @@ void VectorPartition::FitQuantizer() {
                              std::memory_order_release);
 }
 
-absl::Status VectorPartition::Add(uint64_t id, std::span<const float> vector) {
-  return AddBatch({&id, 1}, vector);
+absl::Status VectorPartition::Add(uint64_t id, std::span<const float> vector,
+                                  std::span<const uint8_t> attributes) {
+  return AddBatch({&id, 1}, vector, attributes);
 }
 
 absl::Status VectorPartition::AddBatch(std::span<const uint64_t> ids,
                                        std::span<const float> vectors,
+                                       std::span<const uint8_t> attributes,
                                        const std::function<void(uint64_t, uint64_t)>& progress) {
   const size_t dim = options_.dimension;
   if (vectors.size() != ids.size() * dim) {
     return absl::InvalidArgumentError(absl::StrCat(vectors.size(), " values given for ", ids.size(),
                                                    " vectors of dimension ", dim));
+  }
+  if (attributes.size() != ids.size() * options_.attribute_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(attributes.size(), " attribute bytes given for ",
+                                                   ids.size(), " vectors of ",
+                                                   options_.attribute_bytes));
   }
   for (size_t row = 0; row < ids.size(); ++row) {
     absl::Status valid = Validate(vectors.subspan(row * dim, dim));
@@ -280,7 +292,8 @@ absl::Status VectorPartition::AddBatch(std::span<const uint64_t> ids,
   }
   const uint32_t first_new = node_count_.load(std::memory_order_relaxed);
   for (size_t row = 0; row < ids.size(); ++row) {
-    AppendNode(ids[row], &vectors[row * dim]);
+    AppendNode(ids[row], &vectors[row * dim],
+               attributes.empty() ? nullptr : &attributes[row * options_.attribute_bytes]);
     if (quantizer_ == nullptr && node_count_.load() >= options_.quantize_threshold) FitQuantizer();
   }
   const uint32_t count = node_count_.load(std::memory_order_relaxed);
@@ -411,12 +424,12 @@ void VectorPartition::BuildGraph(const std::function<void(uint64_t, uint64_t)>& 
 }
 
 std::vector<ScoredId> VectorPartition::ExactIn(uint32_t node_count, const float* query, uint32_t k,
-                                               const std::function<bool(uint64_t)>* accept) const {
+                                               const AcceptFunction* accept) const {
   TopK<uint64_t> top(k);
   for (uint32_t node = 0; node < node_count; ++node) {
     if (deleted_.At(node)->load(std::memory_order_acquire)) continue;
     const uint64_t id = *ids_.At(node);
-    if (accept != nullptr && !(*accept)(id)) continue;
+    if (accept != nullptr && !(*accept)(id, attributes_.At(node))) continue;
     top.Push(ExactScore(query, node), id);
   }
   std::vector<ScoredId> results;
@@ -427,7 +440,7 @@ std::vector<ScoredId> VectorPartition::ExactIn(uint32_t node_count, const float*
 std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint32_t node_count,
                                                 const float* query, uint32_t k, uint32_t beam_width,
                                                 uint32_t rerank,
-                                                const std::function<bool(uint64_t)>* accept) const {
+                                                const AcceptFunction* accept) const {
   const ScalarQuantizer* quantizer = published_quantizer_.load(std::memory_order_acquire);
   if (structure.first_stage == FirstStage::kExact || quantizer == nullptr) {
     return ExactIn(node_count, query, k, accept);
@@ -442,7 +455,7 @@ std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint
 
   auto live = [&](uint32_t node) {
     if (deleted_.At(node)->load(std::memory_order_acquire)) return false;
-    return accept == nullptr || (*accept)(*ids_.At(node));
+    return accept == nullptr || (*accept)(*ids_.At(node), attributes_.At(node));
   };
   std::unique_ptr<GraphSpace::Point> point;
   if (structure.first_stage == FirstStage::kBinary) {
@@ -520,8 +533,8 @@ absl::StatusOr<std::vector<ScoredId>> VectorPartition::Search(const PartitionSea
                   search.beam_width, search.rerank, search.accept);
 }
 
-std::vector<ScoredId> VectorPartition::ExactSearch(
-    std::span<const float> query, uint32_t k, const std::function<bool(uint64_t)>* accept) const {
+std::vector<ScoredId> VectorPartition::ExactSearch(std::span<const float> query, uint32_t k,
+                                                   const AcceptFunction* accept) const {
   std::vector<float> prepared = PrepareQuery(query);
   return ExactIn(node_count_.load(std::memory_order_acquire), prepared.data(), k, accept);
 }

@@ -74,6 +74,9 @@ struct PartitionOptions {
   uint32_t recall_sample = 100;
   // Graph build threads; 0 = all hardware threads. Default: 0
   int build_threads = 0;
+  // Bytes of opaque attributes stored with each vector and handed to filters
+  // (the server keeps what its predicates need there). Default: 0
+  uint32_t attribute_bytes = 0;
   // Skip the recall check and use this first stage (tests, benchmarks).
   // kExact means "decide by measuring". Default: kExact
   FirstStage force_first_stage = FirstStage::kExact;
@@ -84,13 +87,17 @@ struct ScoredId {
   float score;  // higher is closer: cosine, inner product, or -squared L2
 };
 
+// Decides during traversal whether a vector may be returned, from its id and
+// the attribute bytes stored with it (PartitionOptions::attribute_bytes).
+using AcceptFunction = std::function<bool(uint64_t id, const uint8_t* attributes)>;
+
 struct PartitionSearch {
   std::span<const float> query;
   uint32_t k = 10;
   uint32_t beam_width = 0;  // 0: options.default_beam_width
   uint32_t rerank = 0;      // candidates scored exactly; 0: from the rerank factor
   // When set, only ids it accepts are returned (checked during traversal).
-  const std::function<bool(uint64_t)>* accept = nullptr;
+  const AcceptFunction* accept = nullptr;
 };
 
 struct PartitionStats {
@@ -121,11 +128,14 @@ class VectorPartition {
   // Adds one vector under `id`. INVALID_ARGUMENT for a wrong dimension or a
   // non-finite value, ALREADY_EXISTS for an id already present. May build the
   // graph (when the partition reaches graph_threshold).
-  absl::Status Add(uint64_t id, std::span<const float> vector) ABSL_LOCKS_EXCLUDED(write_mutex_);
-  // Adds many vectors (row-major, ids.size() rows) with the same checks,
-  // validated all first (nothing is added on error). Large batches are linked
-  // into the graph in parallel.
+  // `attributes` holds attribute_bytes bytes (empty when that is 0).
+  absl::Status Add(uint64_t id, std::span<const float> vector,
+                   std::span<const uint8_t> attributes = {}) ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Adds many vectors (row-major, ids.size() rows; attributes likewise) with
+  // the same checks, validated all first (nothing is added on error). Large
+  // batches are linked into the graph in parallel.
   absl::Status AddBatch(std::span<const uint64_t> ids, std::span<const float> vectors,
+                        std::span<const uint8_t> attributes = {},
                         const std::function<void(uint64_t done, uint64_t total)>& progress = {})
       ABSL_LOCKS_EXCLUDED(write_mutex_);
   // Tombstones `id`; false when absent.
@@ -140,7 +150,7 @@ class VectorPartition {
 
   // Exact top-k by float distances over every live vector (the reference).
   std::vector<ScoredId> ExactSearch(std::span<const float> query, uint32_t k,
-                                    const std::function<bool(uint64_t)>* accept = nullptr) const;
+                                    const AcceptFunction* accept = nullptr) const;
 
   // Recall@10 of Search with default parameters on up to `sample` of the
   // partition's own vectors used as queries (each excluding itself).
@@ -158,7 +168,8 @@ class VectorPartition {
 
   absl::Status Validate(std::span<const float> vector) const;
   // Appends one node's data (float, codes) and publishes it.
-  void AppendNode(uint64_t id, const float* vector) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  void AppendNode(uint64_t id, const float* vector, const uint8_t* attributes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   void FitQuantizer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   // Builds a graph over all nodes, choosing the first stage.
   void BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress)
@@ -173,10 +184,9 @@ class VectorPartition {
   // The search behind Search, over nodes below `node_count` (query prepared).
   std::vector<ScoredId> SearchIn(const Structure& structure, uint32_t node_count,
                                  const float* query, uint32_t k, uint32_t beam_width,
-                                 uint32_t rerank,
-                                 const std::function<bool(uint64_t)>* accept) const;
+                                 uint32_t rerank, const AcceptFunction* accept) const;
   std::vector<ScoredId> ExactIn(uint32_t node_count, const float* query, uint32_t k,
-                                const std::function<bool(uint64_t)>* accept) const;
+                                const AcceptFunction* accept) const;
   // Exact neighbours of a sample of the partition's own vectors.
   struct SampleTruth {
     std::vector<uint32_t> queries;                    // nodes used as queries
@@ -199,9 +209,10 @@ class VectorPartition {
 
   // Node data, append-only; node n is readable once n < node_count_.
   ChunkedArray<uint64_t> ids_;
-  ChunkedArray<float> vectors_;    // normalised for cosine
-  ChunkedArray<uint64_t> binary_;  // BinaryCodes layout
-  ChunkedArray<uint8_t> int8_;     // written once the quantizer is fitted
+  ChunkedArray<float> vectors_;       // normalised for cosine
+  ChunkedArray<uint64_t> binary_;     // BinaryCodes layout
+  ChunkedArray<uint8_t> int8_;        // written once the quantizer is fitted
+  ChunkedArray<uint8_t> attributes_;  // attribute_bytes per node (see PartitionOptions)
   ChunkedArray<std::atomic<uint8_t>> deleted_;
   std::atomic<uint32_t> node_count_{0};
   std::atomic<uint64_t> deleted_count_{0};

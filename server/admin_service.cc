@@ -32,21 +32,25 @@ absl::StatusOr<std::string> NewEntryPath(const std::string& root, const std::str
   return path.string();
 }
 
-// Streams compaction progress. Only one write is in flight at a time; newer
-// progress replaces a pending one. Deleted when both gRPC (OnDone) and the
-// compaction task have let go of it.
-class CompactReactor final : public grpc::ServerWriteReactor<v1::CompactProgress> {
+// Streams the progress of a long task run on the worker pool (compaction,
+// index rebuild). Only one write is in flight at a time; newer progress
+// replaces a pending one. Deleted when both gRPC (OnDone) and the task have
+// let go of it.
+template <typename Progress>
+class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
  public:
-  CompactReactor(storage::EpisodeStore* store, RpcRunner* runner) : runner_(runner) {
-    bool queued = runner->pool()->TrySubmit([this, store] {
-      absl::Status status = store->Compact(
-          [this](double fraction, const std::string& stage) {
-            v1::CompactProgress progress;
-            progress.set_fraction(fraction);
-            progress.set_stage(stage);
-            progress.set_done(fraction >= 1.0);
+  using Report = std::function<void(Progress)>;
+  // `task` reports progress and returns the call's status; it should stop
+  // early when `*cancel` becomes true (the client cancelled or went away).
+  using Task = std::function<absl::Status(const Report& report, std::atomic<bool>* cancel)>;
+
+  ProgressReactor(RpcRunner* runner, std::string rpc, Task task)
+      : runner_(runner), rpc_(std::move(rpc)) {
+    bool queued = runner->pool()->TrySubmit([this, task = std::move(task)] {
+      absl::Status status = task(
+          [this](Progress progress) {
             absl::MutexLock lock(&mutex_);
-            pending_ = progress;
+            pending_ = std::move(progress);
             MaybeWriteLocked();
           },
           &cancel_);
@@ -78,7 +82,7 @@ class CompactReactor final : public grpc::ServerWriteReactor<v1::CompactProgress
       absl::MutexLock lock(&mutex_);
       code = result_.value_or(absl::CancelledError()).code();
     }
-    runner_->metrics()->RecordRpc("Compact", code, absl::Now() - start_);
+    runner_->metrics()->RecordRpc(rpc_, code, absl::Now() - start_);
     Unref();
   }
 
@@ -89,12 +93,12 @@ class CompactReactor final : public grpc::ServerWriteReactor<v1::CompactProgress
       current_ = *std::move(pending_);
       pending_.reset();
       writing_ = true;
-      StartWrite(&current_);
+      this->StartWrite(&current_);
       return;
     }
     if (result_.has_value()) {
       finished_ = true;
-      Finish(ToGrpcStatus(*result_));
+      this->Finish(ToGrpcStatus(*result_));
     }
   }
   void Unref() {
@@ -102,16 +106,33 @@ class CompactReactor final : public grpc::ServerWriteReactor<v1::CompactProgress
   }
 
   RpcRunner* runner_;
+  const std::string rpc_;
   const absl::Time start_ = absl::Now();
   std::atomic<bool> cancel_{false};
   std::atomic<int> refs_{2};
   absl::Mutex mutex_;
-  std::optional<v1::CompactProgress> pending_ ABSL_GUARDED_BY(mutex_);
-  v1::CompactProgress current_ ABSL_GUARDED_BY(mutex_);
+  std::optional<Progress> pending_ ABSL_GUARDED_BY(mutex_);
+  Progress current_ ABSL_GUARDED_BY(mutex_);
   std::optional<absl::Status> result_ ABSL_GUARDED_BY(mutex_);
   bool writing_ ABSL_GUARDED_BY(mutex_) = false;
   bool finished_ ABSL_GUARDED_BY(mutex_) = false;
 };
+
+void PartitionToProto(const PartitionReport& report, v1::PartitionStats* out) {
+  out->set_space(report.space);
+  out->set_agent_id(report.agent_id);
+  out->set_vectors(report.stats.vectors);
+  out->set_deleted(report.stats.deleted);
+  out->set_first_stage(index::FirstStageName(report.stats.first_stage));
+  out->set_has_graph(report.stats.has_graph);
+  out->set_beam_width(report.stats.default_beam_width);
+  out->set_sample_recall(report.stats.sample_recall);
+  out->set_binary_sample_recall(report.stats.binary_sample_recall);
+  out->set_code_bytes(report.stats.code_bytes);
+  out->set_graph_bytes(report.stats.graph_bytes);
+  out->set_float_bytes(report.stats.float_bytes);
+  out->set_build_seconds(report.stats.last_build_seconds);
+}
 
 }  // namespace
 
@@ -138,13 +159,54 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     response->set_sync_writes(config_.store.sync_writes);
     response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
     response->set_version(kVersion);
+    for (const PartitionReport& report : index_->Stats(kDefaultTenant)) {
+      PartitionToProto(report, response->add_partitions());
+    }
     return absl::OkStatus();
   });
 }
 
 grpc::ServerWriteReactor<v1::CompactProgress>* AdminServiceImpl::Compact(
     grpc::CallbackServerContext*, const v1::CompactRequest*) {
-  return new CompactReactor(store_, runner_);
+  using Reactor = ProgressReactor<v1::CompactProgress>;
+  return new Reactor(runner_, "Compact",
+                     [store = store_](const Reactor::Report& report, std::atomic<bool>* cancel) {
+                       return store->Compact(
+                           [&report](double fraction, const std::string& stage) {
+                             v1::CompactProgress progress;
+                             progress.set_fraction(fraction);
+                             progress.set_stage(stage);
+                             progress.set_done(fraction >= 1.0);
+                             report(std::move(progress));
+                           },
+                           cancel);
+                     });
+}
+
+grpc::ServerWriteReactor<v1::RebuildIndexProgress>* AdminServiceImpl::RebuildIndex(
+    grpc::CallbackServerContext*, const v1::RebuildIndexRequest* request) {
+  using Reactor = ProgressReactor<v1::RebuildIndexProgress>;
+  return new Reactor(runner_, "RebuildIndex",
+                     [index = index_, space = request->space()](const Reactor::Report& report,
+                                                                std::atomic<bool>*) {
+                       uint64_t total = 0;
+                       absl::Status status = index->Rebuild(kDefaultTenant, space,
+                                                            [&](uint64_t indexed, uint64_t of) {
+                                                              total = of;
+                                                              v1::RebuildIndexProgress progress;
+                                                              progress.set_indexed(indexed);
+                                                              progress.set_total(of);
+                                                              report(std::move(progress));
+                                                            });
+                       if (status.ok()) {
+                         v1::RebuildIndexProgress progress;
+                         progress.set_indexed(total);
+                         progress.set_total(total);
+                         progress.set_done(true);
+                         report(std::move(progress));
+                       }
+                       return status;
+                     });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,

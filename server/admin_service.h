@@ -1,11 +1,12 @@
-// engram.v1.AdminService: statistics, compaction with streamed progress,
-// checkpoints and backups. Output locations come from the server config;
-// requests only name entries inside them.
+// engram.v1.AdminService: statistics (store and index), compaction and index
+// rebuilds with streamed progress, checkpoints and backups. Output locations come from the server
+// config; requests only name entries inside them.
 #pragma once
 
 #include "absl/time/time.h"
 #include "engram/v1/admin.grpc.pb.h"
 #include "server/config.h"
+#include "server/episode_index.h"
 #include "server/rpc_runner.h"
 #include "storage/episode_store.h"
 
@@ -13,8 +14,9 @@ namespace engram::server {
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(storage::EpisodeStore* store, RpcRunner* runner, const ServerConfig& config)
-      : store_(store), runner_(runner), config_(config), started_(absl::Now()) {}
+  AdminServiceImpl(storage::EpisodeStore* store, EpisodeIndex* index, RpcRunner* runner,
+                   const ServerConfig& config)
+      : store_(store), index_(index), runner_(runner), config_(config), started_(absl::Now()) {}
 
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
                                   const v1::StatsRequest* request,
@@ -36,9 +38,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* VerifyBackup(grpc::CallbackServerContext* context,
                                          const v1::VerifyBackupRequest* request,
                                          v1::VerifyBackupResponse* response) override;
+  grpc::ServerWriteReactor<v1::RebuildIndexProgress>* RebuildIndex(
+      grpc::CallbackServerContext* context, const v1::RebuildIndexRequest* request) override;
 
  private:
   storage::EpisodeStore* store_;
+  EpisodeIndex* index_;
   RpcRunner* runner_;
   const ServerConfig config_;
   const absl::Time started_;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "index/vector_partition.h"
 #include "yaml-cpp/yaml.h"
 
 namespace engram::server {
@@ -112,6 +113,31 @@ const std::vector<Option>& Options() {
                            ENGRAM_FIELD(store.limits.max_dimension), 1),
       MakeOption<size_t>("limits.max_batch_size", "most episodes per PutEpisodes",
                          ENGRAM_FIELD(store.limits.max_batch_size), 1),
+      MakeOption<uint32_t>("index.quantize_threshold",
+                           "vectors a partition needs before INT8 codes are fitted",
+                           ENGRAM_FIELD(index.quantize_threshold), 1),
+      MakeOption<uint32_t>("index.graph_threshold",
+                           "vectors at which a partition gets a graph (below: code scan)",
+                           ENGRAM_FIELD(index.graph_threshold), 1),
+      MakeOption<uint32_t>("index.max_degree", "R: most out-edges per graph node",
+                           ENGRAM_FIELD(index.max_degree), 2),
+      MakeOption<uint32_t>("index.build_beam_width", "L while building the graph",
+                           ENGRAM_FIELD(index.build_beam_width), 1),
+      MakeOption<float>("index.alpha", "RobustPrune alpha (>= 1)", ENGRAM_FIELD(index.alpha), 1.0f),
+      MakeOption<uint32_t>("index.default_beam_width",
+                           "search beam width before each graph calibrates its own",
+                           ENGRAM_FIELD(index.default_beam_width), 1),
+      MakeOption<float>("index.target_recall",
+                        "sample recall@10 a graph must reach (else INT8 codes, wider beam)",
+                        ENGRAM_FIELD(index.target_recall), 0.0f),
+      MakeOption<int>("index.build_threads", "graph build threads; 0: all hardware threads",
+                      ENGRAM_FIELD(index.build_threads), 0),
+      MakeOption<std::string>("index.snapshot_dir",
+                              "where partition snapshots go; empty: <data_dir>/index",
+                              ENGRAM_FIELD(index.snapshot_dir)),
+      MakeOption<int>("index.snapshot_interval_s",
+                      "seconds between snapshots of changed partitions; 0: only at shutdown",
+                      ENGRAM_FIELD(index.snapshot_interval_s), 0),
   };
   return options;
 }
@@ -198,6 +224,28 @@ absl::Status ValidateConfig(const ServerConfig& config) {
   }
   if (config.worker_threads < 1 || config.max_k < 1) {
     return absl::InvalidArgumentError("worker_threads and max_k must be at least 1");
+  }
+  if (config.max_k > static_cast<int>(index::VectorPartition::kMaxK)) {
+    return absl::InvalidArgumentError(absl::StrCat("max_k is ", config.max_k, "; the index allows ",
+                                                   index::VectorPartition::kMaxK));
+  }
+  const IndexConfig& ix = config.index;
+  if (ix.alpha > 4.0f) {
+    return absl::InvalidArgumentError(absl::StrCat("index.alpha is ", ix.alpha, "; must be <= 4"));
+  }
+  if (ix.target_recall > 1.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("index.target_recall is ", ix.target_recall, "; must be <= 1"));
+  }
+  if (ix.max_degree > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("index.max_degree is ", ix.max_degree, "; must be <= 1024"));
+  }
+  for (uint32_t beam : {ix.build_beam_width, ix.default_beam_width}) {
+    if (beam > index::VectorPartition::kMaxBeamWidth) {
+      return absl::InvalidArgumentError(absl::StrCat("index beam width ", beam, " exceeds ",
+                                                     index::VectorPartition::kMaxBeamWidth));
+    }
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
+#include "server/episode_index.h"
 #include "server/memory_service.h"
 #include "server/metrics.h"
 #include "server/rpc_runner.h"
@@ -22,15 +23,21 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
+  server->index_ = std::make_unique<EpisodeIndex>(config.index, server->store_.get());
+  server->index_->set_max_k(static_cast<uint32_t>(config.max_k));
+  absl::Time index_start = absl::Now();
+  if (absl::Status loaded = server->index_->Load(); !loaded.ok()) return loaded;
+  spdlog::info("event=index_ready seconds={:.2f}",
+               absl::ToDoubleSeconds(absl::Now() - index_start));
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(config.metrics_address);
   if (!metrics.ok()) return metrics.status();
   server->metrics_ = *std::move(metrics);
   server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
   server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
-  server->memory_service_ =
-      std::make_unique<MemoryServiceImpl>(server->store_.get(), server->runner_.get(), config);
-  server->admin_service_ =
-      std::make_unique<AdminServiceImpl>(server->store_.get(), server->runner_.get(), config);
+  server->memory_service_ = std::make_unique<MemoryServiceImpl>(
+      server->store_.get(), server->index_.get(), server->runner_.get(), config);
+  server->admin_service_ = std::make_unique<AdminServiceImpl>(
+      server->store_.get(), server->index_.get(), server->runner_.get(), config);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -64,6 +71,7 @@ absl::Status EngramServer::Shutdown() {
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
   pool_.reset();
+  index_.reset();
   absl::Status synced = store_->SyncWal();
   store_.reset();
   spdlog::info("event=shutdown_done wal_synced={}", synced.ok());

@@ -17,6 +17,7 @@ class EpisodeStore;
 namespace engram::server {
 
 class AdminServiceImpl;
+class EpisodeIndex;
 class MemoryServiceImpl;
 class Metrics;
 class RpcRunner;
@@ -42,6 +43,7 @@ class EngramServer {
   int port_ = 0;
   bool shut_down_ = false;
   std::unique_ptr<storage::EpisodeStore> store_;
+  std::unique_ptr<EpisodeIndex> index_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<RpcRunner> runner_;

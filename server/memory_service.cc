@@ -57,6 +57,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteSpace(grpc::CallbackServerCon
   return runner_->Unary(context, "DeleteSpace", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<uint64_t> deleted = store_->DeleteSpace(TenantOf(context), request->name());
     if (!deleted.ok()) return deleted.status();
+    index_->DropSpace(TenantOf(context), request->name());
     response->set_deleted_episodes(*deleted);
     return absl::OkStatus();
   });
@@ -76,12 +77,27 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
       }
       writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
     }
+    std::vector<Episode> written;
+    written.reserve(writes.size());
+    for (const EpisodeWrite& write : writes) written.push_back(write.episode);
+    const std::string& tenant = TenantOf(context);
     absl::StatusOr<std::vector<PutResult>> results =
-        store_->PutEpisodes(TenantOf(context), request->space(), std::move(writes));
+        store_->PutEpisodes(tenant, request->space(), std::move(writes));
     if (!results.ok()) return results.status();
-    for (const PutResult& result : *results) {
+    std::vector<Episode> indexed;
+    for (size_t i = 0; i < results->size(); ++i) {
+      const PutResult& result = (*results)[i];
       response->add_ids(result.id);
       response->add_deduplicated(result.deduplicated);
+      if (!result.deduplicated) {
+        written[i].id = result.id;
+        written[i].version = 1;
+        indexed.push_back(std::move(written[i]));
+      }
+    }
+    if (!indexed.empty()) {
+      absl::StatusOr<SpaceInfo> space = store_->GetSpace(tenant, request->space());
+      if (space.ok()) index_->Upsert(tenant, *space, indexed);
     }
     return absl::OkStatus();
   });
@@ -115,9 +131,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
     if (!fields.ok()) return fields.status();
     EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                          *std::move(fields)};
-    absl::StatusOr<Episode> updated =
-        store_->UpdateEpisode(TenantOf(context), request->space(), update);
+    const std::string& tenant = TenantOf(context);
+    absl::StatusOr<Episode> updated = store_->UpdateEpisode(tenant, request->space(), update);
     if (!updated.ok()) return updated.status();
+    absl::StatusOr<SpaceInfo> space = store_->GetSpace(tenant, request->space());
+    if (space.ok()) index_->Upsert(tenant, *space, {*updated});
     EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
     return absl::OkStatus();
   });
@@ -160,9 +178,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
       case v1::DeleteEpisodesRequest::TARGET_NOT_SET:
         return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
     }
+    std::vector<uint64_t> deleted_ids;
     absl::StatusOr<uint64_t> deleted =
-        store_->DeleteEpisodes(TenantOf(context), request->space(), target);
+        store_->DeleteEpisodes(TenantOf(context), request->space(), target, &deleted_ids);
     if (!deleted.ok()) return deleted.status();
+    index_->Remove(TenantOf(context), request->space(), deleted_ids);
     response->set_deleted(*deleted);
     return absl::OkStatus();
   });
@@ -191,18 +211,35 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
   return runner_->Unary(context, "Search", [=, this](absl::Time deadline) -> absl::Status {
     absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
     if (!filter.ok()) return filter.status();
-    absl::StatusOr<SearchResult> result =
-        ExactSearch(*store_, TenantOf(context), request->space(),
-                    std::span<const float>(request->query().data(), request->query().size()),
-                    request->k(), max_k_, *filter, deadline);
+    const std::span<const float> query(request->query().data(), request->query().size());
+    if (request->exact()) {
+      absl::StatusOr<SearchResult> result =
+          ExactSearch(*store_, TenantOf(context), request->space(), query, request->k(), max_k_,
+                      *filter, deadline);
+      if (!result.ok()) return result.status();
+      for (const auto& [score, episode] : result->hits) {
+        v1::SearchHit* hit = response->add_hits();
+        hit->set_score(score);
+        EpisodeToProto(episode, request->include_embedding(), hit->mutable_episode());
+      }
+      response->set_route("exact");
+      response->set_scanned(result->scanned);
+      return absl::OkStatus();
+    }
+    absl::StatusOr<IndexSearchResult> result = index_->Search(TenantOf(context), request->space(),
+                                                              {.query = query,
+                                                               .k = request->k(),
+                                                               .beam_width = request->beam_width(),
+                                                               .filter = *std::move(filter),
+                                                               .deadline = deadline});
     if (!result.ok()) return result.status();
     for (const auto& [score, episode] : result->hits) {
       v1::SearchHit* hit = response->add_hits();
       hit->set_score(score);
       EpisodeToProto(episode, request->include_embedding(), hit->mutable_episode());
     }
-    response->set_route("exact");
-    response->set_scanned(result->scanned);
+    response->set_route(result->route);
+    response->set_scanned(result->candidates);
     return absl::OkStatus();
   });
 }

@@ -1,10 +1,12 @@
-// engram.v1.MemoryService: translates requests to EpisodeStore calls and
-// results back to protos. No business logic lives here; every handler runs
-// on the worker pool through RpcRunner.
+// engram.v1.MemoryService: translates requests to EpisodeStore and
+// EpisodeIndex calls and results back to protos; writes reach the index after
+// the store acknowledged them. No business logic lives here; every handler
+// runs on the worker pool through RpcRunner.
 #pragma once
 
 #include "engram/v1/memory.grpc.pb.h"
 #include "server/config.h"
+#include "server/episode_index.h"
 #include "server/rpc_runner.h"
 #include "storage/episode_store.h"
 
@@ -12,8 +14,12 @@ namespace engram::server {
 
 class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
  public:
-  MemoryServiceImpl(storage::EpisodeStore* store, RpcRunner* runner, const ServerConfig& config)
-      : store_(store), runner_(runner), max_k_(static_cast<uint32_t>(config.max_k)) {}
+  MemoryServiceImpl(storage::EpisodeStore* store, EpisodeIndex* index, RpcRunner* runner,
+                    const ServerConfig& config)
+      : store_(store),
+        index_(index),
+        runner_(runner),
+        max_k_(static_cast<uint32_t>(config.max_k)) {}
 
   grpc::ServerUnaryReactor* CreateSpace(grpc::CallbackServerContext* context,
                                         const v1::CreateSpaceRequest* request,
@@ -51,6 +57,7 @@ class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
 
  private:
   storage::EpisodeStore* store_;
+  EpisodeIndex* index_;
   RpcRunner* runner_;
   uint32_t max_k_;
 };

@@ -576,7 +576,8 @@ absl::StatusOr<std::vector<Episode>> EpisodeStore::GetHistory(const std::string&
 
 absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
                                                       const std::string& space,
-                                                      const DeleteTarget& target) {
+                                                      const DeleteTarget& target,
+                                                      std::vector<uint64_t>* deleted_ids) {
   absl::ReaderMutexLock space_lock(&space_mutex_);
   if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
     return found.status();
@@ -619,6 +620,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
 
   rocksdb::WriteBatch batch;
   uint64_t deleted = 0;
+  std::vector<uint64_t> deleting;
   for (uint64_t id : ids) {
     std::string agent;
     rocksdb::Status s =
@@ -638,10 +640,12 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     std::string history_prefix = IdIndexKey(tenant, space, id);
     batch.DeleteRange(handles_[kHistory], history_prefix, PrefixSuccessor(history_prefix));
     ++deleted;
+    deleting.push_back(id);
   }
   if (deleted == 0) return 0;
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space), EncodeFixed64(-deleted));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  if (deleted_ids != nullptr) *deleted_ids = std::move(deleting);
   return deleted;
 }
 

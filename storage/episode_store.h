@@ -137,8 +137,10 @@ class EpisodeStore {
 
   // Deletes by ids (all must exist, else NOT_FOUND and nothing changes), or
   // every episode of an agent, or of one agent's session. Returns the count.
+  // When `deleted_ids` is given, it receives the ids of the episodes deleted.
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
-                                          const DeleteTarget& target);
+                                          const DeleteTarget& target,
+                                          std::vector<uint64_t>* deleted_ids = nullptr);
 
   // One page of matching episodes in key order (agent, then id).
   // page_size 0 means 100; at most 1000.

@@ -111,12 +111,11 @@ absl::Status ParseMetadata(const std::vector<std::string>& entries, v1::Episode*
   return absl::OkStatus();
 }
 
-void DrawProgress(const v1::CompactProgress& progress) {
+void DrawProgress(double fraction, const std::string& stage) {
   constexpr int kWidth = 30;
-  int filled = static_cast<int>(progress.fraction() * kWidth + 0.5);
+  int filled = static_cast<int>(fraction * kWidth + 0.5);
   std::cerr << "\r[" << std::string(filled, '#') << std::string(kWidth - filled, '-') << "] "
-            << static_cast<int>(progress.fraction() * 100 + 0.5) << "% " << progress.stage()
-            << "\033[K" << std::flush;
+            << static_cast<int>(fraction * 100 + 0.5) << "% " << stage << "\033[K" << std::flush;
 }
 
 }  // namespace
@@ -187,6 +186,10 @@ int main(int argc, char** argv) {
   search->add_option("-k", k)->capture_default_str();
   search->add_option("--agent", agent);
   search->add_option("--session", session);
+  uint32_t beam_width = 0;
+  bool exact = false;
+  search->add_option("--beam-width", beam_width, "graph beam width L (0: calibrated default)");
+  search->add_flag("--exact", exact, "score every episode exactly instead of using the index");
 
   auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
   remove->add_option("-s,--space", space)->required();
@@ -210,6 +213,13 @@ int main(int argc, char** argv) {
   backup_restore->add_option("name", name)->required();
   backup_restore->add_option("--id", backup_id, "backup id (default: latest)");
   auto* health = app.add_subcommand("health", "exit 0 when the server is SERVING");
+  auto* index_cmd = app.add_subcommand("index", "vector index statistics and rebuilds");
+  index_cmd->require_subcommand(1);
+  auto* index_stats = index_cmd->add_subcommand(
+      "stats", "one line per partition: first stage, calibrated beam width, sample recall, bytes");
+  auto* index_rebuild = index_cmd->add_subcommand(
+      "rebuild", "rebuild a space's index from its episodes (searches continue meanwhile)");
+  index_rebuild->add_option("-s,--space", space)->required();
 
   CLI11_PARSE(app, argc, argv);
   options.timeout = absl::Seconds(timeout_s);
@@ -289,6 +299,8 @@ int main(int argc, char** argv) {
     request.mutable_query()->Add(vectors->front().begin(), vectors->front().end());
     request.mutable_filter()->set_agent_id(agent);
     request.mutable_filter()->set_session_id(session);
+    request.set_beam_width(beam_width);
+    request.set_exact(exact);
     auto response = client.Search(request);
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);
@@ -316,12 +328,33 @@ int main(int argc, char** argv) {
     bool tty = isatty(STDERR_FILENO);
     absl::Status status = client.Compact([tty](const v1::CompactProgress& progress) {
       if (tty) {
-        DrawProgress(progress);
+        DrawProgress(progress.fraction(), progress.stage());
       } else {
         PrintJson(progress);
       }
       return true;
     });
+    if (tty) std::cerr << "\n";
+    if (!status.ok()) return Fail(status);
+  } else if (*index_stats) {
+    auto response = client.Stats();
+    if (!response.ok()) return Fail(response.status());
+    for (const v1::PartitionStats& partition : response->partitions()) PrintJson(partition);
+  } else if (*index_rebuild) {
+    bool tty = isatty(STDERR_FILENO);
+    absl::Status status =
+        client.RebuildIndex(space, [tty](const v1::RebuildIndexProgress& progress) {
+          if (tty) {
+            double fraction = progress.total() == 0
+                                  ? (progress.done() ? 1.0 : 0.0)
+                                  : static_cast<double>(progress.indexed()) / progress.total();
+            DrawProgress(fraction, absl::StrCat(progress.indexed(), "/", progress.total(),
+                                                " episodes indexed"));
+          } else {
+            PrintJson(progress);
+          }
+          return true;
+        });
     if (tty) std::cerr << "\n";
     if (!status.ok()) return Fail(status);
   } else if (*checkpoint) {

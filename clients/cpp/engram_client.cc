@@ -135,6 +135,24 @@ absl::Status Client::Compact(const std::function<bool(const v1::CompactProgress&
   return FromGrpcStatus(reader->Finish());
 }
 
+absl::Status Client::RebuildIndex(
+    const std::string& space,
+    const std::function<bool(const v1::RebuildIndexProgress&)>& progress) {
+  grpc::ClientContext context;  // no deadline: a large space takes long to index
+  v1::RebuildIndexRequest request;
+  request.set_space(space);
+  std::unique_ptr<grpc::ClientReader<v1::RebuildIndexProgress>> reader =
+      admin_->RebuildIndex(&context, request);
+  v1::RebuildIndexProgress update;
+  while (reader->Read(&update)) {
+    if (!progress(update)) {
+      context.TryCancel();
+      break;
+    }
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
 absl::StatusOr<std::string> Client::Checkpoint(const std::string& name) {
   v1::CheckpointRequest request;
   request.set_name(name);

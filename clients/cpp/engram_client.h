@@ -56,6 +56,9 @@ class Client {
   // Calls `progress` for each update; returns the final status. Cancel by
   // returning false from `progress`.
   absl::Status Compact(const std::function<bool(const v1::CompactProgress&)>& progress);
+  // Rebuilds a space's vector index; `progress` as for Compact.
+  absl::Status RebuildIndex(const std::string& space,
+                            const std::function<bool(const v1::RebuildIndexProgress&)>& progress);
   absl::StatusOr<std::string> Checkpoint(const std::string& name);
   absl::StatusOr<v1::BackupInfo> Backup();
   absl::StatusOr<v1::ListBackupsResponse> ListBackups();

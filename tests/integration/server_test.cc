@@ -144,7 +144,7 @@ TEST_F(ServerTest, EpisodeLifecycleThroughTheClient) {
   ASSERT_EQ(all->hits_size(), 2);
   EXPECT_EQ(all->hits(0).episode().text(), "tea");
   EXPECT_EQ(all->hits(1).episode().text(), "water");
-  EXPECT_EQ(all->route(), "exact");
+  EXPECT_EQ(all->route(), "index");
   EXPECT_EQ(all->hits(0).episode().embedding_size(), 0);  // not asked for
 
   search.mutable_filter()->set_agent_id("alice");

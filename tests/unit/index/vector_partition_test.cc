@@ -142,8 +142,8 @@ TEST(VectorPartitionTest, FiltersApplyDuringSearchAndFallBackWhenSelective) {
   ASSERT_TRUE(partition->AddBatch(Ids(3000), data).ok());
   ASSERT_TRUE(partition->Stats().has_graph);
   std::vector<float> query = RandomRows(1, dim, 6);
-  const std::function<bool(uint64_t)> even = [](uint64_t id) { return id % 2 == 0; };
-  const std::function<bool(uint64_t)> rare = [](uint64_t id) { return id % 997 == 0; };
+  const AcceptFunction even = [](uint64_t id, const uint8_t*) { return id % 2 == 0; };
+  const AcceptFunction rare = [](uint64_t id, const uint8_t*) { return id % 997 == 0; };
   PartitionSearch search{.query = query, .k = 10, .accept = &even};
   std::vector<ScoredId> found = *partition->Search(search);
   ASSERT_EQ(found.size(), 10u);

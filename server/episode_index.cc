@@ -1,0 +1,442 @@
+#include "server/episode_index.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "index/exact_scorer.h"
+#include "server/exact_search.h"
+#include "storage/episode_filter.h"
+
+namespace engram::server {
+namespace {
+
+// What graph traversal checks per vector (the rest of a filter is checked on
+// the episodes read back). Hashes are FNV-1a: stable across restarts, so
+// they can live in snapshots; a collision only lets an episode through to
+// the exact check.
+struct FilterAttributes {
+  uint64_t session_hash;
+  uint64_t kind_hash;
+  int64_t event_time_us;
+  int64_t expires_at_us;  // 0: never
+};
+static_assert(sizeof(FilterAttributes) == 32);
+
+uint64_t StableHash(std::string_view text) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+FilterAttributes AttributesOf(const Episode& episode) {
+  return {StableHash(episode.session_id), StableHash(episode.kind), episode.event_time_us,
+          episode.expires_at_us};
+}
+
+std::span<const uint8_t> AsBytes(const FilterAttributes& attributes) {
+  return {reinterpret_cast<const uint8_t*>(&attributes), sizeof(attributes)};
+}
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string SpaceKey(const std::string& tenant, const std::string& space) {
+  return absl::StrCat(tenant, std::string(1, '\0'), space);
+}
+
+}  // namespace
+
+struct EpisodeIndex::SpaceIndex {
+  explicit SpaceIndex(SpaceInfo space_info) : info(std::move(space_info)) {}
+
+  struct Entry {
+    index::VectorPartition* partition;
+    uint64_t version;
+  };
+
+  const SpaceInfo info;
+  mutable absl::Mutex mutex;
+  absl::flat_hash_map<std::string, std::shared_ptr<index::VectorPartition>> partitions
+      ABSL_GUARDED_BY(mutex);
+  absl::flat_hash_map<uint64_t, Entry> entries ABSL_GUARDED_BY(mutex);
+  // Ids deleted from the space: ids are never reused, so an upsert of one
+  // that arrives after its delete is stale and dropped.
+  absl::flat_hash_set<uint64_t> removed ABSL_GUARDED_BY(mutex);
+  // While a rebuild runs: ids changed since it began, re-read before the swap.
+  std::vector<uint64_t>* rebuild_log ABSL_GUARDED_BY(mutex) = nullptr;
+  // Replaced by a rebuild (or dropped): writers look the space up again.
+  bool retired ABSL_GUARDED_BY(mutex) = false;
+
+  std::vector<std::shared_ptr<index::VectorPartition>> Partitions(const std::string& agent) const
+      ABSL_LOCKS_EXCLUDED(mutex) {
+    absl::ReaderMutexLock lock(&mutex);
+    std::vector<std::shared_ptr<index::VectorPartition>> list;
+    if (!agent.empty()) {
+      auto found = partitions.find(agent);
+      if (found != partitions.end()) list.push_back(found->second);
+    } else {
+      for (const auto& [name, partition] : partitions) list.push_back(partition);
+    }
+    return list;
+  }
+
+  // Adds or replaces one episode's vector. Caller holds `mutex`.
+  void UpsertLocked(const Episode& episode, const index::PartitionOptions& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+    if (removed.contains(episode.id)) return;
+    auto existing = entries.find(episode.id);
+    if (existing != entries.end()) {
+      if (existing->second.version >= episode.version) return;
+      existing->second.partition->Remove(episode.id);
+      entries.erase(existing);
+    }
+    std::shared_ptr<index::VectorPartition>& partition = partitions[episode.agent_id];
+    if (partition == nullptr) {
+      absl::StatusOr<std::unique_ptr<index::VectorPartition>> created =
+          index::VectorPartition::Create(options);
+      if (!created.ok()) {
+        spdlog::error("event=index_partition_failed space={} agent={} error=\"{}\"", info.name,
+                      episode.agent_id, created.status().ToString());
+        return;
+      }
+      partition = *std::move(created);
+    }
+    FilterAttributes attributes = AttributesOf(episode);
+    absl::Status added = partition->Add(episode.id, episode.embedding, AsBytes(attributes));
+    if (!added.ok()) {
+      spdlog::error("event=index_add_failed space={} id={} error=\"{}\"", info.name, episode.id,
+                    added.ToString());
+      return;
+    }
+    entries[episode.id] = {partition.get(), episode.version};
+    if (rebuild_log != nullptr) rebuild_log->push_back(episode.id);
+  }
+
+  void RemoveLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+    removed.insert(id);
+    auto existing = entries.find(id);
+    if (existing != entries.end()) {
+      existing->second.partition->Remove(id);
+      entries.erase(existing);
+    }
+    if (rebuild_log != nullptr) rebuild_log->push_back(id);
+  }
+};
+
+EpisodeIndex::EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store)
+    : config_(config), store_(store) {}
+
+EpisodeIndex::~EpisodeIndex() = default;
+
+index::PartitionOptions EpisodeIndex::PartitionOptionsFor(const SpaceInfo& info) const {
+  index::PartitionOptions options;
+  options.metric = info.metric;
+  options.dimension = info.dimension;
+  options.quantize_threshold = config_.quantize_threshold;
+  options.graph_threshold = config_.graph_threshold;
+  options.graph.max_degree = config_.max_degree;
+  options.graph.build_beam_width = config_.build_beam_width;
+  options.graph.alpha = config_.alpha;
+  options.default_beam_width = config_.default_beam_width;
+  options.target_recall = config_.target_recall;
+  options.build_threads = config_.build_threads;
+  options.attribute_bytes = sizeof(FilterAttributes);
+  return options;
+}
+
+std::shared_ptr<EpisodeIndex::SpaceIndex> EpisodeIndex::FindSpace(const std::string& tenant,
+                                                                  const std::string& space) const {
+  absl::ReaderMutexLock lock(&spaces_mutex_);
+  auto found = spaces_.find(SpaceKey(tenant, space));
+  return found == spaces_.end() ? nullptr : found->second;
+}
+
+std::shared_ptr<EpisodeIndex::SpaceIndex> EpisodeIndex::GetOrCreateSpace(const std::string& tenant,
+                                                                         const SpaceInfo& info) {
+  absl::MutexLock lock(&spaces_mutex_);
+  std::shared_ptr<SpaceIndex>& space = spaces_[SpaceKey(tenant, info.name)];
+  // A space deleted and created again under the same name is a new space.
+  if (space == nullptr || space->info.created_at_us < info.created_at_us) {
+    if (space != nullptr) {
+      absl::MutexLock retire(&space->mutex);
+      space->retired = true;
+    }
+    space = std::make_shared<SpaceIndex>(info);
+  }
+  return space;
+}
+
+void EpisodeIndex::Upsert(const std::string& tenant, const SpaceInfo& info,
+                          const std::vector<Episode>& episodes) {
+  const index::PartitionOptions options = PartitionOptionsFor(info);
+  for (;;) {
+    std::shared_ptr<SpaceIndex> space = GetOrCreateSpace(tenant, info);
+    if (space->info.created_at_us != info.created_at_us) return;  // for a deleted space
+    absl::MutexLock lock(&space->mutex);
+    if (space->retired) continue;
+    for (const Episode& episode : episodes) space->UpsertLocked(episode, options);
+    return;
+  }
+}
+
+void EpisodeIndex::Remove(const std::string& tenant, const std::string& space_name,
+                          const std::vector<uint64_t>& ids) {
+  for (;;) {
+    std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
+    if (space == nullptr) return;
+    absl::MutexLock lock(&space->mutex);
+    if (space->retired) continue;
+    for (uint64_t id : ids) space->RemoveLocked(id);
+    return;
+  }
+}
+
+void EpisodeIndex::DropSpace(const std::string& tenant, const std::string& space_name) {
+  absl::MutexLock lock(&spaces_mutex_);
+  auto found = spaces_.find(SpaceKey(tenant, space_name));
+  if (found == spaces_.end()) return;
+  {
+    absl::MutexLock retire(&found->second->mutex);
+    found->second->retired = true;
+  }
+  spaces_.erase(found);
+}
+
+absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::BuildSpace(
+    const std::string& tenant, const SpaceInfo& info,
+    const std::function<void(uint64_t, uint64_t)>& progress) {
+  auto space = std::make_shared<SpaceIndex>(info);
+  const index::PartitionOptions options = PartitionOptionsFor(info);
+  // Episodes come in key order, agent by agent: each agent's are indexed in
+  // one batch (one graph build) when the next agent starts.
+  std::string agent;
+  std::vector<uint64_t> ids, versions;
+  std::vector<float> vectors;
+  std::vector<uint8_t> attributes;
+  uint64_t done = 0;
+  absl::Status failed;
+  auto flush = [&]() -> absl::Status {
+    if (ids.empty()) return absl::OkStatus();
+    absl::StatusOr<std::unique_ptr<index::VectorPartition>> partition =
+        index::VectorPartition::Create(options);
+    if (!partition.ok()) return partition.status();
+    if (absl::Status added = (*partition)->AddBatch(ids, vectors, attributes); !added.ok()) {
+      return added;
+    }
+    absl::MutexLock lock(&space->mutex);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      space->entries[ids[i]] = {partition->get(), versions[i]};
+    }
+    space->partitions[agent] = *std::move(partition);
+    done += ids.size();
+    if (progress) progress(done, info.episode_count);
+    ids.clear();
+    versions.clear();
+    vectors.clear();
+    attributes.clear();
+    return absl::OkStatus();
+  };
+  absl::Status scanned = store_->ForEachEpisode(
+      tenant, info.name, EpisodeFilter{}, absl::InfiniteFuture(), [&](Episode&& episode) {
+        if (episode.agent_id != agent) {
+          failed = flush();
+          if (!failed.ok()) return false;
+          agent = episode.agent_id;
+        }
+        ids.push_back(episode.id);
+        versions.push_back(episode.version);
+        vectors.insert(vectors.end(), episode.embedding.begin(), episode.embedding.end());
+        FilterAttributes a = AttributesOf(episode);
+        attributes.insert(attributes.end(), AsBytes(a).begin(), AsBytes(a).end());
+        return true;
+      });
+  if (!scanned.ok()) return scanned;
+  if (!failed.ok()) return failed;
+  if (absl::Status last = flush(); !last.ok()) return last;
+  return space;
+}
+
+absl::Status EpisodeIndex::Load(const std::function<void(const std::string&, uint64_t)>& progress) {
+  absl::StatusOr<std::vector<SpaceInfo>> tenants_spaces = store_->ListSpaces(kDefaultTenant);
+  if (!tenants_spaces.ok()) return tenants_spaces.status();
+  for (const SpaceInfo& info : *tenants_spaces) {
+    absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<SpaceIndex>> built =
+        BuildSpace(kDefaultTenant, info, [&](uint64_t done, uint64_t) {
+          if (progress) progress(info.name, done);
+        });
+    if (!built.ok()) {
+      return absl::Status(built.status().code(), absl::StrCat("indexing space '", info.name,
+                                                              "': ", built.status().message()));
+    }
+    absl::MutexLock lock(&spaces_mutex_);
+    spaces_[SpaceKey(kDefaultTenant, info.name)] = *std::move(built);
+    spdlog::info("event=index_loaded space={} episodes={} seconds={:.2f}", info.name,
+                 info.episode_count, absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string& space_name,
+                                   const std::function<void(uint64_t, uint64_t)>& progress) {
+  absl::StatusOr<SpaceInfo> info = store_->GetSpace(tenant, space_name);
+  if (!info.ok()) return info.status();
+  std::shared_ptr<SpaceIndex> old = GetOrCreateSpace(tenant, *info);
+  std::vector<uint64_t> changed;
+  {
+    absl::MutexLock lock(&old->mutex);
+    if (old->rebuild_log != nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("space '", space_name, "' is already being rebuilt"));
+    }
+    old->rebuild_log = &changed;
+  }
+  absl::StatusOr<std::shared_ptr<SpaceIndex>> built = BuildSpace(tenant, *info, progress);
+  absl::MutexLock old_lock(&old->mutex);
+  old->rebuild_log = nullptr;
+  if (!built.ok()) return built.status();
+  if (old->retired) return absl::AbortedError("the space was deleted during the rebuild");
+  // Writes that landed while building: re-read them from the store.
+  std::shared_ptr<SpaceIndex> fresh = *std::move(built);
+  const index::PartitionOptions options = PartitionOptionsFor(*info);
+  {
+    absl::MutexLock lock(&fresh->mutex);
+    fresh->removed = old->removed;
+    for (uint64_t id : changed) {
+      absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
+      if (episode.ok()) {
+        fresh->UpsertLocked(*episode, options);
+      } else if (absl::IsNotFound(episode.status())) {
+        fresh->RemoveLocked(id);
+      } else {
+        return episode.status();
+      }
+    }
+  }
+  absl::MutexLock spaces_lock(&spaces_mutex_);
+  spaces_[SpaceKey(tenant, space_name)] = fresh;
+  old->retired = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant,
+                                                       const std::string& space_name,
+                                                       const IndexSearchRequest& request) {
+  absl::StatusOr<SpaceInfo> info = store_->GetSpace(tenant, space_name);
+  if (!info.ok()) return info.status();
+  if (request.k == 0 || request.k > max_k_) {
+    return absl::InvalidArgumentError(absl::StrCat("k is ", request.k, "; must be in 1..", max_k_));
+  }
+  if (request.query.size() != info->dimension) {
+    return absl::InvalidArgumentError(absl::StrCat("query has ", request.query.size(),
+                                                   " dimensions; space '", space_name, "' expects ",
+                                                   info->dimension));
+  }
+  for (size_t i = 0; i < request.query.size(); ++i) {
+    if (!std::isfinite(request.query[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query[", i, "] is ", request.query[i], "; values must be finite"));
+    }
+  }
+  if (request.beam_width > index::VectorPartition::kMaxBeamWidth) {
+    return absl::InvalidArgumentError(absl::StrCat("beam_width is ", request.beam_width,
+                                                   "; must be at most ",
+                                                   index::VectorPartition::kMaxBeamWidth));
+  }
+  if (absl::Status valid = storage::ValidateFilter(request.filter); !valid.ok()) return valid;
+
+  IndexSearchResult result;
+  result.route = "index";
+  std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
+  if (space == nullptr || space->info.created_at_us != info->created_at_us) return result;
+  const std::vector<std::shared_ptr<index::VectorPartition>> partitions =
+      space->Partitions(request.filter.agent_id);
+
+  const EpisodeFilter& filter = request.filter;
+  const int64_t now_us = NowMicros();
+  const uint64_t session_hash = StableHash(filter.session_id);
+  std::vector<uint64_t> kind_hashes;
+  for (const std::string& kind : filter.kinds) kind_hashes.push_back(StableHash(kind));
+  const index::AcceptFunction accept = [&](uint64_t, const uint8_t* bytes) {
+    FilterAttributes a;
+    std::memcpy(&a, bytes, sizeof(a));
+    if (a.expires_at_us != 0 && a.expires_at_us <= now_us) return false;
+    if (!filter.session_id.empty() && a.session_hash != session_hash) return false;
+    if (!kind_hashes.empty() &&
+        std::find(kind_hashes.begin(), kind_hashes.end(), a.kind_hash) == kind_hashes.end()) {
+      return false;
+    }
+    if (filter.event_time_from_us && a.event_time_us < *filter.event_time_from_us) return false;
+    if (filter.event_time_to_us && a.event_time_us >= *filter.event_time_to_us) return false;
+    return true;
+  };
+
+  // Ask the partitions for k; if read-back checks (metadata predicates, races
+  // with writes) leave fewer than k, ask for 4x more, up to the index's k
+  // limit, then fall back to an exact scan of the store.
+  uint32_t asked = request.k;
+  for (;;) {
+    index::TopK<uint64_t> merged(asked);
+    for (const auto& partition : partitions) {
+      absl::StatusOr<std::vector<index::ScoredId>> found =
+          partition->Search({.query = request.query,
+                             .k = asked,
+                             .beam_width = request.beam_width,
+                             .accept = &accept});
+      if (!found.ok()) return found.status();
+      for (const index::ScoredId& hit : *found) merged.Push(hit.score, hit.id);
+    }
+    if (absl::Now() > request.deadline) {
+      return absl::DeadlineExceededError("deadline passed while searching the index");
+    }
+    std::vector<std::pair<float, uint64_t>> proposed = merged.TakeSorted();
+    result.candidates += proposed.size();
+    result.hits.clear();
+    for (const auto& [score, id] : proposed) {
+      absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
+      if (absl::IsNotFound(episode.status())) continue;  // deleted since
+      if (!episode.ok()) return episode.status();
+      if (!storage::MatchesFilter(filter, *episode, now_us)) continue;
+      result.hits.emplace_back(score, *std::move(episode));
+      if (result.hits.size() == request.k) break;
+    }
+    const bool exhausted = proposed.size() < asked;
+    if (result.hits.size() == request.k || exhausted) return result;
+    if (asked == index::VectorPartition::kMaxK) break;
+    asked = std::min(asked * 4, index::VectorPartition::kMaxK);
+  }
+  absl::StatusOr<SearchResult> exact = ExactSearch(*store_, tenant, space_name, request.query,
+                                                   request.k, max_k_, filter, request.deadline);
+  if (!exact.ok()) return exact.status();
+  result.hits = std::move(exact->hits);
+  result.route = "exact";
+  return result;
+}
+
+std::vector<PartitionReport> EpisodeIndex::Stats(const std::string& tenant) const {
+  std::vector<std::shared_ptr<SpaceIndex>> spaces;
+  {
+    absl::ReaderMutexLock lock(&spaces_mutex_);
+    for (const auto& [key, space] : spaces_) {
+      if (key.starts_with(SpaceKey(tenant, ""))) spaces.push_back(space);
+    }
+  }
+  std::vector<PartitionReport> reports;
+  for (const auto& space : spaces) {
+    absl::ReaderMutexLock lock(&space->mutex);
+    for (const auto& [agent, partition] : space->partitions) {
+      reports.push_back({space->info.name, agent, partition->Stats()});
+    }
+  }
+  std::sort(reports.begin(), reports.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.space, a.agent_id) < std::tie(b.space, b.agent_id);
+  });
+  return reports;
+}
+
+}  // namespace engram::server

@@ -1,0 +1,302 @@
+// The vector index behind Search, end to end: a real engramd with small
+// index thresholds so a few thousand episodes get a graph. Index results are
+// compared with the exact route, filters and deletes are checked on every
+// hit, the index is rebuilt through engramctl, and it comes back after a
+// restart.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "clients/cpp/engram_client.h"
+#include "tests/util/daemon_process.h"
+#include "tests/util/temp_dir.h"
+
+namespace engram {
+namespace {
+
+using client::Client;
+
+constexpr int kDim = 32;
+constexpr int kAgentA = 1500;  // gets a graph (threshold 400)
+constexpr int kAgentB = 300;   // INT8 code scan (quantized from 64)
+
+// Points around 12 fixed centres; queries come from the same centres.
+std::vector<float> Vector(std::mt19937& rng) {
+  static const std::vector<std::vector<float>> centres = [] {
+    std::mt19937 centre_rng(99);
+    std::normal_distribution<float> gauss(0.0f, 1.0f);
+    std::vector<std::vector<float>> c(12, std::vector<float>(kDim));
+    for (auto& centre : c) {
+      for (float& v : centre) v = gauss(centre_rng);
+    }
+    return c;
+  }();
+  std::normal_distribution<float> gauss(0.0f, 0.4f);
+  const auto& centre = centres[rng() % centres.size()];
+  std::vector<float> v(kDim);
+  for (int i = 0; i < kDim; ++i) v[i] = centre[i] + gauss(rng);
+  return v;
+}
+
+std::pair<int, std::string> RunCtl(const std::string& address, const std::string& args) {
+  std::string command = absl::StrCat(ENGRAMCTL_PATH, " -a ", address, " ", args, " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  int status = pclose(pipe);
+  return {WEXITSTATUS(status), output};
+}
+
+class IndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = dir_.Sub("engramd.yaml");
+    FILE* file = fopen(config_.c_str(), "w");
+    fprintf(file,
+            "index:\n  quantize_threshold: 64\n  graph_threshold: 400\n  max_degree: 24\n"
+            "  build_threads: 2\n");
+    fclose(file);
+    StartDaemon();
+  }
+  void StartDaemon() {
+    client_.reset();
+    auto daemon = testing::DaemonProcess::Start(dir_.Sub("data"), {"--config", config_});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    client::ClientOptions options;
+    options.address = daemon_->address();
+    client_ = std::make_unique<Client>(options);
+    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
+  }
+  void StopDaemon() {
+    client_.reset();  // idle channels would hold up the graceful shutdown
+    EXPECT_EQ(daemon_->Terminate(), 0);
+    daemon_.reset();
+  }
+
+  // Agent "a": sessions s0..s4, kinds k0/k1, event time = i, metadata n = i % 10.
+  void Populate() {
+    ASSERT_TRUE(client_->CreateSpace("mem", kDim, v1::METRIC_COSINE).ok());
+    std::mt19937 rng(1);
+    for (int start = 0; start < kAgentA + kAgentB; start += 250) {
+      v1::PutEpisodesRequest put;
+      put.set_space("mem");
+      for (int i = start; i < std::min(start + 250, kAgentA + kAgentB); ++i) {
+        v1::Episode* e = put.add_episodes()->mutable_episode();
+        e->set_agent_id(i < kAgentA ? "a" : "b");
+        e->set_session_id(absl::StrCat("s", i % 5));
+        e->set_kind(absl::StrCat("k", i % 2));
+        e->set_text(absl::StrCat("episode ", i));
+        e->set_event_time_us(i);
+        (*e->mutable_metadata())["n"].set_int_value(i % 10);
+        std::vector<float> v = Vector(rng);
+        e->mutable_embedding()->Add(v.begin(), v.end());
+      }
+      auto put_result = client_->PutEpisodes(put);
+      ASSERT_TRUE(put_result.ok()) << put_result.status();
+    }
+  }
+
+  v1::SearchRequest Query(std::mt19937& rng, uint32_t k = 10) {
+    v1::SearchRequest search;
+    search.set_space("mem");
+    search.set_k(k);
+    std::vector<float> q = Vector(rng);
+    search.mutable_query()->Add(q.begin(), q.end());
+    return search;
+  }
+
+  // Mean overlap of the index route's ids with the exact route's.
+  double RecallAgainstExact(const std::function<void(v1::SearchRequest&)>& shape) {
+    std::mt19937 rng(7);
+    size_t hits = 0, total = 0;
+    for (int q = 0; q < 20; ++q) {
+      v1::SearchRequest search = Query(rng);
+      shape(search);
+      auto indexed = client_->Search(search);
+      search.set_exact(true);
+      auto exact = client_->Search(search);
+      EXPECT_TRUE(indexed.ok() && exact.ok());
+      if (!indexed.ok() || !exact.ok()) return 0;
+      EXPECT_EQ(exact->route(), "exact");
+      std::set<uint64_t> truth;
+      for (const auto& hit : exact->hits()) truth.insert(hit.episode().id());
+      for (const auto& hit : indexed->hits()) hits += truth.count(hit.episode().id());
+      total += truth.size();
+    }
+    return total == 0 ? 1.0 : static_cast<double>(hits) / total;
+  }
+
+  testing::TempDir dir_;
+  std::string config_;
+  std::unique_ptr<testing::DaemonProcess> daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(IndexTest, GraphSearchAgreesWithExactSearchUnderFilters) {
+  Populate();
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->partitions_size(), 2);
+  const v1::PartitionStats& a = stats->partitions(0);
+  const v1::PartitionStats& b = stats->partitions(1);
+  EXPECT_EQ(a.agent_id(), "a");
+  EXPECT_TRUE(a.has_graph());
+  EXPECT_NE(a.first_stage(), "exact");
+  EXPECT_EQ(a.vectors(), static_cast<uint64_t>(kAgentA));
+  EXPECT_GE(a.sample_recall(), 0.9);
+  EXPECT_GT(a.graph_bytes(), 0u);
+  EXPECT_FALSE(b.has_graph());
+  EXPECT_EQ(b.first_stage(), "int8");
+
+  std::mt19937 rng(3);
+  auto plain = client_->Search(Query(rng));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->route(), "index");
+  EXPECT_EQ(plain->hits_size(), 10);
+  EXPECT_GE(RecallAgainstExact([](v1::SearchRequest&) {}), 0.9);
+
+  // Filters checked during traversal; every hit must match, and the hits must
+  // be (nearly) the exact route's.
+  auto session = [](v1::SearchRequest& s) {
+    s.mutable_filter()->set_agent_id("a");
+    s.mutable_filter()->set_session_id("s3");
+  };
+  auto kinds_and_time = [](v1::SearchRequest& s) {
+    s.mutable_filter()->add_kinds("k1");
+    s.mutable_filter()->set_event_time_from_us(200);
+    s.mutable_filter()->set_event_time_to_us(900);
+  };
+  auto metadata = [](v1::SearchRequest& s) {
+    v1::MetadataPredicate* p = s.mutable_filter()->add_metadata();
+    p->set_key("n");
+    p->set_op(v1::MetadataPredicate::EQ);
+    p->mutable_value()->set_int_value(7);
+  };
+  for (const auto& shape : {std::function<void(v1::SearchRequest&)>(session),
+                            std::function<void(v1::SearchRequest&)>(kinds_and_time),
+                            std::function<void(v1::SearchRequest&)>(metadata)}) {
+    EXPECT_GE(RecallAgainstExact(shape), 0.9);
+    v1::SearchRequest search = Query(rng);
+    shape(search);
+    auto found = client_->Search(search);
+    ASSERT_TRUE(found.ok()) << found.status();
+    ASSERT_EQ(found->hits_size(), 10);
+    for (const auto& hit : found->hits()) {
+      const v1::Episode& e = hit.episode();
+      if (search.filter().has_event_time_from_us()) {
+        EXPECT_EQ(e.kind(), "k1");
+        EXPECT_GE(e.event_time_us(), 200);
+        EXPECT_LT(e.event_time_us(), 900);
+      }
+      if (!search.filter().session_id().empty()) EXPECT_EQ(e.session_id(), "s3");
+      if (search.filter().metadata_size() > 0) EXPECT_EQ(e.metadata().at("n").int_value(), 7);
+    }
+  }
+
+  // A metadata filter matching nothing falls back to the exact route.
+  v1::SearchRequest none = Query(rng);
+  v1::MetadataPredicate* p = none.mutable_filter()->add_metadata();
+  p->set_key("n");
+  p->set_op(v1::MetadataPredicate::EQ);
+  p->mutable_value()->set_int_value(1000);
+  auto empty = client_->Search(none);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->hits_size(), 0);
+}
+
+TEST_F(IndexTest, DeletesAndUpdatesReachTheIndex) {
+  Populate();
+  std::mt19937 rng(4);
+  v1::SearchRequest search = Query(rng, 5);
+  auto before = client_->Search(search);
+  ASSERT_TRUE(before.ok());
+  const uint64_t top = before->hits(0).episode().id();
+
+  v1::DeleteEpisodesRequest remove;
+  remove.set_space("mem");
+  remove.mutable_ids()->add_ids(top);
+  ASSERT_TRUE(client_->DeleteEpisodes(remove).ok());
+  v1::DeleteEpisodesRequest session;
+  session.set_space("mem");
+  session.mutable_session()->set_agent_id("a");
+  session.mutable_session()->set_session_id("s0");
+  ASSERT_TRUE(client_->DeleteEpisodes(session).ok());
+  auto after = client_->Search(search);
+  ASSERT_TRUE(after.ok());
+  for (const auto& hit : after->hits()) {
+    EXPECT_NE(hit.episode().id(), top);
+    EXPECT_NE(hit.episode().session_id(), "s0") << "deleted session returned";
+  }
+
+  // Moving an episode onto the query makes it the best hit.
+  const uint64_t moved = after->hits(4).episode().id();
+  v1::UpdateEpisodeRequest update;
+  update.set_space("mem");
+  update.set_id(moved);
+  update.mutable_episode()->mutable_embedding()->CopyFrom(search.query());
+  update.add_update_mask("embedding");
+  ASSERT_TRUE(client_->UpdateEpisode(update).ok());
+  auto moved_result = client_->Search(search);
+  ASSERT_TRUE(moved_result.ok());
+  EXPECT_EQ(moved_result->hits(0).episode().id(), moved);
+  EXPECT_NEAR(moved_result->hits(0).score(), 1.0f, 1e-4);
+}
+
+TEST_F(IndexTest, BadSearchesAreRejected) {
+  Populate();
+  std::mt19937 rng(5);
+  v1::SearchRequest wide = Query(rng);
+  wide.set_beam_width(5000);
+  auto status = client_->Search(wide).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("beam_width"), std::string::npos) << status;
+  v1::SearchRequest zero = Query(rng, 0);
+  EXPECT_EQ(client_->Search(zero).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SearchRequest short_query = Query(rng);
+  short_query.mutable_query()->RemoveLast();
+  EXPECT_EQ(client_->Search(short_query).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SearchRequest unknown = Query(rng);
+  unknown.set_space("nope");
+  EXPECT_EQ(client_->Search(unknown).status().code(), absl::StatusCode::kNotFound);
+  auto [code, output] = RunCtl(daemon_->address(), "index rebuild -s nope");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(output.find("NOT_FOUND"), std::string::npos) << output;
+}
+
+TEST_F(IndexTest, RebuildAndRestartKeepTheIndex) {
+  Populate();
+  std::mt19937 rng(6);
+  v1::SearchRequest search = Query(rng);
+  auto before = client_->Search(search);
+  ASSERT_TRUE(before.ok());
+
+  auto [code, output] = RunCtl(daemon_->address(), "index rebuild -s mem");
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("\"done\":true"), std::string::npos) << output;
+  auto [stats_code, stats_output] = RunCtl(daemon_->address(), "index stats");
+  EXPECT_EQ(stats_code, 0);
+  EXPECT_NE(stats_output.find("\"agent_id\":\"a\""), std::string::npos) << stats_output;
+  auto rebuilt = client_->Search(search);
+  ASSERT_TRUE(rebuilt.ok());
+  EXPECT_EQ(rebuilt->hits(0).episode().id(), before->hits(0).episode().id());
+
+  StopDaemon();
+  StartDaemon();
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->partitions_size(), 2);
+  EXPECT_TRUE(stats->partitions(0).has_graph());
+  auto restarted = client_->Search(search);
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_EQ(restarted->route(), "index");
+  EXPECT_EQ(restarted->hits(0).episode().id(), before->hits(0).episode().id());
+}
+
+}  // namespace
+}  // namespace engram
