@@ -22,19 +22,6 @@ const char* FirstStageName(FirstStage stage) {
   return "unknown";
 }
 
-// How the partition is searched right now. Replaced as a whole (atomically)
-// when a graph is built; the graph itself is updated in place.
-struct VectorPartition::Structure {
-  FirstStage first_stage = FirstStage::kExact;
-  std::shared_ptr<VamanaGraph> graph;  // null: exhaustive scan
-  // The beam width of searches that name none: the smallest tried that
-  // reached the target recall on the sample (or the default, before a graph).
-  uint32_t default_beam_width = 0;
-  float sample_recall = -1;
-  float binary_sample_recall = -1;
-  double build_seconds = 0;
-};
-
 namespace {
 
 // Partitions this small with a graph still decide their first stage on the
@@ -298,6 +285,7 @@ absl::Status VectorPartition::AddBatch(std::span<const uint64_t> ids,
   }
   const uint32_t count = node_count_.load(std::memory_order_relaxed);
   std::shared_ptr<const Structure> current = structure();
+  changes_.fetch_add(1, std::memory_order_relaxed);
   if (current->graph == nullptr) {
     if (quantizer_ != nullptr && count >= options_.graph_threshold) BuildGraph(progress);
     return absl::OkStatus();
@@ -322,7 +310,28 @@ absl::Status VectorPartition::AddBatch(std::span<const uint64_t> ids,
   for (int t = 1; t < threads; ++t) workers.emplace_back(work);
   work();
   for (std::thread& worker : workers) worker.join();
+  changes_.fetch_add(1, std::memory_order_relaxed);
+  if (count >= 2 * uint64_t{current->calibrated_nodes}) Recalibrate(*current, progress);
   return absl::OkStatus();
+}
+
+void VectorPartition::Recalibrate(const Structure& current,
+                                  const std::function<void(uint64_t, uint64_t)>& progress) {
+  const uint32_t count = node_count_.load(std::memory_order_relaxed);
+  auto updated = std::make_shared<Structure>(current);
+  const bool binary = current.first_stage == FirstStage::kBinary;
+  const bool reached =
+      Calibrate(*updated, count, ComputeSampleTruth(count, options_.recall_sample),
+                binary ? std::min(kMaxBeamWidth, options_.default_beam_width * 4) : kMaxBeamWidth);
+  updated->calibrated_nodes = count;
+  if (!reached && binary && options_.force_first_stage == FirstStage::kExact) {
+    // Binary codes stopped reaching the target as the partition grew: build
+    // again, which tries binary codes and falls back to INT8 space.
+    BuildGraph(progress);
+    return;
+  }
+  std::atomic_store_explicit(&structure_, std::shared_ptr<const Structure>(updated),
+                             std::memory_order_release);
 }
 
 bool VectorPartition::Remove(uint64_t id) {
@@ -333,6 +342,7 @@ bool VectorPartition::Remove(uint64_t id) {
   node_of_id_.erase(found);
   deleted_.At(node)->store(1, std::memory_order_release);
   deleted_count_.fetch_add(1, std::memory_order_acq_rel);
+  changes_.fetch_add(1, std::memory_order_relaxed);
   std::shared_ptr<const Structure> current = structure();
   if (current->graph != nullptr) current->graph->MarkDeleted(node);
   return true;
@@ -342,6 +352,7 @@ uint32_t VectorPartition::Consolidate() {
   absl::MutexLock lock(&write_mutex_);
   std::shared_ptr<const Structure> current = structure();
   if (current->graph == nullptr) return 0;
+  changes_.fetch_add(1, std::memory_order_relaxed);
   return current->graph->Consolidate(*MakeSpace(current->first_stage));
 }
 
@@ -417,6 +428,7 @@ void VectorPartition::BuildGraph(const std::function<void(uint64_t, uint64_t)>& 
   if (built->graph == nullptr) built->graph = BuildGraphIn(stage, count, report);
   Calibrate(*built, count, ComputeSampleTruth(count, options_.recall_sample),
             stage == FirstStage::kInt8 ? kMaxBeamWidth : max_beam);
+  built->calibrated_nodes = count;
   built->build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::atomic_store_explicit(&structure_, std::shared_ptr<const Structure>(built),

@@ -159,8 +159,38 @@ class VectorPartition {
   PartitionStats Stats() const;
   uint64_t size() const;
 
+  // Writes the partition (vectors, codes, INT8 ranges, attributes, graph and
+  // its calibration) to `path` as a checksummed snapshot, atomically
+  // (snapshot_file.h). Writers wait while it runs; searches do not.
+  absl::Status Save(const std::string& path) const ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Reads a snapshot written by Save. NOT_FOUND when absent, DATA_LOSS when
+  // corrupt or truncated, FAILED_PRECONDITION when written with other
+  // options (metric, dimension, attribute size, graph parameters): a
+  // snapshot is never trusted beyond what its checksum and header prove.
+  static absl::StatusOr<std::unique_ptr<VectorPartition>> Load(const std::string& path,
+                                                               const PartitionOptions& options);
+  // Calls `visit` with the id and attributes of every live vector.
+  void ForEachLive(const std::function<void(uint64_t id, const uint8_t* attributes)>& visit) const;
+  // Grows with every change (adds, removes, consolidations); a snapshot is
+  // stale when this moved on since it was written.
+  uint64_t change_count() const { return changes_.load(std::memory_order_acquire); }
+
  private:
-  struct Structure;
+  // How the partition is searched right now. Replaced as a whole (atomically)
+  // when a graph is built; the graph itself is updated in place.
+  struct Structure {
+    FirstStage first_stage = FirstStage::kExact;
+    std::shared_ptr<VamanaGraph> graph;  // null: exhaustive scan
+    // The beam width of searches that name none: the smallest tried that
+    // reached the target recall on the sample (or the default, before a graph).
+    uint32_t default_beam_width = 0;
+    float sample_recall = -1;
+    float binary_sample_recall = -1;
+    double build_seconds = 0;
+    // Vectors when the calibration was measured; the partition measures again
+    // each time it doubles.
+    uint32_t calibrated_nodes = 0;
+  };
   class BinarySpace;
   class Int8Space;
 
@@ -171,6 +201,11 @@ class VectorPartition {
   void AppendNode(uint64_t id, const float* vector, const uint8_t* attributes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   void FitQuantizer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  // Measures the sample recall again after growth; builds the graph again
+  // when binary codes no longer reach the target.
+  void Recalibrate(const Structure& current,
+                   const std::function<void(uint64_t, uint64_t)>& progress)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   // Builds a graph over all nodes, choosing the first stage.
   void BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
@@ -216,6 +251,7 @@ class VectorPartition {
   ChunkedArray<std::atomic<uint8_t>> deleted_;
   std::atomic<uint32_t> node_count_{0};
   std::atomic<uint64_t> deleted_count_{0};
+  std::atomic<uint64_t> changes_{0};
 
   // INT8 ranges: fitted once, then fixed (a rebuild makes a new partition).
   std::unique_ptr<ScalarQuantizer> quantizer_;
@@ -223,7 +259,7 @@ class VectorPartition {
 
   std::shared_ptr<const Structure> structure_;  // atomic_load/atomic_store only
 
-  absl::Mutex write_mutex_;
+  mutable absl::Mutex write_mutex_;
   absl::flat_hash_map<uint64_t, uint32_t> node_of_id_ ABSL_GUARDED_BY(write_mutex_);
 };
 

@@ -162,6 +162,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     for (const PartitionReport& report : index_->Stats(kDefaultTenant)) {
       PartitionToProto(report, response->add_partitions());
     }
+    const EpisodeIndex::LoadReport load = index_->last_load();
+    v1::IndexLoadStats* index_load = response->mutable_index_load();
+    index_load->set_partitions_from_snapshots(load.partitions_from_snapshots);
+    index_load->set_vectors_from_snapshots(load.vectors_from_snapshots);
+    index_load->set_vectors_read_from_store(load.vectors_read_from_store);
+    index_load->set_spaces_rebuilt(load.spaces_rebuilt);
     return absl::OkStatus();
   });
 }

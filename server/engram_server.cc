@@ -4,6 +4,8 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
 #include "server/episode_index.h"
@@ -23,7 +25,9 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
-  server->index_ = std::make_unique<EpisodeIndex>(config.index, server->store_.get());
+  server->index_ = std::make_unique<EpisodeIndex>(
+      config.index, server->store_.get(),
+      (std::filesystem::path(config.store.data_dir) / "index").string());
   server->index_->set_max_k(static_cast<uint32_t>(config.max_k));
   absl::Time index_start = absl::Now();
   if (absl::Status loaded = server->index_->Load(); !loaded.ok()) return loaded;
@@ -71,6 +75,10 @@ absl::Status EngramServer::Shutdown() {
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
   pool_.reset();
+  absl::Status snapshotted = index_->SaveSnapshots();
+  if (!snapshotted.ok()) {
+    spdlog::error("event=index_snapshot_failed error=\"{}\"", snapshotted.ToString());
+  }
   index_.reset();
   absl::Status synced = store_->SyncWal();
   store_.reset();

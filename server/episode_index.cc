@@ -4,7 +4,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "index/exact_scorer.h"
 #include "server/exact_search.h"
@@ -22,8 +25,9 @@ struct FilterAttributes {
   uint64_t kind_hash;
   int64_t event_time_us;
   int64_t expires_at_us;  // 0: never
+  uint64_t version;       // of the episode indexed (checked against the store at startup)
 };
-static_assert(sizeof(FilterAttributes) == 32);
+static_assert(sizeof(FilterAttributes) == 40);
 
 uint64_t StableHash(std::string_view text) {
   uint64_t hash = 1469598103934665603ull;
@@ -36,7 +40,7 @@ uint64_t StableHash(std::string_view text) {
 
 FilterAttributes AttributesOf(const Episode& episode) {
   return {StableHash(episode.session_id), StableHash(episode.kind), episode.event_time_us,
-          episode.expires_at_us};
+          episode.expires_at_us, episode.version};
 }
 
 std::span<const uint8_t> AsBytes(const FilterAttributes& attributes) {
@@ -71,6 +75,8 @@ struct EpisodeIndex::SpaceIndex {
   std::vector<uint64_t>* rebuild_log ABSL_GUARDED_BY(mutex) = nullptr;
   // Replaced by a rebuild (or dropped): writers look the space up again.
   bool retired ABSL_GUARDED_BY(mutex) = false;
+  // Per agent: the partition's change_count() when its snapshot was written.
+  absl::flat_hash_map<std::string, uint64_t> saved_changes ABSL_GUARDED_BY(mutex);
 
   std::vector<std::shared_ptr<index::VectorPartition>> Partitions(const std::string& agent) const
       ABSL_LOCKS_EXCLUDED(mutex) {
@@ -128,10 +134,113 @@ struct EpisodeIndex::SpaceIndex {
   }
 };
 
-EpisodeIndex::EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store)
-    : config_(config), store_(store) {}
+EpisodeIndex::EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store,
+                           const std::string& default_snapshot_dir)
+    : config_(config),
+      store_(store),
+      snapshot_root_(config.snapshot_dir.empty() ? default_snapshot_dir : config.snapshot_dir) {}
 
-EpisodeIndex::~EpisodeIndex() = default;
+EpisodeIndex::~EpisodeIndex() {
+  {
+    absl::MutexLock lock(&stop_mutex_);
+    stopping_ = true;
+  }
+  if (snapshot_thread_.joinable()) snapshot_thread_.join();
+}
+
+std::string EpisodeIndex::SpaceSnapshotDir(const std::string& tenant, const SpaceInfo& info) const {
+  return (std::filesystem::path(snapshot_root_) / absl::BytesToHexString(tenant) /
+          absl::StrCat(absl::BytesToHexString(info.name), "-", info.created_at_us))
+      .string();
+}
+
+void EpisodeIndex::SnapshotLoop() {
+  absl::MutexLock lock(&stop_mutex_);
+  for (;;) {
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mutex_) { return stopping_; };
+    if (stop_mutex_.AwaitWithTimeout(absl::Condition(&stop),
+                                     absl::Seconds(config_.snapshot_interval_s))) {
+      return;
+    }
+    stop_mutex_.Unlock();
+    absl::Status saved = SaveSnapshots();
+    if (!saved.ok()) {
+      spdlog::error("event=index_snapshot_failed error=\"{}\"", saved.ToString());
+    }
+    stop_mutex_.Lock();
+  }
+}
+
+absl::Status EpisodeIndex::SaveSnapshots() {
+  absl::MutexLock save_lock(&save_mutex_);
+  std::vector<std::pair<std::string, std::shared_ptr<SpaceIndex>>> spaces;
+  {
+    absl::ReaderMutexLock lock(&spaces_mutex_);
+    for (const auto& [key, space] : spaces_) spaces.emplace_back(key, space);
+  }
+  absl::Status first_error;
+  std::set<std::string> live_dirs;
+  uint64_t written = 0;
+  const absl::Time start = absl::Now();
+  for (const auto& [key, space] : spaces) {
+    const std::string tenant = key.substr(0, key.find('\0'));
+    const std::string dir = SpaceSnapshotDir(tenant, space->info);
+    live_dirs.insert(dir);
+    std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> partitions;
+    {
+      absl::ReaderMutexLock lock(&space->mutex);
+      if (space->retired) continue;
+      for (const auto& [agent, partition] : space->partitions) {
+        auto saved = space->saved_changes.find(agent);
+        if (saved == space->saved_changes.end() || saved->second != partition->change_count()) {
+          partitions.emplace_back(agent, partition);
+        }
+      }
+    }
+    std::set<std::string> files;
+    {
+      absl::ReaderMutexLock lock(&space->mutex);
+      for (const auto& [agent, partition] : space->partitions) {
+        files.insert(absl::StrCat(absl::BytesToHexString(agent), ".eix"));
+      }
+    }
+    for (const auto& [agent, partition] : partitions) {
+      const uint64_t changes = partition->change_count();
+      const std::string path =
+          (std::filesystem::path(dir) / absl::StrCat(absl::BytesToHexString(agent), ".eix"))
+              .string();
+      absl::Status saved = partition->Save(path);
+      if (!saved.ok()) {
+        if (first_error.ok()) first_error = saved;
+        continue;
+      }
+      ++written;
+      absl::MutexLock lock(&space->mutex);
+      space->saved_changes[agent] = changes;
+    }
+    // Files of agents this space no longer has.
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (!files.contains(entry.path().filename().string())) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
+  // Directories of spaces that are gone (or of earlier spaces of the same name).
+  std::error_code ec;
+  for (const auto& tenant_dir : std::filesystem::directory_iterator(snapshot_root_, ec)) {
+    for (const auto& space_dir : std::filesystem::directory_iterator(tenant_dir.path(), ec)) {
+      if (!live_dirs.contains(space_dir.path().string())) {
+        std::filesystem::remove_all(space_dir.path(), ec);
+      }
+    }
+  }
+  if (written > 0) {
+    spdlog::info("event=index_snapshot partitions={} seconds={:.2f}", written,
+                 absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  return first_error;
+}
 
 index::PartitionOptions EpisodeIndex::PartitionOptionsFor(const SpaceInfo& info) const {
   index::PartitionOptions options;
@@ -197,6 +306,7 @@ void EpisodeIndex::Remove(const std::string& tenant, const std::string& space_na
 }
 
 void EpisodeIndex::DropSpace(const std::string& tenant, const std::string& space_name) {
+  absl::MutexLock save_lock(&save_mutex_);
   absl::MutexLock lock(&spaces_mutex_);
   auto found = spaces_.find(SpaceKey(tenant, space_name));
   if (found == spaces_.end()) return;
@@ -204,6 +314,8 @@ void EpisodeIndex::DropSpace(const std::string& tenant, const std::string& space
     absl::MutexLock retire(&found->second->mutex);
     found->second->retired = true;
   }
+  std::error_code ec;
+  std::filesystem::remove_all(SpaceSnapshotDir(tenant, found->second->info), ec);
   spaces_.erase(found);
 }
 
@@ -261,24 +373,104 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::BuildSpa
   return space;
 }
 
-absl::Status EpisodeIndex::Load(const std::function<void(const std::string&, uint64_t)>& progress) {
-  absl::StatusOr<std::vector<SpaceInfo>> tenants_spaces = store_->ListSpaces(kDefaultTenant);
-  if (!tenants_spaces.ok()) return tenants_spaces.status();
-  for (const SpaceInfo& info : *tenants_spaces) {
-    absl::Time start = absl::Now();
-    absl::StatusOr<std::shared_ptr<SpaceIndex>> built =
-        BuildSpace(kDefaultTenant, info, [&](uint64_t done, uint64_t) {
-          if (progress) progress(info.name, done);
-        });
-    if (!built.ok()) {
-      return absl::Status(built.status().code(), absl::StrCat("indexing space '", info.name,
-                                                              "': ", built.status().message()));
+absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpace(
+    const std::string& tenant, const SpaceInfo& info) {
+  // What the store holds: (id, version) per episode.
+  absl::flat_hash_map<uint64_t, uint64_t> versions;
+  absl::Status scanned = store_->ForEachEpisodeVersion(
+      tenant, info.name, [&](uint64_t id, uint64_t version) { versions[id] = version; });
+  if (!scanned.ok()) return scanned;
+  auto rebuild = [&](const std::string& why) {
+    spdlog::info("event=index_rebuild space={} reason=\"{}\"", info.name, why);
+    ++last_load_.spaces_rebuilt;
+    return BuildSpace(tenant, info, {});
+  };
+  if (versions.size() != info.episode_count) {
+    return rebuild(absl::StrCat("the store lists ", versions.size(), " versions for ",
+                                info.episode_count, " episodes"));
+  }
+  auto space = std::make_shared<SpaceIndex>(info);
+  const index::PartitionOptions options = PartitionOptionsFor(info);
+  const std::string dir = SpaceSnapshotDir(tenant, info);
+  absl::flat_hash_set<uint64_t> covered;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.ends_with(".eix")) continue;
+    const std::string agent = absl::HexStringToBytes(name.substr(0, name.size() - 4));
+    absl::StatusOr<std::unique_ptr<index::VectorPartition>> loaded =
+        index::VectorPartition::Load(entry.path().string(), options);
+    if (!loaded.ok()) {
+      spdlog::warn("event=index_snapshot_unusable path={} error=\"{}\"", entry.path().string(),
+                   loaded.status().ToString());
+      continue;
     }
+    std::shared_ptr<index::VectorPartition> partition = *std::move(loaded);
+    std::vector<uint64_t> stale;
+    absl::MutexLock lock(&space->mutex);
+    partition->ForEachLive([&](uint64_t id, const uint8_t* bytes) {
+      FilterAttributes attributes;
+      std::memcpy(&attributes, bytes, sizeof(attributes));
+      auto current = versions.find(id);
+      if (current == versions.end() || current->second != attributes.version ||
+          covered.contains(id)) {
+        stale.push_back(id);
+        return;
+      }
+      covered.insert(id);
+      space->entries[id] = {partition.get(), attributes.version};
+    });
+    for (uint64_t id : stale) partition->Remove(id);
+    ++last_load_.partitions_from_snapshots;
+    last_load_.vectors_from_snapshots += partition->size();
+    space->saved_changes[agent] = stale.empty() ? partition->change_count() : UINT64_MAX;
+    space->partitions[agent] = std::move(partition);
+  }
+  // Episodes no snapshot holds (added or updated since, or a lost snapshot):
+  // read one by one when few, else build the whole space again.
+  std::vector<uint64_t> missing;
+  for (const auto& [id, version] : versions) {
+    if (!covered.contains(id)) missing.push_back(id);
+  }
+  if (missing.size() > std::max<size_t>(1000, versions.size() / 50)) {
+    return rebuild(absl::StrCat(missing.size(), " of ", versions.size(),
+                                " episodes are in no usable snapshot"));
+  }
+  std::sort(missing.begin(), missing.end());
+  absl::MutexLock lock(&space->mutex);
+  for (uint64_t id : missing) {
+    absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, info.name, id);
+    if (absl::IsNotFound(episode.status())) continue;  // expired
+    if (!episode.ok()) return episode.status();
+    space->UpsertLocked(*episode, options);
+    ++last_load_.vectors_read_from_store;
+  }
+  return space;
+}
+
+absl::Status EpisodeIndex::Load() {
+  last_load_ = LoadReport();
+  absl::StatusOr<std::vector<SpaceInfo>> spaces = store_->ListSpaces(kDefaultTenant);
+  if (!spaces.ok()) return spaces.status();
+  for (const SpaceInfo& info : *spaces) {
+    absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<SpaceIndex>> loaded = LoadSpace(kDefaultTenant, info);
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(), absl::StrCat("indexing space '", info.name,
+                                                               "': ", loaded.status().message()));
+    }
+    ++last_load_.spaces;
     absl::MutexLock lock(&spaces_mutex_);
-    spaces_[SpaceKey(kDefaultTenant, info.name)] = *std::move(built);
+    spaces_[SpaceKey(kDefaultTenant, info.name)] = *std::move(loaded);
     spdlog::info("event=index_loaded space={} episodes={} seconds={:.2f}", info.name,
                  info.episode_count, absl::ToDoubleSeconds(absl::Now() - start));
   }
+  spdlog::info(
+      "event=index_load_done spaces={} partitions_from_snapshots={} vectors_from_snapshots={} "
+      "vectors_read_from_store={} spaces_rebuilt={}",
+      last_load_.spaces, last_load_.partitions_from_snapshots, last_load_.vectors_from_snapshots,
+      last_load_.vectors_read_from_store, last_load_.spaces_rebuilt);
+  if (config_.snapshot_interval_s > 0) snapshot_thread_ = std::thread([this] { SnapshotLoop(); });
   return absl::OkStatus();
 }
 

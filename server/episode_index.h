@@ -11,9 +11,19 @@
 // that lags by a write never returns a deleted or non-matching episode.
 //
 // Filters: agent selects partitions; session, kinds, event-time range and
-// expiry are checked during graph traversal from 32 bytes of attributes
-// stored with each vector; metadata predicates are checked on the episodes
-// read back, widening the search (then scanning exactly) until k match.
+// expiry are checked during graph traversal from 40 bytes of attributes
+// stored with each vector (with the episode's version); metadata predicates
+// are checked on the episodes read back, widening the search (then scanning
+// exactly) until k match.
+//
+// Persistence: each partition is snapshotted (index/snapshot_file.h) under
+// <snapshot_dir>/<tenant hex>/<space hex>-<space created_at>/<agent hex>.eix,
+// periodically and at shutdown. At startup each snapshot is checked against
+// the store's (id, version) list, a cheap key-only scan: vectors of deleted or
+// updated episodes are dropped, missing ones are read from the store and
+// inserted. A corrupt or missing snapshot only costs time: when too much is
+// missing the space is rebuilt from the store. Nothing is trusted that the
+// store does not confirm.
 //
 // Thread safety: all methods may be called concurrently. Searches copy the
 // space's partition list under a reader lock and then search without locks;
@@ -26,6 +36,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -62,11 +73,19 @@ struct PartitionReport {
 
 class EpisodeIndex {
  public:
-  EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store);
+  // Snapshots go to config.snapshot_dir, or `default_snapshot_dir` if empty.
+  EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store,
+               const std::string& default_snapshot_dir);
+  // Stops the snapshot thread (without a final snapshot: call SaveSnapshots).
   ~EpisodeIndex();
 
-  // Indexes everything in the store. `progress` gets (space, episodes done).
-  absl::Status Load(const std::function<void(const std::string&, uint64_t)>& progress = {});
+  // Indexes everything in the store, from snapshots where they are good.
+  // Starts the periodic snapshot thread when config.snapshot_interval_s > 0.
+  absl::Status Load();
+
+  // Writes a snapshot of every partition that changed since its last one,
+  // and removes snapshot files nothing uses any more.
+  absl::Status SaveSnapshots() ABSL_LOCKS_EXCLUDED(save_mutex_, spaces_mutex_);
 
   // After the store acknowledged these writes: index the episodes (a new
   // version of an id replaces the old one's vector).
@@ -74,8 +93,9 @@ class EpisodeIndex {
               const std::vector<Episode>& episodes) ABSL_LOCKS_EXCLUDED(spaces_mutex_);
   void Remove(const std::string& tenant, const std::string& space, const std::vector<uint64_t>& ids)
       ABSL_LOCKS_EXCLUDED(spaces_mutex_);
+  // Forgets the space and removes its snapshots.
   void DropSpace(const std::string& tenant, const std::string& space)
-      ABSL_LOCKS_EXCLUDED(spaces_mutex_);
+      ABSL_LOCKS_EXCLUDED(save_mutex_, spaces_mutex_);
 
   // The k best episodes for the query. NOT_FOUND for an unknown space,
   // INVALID_ARGUMENT for a bad query, k or beam width, or a bad filter,
@@ -92,6 +112,16 @@ class EpisodeIndex {
 
   std::vector<PartitionReport> Stats(const std::string& tenant) const;
 
+  struct LoadReport {
+    uint64_t spaces = 0;
+    uint64_t partitions_from_snapshots = 0;
+    uint64_t vectors_from_snapshots = 0;
+    uint64_t vectors_read_from_store = 0;  // individually: missing or changed since
+    uint64_t spaces_rebuilt = 0;           // no usable snapshots: built from the store
+  };
+  // What the last Load did (tests, logs).
+  LoadReport last_load() const { return last_load_; }
+
   uint32_t max_k() const { return max_k_; }
   void set_max_k(uint32_t max_k) { max_k_ = max_k; }
 
@@ -107,9 +137,24 @@ class EpisodeIndex {
       const std::string& tenant, const SpaceInfo& info,
       const std::function<void(uint64_t, uint64_t)>& progress);
 
+  // Loads one space: snapshots checked against the store, or a rebuild.
+  absl::StatusOr<std::shared_ptr<SpaceIndex>> LoadSpace(const std::string& tenant,
+                                                        const SpaceInfo& info);
+  std::string SpaceSnapshotDir(const std::string& tenant, const SpaceInfo& info) const;
+  void SnapshotLoop();
+
   const IndexConfig config_;
   storage::EpisodeStore* const store_;
+  const std::string snapshot_root_;
   uint32_t max_k_ = 1000;
+  LoadReport last_load_;
+
+  // One SaveSnapshots (or snapshot directory removal) at a time. Taken
+  // before spaces_mutex_ and any space's mutex.
+  absl::Mutex save_mutex_;
+  absl::Mutex stop_mutex_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mutex_) = false;
+  std::thread snapshot_thread_;
 
   mutable absl::Mutex spaces_mutex_;
   // Keyed by tenant + '\0' + space.

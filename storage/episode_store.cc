@@ -20,9 +20,19 @@ namespace engram::storage {
 namespace {
 
 // Column family order; the index of each is its handle's index in handles_.
-enum Cf { kDefault, kSpaces, kEpisodes, kIdIndex, kHistory, kRequests, kCounters, kNumCfs };
+enum Cf {
+  kDefault,
+  kSpaces,
+  kEpisodes,
+  kIdIndex,
+  kHistory,
+  kRequests,
+  kCounters,
+  kVersions,
+  kNumCfs
+};
 constexpr const char* kCfNames[kNumCfs] = {"default", "spaces",   "episodes", "id_index",
-                                           "history", "requests", "counters"};
+                                           "history", "requests", "counters", "versions"};
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
@@ -301,7 +311,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteSpace(const std::string& tenant,
   rocksdb::WriteBatch batch;
   batch.Delete(handles_[kSpaces], key);
   batch.Delete(handles_[kCounters], key);
-  for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests}) {
+  for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests, kVersions}) {
     batch.DeleteRange(handles_[cf], key, end);
   }
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
@@ -442,6 +452,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
               EncodeEpisode(e));
     batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
+    batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, e.id), EncodeFixed64(1));
     if (!writes[i].request_id.empty()) {
       batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
     }
@@ -521,6 +532,8 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
             EncodeEpisode(*current));
   batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, next.agent_id, next.id),
             EncodeEpisode(next));
+  batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, next.id),
+            EncodeFixed64(next.version));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
   return next;
 }
@@ -637,6 +650,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     if (!s.ok()) return FromRocks(s, "reading the id index");
     batch.Delete(handles_[kEpisodes], EpisodeKey(tenant, space, agent, id));
     batch.Delete(handles_[kIdIndex], IdIndexKey(tenant, space, id));
+    batch.Delete(handles_[kVersions], IdIndexKey(tenant, space, id));
     std::string history_prefix = IdIndexKey(tenant, space, id);
     batch.DeleteRange(handles_[kHistory], history_prefix, PrefixSuccessor(history_prefix));
     ++deleted;
@@ -699,6 +713,30 @@ absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::
   return ScanEpisodes(
       tenant, space, filter, /*start_after=*/"", deadline,
       [&visit](std::string_view, Episode&& episode) { return visit(std::move(episode)); });
+}
+
+absl::Status EpisodeStore::ForEachEpisodeVersion(
+    const std::string& tenant, const std::string& space,
+    const std::function<void(uint64_t id, uint64_t version)>& visit) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  const std::string prefix = SpaceKey(tenant, space);
+  const std::string end = PrefixSuccessor(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kVersions]));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    KeyReader reader(it->key().ToStringView().substr(prefix.size()));
+    absl::StatusOr<uint64_t> id = reader.ReadUint64();
+    if (!id.ok()) return absl::DataLossError("malformed version key");
+    visit(*id, DecodeFixed64(it->value()));
+  }
+  return FromRocks(it->status(), "scanning episode versions");
 }
 
 absl::Status EpisodeStore::ScanEpisodes(

@@ -8,6 +8,8 @@
 //   history   (tenant, space, id, version)       -> EpisodeRecord (older versions)
 //   requests  (tenant, space, request id)        -> episode id (idempotent writes)
 //   counters  (tenant, space)                    -> live episode count (merge: add)
+//   versions  (tenant, space, id)                -> current version (8 bytes); lets the
+//                                                   index check its snapshots cheaply
 //   default   "episode_id_high_water"            -> highest id ever assigned (merge: max)
 //
 // Durability: every mutating call validates the whole request first (nothing
@@ -155,6 +157,13 @@ class EpisodeStore {
                               const std::function<bool(Episode&&)>& visit);
 
   // Operations.
+  // (id, current version) of every episode of a space, in id order, expired
+  // ones included. Reads only small keys: the index uses it to check its
+  // snapshots against the store at startup.
+  absl::Status ForEachEpisodeVersion(
+      const std::string& tenant, const std::string& space,
+      const std::function<void(uint64_t id, uint64_t version)>& visit);
+
   std::vector<ColumnFamilyStats> ColumnFamilies();
   // Compacts every column family, reporting (fraction, stage) after each.
   // CANCELLED when *cancel becomes true.

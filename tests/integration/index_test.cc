@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 
@@ -286,16 +288,81 @@ TEST_F(IndexTest, RebuildAndRestartKeepTheIndex) {
   ASSERT_TRUE(rebuilt.ok());
   EXPECT_EQ(rebuilt->hits(0).episode().id(), before->hits(0).episode().id());
 
+  // A clean restart loads the snapshots written at shutdown: nothing rebuilt.
   StopDaemon();
   StartDaemon();
   auto stats = client_->Stats();
   ASSERT_TRUE(stats.ok());
   ASSERT_EQ(stats->partitions_size(), 2);
   EXPECT_TRUE(stats->partitions(0).has_graph());
+  EXPECT_EQ(stats->index_load().partitions_from_snapshots(), 2u);
+  EXPECT_EQ(stats->index_load().vectors_from_snapshots(), static_cast<uint64_t>(kAgentA + kAgentB));
+  EXPECT_EQ(stats->index_load().vectors_read_from_store(), 0u);
+  EXPECT_EQ(stats->index_load().spaces_rebuilt(), 0u);
   auto restarted = client_->Search(search);
   ASSERT_TRUE(restarted.ok());
   EXPECT_EQ(restarted->route(), "index");
   EXPECT_EQ(restarted->hits(0).episode().id(), before->hits(0).episode().id());
+}
+
+TEST_F(IndexTest, SnapshotsAreCheckedAgainstTheStore) {
+  Populate();
+  StopDaemon();  // snapshots written
+  StartDaemon();
+  // Changes after the snapshot, then a crash: no new snapshot.
+  std::mt19937 rng(8);
+  v1::SearchRequest search = Query(rng, 3);
+  auto before = client_->Search(search);
+  ASSERT_TRUE(before.ok());
+  const uint64_t deleted = before->hits(0).episode().id();
+  v1::DeleteEpisodesRequest remove;
+  remove.set_space("mem");
+  remove.mutable_ids()->add_ids(deleted);
+  ASSERT_TRUE(client_->DeleteEpisodes(remove).ok());
+  const uint64_t updated = before->hits(1).episode().id();
+  v1::UpdateEpisodeRequest update;
+  update.set_space("mem");
+  update.set_id(updated);
+  std::vector<float> far(kDim, 0.0f);
+  far[0] = -1;
+  update.mutable_episode()->mutable_embedding()->Add(far.begin(), far.end());
+  update.add_update_mask("embedding");
+  ASSERT_TRUE(client_->UpdateEpisode(update).ok());
+  v1::PutEpisodesRequest put;
+  put.set_space("mem");
+  v1::Episode* added = put.add_episodes()->mutable_episode();
+  added->set_agent_id("a");
+  added->mutable_embedding()->CopyFrom(search.query());
+  auto put_result = client_->PutEpisodes(put);
+  ASSERT_TRUE(put_result.ok());
+  client_.reset();
+  daemon_->Kill9();
+  daemon_.reset();
+
+  // Corrupt agent b's snapshot too: it must be detected and not trusted.
+  for (const auto& tenant : std::filesystem::directory_iterator(dir_.Sub("data/index"))) {
+    for (const auto& space : std::filesystem::directory_iterator(tenant.path())) {
+      const auto file = space.path() / "62.eix";  // hex of "b"
+      ASSERT_TRUE(std::filesystem::exists(file));
+      std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(1000);
+      f.put('\x5a');
+    }
+  }
+  StartDaemon();
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->index_load().partitions_from_snapshots(), 1u) << "b's snapshot is corrupt";
+  EXPECT_EQ(stats->index_load().vectors_read_from_store(), static_cast<uint64_t>(kAgentB + 2))
+      << "b's episodes, the updated one and the new one";
+  auto after = client_->Search(search);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->hits(0).episode().id(), put_result->ids(0)) << "added after the snapshot";
+  for (const auto& hit : after->hits()) {
+    EXPECT_NE(hit.episode().id(), deleted);
+    EXPECT_NE(hit.episode().id(), updated) << "moved away after the snapshot";
+  }
+  EXPECT_GE(RecallAgainstExact([](v1::SearchRequest&) {}), 0.9);
 }
 
 }  // namespace
