@@ -117,13 +117,81 @@ class ResultHeap {
 
 }  // namespace
 
-VamanaGraph::VamanaGraph(const VamanaParams& params)
+VamanaGraph::VamanaGraph(const VamanaParams& params, bool navigation_layer)
     : params_(params),
       slack_degree_(params.max_degree + (params.max_degree * 3 + 9) / 10),
       slots_per_node_(slack_degree_ + 1),
       chunks_(new std::atomic<Chunk*>[kMaxChunks]),
       locks_(new std::mutex[kLockStripes]) {
   for (uint32_t i = 0; i < kMaxChunks; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+  if (navigation_layer) navigation_ = std::make_unique<VamanaGraph>(params, false);
+}
+
+// A point of the main graph seen from the navigation layer: layer ids are
+// translated to main ids before the distances are computed.
+class VamanaGraph::MappedPoint final : public GraphSpace::Point {
+ public:
+  MappedPoint(const VamanaGraph& graph, const GraphSpace::Point& point)
+      : graph_(graph), point_(point) {}
+  MappedPoint(const VamanaGraph& graph, std::unique_ptr<GraphSpace::Point> owned)
+      : graph_(graph), point_(*owned), owned_(std::move(owned)) {}
+  void Distances(const uint32_t* nodes, size_t count, float* out) const override {
+    thread_local std::vector<uint32_t> mapped;
+    mapped.resize(count);
+    for (size_t i = 0; i < count; ++i) mapped[i] = *graph_.navigation_nodes_.At(nodes[i]);
+    point_.Distances(mapped.data(), count, out);
+  }
+
+ private:
+  const VamanaGraph& graph_;
+  const GraphSpace::Point& point_;
+  std::unique_ptr<GraphSpace::Point> owned_;
+};
+
+class VamanaGraph::MappedSpace final : public GraphSpace {
+ public:
+  MappedSpace(const VamanaGraph& graph, const GraphSpace& space) : graph_(graph), space_(space) {}
+  std::unique_ptr<Point> NodePoint(uint32_t node) const override {
+    return std::make_unique<MappedPoint>(graph_,
+                                         space_.NodePoint(*graph_.navigation_nodes_.At(node)));
+  }
+
+ private:
+  const VamanaGraph& graph_;
+  const GraphSpace& space_;
+};
+
+bool VamanaGraph::InNavigationLayer(uint32_t node) {
+  return ((node * 0x9E3779B1u) >> 27) == 0;  // 1 in 32, spread over the ids
+}
+
+uint32_t VamanaGraph::navigation_size() const {
+  return navigation_ == nullptr ? 0 : navigation_->node_count();
+}
+
+void VamanaGraph::AddToNavigation(uint32_t node, const GraphSpace& space) {
+  if (navigation_ == nullptr || !InNavigationLayer(node)) return;
+  const uint32_t local = navigation_count_.fetch_add(1, std::memory_order_acq_rel);
+  {
+    std::lock_guard lock(navigation_mutex_);
+    navigation_nodes_.Reserve(local + 1);
+  }
+  *navigation_nodes_.At(local) = node;
+  navigation_->Reserve(local + 1);
+  navigation_->Insert(local, MappedSpace(*this, space));
+}
+
+void VamanaGraph::FindEntries(const GraphSpace::Point& query,
+                              std::vector<uint32_t>* entries) const {
+  if (navigation_ == nullptr || navigation_->entry_point() == kNoNode) return;
+  constexpr uint32_t kNavigationBeam = 32;
+  constexpr uint32_t kNavigationEntries = 4;
+  MappedPoint mapped(*this, query);
+  for (const Neighbor& found : navigation_->Search(
+           mapped, kNavigationBeam, kNavigationEntries,
+           [this](uint32_t local) { return !IsRemoved(*navigation_nodes_.At(local)); })) {
+    entries->push_back(*navigation_nodes_.At(found.node));
+  }
 }
 
 VamanaGraph::~VamanaGraph() {
@@ -194,7 +262,11 @@ void VamanaGraph::MarkRemovedForLoad(uint32_t node) {
 
 size_t VamanaGraph::memory_bytes() const {
   size_t chunks = capacity_.load(std::memory_order_acquire) >> kChunkShift;
-  return chunks * kChunkNodes * (slots_per_node_ * sizeof(uint32_t) + 1);
+  size_t bytes = chunks * kChunkNodes * (slots_per_node_ * sizeof(uint32_t) + 1);
+  if (navigation_ != nullptr) {
+    bytes += navigation_->memory_bytes() + navigation_nodes_.memory_bytes();
+  }
+  return bytes;
 }
 
 std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, uint32_t beam_width,
@@ -204,17 +276,21 @@ std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, ui
                                               SearchStats* stats) const {
   const uint32_t entry = entry_point();
   if (entry == kNoNode || count == 0) return {};
+  std::vector<uint32_t> starts = {entry};
+  FindEntries(query, &starts);  // before taking the visited table: it walks another graph
   VisitedTable& visited = VisitedTable::ForThisThread(node_count());
   Beam beam(std::max(beam_width, 1u));
   ResultHeap results(count);
   SearchStats local_stats;
 
-  float entry_distance;
-  query.Distances(&entry, 1, &entry_distance);
-  ++local_stats.distances;
-  visited.Visit(entry);
-  beam.Insert(entry, entry_distance);
-  if (!IsDeleted(entry) && accept(entry)) results.Push(entry, entry_distance);
+  std::vector<float> start_distances(starts.size());
+  query.Distances(starts.data(), starts.size(), start_distances.data());
+  local_stats.distances += starts.size();
+  for (size_t i = 0; i < starts.size(); ++i) {
+    if (!visited.Visit(starts[i])) continue;
+    beam.Insert(starts[i], start_distances[i]);
+    if (!IsDeleted(starts[i]) && accept(starts[i])) results.Push(starts[i], start_distances[i]);
+  }
 
   std::vector<uint32_t> fresh;
   std::vector<float> distances;
@@ -326,7 +402,10 @@ void VamanaGraph::AddEdge(uint32_t source, uint32_t target, const GraphSpace& sp
 
 void VamanaGraph::Insert(uint32_t node, const GraphSpace& space) {
   uint32_t no_entry = kNoNode;
-  if (entry_point_.compare_exchange_strong(no_entry, node, std::memory_order_acq_rel)) return;
+  if (entry_point_.compare_exchange_strong(no_entry, node, std::memory_order_acq_rel)) {
+    AddToNavigation(node, space);
+    return;
+  }
   std::unique_ptr<GraphSpace::Point> point = space.NodePoint(node);
   std::vector<Neighbor> expanded;
   BeamSearch(
@@ -337,13 +416,17 @@ void VamanaGraph::Insert(uint32_t node, const GraphSpace& space) {
     WriteNeighbors(node, neighbors);
   }
   for (uint32_t neighbor : neighbors) AddEdge(neighbor, node, space);
+  AddToNavigation(node, space);
 }
 
 void VamanaGraph::Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
                         const std::function<void(uint32_t)>& progress) {
   if (count == 0) return;
   Reserve(count);
-  if (entry_point() == kNoNode) SetEntryPoint(entry);
+  if (entry_point() == kNoNode) {
+    SetEntryPoint(entry);
+    AddToNavigation(entry, space);
+  }
   std::vector<uint32_t> order;
   order.reserve(count);
   for (uint32_t node = 0; node < count; ++node) {
@@ -509,6 +592,79 @@ uint32_t VamanaGraph::Consolidate(const GraphSpace& space) {
   }
   ConnectUnreachable(space);
   return going_count;
+}
+
+}  // namespace engram::index
+
+namespace engram::index {
+
+namespace {
+constexpr uint8_t kSavedDeleted = 1;
+constexpr uint8_t kSavedRemoved = 2;
+}  // namespace
+
+void VamanaGraph::Save(SnapshotWriter& out, uint32_t node_limit) const {
+  const uint32_t nodes = std::min(node_count(), node_limit);
+  out.Put(entry_point());
+  out.Put(nodes);
+  for (uint32_t node = 0; node < nodes; ++node) {
+    const uint8_t flags =
+        (IsDeleted(node) ? kSavedDeleted : 0) | (IsRemoved(node) ? kSavedRemoved : 0);
+    std::vector<uint32_t> neighbors = Neighbors(node);
+    out.Put(flags);
+    out.Put(static_cast<uint32_t>(neighbors.size()));
+    out.Write(neighbors.data(), neighbors.size() * sizeof(uint32_t));
+  }
+  const uint32_t layer = navigation_ == nullptr ? 0 : navigation_->node_count();
+  out.Put<uint8_t>(navigation_ != nullptr);
+  if (navigation_ == nullptr) return;
+  out.Put(layer);
+  for (uint32_t local = 0; local < layer; ++local) out.Put(*navigation_nodes_.At(local));
+  navigation_->Save(out, layer);
+}
+
+std::unique_ptr<VamanaGraph> VamanaGraph::Load(SnapshotReader& in, const VamanaParams& params,
+                                               uint32_t node_limit, bool navigation_layer) {
+  auto graph = std::make_unique<VamanaGraph>(params, navigation_layer);
+  uint32_t entry = 0, nodes = 0;
+  if (!in.Get(&entry) || !in.Get(&nodes) || nodes > node_limit ||
+      (entry >= nodes && entry != kNoNode)) {
+    return nullptr;
+  }
+  graph->Reserve(nodes);
+  std::vector<uint32_t> neighbors;
+  for (uint32_t node = 0; node < nodes; ++node) {
+    uint8_t flags = 0;
+    uint32_t degree = 0;
+    if (!in.Get(&flags) || !in.Get(&degree) || degree > graph->slack_degree()) return nullptr;
+    neighbors.resize(degree);
+    if (!in.Read(neighbors.data(), degree * sizeof(uint32_t))) return nullptr;
+    for (uint32_t neighbor : neighbors) {
+      if (neighbor >= nodes) return nullptr;
+    }
+    graph->WriteNeighbors(node, neighbors);
+    if (flags & kSavedRemoved) {
+      graph->MarkRemovedForLoad(node);
+    } else if (flags & kSavedDeleted) {
+      graph->MarkDeleted(node);
+    }
+  }
+  graph->SetEntryPoint(entry);
+  uint8_t has_layer = 0;
+  if (!in.Get(&has_layer) || (has_layer != 0) != navigation_layer) return nullptr;
+  if (!has_layer) return graph;
+  uint32_t layer = 0;
+  if (!in.Get(&layer) || layer > nodes) return nullptr;
+  graph->navigation_nodes_.Reserve(layer);
+  for (uint32_t local = 0; local < layer; ++local) {
+    uint32_t node = 0;
+    if (!in.Get(&node) || node >= nodes) return nullptr;
+    *graph->navigation_nodes_.At(local) = node;
+  }
+  graph->navigation_count_.store(layer, std::memory_order_release);
+  graph->navigation_ = Load(in, params, layer, false);
+  if (graph->navigation_ == nullptr) return nullptr;
+  return graph;
 }
 
 }  // namespace engram::index

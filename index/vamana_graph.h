@@ -9,6 +9,15 @@
 // graph_space.h), so the same code builds binary-code and INT8 graphs. Node
 // ids are dense and chosen by the caller (0, 1, 2, ...).
 //
+// Navigation layer: every 32nd node (chosen by a hash of its id) is also a
+// node of a second, sparser Vamana graph. A search first walks that graph
+// (beam 32) and starts the main beam from the few closest nodes it finds as
+// well as from the entry point. On clustered data, pruning keeps almost
+// only a node's own cluster among its R edges, so clusters become islands
+// that a walk from one entry point cannot leave; in the sparse layer a
+// cluster has R/32 as many members, so edges between clusters survive (the
+// idea of HNSW's upper layers, with one extra layer).
+//
 // Thread safety: Search, Insert, MarkDeleted and Consolidate may all run
 // concurrently. Searches take no lock: each edge slot is an atomic, and a
 // reader that races with a rewrite of a neighbour list sees a mix of old and
@@ -29,7 +38,9 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "index/chunked_array.h"
 #include "index/graph_space.h"
+#include "index/snapshot_file.h"
 
 namespace engram::index {
 
@@ -57,7 +68,9 @@ class VamanaGraph {
  public:
   static constexpr uint32_t kNoNode = UINT32_MAX;
 
-  explicit VamanaGraph(const VamanaParams& params);
+  // `navigation_layer`: keep the sparse layer described above (the layer's
+  // own graph has none).
+  explicit VamanaGraph(const VamanaParams& params, bool navigation_layer = true);
   ~VamanaGraph();
   VamanaGraph(const VamanaGraph&) = delete;
   VamanaGraph& operator=(const VamanaGraph&) = delete;
@@ -130,8 +143,18 @@ class VamanaGraph {
   bool IsRemoved(uint32_t node) const;
   void MarkRemovedForLoad(uint32_t node);
 
-  // Bytes held by the edge lists.
+  // Bytes held by the edge lists (both layers).
   size_t memory_bytes() const;
+
+  // Nodes in the navigation layer.
+  uint32_t navigation_size() const;
+
+  // Writes the graph (edges, flags, entry point, navigation layer) for nodes
+  // below `node_limit`. Load reads it back; false when the data is not
+  // consistent (edges out of range, degrees above the slack degree).
+  void Save(SnapshotWriter& out, uint32_t node_limit) const;
+  static std::unique_ptr<VamanaGraph> Load(SnapshotReader& in, const VamanaParams& params,
+                                           uint32_t node_limit, bool navigation_layer = true);
 
   // RobustPrune: from `candidates` (distances to `node`), chooses at most R
   // neighbours for `node`. Exposed for tests.
@@ -155,6 +178,13 @@ class VamanaGraph {
 
   // The beam search shared by Search and Insert. Fills `expanded` (when not
   // null) with every node expanded, for use as prune candidates.
+  class MappedPoint;
+  class MappedSpace;
+  static bool InNavigationLayer(uint32_t node);
+  void AddToNavigation(uint32_t node, const GraphSpace& space);
+  // The closest few navigation nodes to `query` (main-graph ids).
+  void FindEntries(const GraphSpace::Point& query, std::vector<uint32_t>* entries) const;
+
   std::vector<Neighbor> BeamSearch(const GraphSpace::Point& query, uint32_t beam_width,
                                    uint32_t count, absl::FunctionRef<bool(uint32_t)> accept,
                                    std::vector<Neighbor>* expanded, SearchStats* stats) const;
@@ -173,6 +203,13 @@ class VamanaGraph {
   std::atomic<uint32_t> deleted_count_{0};
   mutable std::unique_ptr<std::mutex[]> locks_;
   std::mutex consolidate_mutex_;
+
+  // The navigation layer (null in a layer's own graph): its node i is main
+  // node navigation_nodes_[i]; ids below navigation_count_ are handed out.
+  std::unique_ptr<VamanaGraph> navigation_;
+  ChunkedArray<uint32_t> navigation_nodes_{1};
+  std::atomic<uint32_t> navigation_count_{0};
+  std::mutex navigation_mutex_;  // grows navigation_nodes_
 };
 
 }  // namespace engram::index

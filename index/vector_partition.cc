@@ -24,9 +24,6 @@ const char* FirstStageName(FirstStage stage) {
 
 namespace {
 
-// Partitions this small with a graph still decide their first stage on the
-// whole graph; larger ones decide on a graph over their first this many.
-constexpr uint32_t kStageDecisionNodes = 50000;
 constexpr uint32_t kRecallAt = 10;
 
 void Prefetch(const void* address) { __builtin_prefetch(address, 0, 3); }
@@ -320,11 +317,11 @@ void VectorPartition::Recalibrate(const Structure& current,
   const uint32_t count = node_count_.load(std::memory_order_relaxed);
   auto updated = std::make_shared<Structure>(current);
   const bool binary = current.first_stage == FirstStage::kBinary;
-  const bool reached =
+  updated->reached_target =
       Calibrate(*updated, count, ComputeSampleTruth(count, options_.recall_sample),
                 binary ? std::min(kMaxBeamWidth, options_.default_beam_width * 4) : kMaxBeamWidth);
   updated->calibrated_nodes = count;
-  if (!reached && binary && options_.force_first_stage == FirstStage::kExact) {
+  if (!updated->reached_target && binary && options_.force_first_stage == FirstStage::kExact) {
     // Binary codes stopped reaching the target as the partition grew: build
     // again, which tries binary codes and falls back to INT8 space.
     BuildGraph(progress);
@@ -400,34 +397,44 @@ std::unique_ptr<VamanaGraph> VectorPartition::BuildGraphIn(
 void VectorPartition::BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   const uint32_t count = node_count_.load(std::memory_order_relaxed);
-  auto built = std::make_shared<Structure>();
   auto report = [&](uint32_t done) {
     if (progress) progress(done, count);
   };
-  const uint32_t max_beam = std::min(kMaxBeamWidth, options_.default_beam_width * 4);
+  const uint32_t binary_max_beam = std::min(kMaxBeamWidth, options_.default_beam_width * 4);
+  const SampleTruth truth = ComputeSampleTruth(count, options_.recall_sample);
+  const bool decide = options_.force_first_stage == FirstStage::kExact;
 
+  // Binary codes are tried first when they can work at all: an exhaustive
+  // scan of every code, keeping as many candidates as the widest beam allowed,
+  // must reach the target. (Codes that cannot tell close vectors apart, as in
+  // a dense cluster, fail here, whatever the graph.)
   FirstStage stage = options_.force_first_stage;
-  if (stage == FirstStage::kExact) {
-    // Try binary codes: on a graph over the first kStageDecisionNodes of a
-    // large partition, on the whole graph otherwise (kept if good enough).
-    // Binary codes pass when some beam width up to 4x the default reaches
-    // the target recall on the sample.
-    const uint32_t trial_count = std::min(count, kStageDecisionNodes);
-    Structure trial;
-    trial.first_stage = FirstStage::kBinary;
-    trial.graph = BuildGraphIn(FirstStage::kBinary, trial_count,
-                               trial_count == count ? std::function<void(uint32_t)>(report)
-                                                    : std::function<void(uint32_t)>());
-    SampleTruth trial_truth = ComputeSampleTruth(trial_count, options_.recall_sample);
-    const bool binary_passes = Calibrate(trial, trial_count, trial_truth, max_beam);
-    built->binary_sample_recall = trial.sample_recall;
-    stage = binary_passes ? FirstStage::kBinary : FirstStage::kInt8;
-    if (binary_passes && trial_count == count) built->graph = trial.graph;
+  float binary_recall = -1;
+  if (decide) {
+    Structure scan;
+    scan.first_stage = FirstStage::kBinary;
+    binary_recall = SampleRecall(scan, count, truth, binary_max_beam);
+    stage = binary_recall >= options_.target_recall ? FirstStage::kBinary : FirstStage::kInt8;
   }
-  built->first_stage = stage;
-  if (built->graph == nullptr) built->graph = BuildGraphIn(stage, count, report);
-  Calibrate(*built, count, ComputeSampleTruth(count, options_.recall_sample),
-            stage == FirstStage::kInt8 ? kMaxBeamWidth : max_beam);
+  auto build = [&](FirstStage in) {
+    auto structure = std::make_shared<Structure>();
+    structure->first_stage = in;
+    structure->graph = BuildGraphIn(in, count, report);
+    structure->reached_target = Calibrate(
+        *structure, count, truth, in == FirstStage::kBinary ? binary_max_beam : kMaxBeamWidth);
+    return structure;
+  };
+  std::shared_ptr<Structure> built = build(stage);
+  if (decide && stage == FirstStage::kBinary) {
+    binary_recall = built->sample_recall;
+    if (!built->reached_target) {
+      // The codes were good but the graph over them is not (binary topology
+      // fails on Euclidean-native data such as SIFT): INT8 space instead.
+      std::shared_ptr<Structure> int8 = build(FirstStage::kInt8);
+      if (int8->reached_target || int8->sample_recall > built->sample_recall) built = int8;
+    }
+  }
+  built->binary_sample_recall = binary_recall;
   built->calibrated_nodes = count;
   built->build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -461,7 +468,9 @@ std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint
     beam_width = structure.default_beam_width != 0 ? structure.default_beam_width
                                                    : options_.default_beam_width;
   }
-  if (rerank == 0) rerank = std::max(40u, options_.default_rerank_factor * k);
+  if (rerank == 0) {
+    rerank = std::max({40u, options_.default_rerank_factor * k, beam_width / 2});
+  }
   rerank = std::max(rerank, k);
   beam_width = std::max(beam_width, rerank);
 

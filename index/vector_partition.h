@@ -61,10 +61,11 @@ struct PartitionOptions {
   // and keeps the first that does. Default: 64
   uint32_t default_beam_width = 64;
   // Candidates scored with exact float distances when the search does not
-  // say: this many times k, and at least 40. In binary mode the beam is first
-  // narrowed to them with INT8 distances. Float scoring is cheap next to the
-  // graph walk, and a deep rerank is what recovers near-ties that 2-bit
-  // codes cannot order. Default: 4
+  // say: this many times k, at least 40, and at least half the beam width
+  // (so calibrating L also deepens the rerank). In binary mode the beam is
+  // first narrowed to them with INT8 distances. Float scoring is cheap next
+  // to the graph walk, and a deep rerank is what recovers near-ties that
+  // quantized codes cannot order. Default: 4
   uint32_t default_rerank_factor = 4;
   // Sample recall@10 the graph must reach. Binary codes that cannot reach it
   // with a beam width up to 4x default_beam_width make the partition build
@@ -107,8 +108,11 @@ struct PartitionStats {
   bool has_graph = false;
   uint32_t default_beam_width = 0;  // calibrated L
   float sample_recall = -1;         // recall@10 at that L (-1: never measured)
-  float binary_sample_recall = -1;  // what binary codes reached when tried
-  size_t code_bytes = 0;            // binary + INT8 codes
+  // What binary codes reached when tried: the calibrated binary graph's
+  // sample recall, or, when codes were rejected before building, that of an
+  // exhaustive scan of the codes at 4x the default beam width (-1: not tried).
+  float binary_sample_recall = -1;
+  size_t code_bytes = 0;  // binary + INT8 codes
   size_t graph_bytes = 0;
   size_t float_bytes = 0;
   double last_build_seconds = 0;
@@ -185,6 +189,7 @@ class VectorPartition {
     // reached the target recall on the sample (or the default, before a graph).
     uint32_t default_beam_width = 0;
     float sample_recall = -1;
+    bool reached_target = false;  // sample_recall >= target_recall
     float binary_sample_recall = -1;
     double build_seconds = 0;
     // Vectors when the calibration was measured; the partition measures again

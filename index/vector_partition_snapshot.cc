@@ -18,8 +18,6 @@ namespace {
 
 constexpr uint64_t kMagic = 0x50564d4152474e45ull;  // "ENGRAMVP"
 constexpr uint32_t kFormatVersion = 1;
-constexpr uint8_t kGraphDeleted = 1;
-constexpr uint8_t kGraphRemoved = 2;
 
 // Calls `run(first_node, count)` for consecutive nodes below `node_count`
 // that share a chunk (so their data is contiguous).
@@ -85,19 +83,7 @@ absl::Status VectorPartition::Save(const std::string& path) const {
   out.Put(current->calibrated_nodes);
   const VamanaGraph* graph = current->graph.get();
   out.Put<uint8_t>(graph != nullptr);
-  if (graph != nullptr) {
-    const uint32_t graph_nodes = std::min(graph->node_count(), count);
-    out.Put(graph->entry_point());
-    out.Put(graph_nodes);
-    for (uint32_t node = 0; node < graph_nodes; ++node) {
-      const uint8_t flags = (graph->IsDeleted(node) ? kGraphDeleted : 0) |
-                            (graph->IsRemoved(node) ? kGraphRemoved : 0);
-      std::vector<uint32_t> neighbors = graph->Neighbors(node);
-      out.Put(flags);
-      out.Put(static_cast<uint32_t>(neighbors.size()));
-      out.Write(neighbors.data(), neighbors.size() * sizeof(uint32_t));
-    }
-  }
+  if (graph != nullptr) graph->Save(out, count);
   return out.Commit();
 }
 
@@ -192,36 +178,11 @@ absl::StatusOr<std::unique_ptr<VectorPartition>> VectorPartition::Load(
     return corrupt("inconsistent structure");
   }
   structure->first_stage = static_cast<FirstStage>(stage);
+  structure->reached_target = structure->sample_recall >= options.target_recall;
   if (has_graph) {
     if (structure->first_stage == FirstStage::kExact) return corrupt("graph without codes");
-    auto graph = std::make_shared<VamanaGraph>(options.graph);
-    uint32_t entry = 0, graph_nodes = 0;
-    if (!in.Get(&entry) || !in.Get(&graph_nodes) || graph_nodes > count ||
-        (entry >= graph_nodes && entry != VamanaGraph::kNoNode)) {
-      return corrupt("inconsistent graph header");
-    }
-    graph->Reserve(graph_nodes);
-    std::vector<uint32_t> neighbors;
-    for (uint32_t node = 0; node < graph_nodes; ++node) {
-      uint8_t flags = 0;
-      uint32_t degree = 0;
-      if (!in.Get(&flags) || !in.Get(&degree) || degree > graph->slack_degree()) {
-        return corrupt("inconsistent graph node");
-      }
-      neighbors.resize(degree);
-      if (!in.Read(neighbors.data(), degree * sizeof(uint32_t))) return corrupt("truncated graph");
-      for (uint32_t neighbor : neighbors) {
-        if (neighbor >= graph_nodes) return corrupt("graph edge out of range");
-      }
-      graph->SetNeighbors(node, neighbors);
-      if (flags & kGraphRemoved) {
-        graph->MarkRemovedForLoad(node);
-      } else if (flags & kGraphDeleted) {
-        graph->MarkDeleted(node);
-      }
-    }
-    graph->SetEntryPoint(entry);
-    structure->graph = std::move(graph);
+    structure->graph = VamanaGraph::Load(in, options.graph, count);
+    if (structure->graph == nullptr) return corrupt("inconsistent graph");
   }
   if (absl::Status finished = in.Finish(); !finished.ok()) return finished;
 
