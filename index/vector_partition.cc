@@ -663,7 +663,9 @@ PartitionStats VectorPartition::Stats() const {
   stats.default_beam_width =
       current->default_beam_width != 0 ? current->default_beam_width : options_.default_beam_width;
   stats.binary_sample_recall = current->binary_sample_recall;
-  stats.code_bytes = binary_.memory_bytes() + int8_.memory_bytes();
+  stats.binary_code_bytes = binary_.memory_bytes();
+  stats.int8_code_bytes = int8_.memory_bytes();
+  stats.code_bytes = stats.binary_code_bytes + stats.int8_code_bytes;
   stats.graph_bytes = current->graph != nullptr ? current->graph->memory_bytes() : 0;
   stats.float_bytes = vectors_.memory_bytes();
   stats.last_build_seconds = current->build_seconds;

@@ -113,6 +113,8 @@ struct PartitionStats {
   // exhaustive scan of the codes at 4x the default beam width (-1: not tried).
   float binary_sample_recall = -1;
   size_t code_bytes = 0;  // binary + INT8 codes
+  size_t binary_code_bytes = 0;
+  size_t int8_code_bytes = 0;
   size_t graph_bytes = 0;
   size_t float_bytes = 0;
   double last_build_seconds = 0;

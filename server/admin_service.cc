@@ -159,6 +159,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     response->set_sync_writes(config_.store.sync_writes);
     response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
     response->set_version(kVersion);
+    index_->Flush();  // report every acknowledged write
     for (const PartitionReport& report : index_->Stats(kDefaultTenant)) {
       PartitionToProto(report, response->add_partitions());
     }

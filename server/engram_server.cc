@@ -75,6 +75,7 @@ absl::Status EngramServer::Shutdown() {
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
   pool_.reset();
+  index_->Flush();
   absl::Status snapshotted = index_->SaveSnapshots();
   if (!snapshotted.ok()) {
     spdlog::error("event=index_snapshot_failed error=\"{}\"", snapshotted.ToString());

@@ -78,6 +78,19 @@ struct EpisodeIndex::SpaceIndex {
   // Per agent: the partition's change_count() when its snapshot was written.
   absl::flat_hash_map<std::string, uint64_t> saved_changes ABSL_GUARDED_BY(mutex);
 
+  // Acknowledged writes not yet in a partition: queued for the indexer, or
+  // being added by it. Searches score them exactly, so a write is found as
+  // soon as it is acknowledged.
+  struct Pending {
+    uint64_t id;
+    uint64_t version;
+    std::string agent_id;
+    std::vector<float> vector;
+    FilterAttributes attributes;
+  };
+  std::vector<Pending> queued ABSL_GUARDED_BY(mutex);
+  std::vector<Pending> applying ABSL_GUARDED_BY(mutex);
+
   std::vector<std::shared_ptr<index::VectorPartition>> Partitions(const std::string& agent) const
       ABSL_LOCKS_EXCLUDED(mutex) {
     absl::ReaderMutexLock lock(&mutex);
@@ -123,8 +136,27 @@ struct EpisodeIndex::SpaceIndex {
     if (rebuild_log != nullptr) rebuild_log->push_back(episode.id);
   }
 
+  std::shared_ptr<index::VectorPartition> PartitionFor(const std::string& agent,
+                                                       const index::PartitionOptions& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+    std::shared_ptr<index::VectorPartition>& partition = partitions[agent];
+    if (partition == nullptr) {
+      absl::StatusOr<std::unique_ptr<index::VectorPartition>> created =
+          index::VectorPartition::Create(options);
+      if (!created.ok()) {
+        spdlog::error("event=index_partition_failed space={} agent={} error=\"{}\"", info.name,
+                      agent, created.status().ToString());
+        partitions.erase(agent);
+        return nullptr;
+      }
+      partition = *std::move(created);
+    }
+    return partition;
+  }
+
   void RemoveLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
     removed.insert(id);
+    std::erase_if(queued, [id](const Pending& p) { return p.id == id; });
     auto existing = entries.find(id);
     if (existing != entries.end()) {
       existing->second.partition->Remove(id);
@@ -146,6 +178,11 @@ EpisodeIndex::~EpisodeIndex() {
     stopping_ = true;
   }
   if (snapshot_thread_.joinable()) snapshot_thread_.join();
+  {
+    absl::MutexLock lock(&work_mutex_);
+    stopping_indexer_ = true;
+  }
+  if (indexer_.joinable()) indexer_.join();
 }
 
 std::string EpisodeIndex::SpaceSnapshotDir(const std::string& tenant, const SpaceInfo& info) const {
@@ -282,15 +319,126 @@ std::shared_ptr<EpisodeIndex::SpaceIndex> EpisodeIndex::GetOrCreateSpace(const s
 
 void EpisodeIndex::Upsert(const std::string& tenant, const SpaceInfo& info,
                           const std::vector<Episode>& episodes) {
-  const index::PartitionOptions options = PartitionOptionsFor(info);
   for (;;) {
     std::shared_ptr<SpaceIndex> space = GetOrCreateSpace(tenant, info);
     if (space->info.created_at_us != info.created_at_us) return;  // for a deleted space
     absl::MutexLock lock(&space->mutex);
+    // Backpressure: writers wait while the indexer is this far behind.
+    SpaceIndex* raw = space.get();
+    auto has_room = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mutex) {
+      return raw->queued.size() < kMaxQueued || raw->retired;
+    };
+    space->mutex.Await(absl::Condition(&has_room));
     if (space->retired) continue;
-    for (const Episode& episode : episodes) space->UpsertLocked(episode, options);
-    return;
+    for (const Episode& episode : episodes) {
+      if (space->removed.contains(episode.id)) continue;
+      space->queued.push_back({episode.id, episode.version, episode.agent_id, episode.embedding,
+                               AttributesOf(episode)});
+      if (space->rebuild_log != nullptr) space->rebuild_log->push_back(episode.id);
+    }
+    break;
   }
+  absl::MutexLock lock(&work_mutex_);
+  ++work_generation_;
+}
+
+void EpisodeIndex::IndexLoop() {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      absl::MutexLock lock(&work_mutex_);
+      auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mutex_) {
+        return stopping_indexer_ || work_generation_ != seen;
+      };
+      work_mutex_.Await(absl::Condition(&ready));
+      if (stopping_indexer_ && work_generation_ == seen) return;
+      seen = work_generation_;
+    }
+    std::vector<std::shared_ptr<SpaceIndex>> spaces;
+    {
+      absl::ReaderMutexLock lock(&spaces_mutex_);
+      for (const auto& [key, space] : spaces_) spaces.push_back(space);
+    }
+    for (const auto& space : spaces) {
+      while (DrainQueue(*space)) {
+      }
+    }
+    absl::MutexLock lock(&work_mutex_);
+    drained_generation_ = seen;
+  }
+}
+
+bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
+  const index::PartitionOptions options = PartitionOptionsFor(space.info);
+  struct Batch {
+    std::shared_ptr<index::VectorPartition> partition;
+    std::vector<uint64_t> ids, versions;
+    std::vector<float> vectors;
+    std::vector<uint8_t> attributes;
+  };
+  absl::flat_hash_map<std::string, Batch> batches;
+  {
+    absl::MutexLock lock(&space.mutex);
+    if (space.queued.empty()) return false;
+    space.applying = std::move(space.queued);
+    space.queued.clear();
+    // The newest version of each id wins; older vectors leave the partitions.
+    absl::flat_hash_map<uint64_t, size_t> newest;
+    for (size_t i = 0; i < space.applying.size(); ++i) {
+      auto [at, inserted] = newest.try_emplace(space.applying[i].id, i);
+      if (!inserted && space.applying[at->second].version < space.applying[i].version) {
+        at->second = i;
+      }
+    }
+    for (const auto& [id, i] : newest) {
+      const SpaceIndex::Pending& item = space.applying[i];
+      auto existing = space.entries.find(id);
+      if (existing != space.entries.end()) {
+        if (existing->second.version >= item.version) continue;
+        existing->second.partition->Remove(id);
+        space.entries.erase(existing);
+      }
+      Batch& batch = batches[item.agent_id];
+      if (batch.partition == nullptr) batch.partition = space.PartitionFor(item.agent_id, options);
+      if (batch.partition == nullptr) continue;
+      batch.ids.push_back(id);
+      batch.versions.push_back(item.version);
+      batch.vectors.insert(batch.vectors.end(), item.vector.begin(), item.vector.end());
+      const std::span<const uint8_t> bytes = AsBytes(item.attributes);
+      batch.attributes.insert(batch.attributes.end(), bytes.begin(), bytes.end());
+    }
+  }
+  // Graph inserts run without the space's lock: searches and new writes go
+  // on (the partition serialises its own writers).
+  for (auto& [agent, batch] : batches) {
+    absl::Status added = batch.partition->AddBatch(batch.ids, batch.vectors, batch.attributes);
+    if (!added.ok()) {
+      spdlog::error("event=index_add_failed space={} agent={} error=\"{}\"", space.info.name, agent,
+                    added.ToString());
+      batch.ids.clear();
+    }
+  }
+  absl::MutexLock lock(&space.mutex);
+  for (auto& [agent, batch] : batches) {
+    for (size_t i = 0; i < batch.ids.size(); ++i) {
+      if (space.removed.contains(batch.ids[i])) {  // deleted while being added
+        batch.partition->Remove(batch.ids[i]);
+        continue;
+      }
+      space.entries[batch.ids[i]] = {batch.partition.get(), batch.versions[i]};
+    }
+  }
+  space.applying.clear();
+  return true;
+}
+
+void EpisodeIndex::Flush() {
+  absl::MutexLock lock(&work_mutex_);
+  const uint64_t target = work_generation_;
+  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mutex_) {
+    return drained_generation_ >= target || !indexer_.joinable();
+  };
+  work_mutex_.Await(absl::Condition(&done));
 }
 
 void EpisodeIndex::Remove(const std::string& tenant, const std::string& space_name,
@@ -470,6 +618,7 @@ absl::Status EpisodeIndex::Load() {
       "vectors_read_from_store={} spaces_rebuilt={}",
       last_load_.spaces, last_load_.partitions_from_snapshots, last_load_.vectors_from_snapshots,
       last_load_.vectors_read_from_store, last_load_.spaces_rebuilt);
+  indexer_ = std::thread([this] { IndexLoop(); });
   if (config_.snapshot_interval_s > 0) snapshot_thread_ = std::thread([this] { SnapshotLoop(); });
   return absl::OkStatus();
 }
@@ -478,6 +627,7 @@ absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string&
                                    const std::function<void(uint64_t, uint64_t)>& progress) {
   absl::StatusOr<SpaceInfo> info = store_->GetSpace(tenant, space_name);
   if (!info.ok()) return info.status();
+  Flush();
   std::shared_ptr<SpaceIndex> old = GetOrCreateSpace(tenant, *info);
   std::vector<uint64_t> changed;
   {
@@ -499,6 +649,8 @@ absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string&
   {
     absl::MutexLock lock(&fresh->mutex);
     fresh->removed = old->removed;
+    fresh->queued = std::move(old->queued);  // the indexer adds them to the new partitions
+    old->queued.clear();
     for (uint64_t id : changed) {
       absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
       if (episode.ok()) {
@@ -546,14 +698,13 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
   result.route = "index";
   std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
   if (space == nullptr || space->info.created_at_us != info->created_at_us) return result;
-  const std::vector<std::shared_ptr<index::VectorPartition>> partitions =
-      space->Partitions(request.filter.agent_id);
 
   const EpisodeFilter& filter = request.filter;
   const int64_t now_us = NowMicros();
   const uint64_t session_hash = StableHash(filter.session_id);
   std::vector<uint64_t> kind_hashes;
   for (const std::string& kind : filter.kinds) kind_hashes.push_back(StableHash(kind));
+  const index::ExactScorer scorer(info->metric, request.query);
   const index::AcceptFunction accept = [&](uint64_t, const uint8_t* bytes) {
     FilterAttributes a;
     std::memcpy(&a, bytes, sizeof(a));
@@ -574,7 +725,20 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
   uint32_t asked = request.k;
   for (;;) {
     index::TopK<uint64_t> merged(asked);
-    for (const auto& partition : partitions) {
+    {
+      // Writes the indexer has not added yet, scored exactly. Read before the
+      // partitions: a write moves from here into a partition, never back.
+      absl::ReaderMutexLock lock(&space->mutex);
+      for (const auto* list : {&space->queued, &space->applying}) {
+        for (const SpaceIndex::Pending& item : *list) {
+          if (!filter.agent_id.empty() && item.agent_id != filter.agent_id) continue;
+          if (!accept(item.id, reinterpret_cast<const uint8_t*>(&item.attributes))) continue;
+          merged.Push(scorer.Score(item.vector), item.id);
+        }
+      }
+    }
+    // Listed after the queue: a partition created meanwhile holds what left it.
+    for (const auto& partition : space->Partitions(request.filter.agent_id)) {
       absl::StatusOr<std::vector<index::ScoredId>> found =
           partition->Search({.query = request.query,
                              .k = asked,
@@ -589,7 +753,9 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
     std::vector<std::pair<float, uint64_t>> proposed = merged.TakeSorted();
     result.candidates += proposed.size();
     result.hits.clear();
+    absl::flat_hash_set<uint64_t> returned;  // an id being indexed can be found twice
     for (const auto& [score, id] : proposed) {
+      if (!returned.insert(id).second) continue;
       absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
       if (absl::IsNotFound(episode.status())) continue;  // deleted since
       if (!episode.ok()) return episode.status();

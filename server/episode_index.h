@@ -87,8 +87,11 @@ class EpisodeIndex {
   // and removes snapshot files nothing uses any more.
   absl::Status SaveSnapshots() ABSL_LOCKS_EXCLUDED(save_mutex_, spaces_mutex_);
 
-  // After the store acknowledged these writes: index the episodes (a new
-  // version of an id replaces the old one's vector).
+  // After the store acknowledged these writes: queue the episodes for the
+  // index (a new version of an id replaces the old one's vector). They are
+  // searchable at once (queued vectors are scored exactly); a background
+  // indexer adds them to the graphs. Blocks while a space has kMaxQueued
+  // writes waiting.
   void Upsert(const std::string& tenant, const SpaceInfo& space,
               const std::vector<Episode>& episodes) ABSL_LOCKS_EXCLUDED(spaces_mutex_);
   void Remove(const std::string& tenant, const std::string& space, const std::vector<uint64_t>& ids)
@@ -102,6 +105,9 @@ class EpisodeIndex {
   // DEADLINE_EXCEEDED when the deadline passes.
   absl::StatusOr<IndexSearchResult> Search(const std::string& tenant, const std::string& space,
                                            const IndexSearchRequest& request);
+
+  // Waits until every write queued before the call is in a partition.
+  void Flush() ABSL_LOCKS_EXCLUDED(work_mutex_);
 
   // Rebuilds a space's partitions from the store (new graphs, fresh INT8
   // ranges, recalibrated), then swaps them in; writes made meanwhile are
@@ -142,6 +148,13 @@ class EpisodeIndex {
                                                         const SpaceInfo& info);
   std::string SpaceSnapshotDir(const std::string& tenant, const SpaceInfo& info) const;
   void SnapshotLoop();
+  void IndexLoop();
+  // Adds one batch of a space's queued writes to its partitions; false when
+  // nothing was queued.
+  bool DrainQueue(SpaceIndex& space);
+
+  // Writes waiting per space before Upsert blocks.
+  static constexpr size_t kMaxQueued = 16384;
 
   const IndexConfig config_;
   storage::EpisodeStore* const store_;
@@ -155,6 +168,14 @@ class EpisodeIndex {
   absl::Mutex stop_mutex_;
   bool stopping_ ABSL_GUARDED_BY(stop_mutex_) = false;
   std::thread snapshot_thread_;
+
+  // The indexer: Upsert bumps work_generation_; the indexer drains every
+  // space and records the generation it has drained.
+  absl::Mutex work_mutex_;
+  uint64_t work_generation_ ABSL_GUARDED_BY(work_mutex_) = 0;
+  uint64_t drained_generation_ ABSL_GUARDED_BY(work_mutex_) = 0;
+  bool stopping_indexer_ ABSL_GUARDED_BY(work_mutex_) = false;
+  std::thread indexer_;
 
   mutable absl::Mutex spaces_mutex_;
   // Keyed by tenant + '\0' + space.

@@ -445,15 +445,14 @@ int main(int argc, char** argv) {
           "build %.1f s\n",
           engram::index::FirstStageName(stats.first_stage), stats.default_beam_width,
           stats.sample_recall, stats.binary_sample_recall, build_s);
-      // Hot: what graph traversal touches (graph + first-stage codes). The
-      // INT8 codes of the binary mode are read only for the beam, like the
-      // floats, and are reported with them.
+      // Hot: what graph traversal touches (graph with its navigation layer
+      // and edge slack, first-stage codes), as the partition accounts it.
+      // The INT8 codes of the binary mode are read only for the beam, like
+      // the floats, and are reported with them.
       const bool binary = stats.first_stage == engram::index::FirstStage::kBinary;
-      const size_t binary_bytes = base.rows * ((dim + 255) / 256) * 64;
-      const size_t int8_bytes = base.rows * dim;
-      const size_t graph_bytes = base.rows * (o.max_degree + 1) * sizeof(uint32_t);
-      const size_t hot = graph_bytes + (binary ? binary_bytes : int8_bytes);
-      const size_t warm = float_bytes + (binary ? int8_bytes : 0);
+      const size_t hot =
+          stats.graph_bytes + (binary ? stats.binary_code_bytes : stats.int8_code_bytes);
+      const size_t warm = stats.float_bytes + (binary ? stats.int8_code_bytes : 0);
       if (!o.snapshot_path.empty()) {
         auto save_start = Clock::now();
         absl::Status saved = (*partition)->Save(o.snapshot_path);

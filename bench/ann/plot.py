@@ -43,12 +43,12 @@ def main():
         script = "\n".join([
             "set terminal pngcairo size 900,600",
             f"set output '{out}'",
-            f"set title '{title}, {args.threads} thread(s), one query per call'",
-            "set xlabel 'Recall@10'",
+            f"set title '{title}, {args.threads} thread(s), one query per call' noenhanced",
+            "set xlabel 'Recall@10' noenhanced",
             "set ylabel 'queries per second'",
             "set logscale y",
             "set grid",
-            "set key bottom left",
+            "set key bottom left noenhanced",
             "plot " + ", ".join(plots),
         ])
         subprocess.run(["gnuplot"], input=script, text=True, check=True)

@@ -183,7 +183,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Exact search over a fixed number of episodes.
+  // Search over a fixed number of episodes: through the index ("search")
+  // and by the exact route ("search_exact", every episode scored).
   for (int loaded = 0; loaded < search_episodes;) {
     int batch = std::min(256, search_episodes - loaded);
     if (auto s = c.PutEpisodes(MakeBatch(rng, search_space, batch, dimension, agents)); !s.ok()) {
@@ -201,18 +202,21 @@ int main(int argc, char** argv) {
     query.mutable_query()->Add(v.begin(), v.end());
     queries.push_back(query);
   }
-  for (int concurrency : search_concurrency) {
-    std::atomic<uint64_t> next{0};
-    results.push_back(RunClosedLoop("search_exact", concurrency, 1, duration, [&](auto done) {
-      auto* context = new grpc::ClientContext();
-      auto* response = new v1::SearchResponse();
-      c.memory().async()->Search(context, &queries[next++ % queries.size()], response,
-                                 [context, response, done](grpc::Status status) {
-                                   delete response;
-                                   delete context;
-                                   done(status.ok());
-                                 });
-    }));
+  for (const char* route : {"search", "search_exact"}) {
+    for (v1::SearchRequest& query : queries) query.set_exact(std::string(route) == "search_exact");
+    for (int concurrency : search_concurrency) {
+      std::atomic<uint64_t> next{0};
+      results.push_back(RunClosedLoop(route, concurrency, 1, duration, [&](auto done) {
+        auto* context = new grpc::ClientContext();
+        auto* response = new v1::SearchResponse();
+        c.memory().async()->Search(context, &queries[next++ % queries.size()], response,
+                                   [context, response, done](grpc::Status status) {
+                                     delete response;
+                                     delete context;
+                                     done(status.ok());
+                                   });
+      }));
+    }
   }
 
   std::cerr << absl::StrFormat("%-13s %11s %6s %12s %14s %9s %9s %7s\n", "operation", "concurrency",
