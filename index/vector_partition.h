@@ -5,9 +5,12 @@
 // the best candidates are finally scored with exact float distances.
 //
 // A partition picks its own first-stage space: when its graph is built it
-// measures recall@10 on a sample of its own vectors against exact search and
-// falls back from binary codes to INT8 codes when binary codes miss the
-// target (Euclidean-native data such as SIFT, where binary topology fails).
+// measures recall@10 on a sample of its own vectors against exact search.
+// Binary codes are used when an exhaustive scan of them can reach the target
+// and the graph over them does; otherwise (Euclidean-native data such as
+// SIFT, where binary topology fails) the graph is built over INT8 codes. The
+// default beam width is calibrated to the smallest that reaches the target,
+// and measured again each time the partition doubles.
 //
 // Lifecycle: empty -> exact float scan (below quantize_threshold vectors) ->
 // exhaustive code scan (INT8 ranges fitted) -> graph (from graph_threshold;
@@ -16,7 +19,7 @@
 // Thread safety: Search may run concurrently with everything and takes no
 // lock: node data is append-only (chunked_array.h) and published through an
 // atomic node count; the structure (mode, graph) is swapped atomically.
-// Writers (Add, AddBatch, Remove, Consolidate, Load) serialise on
+// Writers (Add, AddBatch, Remove, Consolidate, Save) serialise on
 // write_mutex_.
 #pragma once
 

@@ -4,9 +4,10 @@
 // the space's partitions and merges their best hits.
 //
 // The store is the source of truth. Writers call the index after the store
-// has acknowledged a write; every index change re-reads nothing and cannot
-// fail, and one that arrives late (a put overtaken by the delete of the same
-// id) is recognised and dropped. Hits are always re-read from the store and
+// has acknowledged a write: their vectors are queued, scored exactly by
+// searches until a background indexer has added them to the graphs, and a
+// write that arrives late (a put overtaken by the delete of the same id) is
+// recognised and dropped. Hits are always re-read from the store and
 // checked against the whole filter before they are returned, so an index
 // that lags by a write never returns a deleted or non-matching episode.
 //
@@ -25,9 +26,10 @@
 // missing the space is rebuilt from the store. Nothing is trusted that the
 // store does not confirm.
 //
-// Thread safety: all methods may be called concurrently. Searches copy the
-// space's partition list under a reader lock and then search without locks;
-// writers to one space serialise on its mutex.
+// Thread safety: all methods may be called concurrently. Searches read a
+// space's queue and partition list under its reader lock and then search the
+// partitions without locks; writers to one space serialise on its mutex only
+// to queue.
 #pragma once
 
 #include <atomic>
