@@ -639,6 +639,8 @@ absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string&
     old->rebuild_log = &changed;
   }
   absl::StatusOr<std::shared_ptr<SpaceIndex>> built = BuildSpace(tenant, *info, progress);
+  // Lock order everywhere: spaces_mutex_, then a space's mutex.
+  absl::MutexLock spaces_lock(&spaces_mutex_);
   absl::MutexLock old_lock(&old->mutex);
   old->rebuild_log = nullptr;
   if (!built.ok()) return built.status();
@@ -662,7 +664,6 @@ absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string&
       }
     }
   }
-  absl::MutexLock spaces_lock(&spaces_mutex_);
   spaces_[SpaceKey(tenant, space_name)] = fresh;
   old->retired = true;
   return absl::OkStatus();
