@@ -73,6 +73,11 @@ class MemoryClientTest(unittest.TestCase):
         filtered = m.search(vectors[7], k=20, where=[("i", ">=", 15), ("even", "==", True)])
         self.assertEqual(sorted(h.episode.metadata["i"] for h in filtered), [16, 18])
 
+        exact = [h.episode.id for h in m.search(vectors[7], k=5, exact=True)]
+        self.assertEqual(exact, [h.episode.id for h in m.search(vectors[7], k=5)])
+        with self.assertRaises(engram.InvalidArgumentError):
+            m.search(vectors[7], k=3, beam_width=100000)
+
         episode = m.get(ids[3])
         self.assertEqual(episode.text, "note 3")
         np.testing.assert_allclose(episode.embedding, vectors[3], rtol=1e-6)
