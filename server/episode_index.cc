@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "absl/strings/escaping.h"
@@ -191,14 +192,11 @@ std::string EpisodeIndex::SpaceSnapshotDir(const std::string& tenant, const Spac
       .string();
 }
 
-void EpisodeIndex::SnapshotLoop() {
+void EpisodeIndex::SnapshotLoop(absl::Duration first_wait) {
   absl::MutexLock lock(&stop_mutex_);
-  for (;;) {
+  for (absl::Duration wait = first_wait;; wait = absl::Seconds(config_.snapshot_interval_s)) {
     auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mutex_) { return stopping_; };
-    if (stop_mutex_.AwaitWithTimeout(absl::Condition(&stop),
-                                     absl::Seconds(config_.snapshot_interval_s))) {
-      return;
-    }
+    if (stop_mutex_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
     stop_mutex_.Unlock();
     absl::Status saved = SaveSnapshots();
     if (!saved.ok()) {
@@ -574,24 +572,46 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpac
     space->saved_changes[agent] = stale.empty() ? partition->change_count() : UINT64_MAX;
     space->partitions[agent] = std::move(partition);
   }
-  // Episodes no snapshot holds (added or updated since, or a lost snapshot):
-  // read one by one when few, else build the whole space again.
+  // Episodes no snapshot holds (added or updated since, or a lost snapshot)
+  // are read back and added per agent in batches (parallel graph inserts);
+  // only when most of the space is missing is it built again from scratch.
   std::vector<uint64_t> missing;
   for (const auto& [id, version] : versions) {
     if (!covered.contains(id)) missing.push_back(id);
   }
-  if (missing.size() > std::max<size_t>(1000, versions.size() / 50)) {
+  if (!versions.empty() && missing.size() > versions.size() / 2) {
     return rebuild(absl::StrCat(missing.size(), " of ", versions.size(),
                                 " episodes are in no usable snapshot"));
   }
   std::sort(missing.begin(), missing.end());
-  absl::MutexLock lock(&space->mutex);
+  struct Batch {
+    std::vector<uint64_t> ids, versions;
+    std::vector<float> vectors;
+    std::vector<uint8_t> attributes;
+  };
+  std::map<std::string, Batch> batches;
   for (uint64_t id : missing) {
     absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, info.name, id);
     if (absl::IsNotFound(episode.status())) continue;  // expired
     if (!episode.ok()) return episode.status();
-    space->UpsertLocked(*episode, options);
-    ++last_load_.vectors_read_from_store;
+    Batch& batch = batches[episode->agent_id];
+    batch.ids.push_back(id);
+    batch.versions.push_back(episode->version);
+    batch.vectors.insert(batch.vectors.end(), episode->embedding.begin(), episode->embedding.end());
+    const FilterAttributes attributes = AttributesOf(*episode);
+    batch.attributes.insert(batch.attributes.end(), AsBytes(attributes).begin(),
+                            AsBytes(attributes).end());
+  }
+  absl::MutexLock lock(&space->mutex);  // not shared yet: no contention
+  for (auto& [agent, batch] : batches) {
+    std::shared_ptr<index::VectorPartition> partition = space->PartitionFor(agent, options);
+    if (partition == nullptr) continue;
+    absl::Status added = partition->AddBatch(batch.ids, batch.vectors, batch.attributes);
+    if (!added.ok()) return added;
+    for (size_t i = 0; i < batch.ids.size(); ++i) {
+      space->entries[batch.ids[i]] = {partition.get(), batch.versions[i]};
+    }
+    last_load_.vectors_read_from_store += batch.ids.size();
   }
   return space;
 }
@@ -619,7 +639,14 @@ absl::Status EpisodeIndex::Load() {
       last_load_.spaces, last_load_.partitions_from_snapshots, last_load_.vectors_from_snapshots,
       last_load_.vectors_read_from_store, last_load_.spaces_rebuilt);
   indexer_ = std::thread([this] { IndexLoop(); });
-  if (config_.snapshot_interval_s > 0) snapshot_thread_ = std::thread([this] { SnapshotLoop(); });
+  if (config_.snapshot_interval_s > 0) {
+    // After a crash the index was (partly) rebuilt from the store: snapshot
+    // it soon rather than an interval later, so the next restart is quick.
+    const bool rebuilt = last_load_.spaces_rebuilt > 0 || last_load_.vectors_read_from_store > 0;
+    const absl::Duration first_wait =
+        rebuilt ? absl::Seconds(1) : absl::Seconds(config_.snapshot_interval_s);
+    snapshot_thread_ = std::thread([this, first_wait] { SnapshotLoop(first_wait); });
+  }
   return absl::OkStatus();
 }
 

@@ -22,8 +22,9 @@
 // periodically and at shutdown. At startup each snapshot is checked against
 // the store's (id, version) list, a cheap key-only scan: vectors of deleted or
 // updated episodes are dropped, missing ones are read from the store and
-// inserted. A corrupt or missing snapshot only costs time: when too much is
-// missing the space is rebuilt from the store. Nothing is trusted that the
+// inserted in batches. A corrupt or missing snapshot only costs time: when
+// more than half is missing the space is rebuilt from the store, and a
+// snapshot follows a second after such a start. Nothing is trusted that the
 // store does not confirm.
 //
 // Thread safety: all methods may be called concurrently. Searches read a
@@ -149,7 +150,7 @@ class EpisodeIndex {
   absl::StatusOr<std::shared_ptr<SpaceIndex>> LoadSpace(const std::string& tenant,
                                                         const SpaceInfo& info);
   std::string SpaceSnapshotDir(const std::string& tenant, const SpaceInfo& info) const;
-  void SnapshotLoop();
+  void SnapshotLoop(absl::Duration first_wait);
   void IndexLoop();
   // Adds one batch of a space's queued writes to its partitions; false when
   // nothing was queued.
