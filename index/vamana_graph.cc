@@ -7,19 +7,6 @@
 
 namespace engram::index {
 
-struct VamanaGraph::Chunk {
-  explicit Chunk(uint32_t slots_per_node)
-      : slots(new std::atomic<uint32_t>[size_t{kChunkNodes} * slots_per_node]),
-        flags(new std::atomic<uint8_t>[kChunkNodes]) {
-    for (size_t i = 0; i < size_t{kChunkNodes} * slots_per_node; ++i) {
-      slots[i].store(0, std::memory_order_relaxed);
-    }
-    for (size_t i = 0; i < kChunkNodes; ++i) flags[i].store(0, std::memory_order_relaxed);
-  }
-  std::unique_ptr<std::atomic<uint32_t>[]> slots;
-  std::unique_ptr<std::atomic<uint8_t>[]> flags;
-};
-
 namespace {
 
 // Marks nodes seen by one search. Reused across searches on a thread: a node
@@ -121,9 +108,9 @@ VamanaGraph::VamanaGraph(const VamanaParams& params, bool navigation_layer)
     : params_(params),
       slack_degree_(params.max_degree + (params.max_degree * 3 + 9) / 10),
       slots_per_node_(slack_degree_ + 1),
-      chunks_(new std::atomic<Chunk*>[kMaxChunks]),
+      slots_(slots_per_node_),
+      flags_(1),
       locks_(new std::mutex[kLockStripes]) {
-  for (uint32_t i = 0; i < kMaxChunks; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
   if (navigation_layer) navigation_ = std::make_unique<VamanaGraph>(params, false);
 }
 
@@ -194,32 +181,20 @@ void VamanaGraph::FindEntries(const GraphSpace::Point& query,
   }
 }
 
-VamanaGraph::~VamanaGraph() {
-  for (uint32_t i = 0; i < kMaxChunks; ++i) delete chunks_[i].load(std::memory_order_relaxed);
-}
+VamanaGraph::~VamanaGraph() = default;
 
 void VamanaGraph::Reserve(uint32_t count) {
   std::lock_guard lock(grow_mutex_);
-  uint32_t capacity = capacity_.load(std::memory_order_relaxed);
-  while (capacity < count) {
-    chunks_[capacity >> kChunkShift].store(new Chunk(slots_per_node_), std::memory_order_release);
-    capacity += kChunkNodes;
-  }
-  capacity_.store(capacity, std::memory_order_release);
+  slots_.Reserve(count);  // zero-initialised: every node starts with no edges
+  flags_.Reserve(count);
   if (node_count_.load(std::memory_order_relaxed) < count) {
     node_count_.store(count, std::memory_order_release);
   }
 }
 
-std::atomic<uint32_t>* VamanaGraph::Slots(uint32_t node) const {
-  Chunk* chunk = chunks_[node >> kChunkShift].load(std::memory_order_acquire);
-  return &chunk->slots[size_t{node & (kChunkNodes - 1)} * slots_per_node_];
-}
+std::atomic<uint32_t>* VamanaGraph::Slots(uint32_t node) const { return slots_.At(node); }
 
-std::atomic<uint8_t>& VamanaGraph::Flags(uint32_t node) const {
-  Chunk* chunk = chunks_[node >> kChunkShift].load(std::memory_order_acquire);
-  return chunk->flags[node & (kChunkNodes - 1)];
-}
+std::atomic<uint8_t>& VamanaGraph::Flags(uint32_t node) const { return *flags_.At(node); }
 
 std::vector<uint32_t> VamanaGraph::Neighbors(uint32_t node) const {
   const std::atomic<uint32_t>* slots = Slots(node);
@@ -261,8 +236,7 @@ void VamanaGraph::MarkRemovedForLoad(uint32_t node) {
 }
 
 size_t VamanaGraph::memory_bytes() const {
-  size_t chunks = capacity_.load(std::memory_order_acquire) >> kChunkShift;
-  size_t bytes = chunks * kChunkNodes * (slots_per_node_ * sizeof(uint32_t) + 1);
+  size_t bytes = slots_.memory_bytes() + flags_.memory_bytes();
   if (navigation_ != nullptr) {
     bytes += navigation_->memory_bytes() + navigation_nodes_.memory_bytes();
   }

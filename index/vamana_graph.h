@@ -162,10 +162,6 @@ class VamanaGraph {
                                     const GraphSpace& space) const;
 
  private:
-  struct Chunk;
-  static constexpr uint32_t kChunkShift = 14;  // 16,384 nodes per chunk
-  static constexpr uint32_t kChunkNodes = 1u << kChunkShift;
-  static constexpr uint32_t kMaxChunks = 1u << 16;  // 2^30 nodes
   static constexpr uint32_t kLockStripes = 4096;
 
   // Node state flags.
@@ -194,11 +190,11 @@ class VamanaGraph {
 
   const VamanaParams params_;
   const uint32_t slack_degree_;
-  const uint32_t slots_per_node_;  // count + slack_degree_ edges
-  std::unique_ptr<std::atomic<Chunk*>[]> chunks_;
-  std::mutex grow_mutex_;
+  const uint32_t slots_per_node_;              // count + slack_degree_ edges
+  ChunkedArray<std::atomic<uint32_t>> slots_;  // slots_per_node_ per node
+  ChunkedArray<std::atomic<uint8_t>> flags_;
+  std::mutex grow_mutex_;  // Reserve
   std::atomic<uint32_t> node_count_{0};
-  std::atomic<uint32_t> capacity_{0};
   std::atomic<uint32_t> entry_point_{kNoNode};
   std::atomic<uint32_t> deleted_count_{0};
   mutable std::unique_ptr<std::mutex[]> locks_;

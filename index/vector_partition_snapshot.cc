@@ -17,15 +17,17 @@ namespace engram::index {
 namespace {
 
 constexpr uint64_t kMagic = 0x50564d4152474e45ull;  // "ENGRAMVP"
-constexpr uint32_t kFormatVersion = 1;
+// 2: node data in runs of the geometric chunks (16, 32, 64, ... nodes).
+constexpr uint32_t kFormatVersion = 2;
 
 // Calls `run(first_node, count)` for consecutive nodes below `node_count`
 // that share a chunk (so their data is contiguous).
 template <typename Fn>
 void ForEachRun(uint32_t node_count, Fn&& run) {
-  constexpr uint32_t kRun = ChunkedArray<uint8_t>::kChunkNodes;
-  for (uint32_t first = 0; first < node_count; first += kRun) {
-    run(first, std::min(kRun, node_count - first));
+  for (uint32_t first = 0; first < node_count;) {
+    const uint32_t count = std::min(ChunkedArray<uint8_t>::RunLength(first), node_count - first);
+    run(first, count);
+    first += count;
   }
 }
 
