@@ -183,11 +183,11 @@ bool BinaryCodes::CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
 BinaryCodes::BinaryCodes(size_t dimension)
     : dimension_(dimension), words_per_plane_((dimension + 255) / 256 * 4) {
   if (CpuHasAvx512Popcount()) {
-    UseKernels(SimilarityAvx512, DistanceAvx512, "avx512-vpopcntdq");
+    UseKernels(SimilarityAvx512, DistanceAvx512);
   } else if (CpuHasAvx2()) {
-    UseKernels(SimilarityAvx2, DistanceAvx2, "avx2");
+    UseKernels(SimilarityAvx2, DistanceAvx2);
   } else {
-    UseKernels(SimilarityScalar, DistanceScalar, "scalar");
+    UseKernels(SimilarityScalar, DistanceScalar);
   }
 }
 

@@ -45,9 +45,6 @@ class BinaryCodes {
     return distance_(a, b, words_per_plane_, static_cast<int32_t>(dimension_));
   }
 
-  // The kernels in use ("avx512-vpopcntdq", "avx2" or "scalar").
-  const char* kernel_name() const { return kernel_name_; }
-
   using Kernel = int32_t (*)(const uint64_t* a, const uint64_t* b, size_t words_per_plane,
                              int32_t dimension);
   // Kernels, exposed so tests can check each SIMD path against the scalar one.
@@ -67,20 +64,16 @@ class BinaryCodes {
   static bool CpuHasAvx512Popcount();
   static bool CpuHasAvx2();
 
-  // Forces one kernel set (tests, benchmarks); the constructor picks the
-  // fastest the CPU has.
-  void UseKernels(Kernel similarity, Kernel distance, const char* name) {
+ private:
+  void UseKernels(Kernel similarity, Kernel distance) {
     similarity_ = similarity;
     distance_ = distance;
-    kernel_name_ = name;
   }
 
- private:
   size_t dimension_;
   size_t words_per_plane_;
   Kernel similarity_;
   Kernel distance_;
-  const char* kernel_name_;
 };
 
 }  // namespace engram::index

@@ -33,8 +33,6 @@ class ChunkedArray {
   ChunkedArray(const ChunkedArray&) = delete;
   ChunkedArray& operator=(const ChunkedArray&) = delete;
 
-  size_t stride() const { return stride_; }
-
   // Writer only (callers serialise): makes nodes [0, count) addressable.
   void Reserve(uint32_t count) {
     uint64_t capacity = capacity_.load(std::memory_order_relaxed);

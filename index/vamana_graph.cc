@@ -152,10 +152,6 @@ bool VamanaGraph::InNavigationLayer(uint32_t node) {
   return ((node * 0x9E3779B1u) >> 27) == 0;  // 1 in 32, spread over the ids
 }
 
-uint32_t VamanaGraph::navigation_size() const {
-  return navigation_ == nullptr ? 0 : navigation_->node_count();
-}
-
 void VamanaGraph::AddToNavigation(uint32_t node, const GraphSpace& space) {
   if (navigation_ == nullptr || !InNavigationLayer(node)) return;
   const uint32_t local = navigation_count_.fetch_add(1, std::memory_order_acq_rel);
@@ -212,11 +208,6 @@ void VamanaGraph::WriteNeighbors(uint32_t node, const std::vector<uint32_t>& nei
   slots[0].store(count, std::memory_order_release);
 }
 
-void VamanaGraph::SetNeighbors(uint32_t node, const std::vector<uint32_t>& neighbors) {
-  std::lock_guard lock(LockFor(node));
-  WriteNeighbors(node, neighbors);
-}
-
 void VamanaGraph::MarkDeleted(uint32_t node) {
   uint8_t before = Flags(node).fetch_or(kDeleted, std::memory_order_acq_rel);
   if (!(before & kDeleted)) deleted_count_.fetch_add(1, std::memory_order_relaxed);
@@ -246,8 +237,7 @@ size_t VamanaGraph::memory_bytes() const {
 std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, uint32_t beam_width,
                                               uint32_t count,
                                               absl::FunctionRef<bool(uint32_t)> accept,
-                                              std::vector<Neighbor>* expanded,
-                                              SearchStats* stats) const {
+                                              std::vector<Neighbor>* expanded) const {
   const uint32_t entry = entry_point();
   if (entry == kNoNode || count == 0) return {};
   std::vector<uint32_t> starts = {entry};
@@ -255,11 +245,9 @@ std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, ui
   VisitedTable& visited = VisitedTable::ForThisThread(node_count());
   Beam beam(std::max(beam_width, 1u));
   ResultHeap results(count);
-  SearchStats local_stats;
 
   std::vector<float> start_distances(starts.size());
   query.Distances(starts.data(), starts.size(), start_distances.data());
-  local_stats.distances += starts.size();
   for (size_t i = 0; i < starts.size(); ++i) {
     if (!visited.Visit(starts[i])) continue;
     beam.Insert(starts[i], start_distances[i]);
@@ -272,7 +260,6 @@ std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, ui
   distances.resize(slack_degree_);
   Neighbor current;
   while (beam.NextToExpand(&current)) {
-    ++local_stats.hops;
     if (expanded != nullptr) expanded->push_back(current);
     const std::atomic<uint32_t>* slots = Slots(current.node);
     uint32_t degree = std::min(slots[0].load(std::memory_order_acquire), slack_degree_);
@@ -283,26 +270,23 @@ std::vector<Neighbor> VamanaGraph::BeamSearch(const GraphSpace::Point& query, ui
     }
     if (fresh.empty()) continue;
     query.Distances(fresh.data(), fresh.size(), distances.data());
-    local_stats.distances += fresh.size();
     for (size_t i = 0; i < fresh.size(); ++i) {
       if (beam.WouldAccept(distances[i])) beam.Insert(fresh[i], distances[i]);
       if (!IsDeleted(fresh[i]) && accept(fresh[i])) results.Push(fresh[i], distances[i]);
     }
   }
-  if (stats != nullptr) *stats = local_stats;
   return results.TakeSorted();
 }
 
 std::vector<Neighbor> VamanaGraph::Search(const GraphSpace::Point& query, uint32_t beam_width,
-                                          uint32_t count, absl::FunctionRef<bool(uint32_t)> accept,
-                                          SearchStats* stats) const {
-  return BeamSearch(query, std::max(beam_width, count), count, accept, nullptr, stats);
+                                          uint32_t count,
+                                          absl::FunctionRef<bool(uint32_t)> accept) const {
+  return BeamSearch(query, std::max(beam_width, count), count, accept, nullptr);
 }
 
 std::vector<Neighbor> VamanaGraph::Search(const GraphSpace::Point& query, uint32_t beam_width,
-                                          uint32_t count, SearchStats* stats) const {
-  return Search(
-      query, beam_width, count, [](uint32_t) { return true; }, stats);
+                                          uint32_t count) const {
+  return Search(query, beam_width, count, [](uint32_t) { return true; });
 }
 
 std::vector<uint32_t> VamanaGraph::RobustPrune(uint32_t node, std::vector<Neighbor> candidates,
@@ -383,7 +367,7 @@ void VamanaGraph::Insert(uint32_t node, const GraphSpace& space) {
   std::unique_ptr<GraphSpace::Point> point = space.NodePoint(node);
   std::vector<Neighbor> expanded;
   BeamSearch(
-      *point, params_.build_beam_width, 1, [](uint32_t) { return false; }, &expanded, nullptr);
+      *point, params_.build_beam_width, 1, [](uint32_t) { return false; }, &expanded);
   std::vector<uint32_t> neighbors = RobustPrune(node, std::move(expanded), space);
   {
     std::lock_guard lock(LockFor(node));

@@ -95,18 +95,13 @@ class VamanaGraph {
   void Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
              const std::function<void(uint32_t)>& progress = {});
 
-  struct SearchStats {
-    uint32_t hops = 0;       // nodes expanded
-    uint32_t distances = 0;  // distances computed
-  };
   // Greedy beam search of width `beam_width` for `query`. Returns up to
   // `count` closest nodes for which `accept` is true (deleted nodes never),
   // closest first. Rejected and deleted nodes are still traversed.
   std::vector<Neighbor> Search(const GraphSpace::Point& query, uint32_t beam_width, uint32_t count,
-                               absl::FunctionRef<bool(uint32_t)> accept,
-                               SearchStats* stats = nullptr) const;
-  std::vector<Neighbor> Search(const GraphSpace::Point& query, uint32_t beam_width, uint32_t count,
-                               SearchStats* stats = nullptr) const;
+                               absl::FunctionRef<bool(uint32_t)> accept) const;
+  std::vector<Neighbor> Search(const GraphSpace::Point& query, uint32_t beam_width,
+                               uint32_t count) const;
 
   // Tombstones `node`: no longer returned, still traversed until Consolidate.
   void MarkDeleted(uint32_t node);
@@ -136,8 +131,6 @@ class VamanaGraph {
 
   // A copy of `node`'s current out-edges.
   std::vector<uint32_t> Neighbors(uint32_t node) const;
-  // Replaces `node`'s out-edges (snapshots; each a valid id).
-  void SetNeighbors(uint32_t node, const std::vector<uint32_t>& neighbors);
   void SetEntryPoint(uint32_t node) { entry_point_.store(node, std::memory_order_release); }
   // Whether `node` has been removed by Consolidate (deleted and unlinked).
   bool IsRemoved(uint32_t node) const;
@@ -145,9 +138,6 @@ class VamanaGraph {
 
   // Bytes held by the edge lists (both layers).
   size_t memory_bytes() const;
-
-  // Nodes in the navigation layer.
-  uint32_t navigation_size() const;
 
   // Writes the graph (edges, flags, entry point, navigation layer) for nodes
   // below `node_limit`. Load reads it back; false when the data is not
@@ -183,7 +173,7 @@ class VamanaGraph {
 
   std::vector<Neighbor> BeamSearch(const GraphSpace::Point& query, uint32_t beam_width,
                                    uint32_t count, absl::FunctionRef<bool(uint32_t)> accept,
-                                   std::vector<Neighbor>* expanded, SearchStats* stats) const;
+                                   std::vector<Neighbor>* expanded) const;
   // Adds the edge source -> target, re-pruning source when it is full.
   void AddEdge(uint32_t source, uint32_t target, const GraphSpace& space);
   void WriteNeighbors(uint32_t node, const std::vector<uint32_t>& neighbors);

@@ -646,12 +646,6 @@ bool VectorPartition::Calibrate(Structure& structure, uint32_t node_count, const
   }
 }
 
-float VectorPartition::MeasureSampleRecall(uint32_t sample) const {
-  std::shared_ptr<const Structure> current = structure();
-  const uint32_t count = node_count_.load(std::memory_order_acquire);
-  return SampleRecall(*current, count, ComputeSampleTruth(count, sample), 0);
-}
-
 PartitionStats VectorPartition::Stats() const {
   std::shared_ptr<const Structure> current = structure();
   PartitionStats stats;

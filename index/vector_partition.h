@@ -161,10 +161,6 @@ class VectorPartition {
   std::vector<ScoredId> ExactSearch(std::span<const float> query, uint32_t k,
                                     const AcceptFunction* accept = nullptr) const;
 
-  // Recall@10 of Search with default parameters on up to `sample` of the
-  // partition's own vectors used as queries (each excluding itself).
-  float MeasureSampleRecall(uint32_t sample) const;
-
   PartitionStats Stats() const;
   uint64_t size() const;
 

@@ -131,7 +131,6 @@ class EpisodeIndex {
   // What the last Load did (tests, logs).
   LoadReport last_load() const { return last_load_; }
 
-  uint32_t max_k() const { return max_k_; }
   void set_max_k(uint32_t max_k) { max_k_ = max_k; }
 
  private:

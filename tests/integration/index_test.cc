@@ -14,12 +14,14 @@
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/engram_client.h"
 #include "tests/util/daemon_process.h"
+#include "tests/util/engramctl.h"
 #include "tests/util/temp_dir.h"
 
 namespace engram {
 namespace {
 
 using client::Client;
+using testing::RunCtl;
 
 constexpr int kDim = 32;
 constexpr int kAgentA = 1500;  // gets a graph (threshold 400)
@@ -41,17 +43,6 @@ std::vector<float> Vector(std::mt19937& rng) {
   std::vector<float> v(kDim);
   for (int i = 0; i < kDim; ++i) v[i] = centre[i] + gauss(rng);
   return v;
-}
-
-std::pair<int, std::string> RunCtl(const std::string& address, const std::string& args) {
-  std::string command = absl::StrCat(ENGRAMCTL_PATH, " -a ", address, " ", args, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WEXITSTATUS(status), output};
 }
 
 class IndexTest : public ::testing::Test {

@@ -12,12 +12,14 @@
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/engram_client.h"
 #include "tests/util/daemon_process.h"
+#include "tests/util/engramctl.h"
 #include "tests/util/temp_dir.h"
 
 namespace engram {
 namespace {
 
 using client::Client;
+using testing::RunCtl;
 
 v1::EpisodeWrite MakeWrite(const std::string& agent, std::vector<float> embedding,
                            const std::string& text = "", const std::string& session = "") {
@@ -61,18 +63,6 @@ std::string HttpGet(int port, const std::string& path) {
   while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
   close(fd);
   return response;
-}
-
-// Runs engramctl with `args`; returns (exit code, stdout+stderr).
-std::pair<int, std::string> RunCtl(const std::string& address, const std::string& args) {
-  std::string command = absl::StrCat(ENGRAMCTL_PATH, " -a ", address, " ", args, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WEXITSTATUS(status), output};
 }
 
 class ServerTest : public ::testing::Test {
