@@ -29,10 +29,13 @@ enum Cf {
   kRequests,
   kCounters,
   kVersions,
+  kKvBlocks,
+  kKvMeta,
   kNumCfs
 };
-constexpr const char* kCfNames[kNumCfs] = {"default", "spaces",   "episodes", "id_index",
-                                           "history", "requests", "counters", "versions"};
+constexpr const char* kCfNames[kNumCfs] = {"default",   "spaces",   "episodes", "id_index",
+                                           "history",   "requests", "counters", "versions",
+                                           "kv_blocks", "kv_meta"};
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
@@ -186,6 +189,15 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
     if (cf == kCounters) {
       cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(false);
     }
+    if (cf == kKvBlocks) {
+      // KV cache blocks are large (~288 KiB for a 256-token Llama-8B layer):
+      // BlobDB keeps them out of the LSM tree, so compactions move only keys.
+      cf_options.enable_blob_files = true;
+      cf_options.min_blob_size = 4096;
+      cf_options.blob_file_size = 256 << 20;
+      cf_options.enable_blob_garbage_collection = true;
+      cf_options.write_buffer_size = 128 << 20;
+    }
     descriptors.emplace_back(kCfNames[cf], cf_options);
   }
   rocksdb::DB* db = nullptr;
@@ -215,6 +227,10 @@ EpisodeStore::~EpisodeStore() {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) db_->DestroyColumnFamilyHandle(handle);
   db_->Close().PermitUncheckedError();
   delete db_;
+}
+
+EpisodeStore::KvColumnFamilies EpisodeStore::kv_column_families() {
+  return KvColumnFamilies{db_, handles_[kKvBlocks], handles_[kKvMeta]};
 }
 
 absl::Status EpisodeStore::LoadSpaces() {

@@ -11,6 +11,8 @@
 //   versions  (tenant, space, id)                -> current version (8 bytes); lets the
 //                                                   index check its snapshots cheaply
 //   default   "episode_id_high_water"            -> highest id ever assigned (merge: max)
+//   kv_blocks, kv_meta                           -> the KV cache store's (storage/kvcache);
+//                                                   here so checkpoints and backups hold them
 //
 // Durability: every mutating call validates the whole request first (nothing
 // is written when validation fails), then commits exactly one WriteBatch. With
@@ -178,6 +180,14 @@ class EpisodeStore {
   // store's data directory. Does not touch the open database.
   static absl::Status RestoreBackup(const std::string& backup_dir, uint32_t backup_id,
                                     const std::string& target_dir);
+
+  // The KV cache store's column families (storage/kvcache/kv_cache_store.h).
+  struct KvColumnFamilies {
+    rocksdb::DB* db;
+    rocksdb::ColumnFamilyHandle* blocks;
+    rocksdb::ColumnFamilyHandle* meta;
+  };
+  KvColumnFamilies kv_column_families();
 
   // Makes every write so far durable (matters only with sync_writes=false).
   absl::Status SyncWal();

@@ -1,0 +1,207 @@
+// KvCacheStore: per-agent quantized KV caches, deduplicated by token prefix.
+//
+// Layout (two column families of the engram RocksDB, opened by EpisodeStore):
+//   kv_blocks (BlobDB)  (tenant, model fingerprint, layer, digest) -> block bytes
+//   kv_meta   "m" (tenant, agent, model id)                -> KvManifestRecord
+//             "r" (tenant, model fingerprint, digest)      -> references (8 bytes)
+//                                                             + bytes per layer-block (8)
+//             "p" + block key                               -> "" (staged, not committed)
+// A digest's blocks exist for every layer as long as its reference count is
+// positive; the count is the number of manifests that list it.
+//
+// Saves are atomic. BeginSave opens a PendingSave; PutBlock writes each
+// layer-block as it arrives (a block some committed manifest already holds,
+// or another save already wrote, is not written again) and marks it staged;
+// Commit checks that every layer-block is present, then writes the manifest,
+// the reference changes and the removal of blocks nobody references any
+// more in one synced WriteBatch. Until then no read can see the save. A save
+// that is dropped (stream cancelled, validation failed) deletes the blocks
+// only it staged; after a crash, Recover() deletes staged blocks no manifest
+// references. In-memory pins keep blocks staged or reused by in-flight saves
+// from being deleted by a concurrent commit or delete.
+//
+// Reads go through a manifest: GetManifest, then ReadBlock(manifest, ...). A
+// read that races a delete of the same cache gets ABORTED, never other data.
+//
+// Thread safety: all methods may be called concurrently; commits, deletes
+// and reference changes serialise on one mutex (they are few and short).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/kvcache/block_pool.h"
+#include "storage/kvcache/kv_model.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace engram::kvcache {
+
+struct KvStoreOptions {
+  // RAM block pool budget. Default: 4 GiB.
+  size_t pool_bytes = size_t{4} << 30;
+  // Most tokens one cache may hold. Default: 131072.
+  size_t max_tokens = 131072;
+  // Most bytes of agent id. Default: 256.
+  size_t max_agent_id_bytes = 256;
+  // Commit manifests with a synced WAL write. Default: true.
+  bool sync_writes = true;
+};
+
+struct CacheManifest {
+  std::string agent_id;
+  ModelSpec model;
+  std::vector<uint32_t> tokens;
+  std::vector<Digest> digests;  // one per block
+  int64_t updated_at_us = 0;
+
+  size_t block_count() const { return digests.size(); }
+  uint32_t BlockTokens(size_t block) const { return BlockTokenCount(tokens.size(), block); }
+  // Bytes of all its layer-blocks (before sharing).
+  uint64_t LogicalBytes() const;
+};
+
+struct SaveResult {
+  uint64_t tokens = 0;
+  uint32_t blocks = 0;                // blocks per layer
+  uint32_t layer_blocks_written = 0;  // stored by this save
+  uint32_t layer_blocks_shared = 0;   // already stored (same prefix), referenced
+};
+
+struct DeleteResult {
+  uint32_t caches = 0;
+  uint32_t digests_freed = 0;  // blocks (all layers) whose last reference went
+};
+
+struct KvStoreStats {
+  uint64_t caches = 0;
+  uint64_t unique_blocks = 0;  // layer-blocks stored once each
+  uint64_t stored_bytes = 0;   // their bytes
+  BlockPoolStats pool;
+};
+
+class KvCacheStore {
+ public:
+  KvCacheStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* blocks,
+               rocksdb::ColumnFamilyHandle* meta, KvStoreOptions options);
+  ~KvCacheStore();
+  KvCacheStore(const KvCacheStore&) = delete;
+  KvCacheStore& operator=(const KvCacheStore&) = delete;
+
+  // Loads reference counts and removes what saves interrupted by a crash
+  // staged. Call once, before anything else.
+  absl::Status Recover();
+
+  const KvStoreOptions& options() const { return options_; }
+
+  class PendingSave {
+   public:
+    ~PendingSave();  // an uncommitted save is rolled back
+    const ModelSpec& model() const { return manifest_.model; }
+    const CacheManifest& manifest() const { return manifest_; }
+    // Stores one layer-block in the block layout (kv_model.h). INVALID_ARGUMENT
+    // for an index out of range, a wrong size or a repeated block.
+    absl::Status PutBlock(uint32_t layer, uint32_t block, std::string bytes);
+    // Makes the save visible. Blocks not put must already be stored for this
+    // tenant and model (another cache with the same prefix), else
+    // INVALID_ARGUMENT naming the first missing one.
+    absl::StatusOr<SaveResult> Commit();
+
+   private:
+    friend class KvCacheStore;
+    PendingSave(KvCacheStore* store, std::string tenant, CacheManifest manifest);
+    void Rollback();
+
+    KvCacheStore* store_;
+    const std::string tenant_;
+    const std::string fingerprint_;
+    CacheManifest manifest_;
+    std::vector<bool> received_;                            // layer * blocks + block
+    std::vector<std::pair<std::string, uint32_t>> pinned_;  // (block key, block) it pins
+    uint32_t written_ = 0;
+    uint32_t shared_ = 0;
+    bool finished_ = false;
+  };
+
+  // INVALID_ARGUMENT for bad ids, geometry or token counts;
+  // FAILED_PRECONDITION when the agent has a cache of this model id with
+  // another geometry (delete it first).
+  absl::StatusOr<std::unique_ptr<PendingSave>> BeginSave(const std::string& tenant,
+                                                         const std::string& agent_id,
+                                                         const ModelSpec& model,
+                                                         std::vector<uint32_t> tokens);
+
+  // NOT_FOUND when the agent has no cache of this model id.
+  absl::StatusOr<CacheManifest> GetManifest(const std::string& tenant, const std::string& agent_id,
+                                            const std::string& model_id);
+  // One layer-block of a manifest's cache, from RAM or disk.
+  absl::StatusOr<BlockBytes> ReadBlock(const std::string& tenant, const CacheManifest& manifest,
+                                       uint32_t layer, uint32_t block);
+
+  // Leading tokens of `tokens` the agent's cache of this model holds (0 when
+  // it has none); FAILED_PRECONDITION when its geometry differs from `model`.
+  absl::StatusOr<uint64_t> MatchAgentPrefix(const std::string& tenant, const std::string& agent_id,
+                                            const ModelSpec& model,
+                                            std::span<const uint32_t> tokens);
+  // Leading tokens of `tokens` stored for any agent of the tenant with this
+  // exact model, in whole blocks.
+  uint64_t MatchSharedPrefix(const std::string& tenant, const ModelSpec& model,
+                             std::span<const uint32_t> tokens);
+
+  // Caches of the tenant (of one agent when `agent_id` is set), in key order.
+  absl::StatusOr<std::vector<CacheManifest>> ListCaches(const std::string& tenant,
+                                                        const std::string& agent_id);
+  // The agent's cache of `model_id`, or all its caches when `model_id` is
+  // empty. NOT_FOUND when there is none.
+  absl::StatusOr<DeleteResult> DeleteCache(const std::string& tenant, const std::string& agent_id,
+                                           const std::string& model_id);
+
+  KvStoreStats Stats();
+
+ private:
+  struct RefEntry {
+    uint64_t count = 0;
+    uint64_t bytes_per_layer = 0;
+  };
+  absl::Status ValidateAgent(const std::string& agent_id) const;
+  // (Re)loads reference counts and totals from disk.
+  absl::Status LoadCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::StatusOr<std::vector<CacheManifest>> ScanManifests(const std::string& prefix);
+  // Drops one reference of each digest (all layers); blocks whose count
+  // reaches zero are deleted in `batch` unless an in-flight save pins them.
+  void ReleaseLocked(const std::string& tenant, const CacheManifest& manifest,
+                     rocksdb::WriteBatch* batch, std::vector<std::string>* erase_from_pool,
+                     uint32_t* freed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
+
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* blocks_cf_;
+  rocksdb::ColumnFamilyHandle* meta_cf_;
+  const KvStoreOptions options_;
+  BlockPool pool_;
+
+  absl::Mutex mutex_;
+  // Ref key -> count of manifests listing the digest.
+  absl::flat_hash_map<std::string, RefEntry> refs_ ABSL_GUARDED_BY(mutex_);
+  // Block key -> in-flight saves that staged or reuse it.
+  absl::flat_hash_map<std::string, int> pins_ ABSL_GUARDED_BY(mutex_);
+  uint64_t caches_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t unique_blocks_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t stored_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace engram::kvcache
