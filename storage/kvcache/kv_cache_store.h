@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "storage/kvcache/block_pool.h"
 #include "storage/kvcache/kv_model.h"
+#include "storage/kvcache/save_assembler.h"
 
 namespace rocksdb {
 class DB;
@@ -108,14 +109,14 @@ class KvCacheStore {
 
   const KvStoreOptions& options() const { return options_; }
 
-  class PendingSave {
+  class PendingSave : public BlockSink {
    public:
-    ~PendingSave();  // an uncommitted save is rolled back
+    ~PendingSave() override;  // an uncommitted save is rolled back
     const ModelSpec& model() const { return manifest_.model; }
     const CacheManifest& manifest() const { return manifest_; }
     // Stores one layer-block in the block layout (kv_model.h). INVALID_ARGUMENT
     // for an index out of range, a wrong size or a repeated block.
-    absl::Status PutBlock(uint32_t layer, uint32_t block, std::string bytes);
+    absl::Status PutBlock(uint32_t layer, uint32_t block, std::string bytes) override;
     // Makes the save visible. Blocks not put must already be stored for this
     // tenant and model (another cache with the same prefix), else
     // INVALID_ARGUMENT naming the first missing one.

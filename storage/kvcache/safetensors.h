@@ -1,0 +1,98 @@
+// safetensors files (https://github.com/huggingface/safetensors): an 8-byte
+// little-endian header length N, N bytes of JSON describing each tensor
+// (dtype, shape, [begin, end) byte offsets into the data that follows) plus
+// an optional "__metadata__" string map, then the data.
+//
+// The parser enforces the format's rules before anything is trusted: header
+// at most 100 MB of valid JSON object; no duplicate names; known dtypes;
+// shapes whose byte size matches the offsets; offsets that, sorted, start at
+// 0, leave no gaps or overlaps and end exactly at the end of the file;
+// metadata values are strings. Violations are INVALID_ARGUMENT naming the
+// tensor. Data is read with pread into fresh buffers, so unaligned offsets
+// are safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace engram::kvcache {
+
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
+enum class TensorDtype {
+  kU32,
+  kF16,
+  kBF16,
+  kF32,
+  kU8,
+  kI32,
+  kI64,
+  kU64,
+  kF64,
+  kBool,
+  kI8,
+  kU16,
+  kI16
+};
+
+std::string_view TensorDtypeName(TensorDtype dtype);  // "U32", "F16", ...
+size_t TensorDtypeBytes(TensorDtype dtype);
+
+struct TensorInfo {
+  std::string name;
+  TensorDtype dtype = TensorDtype::kU8;
+  std::vector<uint64_t> shape;
+  uint64_t begin = 0;  // relative to the start of the data section
+  uint64_t end = 0;
+};
+
+struct SafetensorsHeader {
+  uint64_t data_start = 0;          // 8 + N
+  std::vector<TensorInfo> tensors;  // in offset order
+  std::map<std::string, std::string> metadata;
+
+  const TensorInfo* Find(std::string_view name) const;
+};
+
+// Parses and validates a header. `prefix` holds at least the file's first
+// 8 + N bytes (more is fine); `file_size` is the whole file's size.
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view prefix,
+                                                         uint64_t file_size);
+
+// A file opened for reading; the header is validated on Open.
+class SafetensorsReader {
+ public:
+  // `fd` is an open file descriptor; the reader takes ownership.
+  static absl::StatusOr<SafetensorsReader> Open(int fd);
+  SafetensorsReader(SafetensorsReader&& other) noexcept;
+  SafetensorsReader& operator=(SafetensorsReader&&) = delete;
+  ~SafetensorsReader();
+
+  const SafetensorsHeader& header() const { return header_; }
+  // The tensor's bytes.
+  absl::StatusOr<std::string> Read(const TensorInfo& tensor) const;
+
+ private:
+  SafetensorsReader(int fd, SafetensorsHeader header) : fd_(fd), header_(std::move(header)) {}
+  int fd_;
+  SafetensorsHeader header_;
+};
+
+struct TensorToWrite {
+  std::string name;
+  TensorDtype dtype;
+  std::vector<uint64_t> shape;
+  std::string_view data;
+};
+
+// Writes a file at `path` atomically (temp file, fsync, rename). The header is
+// padded with spaces to a multiple of 8 bytes.
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata);
+
+}  // namespace engram::kvcache
