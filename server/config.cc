@@ -138,6 +138,13 @@ const std::vector<Option>& Options() {
       MakeOption<int>("index.snapshot_interval_s",
                       "seconds between snapshots of changed partitions; 0: only at shutdown",
                       ENGRAM_FIELD(index.snapshot_interval_s), 0),
+      MakeOption<size_t>("kv.pool_mb", "RAM pool of KV cache blocks, in MiB (LRU; all on disk)",
+                         ENGRAM_FIELD(kv.pool_mb), 0),
+      MakeOption<size_t>("kv.max_tokens", "most tokens one KV cache may hold",
+                         ENGRAM_FIELD(kv.max_tokens), 1),
+      MakeOption<std::string>("kv.export_dir",
+                              "where KV cache export/import files live; requests name paths in it",
+                              ENGRAM_FIELD(kv.export_dir)),
   };
   return options;
 }

@@ -42,6 +42,18 @@ struct IndexConfig {
   int snapshot_interval_s = 300;
 };
 
+// The KV cache store (storage/kvcache, server/kv_cache_service.h).
+struct KvConfig {
+  // RAM block pool budget in MiB; blocks beyond it are served from disk.
+  // Default: 2048.
+  size_t pool_mb = 2048;
+  // Most tokens one cache may hold. Default: 131072.
+  size_t max_tokens = 131072;
+  // Where ExportCache writes and ImportCache reads safetensors files;
+  // requests name paths inside it. Default: ./engram-kv-exports.
+  std::string export_dir = "engram-kv-exports";
+};
+
 struct ServerConfig {
   // host:port gRPC listens on; port 0 picks a free port (see port_file).
   // Default: 127.0.0.1:50051 (loopback only).
@@ -75,6 +87,7 @@ struct ServerConfig {
   // data_dir, sync_writes and the request limits (storage/episode_store.h).
   storage::StoreOptions store;
   IndexConfig index;
+  KvConfig kv;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

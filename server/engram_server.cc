@@ -9,11 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
 #include "server/episode_index.h"
+#include "server/kv_cache_service.h"
 #include "server/memory_service.h"
 #include "server/metrics.h"
 #include "server/rpc_runner.h"
 #include "server/thread_pool.h"
 #include "storage/episode_store.h"
+#include "storage/kvcache/kv_cache_store.h"
 
 namespace engram::server {
 
@@ -33,6 +35,15 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   if (absl::Status loaded = server->index_->Load(); !loaded.ok()) return loaded;
   spdlog::info("event=index_ready seconds={:.2f}",
                absl::ToDoubleSeconds(absl::Now() - index_start));
+  storage::EpisodeStore::KvColumnFamilies kv_cfs = server->store_->kv_column_families();
+  kvcache::KvStoreOptions kv_options;
+  kv_options.pool_bytes = config.kv.pool_mb << 20;
+  kv_options.max_tokens = config.kv.max_tokens;
+  kv_options.max_agent_id_bytes = config.store.limits.max_id_bytes;
+  kv_options.sync_writes = config.store.sync_writes;
+  server->kv_store_ =
+      std::make_unique<kvcache::KvCacheStore>(kv_cfs.db, kv_cfs.blocks, kv_cfs.meta, kv_options);
+  if (absl::Status recovered = server->kv_store_->Recover(); !recovered.ok()) return recovered;
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(config.metrics_address);
   if (!metrics.ok()) return metrics.status();
   server->metrics_ = *std::move(metrics);
@@ -42,6 +53,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       server->store_.get(), server->index_.get(), server->runner_.get(), config);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->store_.get(), server->index_.get(), server->runner_.get(), config);
+  server->kv_service_ =
+      std::make_unique<KvCacheServiceImpl>(server->kv_store_.get(), server->runner_.get(), config);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -52,6 +65,7 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   builder.RegisterService(server->memory_service_.get());
   builder.RegisterService(server->admin_service_.get());
+  builder.RegisterService(server->kv_service_.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
     return absl::FailedPreconditionError(
@@ -81,6 +95,7 @@ absl::Status EngramServer::Shutdown() {
     spdlog::error("event=index_snapshot_failed error=\"{}\"", snapshotted.ToString());
   }
   index_.reset();
+  kv_store_.reset();
   absl::Status synced = store_->SyncWal();
   store_.reset();
   spdlog::info("event=shutdown_done wal_synced={}", synced.ok());

@@ -13,10 +13,14 @@
 namespace engram::storage {
 class EpisodeStore;
 }
+namespace engram::kvcache {
+class KvCacheStore;
+}
 
 namespace engram::server {
 
 class AdminServiceImpl;
+class KvCacheServiceImpl;
 class EpisodeIndex;
 class MemoryServiceImpl;
 class Metrics;
@@ -44,11 +48,13 @@ class EngramServer {
   bool shut_down_ = false;
   std::unique_ptr<storage::EpisodeStore> store_;
   std::unique_ptr<EpisodeIndex> index_;
+  std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<RpcRunner> runner_;
   std::unique_ptr<MemoryServiceImpl> memory_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<KvCacheServiceImpl> kv_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
 };
 

@@ -220,6 +220,24 @@ int main(int argc, char** argv) {
   auto* index_rebuild = index_cmd->add_subcommand(
       "rebuild", "rebuild a space's index from its episodes (searches continue meanwhile)");
   index_rebuild->add_option("-s,--space", space)->required();
+  std::string model_id, path;
+  auto* kv_cmd = app.add_subcommand("kv", "agents' KV caches: list, stats, export, import, delete");
+  kv_cmd->require_subcommand(1);
+  auto* kv_list = kv_cmd->add_subcommand("list", "one line per cache (of one agent with --agent)");
+  kv_list->add_option("--agent", agent, "only this agent's caches");
+  auto* kv_stats = kv_cmd->add_subcommand("stats", "stored blocks, bytes and the RAM pool");
+  auto* kv_export = kv_cmd->add_subcommand(
+      "export", "write a cache as a safetensors file (path inside the server's kv.export_dir)");
+  kv_export->add_option("--agent", agent)->required();
+  kv_export->add_option("--model", model_id)->required();
+  kv_export->add_option("path", path, "file path relative to kv.export_dir")->required();
+  auto* kv_import = kv_cmd->add_subcommand(
+      "import", "store a safetensors cache file (path inside the server's kv.export_dir)");
+  kv_import->add_option("path", path, "file path relative to kv.export_dir")->required();
+  kv_import->add_option("--agent", agent, "store it for this agent (default: the file's agent_id)");
+  auto* kv_delete = kv_cmd->add_subcommand("delete", "delete an agent's caches (evict them)");
+  kv_delete->add_option("--agent", agent)->required();
+  kv_delete->add_option("--model", model_id, "only this model's cache");
 
   CLI11_PARSE(app, argc, argv);
   options.timeout = absl::Seconds(timeout_s);
@@ -357,6 +375,26 @@ int main(int argc, char** argv) {
         });
     if (tty) std::cerr << "\n";
     if (!status.ok()) return Fail(status);
+  } else if (*kv_list) {
+    auto caches = client.ListCaches(agent);
+    if (!caches.ok()) return Fail(caches.status());
+    for (const v1::CacheInfo& cache : caches->caches()) PrintJson(cache);
+  } else if (*kv_stats) {
+    auto stats = client.KvStats();
+    if (!stats.ok()) return Fail(stats.status());
+    PrintJson(*stats);
+  } else if (*kv_export) {
+    auto exported = client.ExportCache(agent, model_id, path);
+    if (!exported.ok()) return Fail(exported.status());
+    PrintJson(*exported);
+  } else if (*kv_import) {
+    auto imported = client.ImportCache(path, agent);
+    if (!imported.ok()) return Fail(imported.status());
+    PrintJson(imported->cache());
+  } else if (*kv_delete) {
+    auto deleted = client.DeleteCache(agent, model_id);
+    if (!deleted.ok()) return Fail(deleted.status());
+    PrintJson(*deleted);
   } else if (*checkpoint) {
     auto path = client.Checkpoint(name);
     if (!path.ok()) return Fail(path.status());

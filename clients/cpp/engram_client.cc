@@ -15,6 +15,7 @@ Client::Client(const ClientOptions& options) : options_(options) {
   channel_ = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   memory_ = v1::MemoryService::NewStub(channel_);
   admin_ = v1::AdminService::NewStub(channel_);
+  kv_ = v1::KVCacheService::NewStub(channel_);
   health_ = grpc::health::v1::Health::NewStub(channel_);
 }
 
@@ -184,6 +185,86 @@ absl::StatusOr<v1::VerifyBackupResponse> Client::VerifyBackup(uint32_t backup_id
   v1::VerifyBackupRequest request;
   request.set_backup_id(backup_id);
   return Call(*admin_, &v1::AdminService::Stub::VerifyBackup, request);
+}
+
+absl::StatusOr<v1::SaveCacheResponse> Client::SaveCache(
+    const v1::SaveCacheHeader& header, const std::function<bool(v1::KvBlock*)>& next_block) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  v1::SaveCacheResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::SaveCacheRequest>> writer =
+      kv_->SaveCache(&context, &response);
+  v1::SaveCacheRequest message;
+  *message.mutable_header() = header;
+  bool open = writer->Write(message);
+  while (open) {
+    message.Clear();
+    if (!next_block(message.mutable_block())) break;
+    open = writer->Write(message);
+  }
+  if (open) writer->WritesDone();
+  grpc::Status status = writer->Finish();  // the server's reason when a write failed
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::Status Client::LoadCache(const v1::LoadCacheRequest& request,
+                               const std::function<void(const v1::LoadCacheHeader&)>& on_header,
+                               const std::function<bool(v1::KvBlock&)>& on_block) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  std::unique_ptr<grpc::ClientReader<v1::LoadCacheResponse>> reader =
+      kv_->LoadCache(&context, request);
+  v1::LoadCacheResponse message;
+  while (reader->Read(&message)) {
+    if (message.has_header()) {
+      on_header(message.header());
+    } else if (!on_block(*message.mutable_block())) {
+      context.TryCancel();
+      break;
+    }
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
+absl::StatusOr<v1::MatchPrefixResponse> Client::MatchPrefix(const v1::MatchPrefixRequest& request) {
+  return Call(*kv_, &v1::KVCacheService::Stub::MatchPrefix, request);
+}
+
+absl::StatusOr<v1::ListCachesResponse> Client::ListCaches(const std::string& agent_id) {
+  v1::ListCachesRequest request;
+  request.set_agent_id(agent_id);
+  return Call(*kv_, &v1::KVCacheService::Stub::ListCaches, request);
+}
+
+absl::StatusOr<v1::DeleteCacheResponse> Client::DeleteCache(const std::string& agent_id,
+                                                            const std::string& model_id) {
+  v1::DeleteCacheRequest request;
+  request.set_agent_id(agent_id);
+  request.set_model_id(model_id);
+  return Call(*kv_, &v1::KVCacheService::Stub::DeleteCache, request);
+}
+
+absl::StatusOr<v1::KvStatsResponse> Client::KvStats() {
+  return Call(*kv_, &v1::KVCacheService::Stub::Stats, v1::KvStatsRequest());
+}
+
+absl::StatusOr<v1::ExportCacheResponse> Client::ExportCache(const std::string& agent_id,
+                                                            const std::string& model_id,
+                                                            const std::string& path) {
+  v1::ExportCacheRequest request;
+  request.set_agent_id(agent_id);
+  request.set_model_id(model_id);
+  request.set_path(path);
+  return Call(*kv_, &v1::KVCacheService::Stub::ExportCache, request);
+}
+
+absl::StatusOr<v1::ImportCacheResponse> Client::ImportCache(const std::string& path,
+                                                            const std::string& agent_id) {
+  v1::ImportCacheRequest request;
+  request.set_path(path);
+  request.set_agent_id(agent_id);
+  return Call(*kv_, &v1::KVCacheService::Stub::ImportCache, request);
 }
 
 }  // namespace engram::client

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engram/v1/admin.grpc.pb.h"
+#include "engram/v1/kvcache.grpc.pb.h"
 #include "engram/v1/memory.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -65,7 +66,28 @@ class Client {
   absl::StatusOr<std::string> RestoreBackup(uint32_t backup_id, const std::string& name);
   absl::StatusOr<v1::VerifyBackupResponse> VerifyBackup(uint32_t backup_id);
 
+  // KV caches (engram.v1.KVCacheService). SaveCache sends `header`, then one
+  // message per call of `next_block` until it returns false; nothing is
+  // stored unless every message is accepted and the stream completes.
+  absl::StatusOr<v1::SaveCacheResponse> SaveCache(
+      const v1::SaveCacheHeader& header, const std::function<bool(v1::KvBlock*)>& next_block);
+  // Calls `on_header` once, then `on_block` per layer-block (false cancels).
+  absl::Status LoadCache(const v1::LoadCacheRequest& request,
+                         const std::function<void(const v1::LoadCacheHeader&)>& on_header,
+                         const std::function<bool(v1::KvBlock&)>& on_block);
+  absl::StatusOr<v1::MatchPrefixResponse> MatchPrefix(const v1::MatchPrefixRequest& request);
+  absl::StatusOr<v1::ListCachesResponse> ListCaches(const std::string& agent_id);
+  absl::StatusOr<v1::DeleteCacheResponse> DeleteCache(const std::string& agent_id,
+                                                      const std::string& model_id);
+  absl::StatusOr<v1::KvStatsResponse> KvStats();
+  absl::StatusOr<v1::ExportCacheResponse> ExportCache(const std::string& agent_id,
+                                                      const std::string& model_id,
+                                                      const std::string& path);
+  absl::StatusOr<v1::ImportCacheResponse> ImportCache(const std::string& path,
+                                                      const std::string& agent_id);
+
   v1::MemoryService::Stub& memory() { return *memory_; }
+  v1::KVCacheService::Stub& kv() { return *kv_; }
   v1::AdminService::Stub& admin() { return *admin_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
 
@@ -80,6 +102,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::MemoryService::Stub> memory_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::KVCacheService::Stub> kv_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 

@@ -1,0 +1,489 @@
+#include "server/kv_cache_service.h"
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/status_convert.h"
+#include "storage/episode.h"
+#include "storage/kvcache/kv_files.h"
+
+namespace engram::server {
+namespace {
+
+using kvcache::FloatType;
+using kvcache::ModelSpec;
+
+// Authentication is not implemented yet: every caller is the default tenant.
+const std::string& TenantOf(grpc::CallbackServerContext*) {
+  static const std::string tenant = kDefaultTenant;
+  return tenant;
+}
+
+v1::KvDtype DtypeToProto(FloatType type) {
+  return type == FloatType::kFloat16 ? v1::KV_DTYPE_FLOAT16 : v1::KV_DTYPE_BFLOAT16;
+}
+
+void ModelToProto(const ModelSpec& model, v1::KvModel* out) {
+  out->set_model_id(model.model_id);
+  out->set_n_layers(model.n_layers);
+  out->set_n_kv_heads(model.n_kv_heads);
+  out->set_head_dim(model.head_dim);
+  out->set_dtype(DtypeToProto(model.dtype));
+  out->set_kv_bits(static_cast<uint32_t>(model.codec.bits));
+  out->set_kv_group_size(static_cast<uint32_t>(model.codec.group_size));
+}
+
+void CacheInfoToProto(const kvcache::CacheManifest& manifest, v1::CacheInfo* out) {
+  out->set_agent_id(manifest.agent_id);
+  ModelToProto(manifest.model, out->mutable_model());
+  out->set_tokens(manifest.tokens.size());
+  out->set_blocks(static_cast<uint32_t>(manifest.block_count()));
+  out->set_bytes(manifest.LogicalBytes());
+  out->set_updated_at_us(manifest.updated_at_us);
+}
+
+kvcache::QuantizedPart PartFromProto(const v1::QuantizedTensor& tensor) {
+  return kvcache::QuantizedPart{tensor.weights(), tensor.scales(), tensor.biases()};
+}
+
+// ---- SaveCache -----------------------------------------------------------
+
+class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
+ public:
+  SaveReactor(KvCacheServiceImpl* service, grpc::CallbackServerContext* context,
+              v1::SaveCacheResponse* response)
+      : service_(service),
+        context_(context),
+        response_(response),
+        deadline_(CallDeadline(context)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    bool queued = service_->runner()->pool()->TrySubmit([this, ok] {
+      if (!ok) {
+        Done(Commit());
+        return;
+      }
+      absl::Status handled = Handle();
+      if (!handled.ok()) {
+        Done(handled);
+        return;
+      }
+      StartRead(&request_);
+    });
+    if (!queued) Done(absl::ResourceExhaustedError("server overloaded: request queue is full"));
+  }
+
+  void OnDone() override {
+    service_->runner()->metrics()->RecordRpc("SaveCache", status_.code(), absl::Now() - start_);
+    // Dropping an uncommitted save deletes what it staged: not on gRPC's thread.
+    if (!service_->runner()->pool()->TrySubmit([this] { delete this; })) delete this;
+  }
+
+ private:
+  absl::Status Handle() {
+    if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the save");
+    if (absl::Now() >= deadline_) {
+      return absl::DeadlineExceededError("the call's deadline passed during the save");
+    }
+    if (request_.has_header()) {
+      if (save_ != nullptr) return absl::InvalidArgumentError("a second header in one save");
+      const v1::SaveCacheHeader& header = request_.header();
+      absl::StatusOr<ModelSpec> model = service_->ModelFromProto(header.model());
+      if (!model.ok()) return model.status();
+      bool quantized = header.encoding() != v1::KV_ENCODING_FLOAT;
+      std::vector<uint32_t> tokens(header.token_ids().begin(), header.token_ids().end());
+      auto save = service_->store()->BeginSave(TenantOf(context_), header.agent_id(), *model,
+                                               std::move(tokens));
+      if (!save.ok()) return save.status();
+      save_ = *std::move(save);
+      assembler_.emplace(*model, save_->manifest().tokens.size(), quantized, save_.get());
+      return absl::OkStatus();
+    }
+    if (!request_.has_block()) return absl::InvalidArgumentError("an empty message in a save");
+    if (save_ == nullptr) {
+      return absl::InvalidArgumentError("the first message of a save must be its header");
+    }
+    const v1::KvBlock& block = request_.block();
+    kvcache::BlockMessage message;
+    message.layer = block.layer();
+    message.block = block.block();
+    message.keys = block.keys();
+    message.values = block.values();
+    message.quantized_keys = PartFromProto(block.quantized_keys());
+    message.quantized_values = PartFromProto(block.quantized_values());
+    return assembler_->Add(message);
+  }
+
+  absl::Status Commit() {
+    if (context_->IsCancelled()) return absl::CancelledError("the client cancelled the save");
+    if (save_ == nullptr)
+      return absl::InvalidArgumentError("the save stream ended before its header");
+    absl::StatusOr<kvcache::SaveResult> result = save_->Commit();
+    if (!result.ok()) return result.status();
+    response_->set_tokens(result->tokens);
+    response_->set_blocks(result->blocks);
+    response_->set_layer_blocks_written(result->layer_blocks_written);
+    response_->set_layer_blocks_shared(result->layer_blocks_shared);
+    return absl::OkStatus();
+  }
+
+  void Done(const absl::Status& status) {
+    status_ = status;
+    Finish(ToGrpcStatus(status));
+  }
+
+  KvCacheServiceImpl* service_;
+  grpc::CallbackServerContext* context_;
+  v1::SaveCacheResponse* response_;
+  const absl::Time deadline_;
+  const absl::Time start_ = absl::Now();
+  v1::SaveCacheRequest request_;
+  std::unique_ptr<kvcache::KvCacheStore::PendingSave> save_;
+  std::optional<kvcache::SaveAssembler> assembler_;
+  absl::Status status_ = absl::CancelledError();
+};
+
+// ---- LoadCache -----------------------------------------------------------
+
+// Copies rows [first, first + count) of each head from a [heads, tokens, width]
+// byte array.
+void AppendRows(std::string_view tensor, size_t heads, size_t tokens, size_t width, size_t first,
+                size_t count, std::string* out) {
+  if (first == 0 && count == tokens) {
+    out->append(tensor);
+    return;
+  }
+  for (size_t head = 0; head < heads; ++head) {
+    out->append(tensor.substr((head * tokens + first) * width, count * width));
+  }
+}
+
+class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse> {
+ public:
+  static constexpr size_t kQueueDepth = 4;  // messages prepared ahead of the network
+
+  LoadReactor(KvCacheServiceImpl* service, grpc::CallbackServerContext* context,
+              const v1::LoadCacheRequest* request)
+      : service_(service), context_(context), request_(*request), deadline_(CallDeadline(context)) {
+    bool queued = service_->runner()->pool()->TrySubmit([this] {
+      absl::Status status = Produce();
+      {
+        absl::MutexLock lock(&mutex_);
+        result_ = status;
+        MaybeWriteLocked();
+      }
+      Unref();
+    });
+    if (!queued) {
+      absl::MutexLock lock(&mutex_);
+      result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+      MaybeWriteLocked();
+      refs_.fetch_sub(1);
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mutex_);
+    writing_ = false;
+    if (!ok) cancelled_ = true;
+    MaybeWriteLocked();
+  }
+  void OnCancel() override {
+    absl::MutexLock lock(&mutex_);
+    cancelled_ = true;
+  }
+  void OnDone() override {
+    absl::StatusCode code;
+    {
+      absl::MutexLock lock(&mutex_);
+      code = result_.value_or(absl::CancelledError()).code();
+    }
+    service_->runner()->metrics()->RecordRpc("LoadCache", code, absl::Now() - start_);
+    Unref();
+  }
+
+ private:
+  absl::Status Produce() {
+    const std::string& tenant = TenantOf(context_);
+    absl::StatusOr<kvcache::CacheManifest> manifest =
+        service_->store()->GetManifest(tenant, request_.agent_id(), request_.model_id());
+    if (!manifest.ok()) return manifest.status();
+    const ModelSpec& model = manifest->model;
+    if (request_.has_expect_model()) {
+      absl::StatusOr<ModelSpec> expected = service_->ModelFromProto(request_.expect_model());
+      if (!expected.ok()) return expected.status();
+      if (!(*expected == model)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the stored cache is of ", model.Describe(), ", not ", expected->Describe()));
+      }
+    }
+    const size_t total = manifest->tokens.size();
+    const size_t start = request_.token_start();
+    const size_t end = request_.token_end() == 0 ? total : request_.token_end();
+    if (start >= end || end > total) {
+      return absl::OutOfRangeError(absl::StrCat("token range [", start, ", ", end,
+                                                ") is not inside the cache's ", total, " tokens"));
+    }
+    const bool as_float = request_.encoding() == v1::KV_ENCODING_FLOAT;
+    FloatType out_type = model.dtype;
+    if (request_.output_dtype() == v1::KV_DTYPE_FLOAT16) out_type = FloatType::kFloat16;
+    if (request_.output_dtype() == v1::KV_DTYPE_BFLOAT16) out_type = FloatType::kBFloat16;
+
+    v1::LoadCacheResponse header;
+    v1::LoadCacheHeader* h = header.mutable_header();
+    ModelToProto(model, h->mutable_model());
+    h->set_total_tokens(total);
+    h->set_token_start(static_cast<uint32_t>(start));
+    h->set_token_end(static_cast<uint32_t>(end));
+    h->mutable_token_ids()->Add(manifest->tokens.begin() + start, manifest->tokens.begin() + end);
+    h->set_encoding(as_float ? v1::KV_ENCODING_FLOAT : v1::KV_ENCODING_QUANTIZED);
+    h->set_dtype(DtypeToProto(out_type));
+    if (!Push(std::move(header))) return absl::CancelledError("the client went away");
+
+    const size_t first_block = start / kvcache::kBlockTokens;
+    const size_t last_block = (end - 1) / kvcache::kBlockTokens;
+    const size_t heads = model.n_kv_heads;
+    const size_t words = model.codec.WordsPerRow(model.head_dim) * 4;
+    const size_t groups = model.codec.GroupsPerRow(model.head_dim) * 2;
+    for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
+      for (size_t block = first_block; block <= last_block; ++block) {
+        if (absl::Now() >= deadline_) {
+          return absl::DeadlineExceededError("the call's deadline passed during the load");
+        }
+        absl::StatusOr<kvcache::BlockBytes> bytes =
+            service_->store()->ReadBlock(tenant, *manifest, layer, static_cast<uint32_t>(block));
+        if (!bytes.ok()) return bytes.status();
+        const size_t block_start = block * kvcache::kBlockTokens;
+        const size_t tokens = manifest->BlockTokens(block);
+        const size_t first = std::max(start, block_start) - block_start;
+        const size_t count = std::min(end, block_start + tokens) - block_start - first;
+        v1::LoadCacheResponse message;
+        v1::KvBlock* out = message.mutable_block();
+        out->set_layer(layer);
+        out->set_block(static_cast<uint32_t>(block));
+        out->set_token_offset(static_cast<uint32_t>(block_start + first));
+        out->set_tokens(static_cast<uint32_t>(count));
+        std::string_view data(**bytes);
+        const size_t weight_bytes = model.WeightBytes(tokens),
+                     scale_bytes = model.ScaleBytes(tokens);
+        for (int part = 0; part < 2; ++part) {
+          std::string_view w = data.substr(part * (weight_bytes + 2 * scale_bytes), weight_bytes);
+          std::string_view s =
+              data.substr(part * (weight_bytes + 2 * scale_bytes) + weight_bytes, scale_bytes);
+          std::string_view b = data.substr(
+              part * (weight_bytes + 2 * scale_bytes) + weight_bytes + scale_bytes, scale_bytes);
+          if (as_float) {
+            std::string* target = part == 0 ? out->mutable_keys() : out->mutable_values();
+            target->resize(heads * count * model.head_dim * 2);
+            for (size_t head = 0; head < heads; ++head) {
+              size_t row = head * tokens + first;
+              kvcache::Dequantize(
+                  reinterpret_cast<const uint32_t*>(w.data() + row * words),
+                  reinterpret_cast<const uint16_t*>(s.data() + row * groups),
+                  reinterpret_cast<const uint16_t*>(b.data() + row * groups), model.dtype, count,
+                  model.head_dim, model.codec, out_type,
+                  reinterpret_cast<uint16_t*>(target->data() + head * count * model.head_dim * 2));
+            }
+          } else {
+            v1::QuantizedTensor* target =
+                part == 0 ? out->mutable_quantized_keys() : out->mutable_quantized_values();
+            AppendRows(w, heads, tokens, words, first, count, target->mutable_weights());
+            AppendRows(s, heads, tokens, groups, first, count, target->mutable_scales());
+            AppendRows(b, heads, tokens, groups, first, count, target->mutable_biases());
+          }
+        }
+        if (!Push(std::move(message))) return absl::CancelledError("the client went away");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Queues a message for the network, waiting while kQueueDepth are ahead.
+  // False when the call was cancelled.
+  bool Push(v1::LoadCacheResponse message) {
+    absl::MutexLock lock(&mutex_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+      return cancelled_ || queue_.size() < kQueueDepth;
+    };
+    mutex_.Await(absl::Condition(&room));
+    if (cancelled_) return false;
+    queue_.push_back(std::move(message));
+    MaybeWriteLocked();
+    return true;
+  }
+
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    if (result_.has_value()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(*result_));
+    }
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  KvCacheServiceImpl* service_;
+  grpc::CallbackServerContext* context_;
+  const v1::LoadCacheRequest request_;
+  const absl::Time deadline_;
+  const absl::Time start_ = absl::Now();
+  std::atomic<int> refs_{2};
+  absl::Mutex mutex_;
+  std::deque<v1::LoadCacheResponse> queue_ ABSL_GUARDED_BY(mutex_);
+  v1::LoadCacheResponse current_ ABSL_GUARDED_BY(mutex_);
+  std::optional<absl::Status> result_ ABSL_GUARDED_BY(mutex_);
+  bool writing_ ABSL_GUARDED_BY(mutex_) = false;
+  bool finished_ ABSL_GUARDED_BY(mutex_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+}  // namespace
+
+absl::StatusOr<ModelSpec> KvCacheServiceImpl::ModelFromProto(const v1::KvModel& proto) const {
+  ModelSpec model;
+  model.model_id = proto.model_id();
+  model.n_layers = proto.n_layers();
+  model.n_kv_heads = proto.n_kv_heads();
+  model.head_dim = proto.head_dim();
+  switch (proto.dtype()) {
+    case v1::KV_DTYPE_FLOAT16:
+      model.dtype = FloatType::kFloat16;
+      break;
+    case v1::KV_DTYPE_BFLOAT16:
+      model.dtype = FloatType::kBFloat16;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "model.dtype must be KV_DTYPE_FLOAT16 or KV_DTYPE_BFLOAT16");
+  }
+  model.codec.bits = proto.kv_bits() == 0 ? 4 : static_cast<int>(proto.kv_bits());
+  model.codec.group_size =
+      proto.kv_group_size() == 0 ? 64 : static_cast<int>(proto.kv_group_size());
+  if (absl::Status valid = model.Validate(); !valid.ok()) return valid;
+  size_t message_bytes = 2 * model.FloatTensorBytes(kvcache::kBlockTokens) + 4096;
+  if (message_bytes > max_message_bytes_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("one layer-block of ", model.Describe(), " takes ", message_bytes,
+                     " bytes, more than max_message_bytes (", max_message_bytes_, ")"));
+  }
+  return model;
+}
+
+grpc::ServerReadReactor<v1::SaveCacheRequest>* KvCacheServiceImpl::SaveCache(
+    grpc::CallbackServerContext* context, v1::SaveCacheResponse* response) {
+  return new SaveReactor(this, context, response);
+}
+
+grpc::ServerWriteReactor<v1::LoadCacheResponse>* KvCacheServiceImpl::LoadCache(
+    grpc::CallbackServerContext* context, const v1::LoadCacheRequest* request) {
+  return new LoadReactor(this, context, request);
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::MatchPrefix(grpc::CallbackServerContext* context,
+                                                          const v1::MatchPrefixRequest* request,
+                                                          v1::MatchPrefixResponse* response) {
+  return runner_->Unary(context, "MatchPrefix", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<ModelSpec> model = ModelFromProto(request->model());
+    if (!model.ok()) return model.status();
+    std::span<const uint32_t> tokens(request->token_ids().data(), request->token_ids().size());
+    const std::string& tenant = TenantOf(context);
+    if (!request->agent_id().empty() || !request->any_agent()) {
+      absl::StatusOr<uint64_t> own =
+          store_->MatchAgentPrefix(tenant, request->agent_id(), *model, tokens);
+      if (!own.ok()) return own.status();
+      response->set_agent_tokens(*own);
+    }
+    if (request->any_agent()) {
+      response->set_shared_tokens(store_->MatchSharedPrefix(tenant, *model, tokens));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::ListCaches(grpc::CallbackServerContext* context,
+                                                         const v1::ListCachesRequest* request,
+                                                         v1::ListCachesResponse* response) {
+  return runner_->Unary(context, "ListCaches", [=, this](absl::Time) -> absl::Status {
+    auto caches = store_->ListCaches(TenantOf(context), request->agent_id());
+    if (!caches.ok()) return caches.status();
+    for (const kvcache::CacheManifest& manifest : *caches) {
+      CacheInfoToProto(manifest, response->add_caches());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::DeleteCache(grpc::CallbackServerContext* context,
+                                                          const v1::DeleteCacheRequest* request,
+                                                          v1::DeleteCacheResponse* response) {
+  return runner_->Unary(context, "DeleteCache", [=, this](absl::Time) -> absl::Status {
+    auto deleted = store_->DeleteCache(TenantOf(context), request->agent_id(), request->model_id());
+    if (!deleted.ok()) return deleted.status();
+    response->set_caches(deleted->caches);
+    response->set_blocks_freed(deleted->digests_freed);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::Stats(grpc::CallbackServerContext* context,
+                                                    const v1::KvStatsRequest*,
+                                                    v1::KvStatsResponse* response) {
+  return runner_->Unary(context, "KvStats", [=, this](absl::Time) -> absl::Status {
+    kvcache::KvStoreStats stats = store_->Stats();
+    response->set_caches(stats.caches);
+    response->set_unique_layer_blocks(stats.unique_blocks);
+    response->set_stored_bytes(stats.stored_bytes);
+    response->set_pool_budget_bytes(stats.pool.budget_bytes);
+    response->set_pool_resident_bytes(stats.pool.resident_bytes);
+    response->set_pool_resident_blocks(stats.pool.resident_blocks);
+    response->set_pool_hits(stats.pool.hits);
+    response->set_pool_misses(stats.pool.misses);
+    response->set_pool_evictions(stats.pool.evictions);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::ExportCache(grpc::CallbackServerContext* context,
+                                                          const v1::ExportCacheRequest* request,
+                                                          v1::ExportCacheResponse* response) {
+  return runner_->Unary(context, "ExportCache", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+    if (!path.ok()) return path.status();
+    auto exported = kvcache::ExportCache(store_, TenantOf(context), request->agent_id(),
+                                         request->model_id(), *path);
+    if (!exported.ok()) return exported.status();
+    response->set_path(request->path());
+    response->set_bytes(exported->bytes);
+    response->set_tokens(exported->tokens);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvCacheServiceImpl::ImportCache(grpc::CallbackServerContext* context,
+                                                          const v1::ImportCacheRequest* request,
+                                                          v1::ImportCacheResponse* response) {
+  return runner_->Unary(context, "ImportCache", [=, this](absl::Time) -> absl::Status {
+    absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+    if (!path.ok()) return path.status();
+    auto imported = kvcache::ImportCache(store_, TenantOf(context), *path, request->agent_id());
+    if (!imported.ok()) return imported.status();
+    CacheInfoToProto(*imported, response->mutable_cache());
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace engram::server
