@@ -12,10 +12,12 @@ next to a copy of this package; put build/python on sys.path.
 from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramError,
                            FailedPreconditionError, InvalidArgumentError, NotFoundError,
                            PermissionDeniedError, ResourceExhaustedError, UnavailableError)
+from engram.kvcache import CacheInfo, KVCache, KVModel
 from engram.memory import Episode, Hit, Memory
 
 __all__ = [
-    "AlreadyExistsError", "DeadlineExceededError", "EngramError", "Episode",
-    "FailedPreconditionError", "Hit", "InvalidArgumentError", "Memory", "NotFoundError",
+    "AlreadyExistsError", "CacheInfo", "DeadlineExceededError", "EngramError", "Episode",
+    "FailedPreconditionError", "Hit", "InvalidArgumentError", "KVCache", "KVModel", "Memory",
+    "NotFoundError",
     "PermissionDeniedError", "ResourceExhaustedError", "UnavailableError",
 ]
