@@ -250,13 +250,20 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
     const size_t heads = model.n_kv_heads;
     const size_t words = model.codec.WordsPerRow(model.head_dim) * 4;
     const size_t groups = model.codec.GroupsPerRow(model.head_dim) * 2;
+    std::vector<std::pair<uint32_t, uint32_t>> order;
+    for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
+      for (size_t block = first_block; block <= last_block; ++block) {
+        order.emplace_back(layer, static_cast<uint32_t>(block));
+      }
+    }
+    kvcache::KvCacheStore::BlockPrefetcher reader(service_->store(), tenant, *manifest,
+                                                  std::move(order));
     for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
       for (size_t block = first_block; block <= last_block; ++block) {
         if (absl::Now() >= deadline_) {
           return absl::DeadlineExceededError("the call's deadline passed during the load");
         }
-        absl::StatusOr<kvcache::BlockBytes> bytes =
-            service_->store()->ReadBlock(tenant, *manifest, layer, static_cast<uint32_t>(block));
+        absl::StatusOr<kvcache::BlockBytes> bytes = reader.Next();
         if (!bytes.ok()) return bytes.status();
         const size_t block_start = block * kvcache::kBlockTokens;
         const size_t tokens = manifest->BlockTokens(block);

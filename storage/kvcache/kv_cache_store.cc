@@ -468,6 +468,58 @@ absl::StatusOr<BlockBytes> KvCacheStore::ReadBlock(const std::string& tenant,
   return shared;
 }
 
+KvCacheStore::BlockPrefetcher::BlockPrefetcher(
+    KvCacheStore* store, std::string tenant, CacheManifest manifest,
+    std::vector<std::pair<uint32_t, uint32_t>> layer_blocks, int threads, size_t window)
+    : store_(store),
+      tenant_(std::move(tenant)),
+      manifest_(std::move(manifest)),
+      order_(std::move(layer_blocks)),
+      window_(std::max<size_t>(window, 1)),
+      slots_(order_.size()) {
+  int count = static_cast<int>(std::min<size_t>(std::max(threads, 1), order_.size()));
+  for (int i = 0; i < count; ++i) threads_.emplace_back([this] { ReadLoop(); });
+}
+
+KvCacheStore::BlockPrefetcher::~BlockPrefetcher() {
+  {
+    absl::MutexLock lock(&mutex_);
+    stop_ = true;
+  }
+  for (std::thread& thread : threads_) thread.join();
+}
+
+void KvCacheStore::BlockPrefetcher::ReadLoop() {
+  while (true) {
+    size_t index;
+    {
+      absl::MutexLock lock(&mutex_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+        return stop_ || next_claim_ >= order_.size() || next_claim_ < consumed_ + window_;
+      };
+      mutex_.Await(absl::Condition(&ready));
+      if (stop_ || next_claim_ >= order_.size()) return;
+      index = next_claim_++;
+    }
+    absl::StatusOr<BlockBytes> block =
+        store_->ReadBlock(tenant_, manifest_, order_[index].first, order_[index].second);
+    absl::MutexLock lock(&mutex_);
+    slots_[index] = std::move(block);
+  }
+}
+
+absl::StatusOr<BlockBytes> KvCacheStore::BlockPrefetcher::Next() {
+  absl::MutexLock lock(&mutex_);
+  if (consumed_ >= order_.size()) return absl::OutOfRangeError("no more blocks were listed");
+  auto ready = [this]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return slots_[consumed_].has_value(); };
+  mutex_.Await(absl::Condition(&ready));
+  absl::StatusOr<BlockBytes> block = *std::move(slots_[consumed_]);
+  slots_[consumed_].reset();
+  ++consumed_;
+  return block;
+}
+
 absl::StatusOr<uint64_t> KvCacheStore::MatchAgentPrefix(const std::string& tenant,
                                                         const std::string& agent_id,
                                                         const ModelSpec& model,

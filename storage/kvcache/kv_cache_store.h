@@ -30,8 +30,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -152,6 +154,38 @@ class KvCacheStore {
   // One layer-block of a manifest's cache, from RAM or disk.
   absl::StatusOr<BlockBytes> ReadBlock(const std::string& tenant, const CacheManifest& manifest,
                                        uint32_t layer, uint32_t block);
+
+  // Reads layer-blocks of a manifest in a given order with `threads` reader
+  // threads, at most `window` blocks ahead of the consumer. Blocks that are
+  // not in the RAM pool come from RocksDB one read at a time, so a restore
+  // from disk is bound by the device's latency unless reads overlap.
+  class BlockPrefetcher {
+   public:
+    BlockPrefetcher(KvCacheStore* store, std::string tenant, CacheManifest manifest,
+                    std::vector<std::pair<uint32_t, uint32_t>> layer_blocks, int threads = 4,
+                    size_t window = 16);
+    ~BlockPrefetcher();
+    BlockPrefetcher(const BlockPrefetcher&) = delete;
+    BlockPrefetcher& operator=(const BlockPrefetcher&) = delete;
+    // The next layer-block in order (the caller must not ask for more than
+    // it listed).
+    absl::StatusOr<BlockBytes> Next();
+
+   private:
+    void ReadLoop();
+
+    KvCacheStore* store_;
+    const std::string tenant_;
+    const CacheManifest manifest_;
+    const std::vector<std::pair<uint32_t, uint32_t>> order_;
+    const size_t window_;
+    absl::Mutex mutex_;
+    std::vector<std::optional<absl::StatusOr<BlockBytes>>> slots_ ABSL_GUARDED_BY(mutex_);
+    size_t next_claim_ ABSL_GUARDED_BY(mutex_) = 0;
+    size_t consumed_ ABSL_GUARDED_BY(mutex_) = 0;
+    bool stop_ ABSL_GUARDED_BY(mutex_) = false;
+    std::vector<std::thread> threads_;
+  };
 
   // Leading tokens of `tokens` the agent's cache of this model holds (0 when
   // it has none); FAILED_PRECONDITION when its geometry differs from `model`.
