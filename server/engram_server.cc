@@ -47,6 +47,25 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(config.metrics_address);
   if (!metrics.ok()) return metrics.status();
   server->metrics_ = *std::move(metrics);
+  server->metrics_->AddSource([kv = server->kv_store_.get()] {
+    kvcache::KvStoreStats stats = kv->Stats();
+    auto value = [](uint64_t v) { return static_cast<double>(v); };
+    return std::vector<Metrics::Sample>{
+        {"engram_kv_caches", "KV caches stored (agent x model)", value(stats.caches)},
+        {"engram_kv_stored_bytes", "bytes of stored KV layer-blocks (each shared block once)",
+         value(stats.stored_bytes)},
+        {"engram_kv_unique_layer_blocks", "stored KV layer-blocks", value(stats.unique_blocks)},
+        {"engram_kv_pool_resident_bytes", "bytes of KV blocks in the RAM pool",
+         value(stats.pool.resident_bytes)},
+        {"engram_kv_pool_budget_bytes", "RAM pool budget (kv.pool_mb)",
+         value(stats.pool.budget_bytes)},
+        {"engram_kv_pool_hits_total", "KV block reads served from the RAM pool",
+         value(stats.pool.hits), true},
+        {"engram_kv_pool_misses_total", "KV block reads that went to disk",
+         value(stats.pool.misses), true},
+        {"engram_kv_pool_evictions_total", "KV blocks evicted from the RAM pool",
+         value(stats.pool.evictions), true}};
+  });
   server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
   server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
   server->memory_service_ = std::make_unique<MemoryServiceImpl>(
@@ -89,6 +108,7 @@ absl::Status EngramServer::Shutdown() {
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
   pool_.reset();
+  metrics_.reset();  // its scrape sources read the stores closed below
   index_->Flush();
   absl::Status snapshotted = index_->SaveSnapshots();
   if (!snapshotted.ok()) {

@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/histogram.h>
@@ -8,6 +9,37 @@
 #include "absl/strings/str_cat.h"
 
 namespace engram::server {
+namespace {
+
+class SourceCollectable : public prometheus::Collectable {
+ public:
+  explicit SourceCollectable(std::function<std::vector<Metrics::Sample>()> source)
+      : source_(std::move(source)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> families;
+    for (const Metrics::Sample& sample : source_()) {
+      prometheus::MetricFamily family;
+      family.name = sample.name;
+      family.help = sample.help;
+      family.type =
+          sample.counter ? prometheus::MetricType::Counter : prometheus::MetricType::Gauge;
+      prometheus::ClientMetric metric;
+      if (sample.counter) {
+        metric.counter.value = sample.value;
+      } else {
+        metric.gauge.value = sample.value;
+      }
+      family.metric.push_back(std::move(metric));
+      families.push_back(std::move(family));
+    }
+    return families;
+  }
+
+ private:
+  std::function<std::vector<Metrics::Sample>()> source_;
+};
+
+}  // namespace
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   requests_ = &prometheus::BuildCounter()
@@ -20,7 +52,17 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Register(*registry_);
 }
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() {
+  if (exposer_ != nullptr) {
+    for (const auto& source : sources_) exposer_->RemoveCollectable(source);
+  }
+}
+
+void Metrics::AddSource(std::function<std::vector<Sample>()> source) {
+  auto collectable = std::make_shared<SourceCollectable>(std::move(source));
+  sources_.push_back(collectable);
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(collectable);
+}
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& address) {
   std::unique_ptr<Metrics> metrics(new Metrics());

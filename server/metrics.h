@@ -1,12 +1,16 @@
 // Prometheus metrics of engramd, served at http://<metrics_address>/metrics:
 //   engram_rpc_requests_total{rpc,code}     calls finished, by status code
 //   engram_rpc_latency_seconds{rpc}         time from arrival to finish
+// plus gauges and counters read from their owners at each scrape
+// (AddSource; e.g. engram_kv_* from the KV cache store).
 // Thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -19,6 +23,7 @@ template <typename T>
 class Family;
 class Counter;
 class Histogram;
+class Collectable;
 }  // namespace prometheus
 
 namespace engram::server {
@@ -32,12 +37,24 @@ class Metrics {
 
   void RecordRpc(std::string_view rpc, absl::StatusCode code, absl::Duration latency);
 
+  // A value read at scrape time.
+  struct Sample {
+    std::string name;
+    std::string help;
+    double value = 0;
+    bool counter = false;  // monotonic (a counter) or not (a gauge)
+  };
+  // `source` is called at every scrape, from the exposer's thread; it must
+  // stay valid until the Metrics object is destroyed.
+  void AddSource(std::function<std::vector<Sample>()> source);
+
  private:
   Metrics();
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> sources_;
 };
 
 }  // namespace engram::server

@@ -326,6 +326,9 @@ TEST_F(ServerTest, MetricsCountCallsByMethodAndCode) {
             std::string::npos)
       << metrics.substr(0, 2000);
   EXPECT_NE(metrics.find("engram_rpc_latency_seconds_bucket"), std::string::npos);
+  EXPECT_NE(metrics.find("engram_kv_pool_budget_bytes 2147483648"), std::string::npos)
+      << "KV cache gauges (default kv.pool_mb 2048)";
+  EXPECT_NE(metrics.find("engram_kv_pool_misses_total 0"), std::string::npos);
 }
 
 TEST_F(ServerTest, EngramctlRoundTripAndErrors) {
