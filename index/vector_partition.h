@@ -176,6 +176,19 @@ class VectorPartition {
                                                                const PartitionOptions& options);
   // Calls `visit` with the id and attributes of every live vector.
   void ForEachLive(const std::function<void(uint64_t id, const uint8_t* attributes)>& visit) const;
+  // Row access for exhaustive scanners (index/partition_scanner.h). Rows are
+  // the node slots in insertion order, removed ones included (slots are never
+  // reused), so a row's id and vector never change once readable.
+  uint32_t row_count() const { return node_count_.load(std::memory_order_acquire); }
+  // Copies rows [first, first + count) to `out` (row-major; cosine vectors
+  // are stored normalised). They must be below row_count().
+  void CopyRows(uint32_t first, uint32_t count, float* out) const;
+  uint64_t RowId(uint32_t row) const;
+  // ceil(rows / 64) words; bit r set when row r (< rows) is live and, when
+  // `accept` is given, accepted.
+  std::vector<uint64_t> LiveRowBitmap(uint32_t rows, const AcceptFunction* accept) const;
+  uint64_t deleted_count() const { return deleted_count_.load(std::memory_order_acquire); }
+
   // Grows with every change (adds, removes, consolidations); a snapshot is
   // stale when this moved on since it was written.
   uint64_t change_count() const { return changes_.load(std::memory_order_acquire); }

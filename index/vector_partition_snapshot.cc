@@ -1,5 +1,6 @@
-// VectorPartition's snapshots: Save, Load and ForEachLive. Kept apart from
-// the search code; the format is the order of the Put calls in Save.
+// VectorPartition's snapshots (Save, Load) and whole-partition iteration
+// (ForEachLive, the row accessors). Kept apart from the search code; the format is the order of the
+// Put calls in Save.
 //
 // Layout (little-endian): magic, format version; the options that must match
 // (metric, dimension, attribute bytes, R, build L, alpha); node count; per
@@ -208,6 +209,26 @@ void VectorPartition::ForEachLive(
     if (deleted_.At(node)->load(std::memory_order_acquire)) continue;
     visit(*ids_.At(node), attributes_.At(node));
   }
+}
+
+void VectorPartition::CopyRows(uint32_t first, uint32_t count, float* out) const {
+  const size_t dim = options_.dimension;
+  for (uint32_t row = first; row < first + count; ++row) {
+    std::copy_n(vectors_.At(row), dim, out + size_t{row - first} * dim);
+  }
+}
+
+uint64_t VectorPartition::RowId(uint32_t row) const { return *ids_.At(row); }
+
+std::vector<uint64_t> VectorPartition::LiveRowBitmap(uint32_t rows,
+                                                     const AcceptFunction* accept) const {
+  std::vector<uint64_t> bits((size_t{rows} + 63) / 64, 0);
+  for (uint32_t row = 0; row < rows; ++row) {
+    if (deleted_.At(row)->load(std::memory_order_acquire)) continue;
+    if (accept != nullptr && !(*accept)(*ids_.At(row), attributes_.At(row))) continue;
+    bits[row / 64] |= uint64_t{1} << (row % 64);
+  }
+  return bits;
 }
 
 }  // namespace engram::index

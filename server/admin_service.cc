@@ -169,6 +169,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     index_load->set_vectors_from_snapshots(load.vectors_from_snapshots);
     index_load->set_vectors_read_from_store(load.vectors_read_from_store);
     index_load->set_spaces_rebuilt(load.spaces_rebuilt);
+    const index::ScannerStats scan = index_->ScanStats();
+    v1::ScanStats* out = response->mutable_scan();
+    out->set_backend(scan.backend);
+    out->set_reason(scan.reason);
+    out->set_resident_partitions(scan.resident_partitions);
+    out->set_resident_bytes(scan.resident_bytes);
+    out->set_scans(scan.scans);
+    out->set_launches(scan.launches);
+    out->set_uploads(scan.uploads);
+    out->set_fallbacks(scan.fallbacks);
     return absl::OkStatus();
   });
 }

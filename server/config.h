@@ -54,6 +54,21 @@ struct KvConfig {
   std::string export_dir = "engram-kv-exports";
 };
 
+// The full-deliberation scan (index/partition_scanner.h): GPU when present.
+struct GpuConfig {
+  // Use a GPU when the build has CUDA and one answers; false: CPU twin.
+  // Default: true.
+  bool enabled = true;
+  // MiB of fp16 partition copies (GPU memory, or host memory for the CPU
+  // twin); least recently scanned partitions are dropped. Default: 4096.
+  size_t budget_mb = 4096;
+  // How long a batch of concurrent scans waits for more (only while scans
+  // arrive concurrently; a lone scan never waits). Default: 200.
+  int batch_window_us = 200;
+  // Most queries per launch. Default: 256.
+  int max_batch = 256;
+};
+
 struct ServerConfig {
   // host:port gRPC listens on; port 0 picks a free port (see port_file).
   // Default: 127.0.0.1:50051 (loopback only).
@@ -88,6 +103,7 @@ struct ServerConfig {
   storage::StoreOptions store;
   IndexConfig index;
   KvConfig kv;
+  GpuConfig gpu;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

@@ -27,9 +27,16 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
+  index::ScannerOptions scanner;
+  scanner.use_gpu = config.gpu.enabled;
+  scanner.budget_bytes = config.gpu.budget_mb << 20;
+  scanner.batch_window = absl::Microseconds(config.gpu.batch_window_us);
+  scanner.max_batch = static_cast<size_t>(config.gpu.max_batch);
   server->index_ = std::make_unique<EpisodeIndex>(
       config.index, server->store_.get(),
-      (std::filesystem::path(config.store.data_dir) / "index").string());
+      (std::filesystem::path(config.store.data_dir) / "index").string(), std::move(scanner));
+  const index::ScannerStats scan = server->index_->ScanStats();
+  spdlog::info("event=scan_backend backend={} reason=\"{}\"", scan.backend, scan.reason);
   server->index_->set_max_k(static_cast<uint32_t>(config.max_k));
   absl::Time index_start = absl::Now();
   if (absl::Status loaded = server->index_->Load(); !loaded.ok()) return loaded;

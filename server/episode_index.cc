@@ -168,8 +168,10 @@ struct EpisodeIndex::SpaceIndex {
 };
 
 EpisodeIndex::EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store,
-                           const std::string& default_snapshot_dir)
+                           const std::string& default_snapshot_dir,
+                           index::ScannerOptions scanner_options)
     : config_(config),
+      scanner_(std::move(scanner_options)),
       store_(store),
       snapshot_root_(config.snapshot_dir.empty() ? default_snapshot_dir : config.snapshot_dir) {}
 
@@ -723,7 +725,7 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
   if (absl::Status valid = storage::ValidateFilter(request.filter); !valid.ok()) return valid;
 
   IndexSearchResult result;
-  result.route = "index";
+  result.route = request.scan ? "scan" : "index";
   std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
   if (space == nullptr || space->info.created_at_us != info->created_at_us) return result;
 
@@ -747,6 +749,12 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
     return true;
   };
 
+  // Scans leave expiry to the read-back check, so that unfiltered scans of a
+  // partition can share one batched launch (index/partition_scanner.h).
+  const bool attribute_filter = !filter.session_id.empty() || !kind_hashes.empty() ||
+                                filter.event_time_from_us.has_value() ||
+                                filter.event_time_to_us.has_value();
+
   // Ask the partitions for k; if read-back checks (metadata predicates, races
   // with writes) leave fewer than k, ask for 4x more, up to the index's k
   // limit, then fall back to an exact scan of the store.
@@ -768,10 +776,12 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
     // Listed after the queue: a partition created meanwhile holds what left it.
     for (const auto& partition : space->Partitions(request.filter.agent_id)) {
       absl::StatusOr<std::vector<index::ScoredId>> found =
-          partition->Search({.query = request.query,
-                             .k = asked,
-                             .beam_width = request.beam_width,
-                             .accept = &accept});
+          request.scan
+              ? scanner_.Scan(partition, request.query, asked, attribute_filter ? &accept : nullptr)
+              : partition->Search({.query = request.query,
+                                   .k = asked,
+                                   .beam_width = request.beam_width,
+                                   .accept = &accept});
       if (!found.ok()) return found.status();
       for (const index::ScoredId& hit : *found) merged.Push(hit.score, hit.id);
     }

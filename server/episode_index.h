@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "index/partition_scanner.h"
 #include "index/vector_partition.h"
 #include "server/config.h"
 #include "storage/episode_store.h"
@@ -58,13 +59,16 @@ struct IndexSearchRequest {
   std::span<const float> query;
   uint32_t k = 10;
   uint32_t beam_width = 0;  // 0: each partition's calibrated default
+  // Scan every vector of the partitions (index/partition_scanner.h) instead
+  // of walking their graphs.
+  bool scan = false;
   EpisodeFilter filter;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct IndexSearchResult {
   std::vector<std::pair<float, Episode>> hits;  // best first
-  std::string route;                            // "index" or "exact"
+  std::string route;                            // "index", "scan" or "exact"
   uint64_t candidates = 0;  // hits the partitions proposed (read back and checked)
 };
 
@@ -77,8 +81,10 @@ struct PartitionReport {
 class EpisodeIndex {
  public:
   // Snapshots go to config.snapshot_dir, or `default_snapshot_dir` if empty.
+  // Scans (IndexSearchRequest::scan) go through a PartitionScanner made
+  // with `scanner_options`.
   EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store,
-               const std::string& default_snapshot_dir);
+               const std::string& default_snapshot_dir, index::ScannerOptions scanner_options = {});
   // Stops the snapshot thread (without a final snapshot: call SaveSnapshots).
   ~EpisodeIndex();
 
@@ -120,6 +126,8 @@ class EpisodeIndex {
                        const std::function<void(uint64_t, uint64_t)>& progress = {});
 
   std::vector<PartitionReport> Stats(const std::string& tenant) const;
+  // Which backend scans (cuda or cpu, and why), copies, launches, fallbacks.
+  index::ScannerStats ScanStats() { return scanner_.Stats(); }
 
   struct LoadReport {
     uint64_t spaces = 0;
@@ -159,6 +167,7 @@ class EpisodeIndex {
   static constexpr size_t kMaxQueued = 16384;
 
   const IndexConfig config_;
+  index::PartitionScanner scanner_;
   storage::EpisodeStore* const store_;
   const std::string snapshot_root_;
   uint32_t max_k_ = 1000;

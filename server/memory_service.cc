@@ -230,6 +230,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
                                                               {.query = query,
                                                                .k = request->k(),
                                                                .beam_width = request->beam_width(),
+                                                               .scan = request->scan(),
                                                                .filter = *std::move(filter),
                                                                .deadline = deadline});
     if (!result.ok()) return result.status();

@@ -190,6 +190,9 @@ int main(int argc, char** argv) {
   bool exact = false;
   search->add_option("--beam-width", beam_width, "graph beam width L (0: calibrated default)");
   search->add_flag("--exact", exact, "score every episode exactly instead of using the index");
+  bool scan = false;
+  search->add_flag("--scan", scan,
+                   "scan every vector in memory (GPU when engramd has one) instead of the graph");
 
   auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
   remove->add_option("-s,--space", space)->required();
@@ -319,6 +322,7 @@ int main(int argc, char** argv) {
     request.mutable_filter()->set_session_id(session);
     request.set_beam_width(beam_width);
     request.set_exact(exact);
+    request.set_scan(scan);
     auto response = client.Search(request);
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);

@@ -10,9 +10,15 @@
 // best score from below, so only scores at or above it survive a filter pass
 // and get sorted (bitonic, 2048 per block, merge rounds). When too many
 // scores tie at the threshold the tile is sorted whole instead.
+//
+// cuBLAS is opened with dlopen (RTLD_LOCAL) when a GPU is found rather than
+// linked: libcublasLt's ~94 KB of static TLS would be reserved in every
+// thread of every process linking this library, and civetweb's 100 KB thread
+// stacks (the Prometheus endpoint) can no longer be created then.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstring>
@@ -40,6 +46,49 @@ namespace {
       return absl::InternalError(absl::StrCat(#call, ": cuBLAS status ", status)); \
     }                                                                              \
   } while (0)
+
+// The four cuBLAS entry points used, resolved from the dlopened library.
+struct CublasApi {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasDestroy_v2) destroy = nullptr;
+  decltype(&cublasSetStream_v2) set_stream = nullptr;
+  // The C entry point (the header also declares a C++ overload).
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                            const void*, const void*, cudaDataType, int, const void*, cudaDataType,
+                            int, const void*, void*, cudaDataType, int, cublasComputeType_t,
+                            cublasGemmAlgo_t) = nullptr;
+};
+
+// The API, or nullptr with the reason in `why` when given (loaded once per
+// process).
+const CublasApi* LoadCublas(std::string* why) {
+  static std::string error;
+  static const CublasApi* api = []() -> const CublasApi* {
+    void* library = nullptr;
+    for (const char* name : {"libcublas.so.13", "libcublas.so"}) {
+      library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (library != nullptr) break;
+    }
+    if (library == nullptr) {
+      const char* reason = dlerror();
+      error = absl::StrCat("cannot load cuBLAS (", reason ? reason : "libcublas.so.13", ")");
+      return nullptr;
+    }
+    static CublasApi loaded;
+    loaded.create = reinterpret_cast<decltype(loaded.create)>(dlsym(library, "cublasCreate_v2"));
+    loaded.destroy = reinterpret_cast<decltype(loaded.destroy)>(dlsym(library, "cublasDestroy_v2"));
+    loaded.set_stream =
+        reinterpret_cast<decltype(loaded.set_stream)>(dlsym(library, "cublasSetStream_v2"));
+    loaded.gemm_ex = reinterpret_cast<decltype(loaded.gemm_ex)>(dlsym(library, "cublasGemmEx"));
+    if (!loaded.create || !loaded.destroy || !loaded.set_stream || !loaded.gemm_ex) {
+      error = "cuBLAS lacks an expected entry point";
+      return nullptr;
+    }
+    return &loaded;
+  }();
+  if (api == nullptr && why != nullptr) *why = error;
+  return api;
+}
 
 constexpr int kSortThreads = 1024;
 constexpr int kChunk = 2048;  // scores sorted per block in Scan's top-k
@@ -301,7 +350,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
         cublas_(cublas) {}
   ~CudaExactBatchSearcher() override {
     for (auto& [id, partition] : partitions_) Free(partition);
-    cublasDestroy(cublas_);
+    cublas_api_->destroy(cublas_);
     cudaStreamDestroy(stream_);
   }
 
@@ -417,11 +466,11 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
       size_t r0 = size_t(tile) * tile_rows;
       int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
       // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T.
-      ENGRAM_CUBLAS_RETURN_IF_ERROR(
-          cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one,
-                       p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim),
-                       query_values_.get(), CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(),
-                       CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      ENGRAM_CUBLAS_RETURN_IF_ERROR(cublas_api_->gemm_ex(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one,
+          p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim), query_values_.get(),
+          CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(), CUDA_R_32F, rows,
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       // Threshold per query: the k-th best maximum of 32-row groups.
       int groups = (rows + 31) / 32;
       dim3 grid((rows + 255) / 256, nq);
@@ -562,6 +611,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   size_t used_bytes_ = 0;
   cudaStream_t stream_;
   cublasHandle_t cublas_;
+  const CublasApi* cublas_api_ = LoadCublas(nullptr);  // loaded by the factory already
   absl::flat_hash_map<uint64_t, DevicePartition> partitions_;
   DeviceBuffer<__half> query_values_;
   DeviceBuffer<float> query_norms_;
@@ -596,13 +646,18 @@ std::unique_ptr<ExactBatchSearcher> MakeCudaExactBatchSearcher(size_t budget_byt
     *why = "cannot create a CUDA stream";
     return nullptr;
   }
+  const CublasApi* api = LoadCublas(why);
+  if (api == nullptr) {
+    cudaStreamDestroy(stream);
+    return nullptr;
+  }
   cublasHandle_t cublas;
-  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS) {
+  if (api->create(&cublas) != CUBLAS_STATUS_SUCCESS) {
     cudaStreamDestroy(stream);
     *why = "cannot create a cuBLAS handle";
     return nullptr;
   }
-  cublasSetStream(cublas, stream);
+  api->set_stream(cublas, stream);
   *why = absl::StrCat("GPU 0: ", properties.name, ", budget ", budget_bytes >> 20, " MiB");
   return std::make_unique<CudaExactBatchSearcher>(budget_bytes, score_tile_bytes, stream, cublas);
 }

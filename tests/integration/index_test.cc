@@ -203,6 +203,53 @@ TEST_F(IndexTest, GraphSearchAgreesWithExactSearchUnderFilters) {
   EXPECT_EQ(empty->hits_size(), 0);
 }
 
+TEST_F(IndexTest, ScanRouteAgreesWithExactSearch) {
+  Populate();
+  auto scan = [](v1::SearchRequest& s) { s.set_scan(true); };
+  auto scan_session = [](v1::SearchRequest& s) {
+    s.set_scan(true);
+    s.mutable_filter()->set_agent_id("a");
+    s.mutable_filter()->set_session_id("s3");
+  };
+  auto scan_metadata = [](v1::SearchRequest& s) {
+    s.set_scan(true);
+    v1::MetadataPredicate* p = s.mutable_filter()->add_metadata();
+    p->set_key("n");
+    p->set_op(v1::MetadataPredicate::EQ);
+    p->mutable_value()->set_int_value(7);
+  };
+  // Every vector is scored (on fp16 copies): only fp16 near-ties may differ.
+  for (const auto& shape : {std::function<void(v1::SearchRequest&)>(scan),
+                            std::function<void(v1::SearchRequest&)>(scan_session),
+                            std::function<void(v1::SearchRequest&)>(scan_metadata)}) {
+    EXPECT_GE(RecallAgainstExact(shape), 0.98);
+  }
+  std::mt19937 rng(5);
+  v1::SearchRequest search = Query(rng);
+  search.set_scan(true);
+  auto found = client_->Search(search);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->route(), "scan");
+  ASSERT_EQ(found->hits_size(), 10);
+  // A deleted episode is not returned by the scan (the device copy masks it).
+  const uint64_t first = found->hits(0).episode().id();
+  v1::DeleteEpisodesRequest remove;
+  remove.set_space("mem");
+  remove.mutable_ids()->add_ids(first);
+  ASSERT_TRUE(client_->DeleteEpisodes(remove).ok());
+  found = client_->Search(search);
+  ASSERT_TRUE(found.ok());
+  for (const auto& hit : found->hits()) EXPECT_NE(hit.episode().id(), first);
+
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->scan().backend(), "cpu");  // CI has no GPU
+  EXPECT_FALSE(stats->scan().reason().empty());
+  EXPECT_GE(stats->scan().scans(), 60u);
+  EXPECT_EQ(stats->scan().resident_partitions(), 2u);
+  EXPECT_EQ(stats->scan().fallbacks(), 0u);
+}
+
 TEST_F(IndexTest, DeletesAndUpdatesReachTheIndex) {
   Populate();
   std::mt19937 rng(4);

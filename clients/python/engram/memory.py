@@ -258,15 +258,16 @@ class Memory:
     def search(self, embedding: Sequence[float], k: int = 10, *, agent: Optional[str] = None,
                session: str = "", kinds=None, since_us=None, until_us=None, where=None,
                include_embedding: bool = False, beam_width: int = 0,
-               exact: bool = False) -> List[Hit]:
+               exact: bool = False, scan: bool = False) -> List[Hit]:
         """The k episodes closest to `embedding`, best first. agent="" searches the
         whole space; the default is this Memory's agent. beam_width widens the
         index's graph search (0: the index's calibrated default); exact=True
-        scores every episode instead of using the index."""
+        scores every episode instead of using the index; scan=True scans every
+        vector in memory (on engramd's GPU when it has one) instead of the graph."""
         request = memory_pb2.SearchRequest(
             space=self.space, query=[float(x) for x in embedding], k=k,
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
-            include_embedding=include_embedding, beam_width=beam_width, exact=exact)
+            include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan)
         response = self._stub.Search(request, timeout=self.timeout)
         return [Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits]
 
