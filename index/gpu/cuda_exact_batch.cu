@@ -65,7 +65,8 @@ const CublasApi* LoadCublas(std::string* why) {
   static std::string error;
   static const CublasApi* api = []() -> const CublasApi* {
     void* library = nullptr;
-    for (const char* name : {"libcublas.so.13", "libcublas.so"}) {
+    // The loader's search path first, then the toolkit this was built with.
+    for (const char* name : {"libcublas.so.13", "libcublas.so", ENGRAM_CUBLAS_FALLBACK_PATH}) {
       library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
       if (library != nullptr) break;
     }
