@@ -80,11 +80,27 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "one JSON object per measurement on stdout");
   app.add_flag("--quick", quick, "fewer sizes (a smoke run)");
   app.add_option("--reps", reps, "timed repetitions per GPU measurement")->capture_default_str();
+  std::string only;
+  std::vector<size_t> scan_rows_option, scan_batches_option, rerank_dims_option,
+      rerank_batches_option, rerank_candidates_option;
+  app.add_option("--rerank-dims", rerank_dims_option, "rerank dimensions (default 384, 768, 1536)");
+  app.add_option("--rerank-batches", rerank_batches_option, "rerank batches (default 1..1024)");
+  app.add_option("--rerank-candidates", rerank_candidates_option,
+                 "candidates per query (default 64, 256, 1024)");
+  bool no_cpu = false;
+  size_t score_tile_mb = 1024;
+  app.add_option("--score-tile-mb", score_tile_mb, "the scan's score tile (GEMM output) size")
+      ->capture_default_str();
+  app.add_option("--only", only, "run only 'rerank' or 'scan'");
+  app.add_option("--scan-rows", scan_rows_option, "scan partition sizes (default 100k, 1M)");
+  app.add_option("--scan-batches", scan_batches_option,
+                 "scan batch sizes (default 1, 16, 64, 256)");
+  app.add_flag("--no-cpu", no_cpu, "skip the CPU twin (profiling runs)");
   CLI11_PARSE(app, argc, argv);
 
   std::string why;
   std::unique_ptr<ExactBatchSearcher> gpu =
-      engram::index::MakeCudaExactBatchSearcher(size_t{40} << 30, &why);
+      engram::index::MakeCudaExactBatchSearcher(size_t{40} << 30, &why, score_tile_mb << 20);
   if (gpu == nullptr) {
     std::cerr << "bench_gpu: " << why << "\n";
     return 1;
@@ -130,6 +146,10 @@ int main(int argc, char** argv) {
   std::vector<size_t> candidate_counts =
       quick ? std::vector<size_t>{256} : std::vector<size_t>{64, 256, 1024};
   const size_t rerank_rows = 200000;
+  if (!rerank_dims_option.empty()) dims = rerank_dims_option;
+  if (!rerank_batches_option.empty()) batches = rerank_batches_option;
+  if (!rerank_candidates_option.empty()) candidate_counts = rerank_candidates_option;
+  if (only == "scan") dims.clear();
   for (size_t dim : dims) {
     std::vector<float> rows = Gaussian(rng, rerank_rows * dim);
     if (!gpu->SetPartition(1, Metric::kInnerProduct, rows.data(), rerank_rows, dim).ok() ||
@@ -148,7 +168,7 @@ int main(int argc, char** argv) {
           if (!r.ok()) std::cerr << r.status() << "\n";
         };
         double gpu_s = MedianSeconds(reps, [&] { run(gpu.get()); });
-        double cpu_s = MedianSeconds(1, [&] { run(cpu.get()); });
+        double cpu_s = no_cpu ? 0 : MedianSeconds(1, [&] { run(cpu.get()); });
         report("rerank", rerank_rows, dim, batch, count, gpu_s, cpu_s, 2.0 * batch * count * dim);
       }
     }
@@ -159,13 +179,16 @@ int main(int argc, char** argv) {
   // Exhaustive scan, k = 10, 768-d.
   std::vector<size_t> scan_rows =
       quick ? std::vector<size_t>{100000} : std::vector<size_t>{100000, 1000000};
+  if (!scan_rows_option.empty()) scan_rows = scan_rows_option;
+  if (only == "rerank") scan_rows.clear();
   std::vector<size_t> scan_batches =
       quick ? std::vector<size_t>{1, 64} : std::vector<size_t>{1, 16, 64, 256};
+  if (!scan_batches_option.empty()) scan_batches = scan_batches_option;
   const size_t dim = 768;
   for (size_t n : scan_rows) {
     std::vector<float> rows = Gaussian(rng, n * dim);
     if (!gpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok() ||
-        !cpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok()) {
+        (!no_cpu && !cpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok())) {
       std::cerr << "bench_gpu: cannot load the scan partition\n";
       return 1;
     }
@@ -177,7 +200,7 @@ int main(int argc, char** argv) {
       };
       double gpu_s = MedianSeconds(reps, [&] { run(gpu.get()); });
       // The CPU twin at 1M rows is timed where it stays within seconds.
-      bool time_cpu = n <= 100000 || batch == 1 || batch == 64;
+      bool time_cpu = !no_cpu && (n <= 100000 || batch == 1 || batch == 64);
       double cpu_s = time_cpu ? MedianSeconds(1, [&] { run(cpu.get()); }) : 0;
       report("scan", n, dim, batch, n, gpu_s, cpu_s, 2.0 * n * dim);
     }

@@ -6,10 +6,14 @@
 // held in shared memory and bitonic-sorts the scores in shared memory.
 // Scan: cuBLAS GEMM (fp16 in, fp32 accumulate) over tiles of rows gives a
 // score matrix (bitmap filter and L2 correction applied when it is read).
-// Top-k by threshold: the k-th best maximum of 32-row groups bounds the k-th
-// best score from below, so only scores at or above it survive a filter pass
-// and get sorted (bitonic, 2048 per block, merge rounds). When too many
-// scores tie at the threshold the tile is sorted whole instead.
+// Top-k by threshold: the k-th best of the maxima of k or more row groups
+// bounds the k-th best score from below (any k distinct rows do), so only
+// scores at or above it survive a filter pass and get sorted (bitonic, 2048
+// per block, merge rounds). Groups are 1024 rows, a strided sample of at
+// least 8k of them, when the tile is large enough (else 128 or 32 rows, all
+// of them). All tiles run without a host round trip; afterwards, a tile
+// where more scores than the survivor buffer holds tied at the threshold is
+// computed again and sorted whole.
 //
 // cuBLAS is opened with dlopen (RTLD_LOCAL) when a GPU is found rather than
 // linked: libcublasLt's ~94 KB of static TLS would be reserved in every
@@ -226,7 +230,60 @@ __device__ __forceinline__ float TileScore(const float* column, int local, int t
   if (local >= tile_rows) return -INFINITY;
   uint32_t global = row_base + local;
   if (allowed != nullptr && !((allowed[global >> 6] >> (global & 63)) & 1)) return -INFINITY;
-  return DeviceScore(metric, column[local], norms[global], query_norm);
+  const float dot = column[local];
+  // Norms are read only for L2 (the other metrics' score is the dot product).
+  return metric == static_cast<int>(Metric::kL2) ? -(norms[global] - 2.0f * dot + query_norm) : dot;
+}
+
+// Rows each warp covers in the wide group-max and filter kernels: 4 per lane,
+// lane + 32 * j, so every load instruction reads 32 consecutive floats.
+constexpr int kWarpRows = 128;
+
+// Scan threshold, step 1 (wide): the best score of each group of
+// kWarpRows * kGroupWarps consecutive rows of each query's tile column. With
+// kGroupWarps == 1 a warp is a group (8 groups per 256-thread block);
+// otherwise the block (kGroupWarps warps) is one group, and only every
+// group_stride-th group of the tile is evaluated.
+template <int kGroupWarps>
+__global__ void WideGroupMaxKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
+                                   int metric, const float* __restrict__ norms,
+                                   const float* __restrict__ query_norms,
+                                   const uint64_t* __restrict__ allowed, int groups,
+                                   int group_stride, float* __restrict__ group_scores,
+                                   uint32_t* __restrict__ group_ids) {
+  const int q = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // Which kWarpRows rows: with kGroupWarps > 1, group g covers the rows of
+  // group g * group_stride (a strided sample of the tile).
+  const int chunk = kGroupWarps > 1 ? blockIdx.x * group_stride * kGroupWarps + warp
+                                    : blockIdx.x * (blockDim.x >> 5) + warp;
+  const float* column = dots + size_t(q) * tile_rows;
+  const float query_norm = query_norms[q];
+  float best = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kWarpRows / 32; ++j) {
+    best = fmaxf(best, TileScore(column, chunk * kWarpRows + lane + 32 * j, tile_rows, row_base,
+                                 metric, norms, query_norm, allowed));
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    best = fmaxf(best, __shfl_xor_sync(0xffffffff, best, offset));
+  }
+  int group = chunk;
+  if constexpr (kGroupWarps > 1) {
+    __shared__ float warp_best[32];
+    if (lane == 0) warp_best[warp] = best;
+    __syncthreads();
+    if (warp != 0) return;
+    best = lane < kGroupWarps ? warp_best[lane] : -INFINITY;
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      best = fmaxf(best, __shfl_xor_sync(0xffffffff, best, offset));
+    }
+    group = blockIdx.x;
+  }
+  if (lane == 0 && group < groups) {
+    group_scores[size_t(q) * groups + group] = best;
+    group_ids[size_t(q) * groups + group] = group;
+  }
 }
 
 // Scan threshold, step 1: the maximum of every 32 consecutive rows of each
@@ -254,6 +311,7 @@ __global__ void GroupMaxKernel(const float* __restrict__ dots, int tile_rows, ui
 // best group maximum (a lower bound of the k-th best element, since the k
 // best group maxima are k distinct elements). Survivors beyond `capacity`
 // are counted but not stored; the caller then falls back to sorting.
+// Each warp filters kWarpRows rows (4 per lane, coalesced).
 __global__ void FilterKernel(const float* __restrict__ dots, int tile_rows, uint32_t row_base,
                              int metric, const float* __restrict__ norms,
                              const float* __restrict__ query_norms,
@@ -262,14 +320,21 @@ __global__ void FilterKernel(const float* __restrict__ dots, int tile_rows, uint
                              uint32_t* __restrict__ counts, float* __restrict__ out_scores,
                              uint32_t* __restrict__ out_rows) {
   const int q = blockIdx.y;
-  const int local = blockIdx.x * blockDim.x + threadIdx.x;
-  float score = TileScore(dots + size_t(q) * tile_rows, local, tile_rows, row_base, metric, norms,
-                          query_norms[q], allowed);
-  if (score == -INFINITY || score < thresholds[size_t(q) * k + k - 1]) return;
-  uint32_t position = atomicAdd(&counts[q], 1u);
-  if (position < uint32_t(capacity)) {
-    out_scores[size_t(q) * capacity + position] = score;
-    out_rows[size_t(q) * capacity + position] = row_base + local;
+  const int lane = threadIdx.x & 31;
+  const int chunk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const float* column = dots + size_t(q) * tile_rows;
+  const float query_norm = query_norms[q];
+  const float threshold = thresholds[size_t(q) * k + k - 1];
+#pragma unroll
+  for (int j = 0; j < kWarpRows / 32; ++j) {
+    const int local = chunk * kWarpRows + lane + 32 * j;
+    float score = TileScore(column, local, tile_rows, row_base, metric, norms, query_norm, allowed);
+    if (score == -INFINITY || score < threshold) continue;
+    uint32_t position = atomicAdd(&counts[q], 1u);
+    if (position < uint32_t(capacity)) {
+      out_scores[size_t(q) * capacity + position] = score;
+      out_rows[size_t(q) * capacity + position] = row_base + local;
+    }
   }
 }
 
@@ -460,49 +525,79 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     if (auto s = survivors_.Reserve(size_t(capacity) * num_queries); !s.ok()) return s;
     if (auto s = tile_best_.Reserve(size_t(tiles) * k * num_queries); !s.ok()) return s;
     if (auto s = final_.Reserve(size_t(k) * num_queries); !s.ok()) return s;
-    if (auto s = counts_.Reserve(num_queries); !s.ok()) return s;
-    std::vector<uint32_t> counts(num_queries);
+    if (auto s = counts_.Reserve(size_t(tiles) * num_queries); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(counts_.get(), 0, size_t(tiles) * num_queries * sizeof(uint32_t), stream_));
     const float one = 1.0f, zero = 0.0f;
-    for (int tile = 0; tile < tiles; ++tile) {
-      size_t r0 = size_t(tile) * tile_rows;
-      int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
+    auto gemm = [&](size_t r0, int rows) -> absl::Status {
       // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T.
       ENGRAM_CUBLAS_RETURN_IF_ERROR(cublas_api_->gemm_ex(
           cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one,
           p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim), query_values_.get(),
           CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(), CUDA_R_32F, rows,
           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      // Threshold per query: the k-th best maximum of 32-row groups.
-      int groups = (rows + 31) / 32;
-      dim3 grid((rows + 255) / 256, nq);
-      GroupMaxKernel<<<grid, 256, 0, stream_>>>(
-          dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
-          query_norms_.get(), allowed, groups, groups_.scores.get(), groups_.rows.get());
+      return absl::OkStatus();
+    };
+    // Pass 1, every tile, without a host round trip: GEMM, a threshold, the
+    // scores at or above it, their best k.
+    for (int tile = 0; tile < tiles; ++tile) {
+      const size_t r0 = size_t(tile) * tile_rows;
+      const int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
+      if (auto s = gemm(r0, rows); !s.ok()) return s;
+      // Threshold per query: the k-th best of the maxima of some groups of
+      // rows, a lower bound of the k-th best score. Wider groups and fewer of
+      // them (a strided sample: any k distinct rows bound it) are cheaper to
+      // find but looser, so enough are kept for a few k survivors.
+      int groups;
+      if (rows >= 4 * k * kWarpRows * 8) {
+        const int all_groups = (rows + kWarpRows * 8 - 1) / (kWarpRows * 8);
+        groups = std::min(all_groups, std::max(8 * k, 64));
+        WideGroupMaxKernel<8><<<dim3(groups, nq), 256, 0, stream_>>>(
+            dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+            query_norms_.get(), allowed, groups, all_groups / groups, groups_.scores.get(),
+            groups_.rows.get());
+      } else if (rows >= 4 * k * kWarpRows) {
+        groups = (rows + kWarpRows - 1) / kWarpRows;
+        WideGroupMaxKernel<1><<<dim3((groups + 7) / 8, nq), 256, 0, stream_>>>(
+            dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+            query_norms_.get(), allowed, groups, 1, groups_.scores.get(), groups_.rows.get());
+      } else {
+        groups = (rows + 31) / 32;
+        GroupMaxKernel<<<dim3((rows + 255) / 256, nq), 256, 0, stream_>>>(
+            dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
+            query_norms_.get(), allowed, groups, groups_.scores.get(), groups_.rows.get());
+      }
       ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
       if (auto s = ReduceToK(groups_, groups, nullptr, k, nq, thresholds_, 1, 0); !s.ok()) {
         return s;
       }
-      // Survivors of the threshold, then their best k.
-      ENGRAM_CUDA_RETURN_IF_ERROR(
-          cudaMemsetAsync(counts_.get(), 0, num_queries * sizeof(uint32_t), stream_));
-      FilterKernel<<<grid, 256, 0, stream_>>>(
+      uint32_t* tile_counts = counts_.get() + size_t(tile) * num_queries;
+      FilterKernel<<<dim3((rows + kWarpRows * 8 - 1) / (kWarpRows * 8), nq), 256, 0, stream_>>>(
           dots_.get(), rows, static_cast<uint32_t>(r0), static_cast<int>(p.metric), p.norms,
-          query_norms_.get(), allowed, thresholds_.scores.get(), k, capacity, counts_.get(),
+          query_norms_.get(), allowed, thresholds_.scores.get(), k, capacity, tile_counts,
           survivors_.scores.get(), survivors_.rows.get());
       ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.get(),
-                                                  num_queries * sizeof(uint32_t),
-                                                  cudaMemcpyDeviceToHost, stream_));
-      ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-      bool overflow = *std::max_element(counts.begin(), counts.end()) > uint32_t(capacity);
-      if (!overflow) {
-        if (auto s = ReduceToK(survivors_, capacity, counts_.get(), k, nq, tile_best_, tiles, tile);
-            !s.ok()) {
-          return s;
-        }
-        continue;
+      // One tile: its best k are the answer.
+      if (auto s = ReduceToK(survivors_, capacity, tile_counts, k, nq,
+                             tiles == 1 ? final_ : tile_best_, tiles, tile);
+          !s.ok()) {
+        return s;
       }
-      // Many scores tie at the threshold: sort the whole tile instead.
+    }
+    // One round trip: how many survived in each tile.
+    std::vector<uint32_t> counts(size_t(tiles) * num_queries);
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.get(),
+                                                counts.size() * sizeof(uint32_t),
+                                                cudaMemcpyDeviceToHost, stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    // Pass 2, rare: where more than `capacity` scores tied at or above the
+    // threshold, the survivors were cut short; sort that tile whole instead.
+    for (int tile = 0; tile < tiles; ++tile) {
+      auto first = counts.begin() + size_t(tile) * num_queries;
+      if (*std::max_element(first, first + num_queries) <= uint32_t(capacity)) continue;
+      const size_t r0 = size_t(tile) * tile_rows;
+      const int rows = static_cast<int>(std::min(tile_rows, p.num_rows - r0));
+      if (auto s = gemm(r0, rows); !s.ok()) return s;
       int chunks = (rows + kChunk - 1) / kChunk;
       if (auto s = chunk_best_.Reserve(size_t(chunks) * k * num_queries); !s.ok()) return s;
       TileTopKKernel<<<dim3(chunks, nq), kSortThreads, 0, stream_>>>(
@@ -510,12 +605,17 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
           query_norms_.get(), allowed, k, 0, chunks, chunk_best_.scores.get(),
           chunk_best_.rows.get());
       ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      if (auto s = ReduceToK(chunk_best_, chunks * k, nullptr, k, nq, tile_best_, tiles, tile);
+      if (auto s = ReduceToK(chunk_best_, chunks * k, nullptr, k, nq,
+                             tiles == 1 ? final_ : tile_best_, tiles, tile);
           !s.ok()) {
         return s;
       }
     }
-    if (auto s = ReduceToK(tile_best_, tiles * k, nullptr, k, nq, final_, 1, 0); !s.ok()) return s;
+    if (tiles > 1) {
+      if (auto s = ReduceToK(tile_best_, tiles * k, nullptr, k, nq, final_, 1, 0); !s.ok()) {
+        return s;
+      }
+    }
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), final_.rows.get(),
                                                 num_queries * k * sizeof(uint32_t),
                                                 cudaMemcpyDeviceToHost, stream_));
