@@ -183,8 +183,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Search over a fixed number of episodes: through the index ("search")
-  // and by the exact route ("search_exact", every episode scored).
+  // Search over a fixed number of episodes: through the index ("search"),
+  // the full-deliberation scan of the in-memory vectors ("search_scan", GPU
+  // when engramd has one, else the CPU twin) and by the exact route
+  // ("search_exact", every episode read from the store and scored).
   for (int loaded = 0; loaded < search_episodes;) {
     int batch = std::min(256, search_episodes - loaded);
     if (auto s = c.PutEpisodes(MakeBatch(rng, search_space, batch, dimension, agents)); !s.ok()) {
@@ -202,8 +204,11 @@ int main(int argc, char** argv) {
     query.mutable_query()->Add(v.begin(), v.end());
     queries.push_back(query);
   }
-  for (const char* route : {"search", "search_exact"}) {
-    for (v1::SearchRequest& query : queries) query.set_exact(std::string(route) == "search_exact");
+  for (const char* route : {"search", "search_scan", "search_exact"}) {
+    for (v1::SearchRequest& query : queries) {
+      query.set_exact(std::string(route) == "search_exact");
+      query.set_scan(std::string(route) == "search_scan");
+    }
     for (int concurrency : search_concurrency) {
       std::atomic<uint64_t> next{0};
       results.push_back(RunClosedLoop(route, concurrency, 1, duration, [&](auto done) {
