@@ -191,6 +191,23 @@ absl::Status ValidateK(int k) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateOffsets(size_t num_queries, const uint32_t* offsets) {
+  if (num_queries > 0 && offsets[0] != 0) {
+    return absl::InvalidArgumentError("candidate_offsets[0] must be 0");
+  }
+  for (size_t q = 0; q < num_queries; ++q) {
+    if (offsets[q + 1] < offsets[q]) {
+      return absl::InvalidArgumentError(absl::StrCat("candidate_offsets decrease at ", q + 1));
+    }
+    if (offsets[q + 1] - offsets[q] > kMaxRerankCandidates) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query ", q, " has ", offsets[q + 1] - offsets[q],
+                       " candidates; the limit is ", kMaxRerankCandidates));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCandidates(size_t num_queries, const uint32_t* offsets,
                                 const uint32_t* candidates, size_t num_rows) {
   if (num_queries > 0 && offsets[0] != 0) {

@@ -27,7 +27,9 @@ absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t nu
 
 absl::Status ValidateK(int k);
 // Offsets must start at 0, not decrease, hold at most kMaxRerankCandidates
-// per query, and every candidate must be < num_rows.
+// per query, and every candidate must be < num_rows. ValidateOffsets checks
+// only the offsets (the CUDA searcher checks candidate rows in its kernel).
+absl::Status ValidateOffsets(size_t num_queries, const uint32_t* offsets);
 absl::Status ValidateCandidates(size_t num_queries, const uint32_t* offsets,
                                 const uint32_t* candidates, size_t num_rows);
 

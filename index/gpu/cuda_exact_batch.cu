@@ -143,12 +143,79 @@ __device__ void SortAndKeepBest(float* scores, uint32_t* rows, int k, size_t slo
   }
 }
 
+// Error bits a kernel raises; the host then reruns its own checks for the
+// exact message (the CPU twin's).
+constexpr uint32_t kBadQuery = 1;      // a non-finite value, or beyond fp16 after scaling
+constexpr uint32_t kBadCandidate = 2;  // a candidate row outside the partition
+
+// Rounds queries to fp16 on the device with exactly the host's arithmetic
+// (PrepareRows in index/exact_batch_common.cc): the squared norm in double
+// over 8 partial sums (partial j adds elements j, j + 8, ... in order), the
+// cosine scale float(1 / sqrt(norm)), the product rounded to nearest even,
+// the fp16 values' squared norm in float over 8 partial sums, both combined
+// as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)); every operation
+// explicitly rounded (no fused multiply-adds), so both twins see the same
+// bits. Eight threads per query, one per partial sum.
+constexpr int kPrepareLanes = 8;
+
+template <typename T>
+__device__ __forceinline__ T CombinePartials(T partial) {
+  T p[kPrepareLanes];
+#pragma unroll
+  for (int t = 0; t < kPrepareLanes; ++t) p[t] = __shfl_sync(0xffffffff, partial, t, kPrepareLanes);
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return __dadd_rn(__dadd_rn(__dadd_rn(p[0], p[1]), __dadd_rn(p[2], p[3])),
+                     __dadd_rn(__dadd_rn(p[4], p[5]), __dadd_rn(p[6], p[7])));
+  } else {
+    return __fadd_rn(__fadd_rn(__fadd_rn(p[0], p[1]), __fadd_rn(p[2], p[3])),
+                     __fadd_rn(__fadd_rn(p[4], p[5]), __fadd_rn(p[6], p[7])));
+  }
+}
+
+// blockDim.x must be a multiple of 32 (whole warps take part in the shuffles).
+__global__ void PrepareQueriesKernel(const float* __restrict__ raw, int num_queries, int dim,
+                                     int metric, __half* __restrict__ out,
+                                     float* __restrict__ norms, uint32_t* __restrict__ errors) {
+  const int lane = threadIdx.x % kPrepareLanes;
+  const int q = blockIdx.x * (blockDim.x / kPrepareLanes) + threadIdx.x / kPrepareLanes;
+  const bool active = q < num_queries;
+  const float* row = raw + size_t(active ? q : 0) * dim;
+  bool bad = false;
+  double partial = 0;
+  if (active) {
+    for (int i = lane; i < dim; i += kPrepareLanes) {
+      const float x = row[i];
+      bad |= !isfinite(x);
+      partial = __dadd_rn(partial, __dmul_rn(double(x), double(x)));
+    }
+  }
+  const double norm = CombinePartials(partial);
+  const float scale = (metric == static_cast<int>(Metric::kCosine) && norm > 0)
+                          ? __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(norm)))
+                          : 1.0f;
+  float half_partial = 0;
+  if (active) {
+    for (int i = lane; i < dim; i += kPrepareLanes) {
+      const float scaled = __fmul_rn(row[i], scale);
+      bad |= fabsf(scaled) > 65504.0f;
+      const __half h = __float2half_rn(scaled);
+      out[size_t(q) * dim + i] = h;
+      const float back = __half2float(h);
+      half_partial = __fadd_rn(half_partial, __fmul_rn(back, back));
+    }
+  }
+  const float half_norm = CombinePartials(half_partial);
+  if (active && bad) atomicOr(errors, kBadQuery);
+  if (active && lane == 0) norms[q] = half_norm;
+}
+
 __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __restrict__ norms,
                              int dim, int metric, const __half* __restrict__ queries,
                              const float* __restrict__ query_norms,
                              const uint32_t* __restrict__ offsets,
-                             const uint32_t* __restrict__ candidates, int k, int sort_size,
-                             uint32_t* __restrict__ out_rows, float* __restrict__ out_scores) {
+                             const uint32_t* __restrict__ candidates, uint32_t num_rows, int k,
+                             int sort_size, uint32_t* __restrict__ out_rows,
+                             float* __restrict__ out_scores, uint32_t* __restrict__ errors) {
   extern __shared__ float shared[];
   float* query = shared;
   float* scores = query + dim;
@@ -164,6 +231,14 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
   const bool vectorized = (dim % 8) == 0;
   for (int c = warp; c < count; c += warps) {
     const uint32_t row = candidates[begin + c];
+    if (row >= num_rows) {
+      if (lane == 0) {
+        atomicOr(errors, kBadCandidate);
+        scores[c] = -INFINITY;
+        rows[c] = kNoRow;
+      }
+      continue;
+    }
     const __half* x = vectors + size_t(row) * dim;
     float sum = 0;
     if (vectorized) {
@@ -463,10 +538,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     if (!partition.ok()) return partition.status();
     const DevicePartition& p = **partition;
     if (absl::Status s = ValidateK(k); !s.ok()) return s;
-    if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, p.num_rows);
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = ValidateOffsets(num_queries, offsets); !s.ok()) return s;
     if (absl::Status s = UploadQueries(p, queries, num_queries); !s.ok()) return s;
     TopKBatch out = EmptyTopK(num_queries, k);
     if (num_queries == 0) return out;
@@ -489,10 +561,21 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
         RerankKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
     RerankKernel<<<num_queries, kRerankThreads, shared_bytes, stream_>>>(
         p.vectors, p.norms, static_cast<int>(p.dim), static_cast<int>(p.metric),
-        query_values_.get(), query_norms_.get(), offsets_.get(), candidates_.get(), k, sort_size,
-        out_rows_.get(), out_scores_.get());
+        query_values_.get(), query_norms_.get(), offsets_.get(), candidates_.get(),
+        static_cast<uint32_t>(p.num_rows), k, sort_size, out_rows_.get(), out_scores_.get(),
+        errors_.get());
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-    return Download(std::move(out));
+    absl::StatusOr<TopKBatch> result = Download(std::move(out));
+    if (!result.ok()) return result;
+    if (last_errors_ != 0) {
+      if (absl::Status s = ExplainErrors(p, queries, num_queries); !s.ok()) return s;
+      if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, p.num_rows);
+          !s.ok()) {
+        return s;
+      }
+      return absl::InternalError("the rerank kernel reported an error the host cannot explain");
+    }
+    return result;
   }
 
   absl::StatusOr<TopKBatch> Scan(uint64_t partition_id, const float* queries, size_t num_queries,
@@ -503,7 +586,15 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     if (absl::Status s = ValidateK(k); !s.ok()) return s;
     if (absl::Status s = UploadQueries(p, queries, num_queries); !s.ok()) return s;
     TopKBatch out = EmptyTopK(num_queries, k);
-    if (num_queries == 0 || p.num_rows == 0) return out;
+    if (num_queries == 0) return out;
+    if (p.num_rows == 0) {
+      // Nothing to scan, but the queries must still be valid.
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&last_errors_, errors_.get(), sizeof(uint32_t),
+                                                  cudaMemcpyDeviceToHost, stream_));
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      if (last_errors_ != 0) return ExplainErrors(p, queries, num_queries);
+      return out;
+    }
     const uint64_t* allowed = nullptr;
     if (allowed_rows != nullptr) {
       size_t words = (p.num_rows + 63) / 64;
@@ -622,7 +713,13 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.scores.data(), final_.scores.get(),
                                                 num_queries * k * sizeof(float),
                                                 cudaMemcpyDeviceToHost, stream_));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&last_errors_, errors_.get(), sizeof(uint32_t),
+                                                cudaMemcpyDeviceToHost, stream_));
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    if (last_errors_ != 0) {
+      if (absl::Status s = ExplainErrors(p, queries, num_queries); !s.ok()) return s;
+      return absl::InternalError("the scan kernels reported an error the host cannot explain");
+    }
     return out;
   }
 
@@ -666,20 +763,37 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     return &it->second;
   }
 
+  // Uploads the raw queries and rounds them to fp16 on the device
+  // (PrepareQueriesKernel); clears the error bits of this call.
   absl::Status UploadQueries(const DevicePartition& p, const float* queries, size_t num_queries) {
+    if (auto s = errors_.Reserve(1); !s.ok()) return s;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(errors_.get(), 0, sizeof(uint32_t), stream_));
+    last_errors_ = 0;
+    const size_t values = num_queries * p.dim;
+    if (auto s = raw_queries_.Reserve(std::max<size_t>(1, values)); !s.ok()) return s;
+    if (auto s = query_values_.Reserve(std::max<size_t>(1, values)); !s.ok()) return s;
+    if (auto s = query_norms_.Reserve(std::max<size_t>(1, num_queries)); !s.ok()) return s;
+    if (num_queries == 0) return absl::OkStatus();
+    // From pageable memory the call returns once the source was staged, so
+    // the caller's buffer is free again without a synchronisation.
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(raw_queries_.get(), queries, values * sizeof(float),
+                                                cudaMemcpyHostToDevice, stream_));
+    const int threads = 128, per_block = threads / kPrepareLanes;
+    PrepareQueriesKernel<<<static_cast<int>((num_queries + per_block - 1) / per_block), threads, 0,
+                           stream_>>>(raw_queries_.get(), static_cast<int>(num_queries),
+                                      static_cast<int>(p.dim), static_cast<int>(p.metric),
+                                      query_values_.get(), query_norms_.get(), errors_.get());
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return absl::OkStatus();
+  }
+
+  // After a kernel raised kBadQuery: the host's message for the bad query
+  // (PrepareRows finds it), or OK when the queries are fine.
+  absl::Status ExplainErrors(const DevicePartition& p, const float* queries, size_t num_queries) {
+    if ((last_errors_ & kBadQuery) == 0) return absl::OkStatus();
     absl::StatusOr<HalfRows> half = PrepareRows(p.metric, queries, num_queries, p.dim, "query");
     if (!half.ok()) return half.status();
-    if (auto s = query_values_.Reserve(std::max<size_t>(1, half->values.size())); !s.ok()) return s;
-    if (auto s = query_norms_.Reserve(std::max<size_t>(1, num_queries)); !s.ok()) return s;
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(query_values_.get(), half->values.data(),
-                                                half->values.size() * 2, cudaMemcpyHostToDevice,
-                                                stream_));
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(query_norms_.get(), half->norms.data(),
-                                                num_queries * sizeof(float), cudaMemcpyHostToDevice,
-                                                stream_));
-    // The host vectors must outlive the asynchronous copies.
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    return absl::OkStatus();
+    return absl::InternalError("the device rejected a query the host accepts");
   }
 
   // Output buffers are poisoned (all ones: NaN scores) so that an unwritten
@@ -697,6 +811,8 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
 
   absl::StatusOr<TopKBatch> Download(TopKBatch out) {
     size_t count = out.num_queries * out.k;
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&last_errors_, errors_.get(), sizeof(uint32_t),
+                                                cudaMemcpyDeviceToHost, stream_));
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.rows.data(), out_rows_.get(),
                                                 count * sizeof(uint32_t), cudaMemcpyDeviceToHost,
                                                 stream_));
@@ -714,8 +830,11 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   cublasHandle_t cublas_;
   const CublasApi* cublas_api_ = LoadCublas(nullptr);  // loaded by the factory already
   absl::flat_hash_map<uint64_t, DevicePartition> partitions_;
+  DeviceBuffer<float> raw_queries_;
   DeviceBuffer<__half> query_values_;
   DeviceBuffer<float> query_norms_;
+  DeviceBuffer<uint32_t> errors_;  // kBad* bits of the current call
+  uint32_t last_errors_ = 0;       // read back with the results
   DeviceBuffer<uint32_t> offsets_, candidates_, out_rows_;
   DeviceBuffer<float> out_scores_, dots_;
   DeviceBuffer<uint64_t> allowed_;

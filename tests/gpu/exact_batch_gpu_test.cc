@@ -3,9 +3,13 @@
 // answers (CI); run on the accelerator machine (tests/gpu/README.md).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <random>
 
 #include "index/exact_batch.h"
+#include "index/exact_batch_common.h"
 #include "index/gpu/cuda_exact_batch.h"
 #include "tests/unit/index/exact_batch_reference.h"
 
@@ -125,6 +129,80 @@ TEST_F(ExactBatchGpuTest, BudgetIsEnforced) {
   std::vector<float> rows(1000, 1.0f);
   EXPECT_EQ(small->SetPartition(1, Metric::kL2, rows.data(), 100, 10).code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+// Queries are rounded to fp16 on the device; the CPU twin rounds them on the
+// host. Scanning the identity matrix returns each query component as the
+// device saw it (a dot product with one non-zero term is exact), so the two
+// roundings can be compared bit for bit, cosine scaling included.
+TEST_F(ExactBatchGpuTest, DeviceQueryRoundingEqualsTheHostsBitForBit) {
+  std::mt19937 rng(77);
+  for (Metric metric : {Metric::kInnerProduct, Metric::kCosine}) {
+    for (size_t dim : {size_t{3}, size_t{97}, size_t{768}}) {
+      std::vector<float> identity(dim * dim, 0.0f);
+      for (size_t i = 0; i < dim; ++i) identity[i * dim + i] = 1.0f;
+      ASSERT_TRUE(gpu_->SetPartition(9, metric, identity.data(), dim, dim).ok());
+      const size_t num_queries = 33;
+      std::vector<float> queries(num_queries * dim);
+      // Magnitudes from fp16-subnormal to large, so rounding is exercised.
+      std::uniform_real_distribution<float> exponent(-20.0f, 14.0f);
+      std::normal_distribution<float> normal;
+      for (float& v : queries) v = normal(rng) * std::exp2(exponent(rng));
+      for (size_t q = 0; q < num_queries; ++q) {
+        if (metric == Metric::kInnerProduct) {
+          for (size_t i = 0; i < dim; ++i) {
+            queries[q * dim + i] = std::clamp(queries[q * dim + i], -60000.0f, 60000.0f);
+          }
+        }
+      }
+      auto top = gpu_->Scan(9, queries.data(), num_queries, static_cast<int>(dim), nullptr);
+      ASSERT_TRUE(top.ok()) << top.status();
+      auto host = PrepareRows(metric, queries.data(), num_queries, dim, "query");
+      ASSERT_TRUE(host.ok()) << host.status();
+      for (size_t q = 0; q < num_queries; ++q) {
+        std::vector<float> seen(dim, std::nanf(""));
+        for (size_t i = 0; i < dim; ++i) {
+          uint32_t row = top->rows[q * dim + i];
+          ASSERT_LT(row, dim);
+          seen[row] = top->scores[q * dim + i];
+        }
+        for (size_t i = 0; i < dim; ++i) {
+          const float expected = HalfToFloat(host->values[q * dim + i]);
+          ASSERT_EQ(std::memcmp(&seen[i], &expected, sizeof(float)) == 0 ||
+                        (seen[i] == 0.0f && expected == 0.0f),
+                    true)
+              << "metric " << static_cast<int>(metric) << " dim " << dim << " query " << q
+              << " component " << i << ": device " << seen[i] << ", host " << expected;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(ExactBatchGpuTest, BadQueriesAndCandidatesGetTheTwinsMessages) {
+  std::vector<float> rows(100 * 16, 0.25f);
+  ASSERT_TRUE(gpu_->SetPartition(3, Metric::kL2, rows.data(), 100, 16).ok());
+  ASSERT_TRUE(cpu_->SetPartition(3, Metric::kL2, rows.data(), 100, 16).ok());
+  std::vector<float> queries(2 * 16, 1.0f);
+  queries[16 + 5] = std::nanf("");
+  std::vector<uint32_t> offsets = {0, 2, 4}, candidates = {1, 2, 3, 4};
+  for (ExactBatchSearcher* s : {gpu_.get(), cpu_.get()}) {
+    auto scan = s->Scan(3, queries.data(), 2, 5, nullptr);
+    auto rerank = s->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+    EXPECT_EQ(scan.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
+    EXPECT_EQ(rerank.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
+  }
+  EXPECT_EQ(gpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message(),
+            cpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message());
+  queries[16 + 5] = 1.0f;
+  candidates[3] = 100;  // one past the last row
+  auto gpu_bad = gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+  auto cpu_bad = cpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+  EXPECT_EQ(gpu_bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_bad.status().message(), cpu_bad.status().message());
+  candidates[3] = 99;
+  EXPECT_TRUE(gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2).ok())
+      << "a bad call leaves nothing behind";
 }
 
 }  // namespace
