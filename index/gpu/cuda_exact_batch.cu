@@ -1,19 +1,19 @@
 // The CUDA implementation of ExactBatchSearcher (index/exact_batch.h).
 //
 // Partitions live on the device as fp16 rows plus fp32 squared norms, under
-// a byte budget. Rerank: one block per query gathers its candidate rows
-// (16-byte loads, one warp per candidate), scores them against the query
-// held in shared memory and bitonic-sorts the scores in shared memory.
-// Scan: cuBLAS GEMM (fp16 in, fp32 accumulate) over tiles of rows gives a
-// score matrix (bitmap filter and L2 correction applied when it is read).
-// Top-k by threshold: the k-th best of the maxima of k or more row groups
-// bounds the k-th best score from below (any k distinct rows do), so only
-// scores at or above it survive a filter pass and get sorted (bitonic, 2048
-// per block, merge rounds). Groups are 1024 rows, a strided sample of at
-// least 8k of them, when the tile is large enough (else 128 or 32 rows, all
-// of them). All tiles run without a host round trip; afterwards, a tile
-// where more scores than the survivor buffer holds tied at the threshold is
-// computed again and sorted whole.
+// a byte budget. Queries go up as fp32 and are rounded to fp16 on the device
+// with the host's exact arithmetic (PrepareQueriesKernel), so the CPU twin
+// sees the same bits; bad queries and out-of-range candidate rows raise an
+// error bit that the host explains with the twin's message. Rerank: one block per query gathers its
+// candidate rows (16-byte loads, one warp per candidate), scores them against the query held in
+// shared memory and bitonic-sorts the scores in shared memory. Scan: cuBLAS GEMM (fp16 in, fp32
+// accumulate) over tiles of rows gives a score matrix (bitmap filter and L2 correction applied when
+// it is read). Top-k by threshold: the k-th best of the maxima of k or more row groups bounds the
+// k-th best score from below (any k distinct rows do), so only scores at or above it survive a
+// filter pass and get sorted (bitonic, 2048 per block, merge rounds). Groups are 1024 rows, a
+// strided sample of at least 8k of them, when the tile is large enough (else 128 or 32 rows, all of
+// them). All tiles run without a host round trip; afterwards, a tile where more scores than the
+// survivor buffer holds tied at the threshold is computed again and sorted whole.
 //
 // cuBLAS is opened with dlopen (RTLD_LOCAL) when a GPU is found rather than
 // linked: libcublasLt's ~94 KB of static TLS would be reserved in every
