@@ -163,39 +163,44 @@ void AppendRows(std::string_view tensor, size_t heads, size_t tokens, size_t wid
   }
 }
 
+// The producer (on the worker pool) builds messages a few ahead of the
+// network and parks when kQueueDepth wait, releasing its worker; the write
+// completion that makes room resubmits it. A slow client therefore holds no
+// worker thread (the block prefetcher's own threads read ahead from disk).
 class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse> {
  public:
-  static constexpr size_t kQueueDepth = 4;  // messages prepared ahead of the network
+  static constexpr size_t kQueueDepth = 8;  // messages prepared ahead of the network
 
   LoadReactor(KvCacheServiceImpl* service, grpc::CallbackServerContext* context,
               const v1::LoadCacheRequest* request)
       : service_(service), context_(context), request_(*request), deadline_(CallDeadline(context)) {
-    bool queued = service_->runner()->pool()->TrySubmit([this] {
-      absl::Status status = Produce();
-      {
-        absl::MutexLock lock(&mutex_);
-        result_ = status;
-        MaybeWriteLocked();
-      }
-      Unref();
-    });
-    if (!queued) {
+    if (!service_->runner()->pool()->TrySubmit([this] { Produce(); })) {
       absl::MutexLock lock(&mutex_);
       result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
       MaybeWriteLocked();
-      refs_.fetch_sub(1);
+      refs_.fetch_sub(1);  // no producer holds a reference
     }
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mutex_);
-    writing_ = false;
-    if (!ok) cancelled_ = true;
-    MaybeWriteLocked();
+    bool release = false;
+    {
+      absl::MutexLock lock(&mutex_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;
+      MaybeWriteLocked();
+      release = ResumeLocked();
+    }
+    if (release) Unref();
   }
   void OnCancel() override {
-    absl::MutexLock lock(&mutex_);
-    cancelled_ = true;
+    bool release = false;
+    {
+      absl::MutexLock lock(&mutex_);
+      cancelled_ = true;
+      release = ResumeLocked();
+    }
+    if (release) Unref();
   }
   void OnDone() override {
     absl::StatusCode code;
@@ -208,7 +213,55 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   }
 
  private:
-  absl::Status Produce() {
+  // Resubmits a parked producer once there is room (or the call ended).
+  // True when it could not be resubmitted and its reference must go.
+  bool ResumeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    // Half empty before the producer runs again: fewer, longer producer runs.
+    if (!parked_ || (queue_.size() > kQueueDepth / 2 && !cancelled_)) return false;
+    parked_ = false;
+    if (service_->runner()->pool()->TrySubmit([this] { Produce(); })) return false;
+    result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+    MaybeWriteLocked();
+    return true;
+  }
+
+  // Runs on the pool until the queue is full (then parks) or the load ends.
+  void Produce() {
+    absl::Status status = absl::OkStatus();
+    if (reader_ == nullptr) status = Setup();
+    while (status.ok()) {
+      {
+        absl::MutexLock lock(&mutex_);
+        if (cancelled_) {
+          status = absl::CancelledError("the client went away");
+          break;
+        }
+        if (next_ == order_.size()) break;
+        if (queue_.size() >= kQueueDepth) {
+          parked_ = true;  // OnWriteDone resubmits Produce
+          return;
+        }
+      }
+      absl::StatusOr<v1::LoadCacheResponse> message = NextMessage();
+      if (!message.ok()) {
+        status = message.status();
+        break;
+      }
+      absl::MutexLock lock(&mutex_);
+      queue_.push_back(*std::move(message));
+      MaybeWriteLocked();
+    }
+    {
+      absl::MutexLock lock(&mutex_);
+      result_ = status;
+      MaybeWriteLocked();
+    }
+    reader_.reset();  // joins the prefetch threads before the reference goes
+    Unref();
+  }
+
+  // Checks the request, queues the header and starts reading blocks.
+  absl::Status Setup() {
     const std::string& tenant = TenantOf(context_);
     absl::StatusOr<kvcache::CacheManifest> manifest =
         service_->store()->GetManifest(tenant, request_.agent_id(), request_.model_id());
@@ -223,105 +276,95 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
       }
     }
     const size_t total = manifest->tokens.size();
-    const size_t start = request_.token_start();
-    const size_t end = request_.token_end() == 0 ? total : request_.token_end();
-    if (start >= end || end > total) {
-      return absl::OutOfRangeError(absl::StrCat("token range [", start, ", ", end,
+    start_token_ = request_.token_start();
+    end_token_ = request_.token_end() == 0 ? total : request_.token_end();
+    if (start_token_ >= end_token_ || end_token_ > total) {
+      return absl::OutOfRangeError(absl::StrCat("token range [", start_token_, ", ", end_token_,
                                                 ") is not inside the cache's ", total, " tokens"));
     }
-    const bool as_float = request_.encoding() == v1::KV_ENCODING_FLOAT;
-    FloatType out_type = model.dtype;
-    if (request_.output_dtype() == v1::KV_DTYPE_FLOAT16) out_type = FloatType::kFloat16;
-    if (request_.output_dtype() == v1::KV_DTYPE_BFLOAT16) out_type = FloatType::kBFloat16;
+    as_float_ = request_.encoding() == v1::KV_ENCODING_FLOAT;
+    out_type_ = model.dtype;
+    if (request_.output_dtype() == v1::KV_DTYPE_FLOAT16) out_type_ = FloatType::kFloat16;
+    if (request_.output_dtype() == v1::KV_DTYPE_BFLOAT16) out_type_ = FloatType::kBFloat16;
 
     v1::LoadCacheResponse header;
     v1::LoadCacheHeader* h = header.mutable_header();
     ModelToProto(model, h->mutable_model());
     h->set_total_tokens(total);
-    h->set_token_start(static_cast<uint32_t>(start));
-    h->set_token_end(static_cast<uint32_t>(end));
-    h->mutable_token_ids()->Add(manifest->tokens.begin() + start, manifest->tokens.begin() + end);
-    h->set_encoding(as_float ? v1::KV_ENCODING_FLOAT : v1::KV_ENCODING_QUANTIZED);
-    h->set_dtype(DtypeToProto(out_type));
-    if (!Push(std::move(header))) return absl::CancelledError("the client went away");
-
-    const size_t first_block = start / kvcache::kBlockTokens;
-    const size_t last_block = (end - 1) / kvcache::kBlockTokens;
-    const size_t heads = model.n_kv_heads;
-    const size_t words = model.codec.WordsPerRow(model.head_dim) * 4;
-    const size_t groups = model.codec.GroupsPerRow(model.head_dim) * 2;
-    std::vector<std::pair<uint32_t, uint32_t>> order;
+    h->set_token_start(static_cast<uint32_t>(start_token_));
+    h->set_token_end(static_cast<uint32_t>(end_token_));
+    h->mutable_token_ids()->Add(manifest->tokens.begin() + start_token_,
+                                manifest->tokens.begin() + end_token_);
+    h->set_encoding(as_float_ ? v1::KV_ENCODING_FLOAT : v1::KV_ENCODING_QUANTIZED);
+    h->set_dtype(DtypeToProto(out_type_));
+    {
+      absl::MutexLock lock(&mutex_);
+      queue_.push_back(std::move(header));
+      MaybeWriteLocked();
+    }
+    const size_t first_block = start_token_ / kvcache::kBlockTokens;
+    const size_t last_block = (end_token_ - 1) / kvcache::kBlockTokens;
     for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
       for (size_t block = first_block; block <= last_block; ++block) {
-        order.emplace_back(layer, static_cast<uint32_t>(block));
+        order_.emplace_back(layer, static_cast<uint32_t>(block));
       }
     }
-    kvcache::KvCacheStore::BlockPrefetcher reader(service_->store(), tenant, *manifest,
-                                                  std::move(order));
-    for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
-      for (size_t block = first_block; block <= last_block; ++block) {
-        if (absl::Now() >= deadline_) {
-          return absl::DeadlineExceededError("the call's deadline passed during the load");
-        }
-        absl::StatusOr<kvcache::BlockBytes> bytes = reader.Next();
-        if (!bytes.ok()) return bytes.status();
-        const size_t block_start = block * kvcache::kBlockTokens;
-        const size_t tokens = manifest->BlockTokens(block);
-        const size_t first = std::max(start, block_start) - block_start;
-        const size_t count = std::min(end, block_start + tokens) - block_start - first;
-        v1::LoadCacheResponse message;
-        v1::KvBlock* out = message.mutable_block();
-        out->set_layer(layer);
-        out->set_block(static_cast<uint32_t>(block));
-        out->set_token_offset(static_cast<uint32_t>(block_start + first));
-        out->set_tokens(static_cast<uint32_t>(count));
-        std::string_view data(**bytes);
-        const size_t weight_bytes = model.WeightBytes(tokens),
-                     scale_bytes = model.ScaleBytes(tokens);
-        for (int part = 0; part < 2; ++part) {
-          std::string_view w = data.substr(part * (weight_bytes + 2 * scale_bytes), weight_bytes);
-          std::string_view s =
-              data.substr(part * (weight_bytes + 2 * scale_bytes) + weight_bytes, scale_bytes);
-          std::string_view b = data.substr(
-              part * (weight_bytes + 2 * scale_bytes) + weight_bytes + scale_bytes, scale_bytes);
-          if (as_float) {
-            std::string* target = part == 0 ? out->mutable_keys() : out->mutable_values();
-            target->resize(heads * count * model.head_dim * 2);
-            for (size_t head = 0; head < heads; ++head) {
-              size_t row = head * tokens + first;
-              kvcache::Dequantize(
-                  reinterpret_cast<const uint32_t*>(w.data() + row * words),
-                  reinterpret_cast<const uint16_t*>(s.data() + row * groups),
-                  reinterpret_cast<const uint16_t*>(b.data() + row * groups), model.dtype, count,
-                  model.head_dim, model.codec, out_type,
-                  reinterpret_cast<uint16_t*>(target->data() + head * count * model.head_dim * 2));
-            }
-          } else {
-            v1::QuantizedTensor* target =
-                part == 0 ? out->mutable_quantized_keys() : out->mutable_quantized_values();
-            AppendRows(w, heads, tokens, words, first, count, target->mutable_weights());
-            AppendRows(s, heads, tokens, groups, first, count, target->mutable_scales());
-            AppendRows(b, heads, tokens, groups, first, count, target->mutable_biases());
-          }
-        }
-        if (!Push(std::move(message))) return absl::CancelledError("the client went away");
-      }
-    }
+    manifest_ = *std::move(manifest);
+    reader_ = std::make_unique<kvcache::KvCacheStore::BlockPrefetcher>(service_->store(), tenant,
+                                                                       *manifest_, order_);
     return absl::OkStatus();
   }
 
-  // Queues a message for the network, waiting while kQueueDepth are ahead.
-  // False when the call was cancelled.
-  bool Push(v1::LoadCacheResponse message) {
-    absl::MutexLock lock(&mutex_);
-    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-      return cancelled_ || queue_.size() < kQueueDepth;
-    };
-    mutex_.Await(absl::Condition(&room));
-    if (cancelled_) return false;
-    queue_.push_back(std::move(message));
-    MaybeWriteLocked();
-    return true;
+  // The next layer-block's message (quantized, or dequantized), cut to the range.
+  absl::StatusOr<v1::LoadCacheResponse> NextMessage() {
+    if (absl::Now() >= deadline_) {
+      return absl::DeadlineExceededError("the call's deadline passed during the load");
+    }
+    const auto [layer, block] = order_[next_++];
+    absl::StatusOr<kvcache::BlockBytes> bytes = reader_->Next();
+    if (!bytes.ok()) return bytes.status();
+    const ModelSpec& model = manifest_->model;
+    const size_t heads = model.n_kv_heads;
+    const size_t words = model.codec.WordsPerRow(model.head_dim) * 4;
+    const size_t groups = model.codec.GroupsPerRow(model.head_dim) * 2;
+    const size_t block_start = size_t{block} * kvcache::kBlockTokens;
+    const size_t tokens = manifest_->BlockTokens(block);
+    const size_t first = std::max(start_token_, block_start) - block_start;
+    const size_t count = std::min(end_token_, block_start + tokens) - block_start - first;
+    v1::LoadCacheResponse message;
+    v1::KvBlock* out = message.mutable_block();
+    out->set_layer(layer);
+    out->set_block(block);
+    out->set_token_offset(static_cast<uint32_t>(block_start + first));
+    out->set_tokens(static_cast<uint32_t>(count));
+    std::string_view data(**bytes);
+    const size_t weight_bytes = model.WeightBytes(tokens), scale_bytes = model.ScaleBytes(tokens);
+    for (int part = 0; part < 2; ++part) {
+      const size_t base = part * (weight_bytes + 2 * scale_bytes);
+      std::string_view w = data.substr(base, weight_bytes);
+      std::string_view s = data.substr(base + weight_bytes, scale_bytes);
+      std::string_view b = data.substr(base + weight_bytes + scale_bytes, scale_bytes);
+      if (as_float_) {
+        std::string* target = part == 0 ? out->mutable_keys() : out->mutable_values();
+        target->resize(heads * count * model.head_dim * 2);
+        for (size_t head = 0; head < heads; ++head) {
+          size_t row = head * tokens + first;
+          kvcache::Dequantize(
+              reinterpret_cast<const uint32_t*>(w.data() + row * words),
+              reinterpret_cast<const uint16_t*>(s.data() + row * groups),
+              reinterpret_cast<const uint16_t*>(b.data() + row * groups), model.dtype, count,
+              model.head_dim, model.codec, out_type_,
+              reinterpret_cast<uint16_t*>(target->data() + head * count * model.head_dim * 2));
+        }
+      } else {
+        v1::QuantizedTensor* target =
+            part == 0 ? out->mutable_quantized_keys() : out->mutable_quantized_values();
+        AppendRows(w, heads, tokens, words, first, count, target->mutable_weights());
+        AppendRows(s, heads, tokens, groups, first, count, target->mutable_scales());
+        AppendRows(b, heads, tokens, groups, first, count, target->mutable_biases());
+      }
+    }
+    return message;
   }
 
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
@@ -348,7 +391,17 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   const v1::LoadCacheRequest request_;
   const absl::Time deadline_;
   const absl::Time start_ = absl::Now();
-  std::atomic<int> refs_{2};
+  std::atomic<int> refs_{2};  // the producer's and OnDone's
+
+  // Producer state: touched by one Produce run at a time.
+  std::optional<kvcache::CacheManifest> manifest_;
+  std::vector<std::pair<uint32_t, uint32_t>> order_;  // (layer, block) in stream order
+  std::unique_ptr<kvcache::KvCacheStore::BlockPrefetcher> reader_;
+  size_t next_ = 0;
+  size_t start_token_ = 0, end_token_ = 0;
+  bool as_float_ = false;
+  FloatType out_type_ = FloatType::kFloat16;
+
   absl::Mutex mutex_;
   std::deque<v1::LoadCacheResponse> queue_ ABSL_GUARDED_BY(mutex_);
   v1::LoadCacheResponse current_ ABSL_GUARDED_BY(mutex_);
@@ -356,6 +409,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   bool writing_ ABSL_GUARDED_BY(mutex_) = false;
   bool finished_ ABSL_GUARDED_BY(mutex_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mutex_) = false;
+  bool parked_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace

@@ -95,7 +95,8 @@ class KvCacheTest : public ::testing::Test {
   std::string WriteConfig() {
     std::string path = dir_.Sub("engramd.yaml");
     FILE* file = fopen(path.c_str(), "w");
-    fprintf(file, "kv:\n  pool_mb: %d\n  export_dir: %s\n", pool_mb_, dir_.Sub("exports").c_str());
+    fprintf(file, "kv:\n  pool_mb: %d\n  export_dir: %s\nworker_threads: %d\n", pool_mb_,
+            dir_.Sub("exports").c_str(), worker_threads_);
     fclose(file);
     return path;
   }
@@ -210,6 +211,7 @@ class KvCacheTest : public ::testing::Test {
   }
 
   int pool_mb_ = 64;
+  int worker_threads_ = 16;
   engram::testing::TempDir dir_;
   std::unique_ptr<testing::DaemonProcess> daemon_;
   std::unique_ptr<Client> client_;
@@ -425,6 +427,49 @@ TEST_F(KvCacheTest, SmallPoolEvictsAndRestoresFromDisk) {
   EXPECT_LE(stats->pool_resident_bytes(), 1u << 20);
   ExpectLoadMatches("a", tokens, 4, v1::KV_ENCODING_QUANTIZED);
   EXPECT_GT(client_->KvStats()->pool_misses(), 0u);
+}
+
+TEST_F(KvCacheTest, ClientsThatStopReadingHoldNoWorkers) {
+  worker_threads_ = 2;
+  StopDaemon();
+  StartDaemon();
+  std::vector<uint32_t> tokens = Tokens(4096, 21);  // 8 MiB as fp16 per load
+  ASSERT_TRUE(Save("big", tokens, /*quantized=*/true, 6).ok());
+  // Four loads whose clients read one message and stop: their streams stall
+  // once the transport's (small: no BDP probing) windows are full.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
+  auto stalled_channel =
+      grpc::CreateCustomChannel(daemon_->address(), grpc::InsecureChannelCredentials(), args);
+  auto stalled = v1::KVCacheService::NewStub(stalled_channel);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::LoadCacheResponse>>> readers;
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::LoadCacheRequest request;
+    request.set_agent_id("big");
+    request.set_model_id("llama-test");
+    request.set_encoding(v1::KV_ENCODING_FLOAT);  // 4x the bytes: sure to stall
+    readers.push_back(stalled->LoadCache(contexts.back().get(), request));
+    // A server whose stalled loads each hold a worker would start the third
+    // load only when one of them ends (here: at its 30 s deadline).
+    v1::LoadCacheResponse first;
+    absl::Time asked = absl::Now();
+    ASSERT_TRUE(readers.back()->Read(&first));
+    EXPECT_LT(absl::Now() - asked, absl::Seconds(3)) << "load " << i << " waited for a worker";
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  // With 2 workers, a unary call still gets one.
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ListCachesResponse list;
+  grpc::Status status = client_->kv().ListCaches(&context, v1::ListCachesRequest(), &list);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(list.caches_size(), 1);
+  for (auto& c : contexts) c->TryCancel();
+  for (auto& reader : readers) reader->Finish().IgnoreError();
 }
 
 TEST_F(KvCacheTest, ExportImportAndDeleteThroughEngramctl) {
