@@ -228,12 +228,14 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
   const std::shared_ptr<const VectorPartition>& partition = batch.front()->partition;
   const Metric metric = partition->options().metric;
   const size_t dim = partition->options().dimension;
-  const uint32_t rows_now = partition->row_count();
-  if (rows_now == 0) {
+  if (partition->row_count() == 0) {
     for (Request* request : batch) request->result = std::vector<ScoredId>();
     return;
   }
   Resident* resident = EnsureResident(partition);
+  // Read after the copy was made: rows only grow, so this covers every row
+  // the copy holds (bitmaps below must be at least that long).
+  const uint32_t rows_now = partition->row_count();
   if (resident == nullptr) {
     for (Request* request : batch) {
       request->result = partition->ExactSearch(request->query, request->k, request->accept);
