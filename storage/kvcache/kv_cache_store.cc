@@ -306,11 +306,12 @@ absl::StatusOr<SaveResult> KvCacheStore::PendingSave::Commit() {
   const std::string manifest_key = ManifestKey(tenant_, manifest_.agent_id, model.model_id);
   absl::MutexLock lock(&store_->mutex_);
   // Everything not sent must be held by a committed cache of the same prefix.
+  uint32_t omitted = 0;
   for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
     for (uint32_t block = 0; block < manifest_.block_count(); ++block) {
       if (received_[size_t{layer} * manifest_.block_count() + block]) continue;
       if (store_->refs_.contains(RefKey(tenant_, fingerprint_, manifest_.digests[block]))) {
-        ++shared_;
+        ++omitted;
         continue;
       }
       return absl::InvalidArgumentError(absl::StrCat(
@@ -370,6 +371,7 @@ absl::StatusOr<SaveResult> KvCacheStore::PendingSave::Commit() {
   }
   pinned_.clear();
   finished_ = true;
+  shared_ += omitted;
   return SaveResult{manifest_.tokens.size(), static_cast<uint32_t>(manifest_.block_count()),
                     written_, shared_};
 }
