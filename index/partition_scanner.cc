@@ -201,8 +201,9 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
     if (used + bytes <= options_.budget_bytes || coldest == nullptr) break;
     Evict(coldest);
   }
-  std::vector<float> vectors(size_t{rows} * dim);
-  partition->CopyRows(0, rows, vectors.data());
+  // Not zero-filled first: CopyRows writes every value (3 GB at 1M x 768).
+  std::unique_ptr<float[]> vectors(new float[size_t{rows} * dim]);
+  partition->CopyRows(0, rows, vectors.get());
   auto resident = std::make_unique<Resident>();
   resident->owner = partition;
   resident->device_id = found != resident_.end() ? found->second->device_id : next_device_id_++;
@@ -210,7 +211,7 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
   resident->bytes = bytes;
   resident->last_used = ++clock_;
   absl::Status set = searcher_->SetPartition(resident->device_id, partition->options().metric,
-                                             vectors.data(), rows, dim);
+                                             vectors.get(), rows, dim);
   if (!set.ok()) {
     Evict(key);
     return nullptr;
