@@ -75,6 +75,10 @@ class MemoryClientTest(unittest.TestCase):
 
         exact = [h.episode.id for h in m.search(vectors[7], k=5, exact=True)]
         self.assertEqual(exact, [h.episode.id for h in m.search(vectors[7], k=5)])
+        # The full-deliberation scan (CPU twin here) ranks like the exact route.
+        scanned = m.search(vectors[7], k=5, scan=True)
+        self.assertEqual([h.episode.id for h in scanned], exact)
+        self.assertAlmostEqual(scanned[0].score, 1.0, places=3)  # scored on fp16 copies
         with self.assertRaises(engram.InvalidArgumentError):
             m.search(vectors[7], k=3, beam_width=100000)
 
