@@ -15,6 +15,7 @@
 #include "storage/episode_filter.h"
 #include "storage/key_encoding.h"
 #include "storage/record_codec.h"
+#include "storage/rocks_status.h"
 
 namespace engram::storage {
 namespace {
@@ -67,19 +68,6 @@ class Fixed64MergeOperator : public rocksdb::AssociativeMergeOperator {
  private:
   bool take_max_;
 };
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  std::string message = absl::StrCat(what, ": ", s.ToString());
-  if (s.IsNotFound()) return absl::NotFoundError(message);
-  if (s.IsCorruption()) return absl::DataLossError(message);
-  if (s.IsIncomplete() && s.subcode() == rocksdb::Status::kManualCompactionPaused) {
-    return absl::CancelledError(message);
-  }
-  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return absl::UnavailableError(message);
-  return absl::InternalError(message);
-}
 
 int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 

@@ -11,10 +11,12 @@
 #include "absl/time/clock.h"
 #include "storage/key_encoding.h"
 #include "storage/records.pb.h"
+#include "storage/rocks_status.h"
 
 namespace engram::kvcache {
 namespace {
 
+using storage::FromRocks;
 using storage::KeyBuilder;
 using storage::KeyReader;
 
@@ -63,13 +65,6 @@ std::string ManifestKey(const std::string& tenant, const std::string& agent_id,
 
 std::string EncodeRef(const uint64_t count, uint64_t bytes_per_layer) {
   return KeyBuilder().AddUint64(count).AddUint64(bytes_per_layer).Release();
-}
-
-absl::Status FromRocks(const rocksdb::Status& status, absl::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  if (status.IsCorruption())
-    return absl::DataLossError(absl::StrCat(what, ": ", status.ToString()));
-  return absl::InternalError(absl::StrCat(what, ": ", status.ToString()));
 }
 
 storage::KvManifestRecord ToRecord(const CacheManifest& manifest) {
