@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/status_convert.h"
-#include "storage/episode.h"
+#include "server/tenant.h"
 #include "storage/kvcache/kv_files.h"
 
 namespace engram::server {
@@ -15,12 +15,6 @@ namespace {
 
 using kvcache::FloatType;
 using kvcache::ModelSpec;
-
-// Authentication is not implemented yet: every caller is the default tenant.
-const std::string& TenantOf(grpc::CallbackServerContext*) {
-  static const std::string tenant = kDefaultTenant;
-  return tenant;
-}
 
 v1::KvDtype DtypeToProto(FloatType type) {
   return type == FloatType::kFloat16 ? v1::KV_DTYPE_FLOAT16 : v1::KV_DTYPE_BFLOAT16;

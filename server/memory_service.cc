@@ -2,15 +2,9 @@
 
 #include "server/exact_search.h"
 #include "server/proto_convert.h"
+#include "server/tenant.h"
 
 namespace engram::server {
-namespace {
-// Authentication is not implemented yet: every caller is the default tenant.
-const std::string& TenantOf(grpc::CallbackServerContext*) {
-  static const std::string tenant = kDefaultTenant;
-  return tenant;
-}
-}  // namespace
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerContext* context,
                                                          const v1::CreateSpaceRequest* request,
