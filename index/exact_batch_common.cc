@@ -210,18 +210,8 @@ absl::Status ValidateOffsets(size_t num_queries, const uint32_t* offsets) {
 
 absl::Status ValidateCandidates(size_t num_queries, const uint32_t* offsets,
                                 const uint32_t* candidates, size_t num_rows) {
-  if (num_queries > 0 && offsets[0] != 0) {
-    return absl::InvalidArgumentError("candidate_offsets[0] must be 0");
-  }
+  if (absl::Status s = ValidateOffsets(num_queries, offsets); !s.ok()) return s;
   for (size_t q = 0; q < num_queries; ++q) {
-    if (offsets[q + 1] < offsets[q]) {
-      return absl::InvalidArgumentError(absl::StrCat("candidate_offsets decrease at ", q + 1));
-    }
-    if (offsets[q + 1] - offsets[q] > kMaxRerankCandidates) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query ", q, " has ", offsets[q + 1] - offsets[q],
-                       " candidates; the limit is ", kMaxRerankCandidates));
-    }
     for (uint32_t c = offsets[q]; c < offsets[q + 1]; ++c) {
       if (candidates[c] >= num_rows) {
         return absl::InvalidArgumentError(absl::StrCat("query ", q, " candidate row ",
