@@ -51,6 +51,27 @@ std::string FloatTensor(uint32_t layer, uint32_t block, uint32_t tokens, int kv,
   return bytes;
 }
 
+// Raw stream messages, for tests that drive SaveCache by hand: the header of
+// a float save, and one full 256-token float layer-block.
+v1::SaveCacheRequest FloatSaveHeader(const std::string& agent,
+                                     const std::vector<uint32_t>& tokens) {
+  v1::SaveCacheRequest message;
+  message.mutable_header()->set_agent_id(agent);
+  *message.mutable_header()->mutable_model() = Model();
+  message.mutable_header()->mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  message.mutable_header()->set_encoding(v1::KV_ENCODING_FLOAT);
+  return message;
+}
+
+v1::SaveCacheRequest FloatBlockMessage(uint32_t layer, uint32_t block) {
+  v1::SaveCacheRequest message;
+  message.mutable_block()->set_layer(layer);
+  message.mutable_block()->set_block(block);
+  message.mutable_block()->set_keys(FloatTensor(layer, block, 256, 0, 0));
+  message.mutable_block()->set_values(FloatTensor(layer, block, 256, 1, 0));
+  return message;
+}
+
 struct QuantizedTensorBytes {
   std::string weights, scales, biases;
 };
@@ -341,17 +362,8 @@ TEST_F(KvCacheTest, BadInputIsRefusedAndStoresNothing) {
     grpc::ClientContext context;
     v1::SaveCacheResponse response;
     auto writer = client_->kv().SaveCache(&context, &response);
-    v1::SaveCacheRequest message;
-    message.mutable_header()->set_agent_id("x");
-    *message.mutable_header()->mutable_model() = Model();
-    message.mutable_header()->mutable_token_ids()->Add(tokens.begin(), tokens.end());
-    message.mutable_header()->set_encoding(v1::KV_ENCODING_FLOAT);
-    ASSERT_TRUE(writer->Write(message));
-    message.mutable_block()->set_layer(0);
-    message.mutable_block()->set_block(0);
-    message.mutable_block()->set_keys(FloatTensor(0, 0, 256, 0, 0));
-    message.mutable_block()->set_values(FloatTensor(0, 0, 256, 1, 0));
-    ASSERT_TRUE(writer->Write(message));
+    ASSERT_TRUE(writer->Write(FloatSaveHeader("x", tokens)));
+    ASSERT_TRUE(writer->Write(FloatBlockMessage(0, 0)));
     context.TryCancel();
     EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
@@ -387,18 +399,9 @@ TEST_F(KvCacheTest, KillDuringASaveLeavesNoPartialCache) {
     grpc::ClientContext context;
     v1::SaveCacheResponse response;
     auto writer = client_->kv().SaveCache(&context, &response);
-    v1::SaveCacheRequest message;
-    message.mutable_header()->set_agent_id("x");
-    *message.mutable_header()->mutable_model() = Model();
-    message.mutable_header()->mutable_token_ids()->Add(tokens.begin(), tokens.end());
-    message.mutable_header()->set_encoding(v1::KV_ENCODING_FLOAT);
-    ASSERT_TRUE(writer->Write(message));
+    ASSERT_TRUE(writer->Write(FloatSaveHeader("x", tokens)));
     for (uint32_t block = 0; block < 4; ++block) {
-      message.mutable_block()->set_layer(0);
-      message.mutable_block()->set_block(block);
-      message.mutable_block()->set_keys(FloatTensor(0, block, 256, 0, 0));
-      message.mutable_block()->set_values(FloatTensor(0, block, 256, 1, 0));
-      ASSERT_TRUE(writer->Write(message));
+      ASSERT_TRUE(writer->Write(FloatBlockMessage(0, block)));
     }
     // Let the server stage what it received, then crash it mid-stream.
     for (int i = 0; i < 50 && client_->KvStats()->pool_resident_blocks() < 5; ++i) {
