@@ -1,5 +1,7 @@
 """Typed errors of the Engram Python client, one per gRPC status code."""
 
+import functools
+
 import grpc
 
 
@@ -60,3 +62,14 @@ def from_rpc_error(error):
     """Turns a grpc.RpcError into the matching EngramError subclass."""
     code = error.code()
     return _BY_CODE.get(code, EngramError)(code, error.details() or "")
+
+
+def translate_errors(method):
+    """Decorator: a grpc.RpcError raised by `method` becomes its EngramError."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+    return wrapper

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 
-from engram.errors import InvalidArgumentError, from_rpc_error
+from engram._client import GrpcClient
+from engram.errors import InvalidArgumentError, translate_errors
 from engram.v1 import kvcache_pb2, kvcache_pb2_grpc
 
 BLOCK_TOKENS = 256
@@ -70,39 +71,22 @@ class CacheInfo:
     updated_at_us: int
 
 
-def _translate(call):
-    try:
-        return call()
-    except grpc.RpcError as error:
-        raise from_rpc_error(error) from None
-
-
 def _blocks(total: int):
     for block in range((total + BLOCK_TOKENS - 1) // BLOCK_TOKENS):
         start = block * BLOCK_TOKENS
         yield block, start, min(total, start + BLOCK_TOKENS)
 
 
-class KVCache:
+class KVCache(GrpcClient):
     """KV caches of one model on one engramd. Safe to share across threads."""
 
     def __init__(self, address: str, model: KVModel, timeout: float = 120.0,
                  max_message_bytes: int = 64 << 20):
+        super().__init__(address, timeout,
+                         [("grpc.max_receive_message_length", max_message_bytes),
+                          ("grpc.max_send_message_length", max_message_bytes)])
         self.model = model
-        self.timeout = timeout
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
-        self._channel = grpc.insecure_channel(address, options=options)
         self._stub = kvcache_pb2_grpc.KVCacheServiceStub(self._channel)
-
-    def close(self):
-        self._channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _check_layers(self, name, arrays, shape_tail, dtype):
         if len(arrays) != self.model.n_layers:
@@ -118,6 +102,7 @@ class KVCache:
                     f"{self.model.n_kv_heads}, tokens, {shape_tail}], got "
                     f"{array.dtype} {list(array.shape)}")
 
+    @translate_errors
     def _save(self, agent: str, token_ids, encoding, block_messages):
         header = kvcache_pb2.SaveCacheHeader(agent_id=agent, model=self.model.to_proto(),
                                              token_ids=[int(t) for t in token_ids],
@@ -128,7 +113,7 @@ class KVCache:
             for block in block_messages:
                 yield kvcache_pb2.SaveCacheRequest(block=block)
 
-        return _translate(lambda: self._stub.SaveCache(messages(), timeout=self.timeout))
+        return self._stub.SaveCache(messages(), timeout=self.timeout)
 
     def save(self, agent: str, token_ids: Sequence[int], keys: Sequence[np.ndarray],
              values: Sequence[np.ndarray]):
@@ -187,87 +172,90 @@ class KVCache:
             output_dtype=_DTYPES[output_dtype] if output_dtype else 0)
         return self._stub.LoadCache(request, timeout=self.timeout)
 
+    @translate_errors
     def load(self, agent: str, start: int = 0, end: int = 0,
              dtype: Optional[str] = None) -> Tuple[List[int], List[np.ndarray], List[np.ndarray]]:
         """Token ids and dequantized per-layer K and V of tokens [start, end) (end 0: all)."""
-        def run():
-            stream = self._load(agent, start, end, kvcache_pb2.KV_ENCODING_FLOAT, dtype)
-            header = next(stream).header
-            count = header.token_end - header.token_start
-            out_dtype = np.float16 if header.dtype == kvcache_pb2.KV_DTYPE_FLOAT16 else np.uint16
-            shape = (self.model.n_kv_heads, count, self.model.head_dim)
-            keys = [np.empty(shape, out_dtype) for _ in range(self.model.n_layers)]
-            values = [np.empty(shape, out_dtype) for _ in range(self.model.n_layers)]
-            for message in stream:
-                b = message.block
-                at = b.token_offset - header.token_start
-                piece = (self.model.n_kv_heads, b.tokens, self.model.head_dim)
-                keys[b.layer][:, at:at + b.tokens, :] = \
-                    np.frombuffer(b.keys, out_dtype).reshape(piece)
-                values[b.layer][:, at:at + b.tokens, :] = \
-                    np.frombuffer(b.values, out_dtype).reshape(piece)
-            return list(header.token_ids), keys, values
-        return _translate(run)
+        stream = self._load(agent, start, end, kvcache_pb2.KV_ENCODING_FLOAT, dtype)
+        header = next(stream).header
+        count = header.token_end - header.token_start
+        out_dtype = np.float16 if header.dtype == kvcache_pb2.KV_DTYPE_FLOAT16 else np.uint16
+        shape = (self.model.n_kv_heads, count, self.model.head_dim)
+        keys = [np.empty(shape, out_dtype) for _ in range(self.model.n_layers)]
+        values = [np.empty(shape, out_dtype) for _ in range(self.model.n_layers)]
+        for message in stream:
+            b = message.block
+            at = b.token_offset - header.token_start
+            piece = (self.model.n_kv_heads, b.tokens, self.model.head_dim)
+            keys[b.layer][:, at:at + b.tokens, :] = \
+                np.frombuffer(b.keys, out_dtype).reshape(piece)
+            values[b.layer][:, at:at + b.tokens, :] = \
+                np.frombuffer(b.values, out_dtype).reshape(piece)
+        return list(header.token_ids), keys, values
 
+    @translate_errors
     def load_quantized(self, agent: str, start: int = 0,
                        end: int = 0) -> Tuple[List[int], List[Dict[str, np.ndarray]]]:
         """Token ids and per-layer quantized tensors (see save_quantized)."""
-        def run():
-            stream = self._load(agent, start, end, kvcache_pb2.KV_ENCODING_QUANTIZED)
-            header = next(stream).header
-            count = header.token_end - header.token_start
-            heads = self.model.n_kv_heads
-            widths = {"weights": (self.model.head_dim * self.model.kv_bits // 32, np.uint32),
-                      "scales": (self.model.head_dim // self.model.kv_group_size,
-                                 self.model.numpy_dtype),
-                      "biases": (self.model.head_dim // self.model.kv_group_size,
-                                 self.model.numpy_dtype)}
-            layers = [{f"{kv}_{part}": np.empty((heads, count, width), dtype)
-                       for kv in "kv" for part, (width, dtype) in widths.items()}
-                      for _ in range(self.model.n_layers)]
-            for message in stream:
-                b = message.block
-                at = b.token_offset - header.token_start
-                for kv, tensor in (("k", b.quantized_keys), ("v", b.quantized_values)):
-                    for part, (width, dtype) in widths.items():
-                        layers[b.layer][f"{kv}_{part}"][:, at:at + b.tokens, :] = np.frombuffer(
-                            getattr(tensor, part), dtype).reshape(heads, b.tokens, width)
-            return list(header.token_ids), layers
-        return _translate(run)
+        stream = self._load(agent, start, end, kvcache_pb2.KV_ENCODING_QUANTIZED)
+        header = next(stream).header
+        count = header.token_end - header.token_start
+        heads = self.model.n_kv_heads
+        widths = {"weights": (self.model.head_dim * self.model.kv_bits // 32, np.uint32),
+                  "scales": (self.model.head_dim // self.model.kv_group_size,
+                             self.model.numpy_dtype),
+                  "biases": (self.model.head_dim // self.model.kv_group_size,
+                             self.model.numpy_dtype)}
+        layers = [{f"{kv}_{part}": np.empty((heads, count, width), dtype)
+                   for kv in "kv" for part, (width, dtype) in widths.items()}
+                  for _ in range(self.model.n_layers)]
+        for message in stream:
+            b = message.block
+            at = b.token_offset - header.token_start
+            for kv, tensor in (("k", b.quantized_keys), ("v", b.quantized_values)):
+                for part, (width, dtype) in widths.items():
+                    layers[b.layer][f"{kv}_{part}"][:, at:at + b.tokens, :] = np.frombuffer(
+                        getattr(tensor, part), dtype).reshape(heads, b.tokens, width)
+        return list(header.token_ids), layers
 
+    @translate_errors
     def match_prefix(self, agent: str, token_ids: Sequence[int],
                      any_agent: bool = False) -> Tuple[int, int]:
         """(tokens the agent's cache holds, tokens any agent's blocks hold) of the prefix."""
         request = kvcache_pb2.MatchPrefixRequest(agent_id=agent, model=self.model.to_proto(),
                                                  token_ids=[int(t) for t in token_ids],
                                                  any_agent=any_agent)
-        response = _translate(lambda: self._stub.MatchPrefix(request, timeout=self.timeout))
+        response = self._stub.MatchPrefix(request, timeout=self.timeout)
         return response.agent_tokens, response.shared_tokens
 
+    @translate_errors
     def list(self, agent: str = "") -> List[CacheInfo]:
-        response = _translate(lambda: self._stub.ListCaches(
-            kvcache_pb2.ListCachesRequest(agent_id=agent), timeout=self.timeout))
+        response = self._stub.ListCaches(kvcache_pb2.ListCachesRequest(agent_id=agent),
+                                         timeout=self.timeout)
         return [CacheInfo(c.agent_id, KVModel.from_proto(c.model), c.tokens, c.blocks, c.bytes,
                           c.updated_at_us) for c in response.caches]
 
+    @translate_errors
     def delete(self, agent: str, all_models: bool = False) -> int:
         """Deletes the agent's cache of this model (or all its caches); returns the count."""
         request = kvcache_pb2.DeleteCacheRequest(
             agent_id=agent, model_id="" if all_models else self.model.model_id)
-        return _translate(lambda: self._stub.DeleteCache(request, timeout=self.timeout)).caches
+        return self._stub.DeleteCache(request, timeout=self.timeout).caches
 
+    @translate_errors
     def stats(self):
-        return _translate(lambda: self._stub.Stats(kvcache_pb2.KvStatsRequest(),
-                                                   timeout=self.timeout))
+        return self._stub.Stats(kvcache_pb2.KvStatsRequest(), timeout=self.timeout)
 
+    @translate_errors
     def export(self, agent: str, path: str):
         """Writes the cache as safetensors at `path` inside the server's kv.export_dir."""
         request = kvcache_pb2.ExportCacheRequest(agent_id=agent, model_id=self.model.model_id,
                                                  path=path)
-        return _translate(lambda: self._stub.ExportCache(request, timeout=self.timeout))
+        return self._stub.ExportCache(request, timeout=self.timeout)
 
+    @translate_errors
     def import_file(self, path: str, agent: str = "") -> CacheInfo:
         request = kvcache_pb2.ImportCacheRequest(path=path, agent_id=agent)
-        c = _translate(lambda: self._stub.ImportCache(request, timeout=self.timeout)).cache
+        c = self._stub.ImportCache(request, timeout=self.timeout).cache
         return CacheInfo(c.agent_id, KVModel.from_proto(c.model), c.tokens, c.blocks, c.bytes,
                          c.updated_at_us)

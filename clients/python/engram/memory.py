@@ -1,12 +1,12 @@
 """The friendly client: `Memory` remembers and recalls an agent's episodes."""
 
 import dataclasses
-import functools
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import grpc
 
-from engram.errors import EngramError, InvalidArgumentError, from_rpc_error
+from engram._client import GrpcClient
+from engram.errors import InvalidArgumentError, translate_errors
 from engram.v1 import memory_pb2, memory_pb2_grpc
 
 MetadataValue = Union[str, int, float, bool]
@@ -83,17 +83,7 @@ def _episode_from_proto(e) -> Episode:
         created_at_us=e.created_at_us, updated_at_us=e.updated_at_us)
 
 
-def _translate_errors(method):
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-    return wrapper
-
-
-class Memory:
+class Memory(GrpcClient):
     """Remembers and recalls episodes of one space (and by default one agent).
 
     Every method raises an EngramError subclass on failure (InvalidArgumentError,
@@ -102,32 +92,15 @@ class Memory:
 
     def __init__(self, address: str = "127.0.0.1:50051", space: Optional[str] = None,
                  agent: Optional[str] = None, session: str = "", timeout: float = 30.0):
+        super().__init__(address, timeout)
         self.space = space
         self.agent = agent
         self.session = session
-        self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
         self._stub = memory_pb2_grpc.MemoryServiceStub(self._channel)
-
-    def close(self):
-        self._channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def wait_ready(self, timeout: float = 10.0):
-        """Blocks until the channel connects; UnavailableError after `timeout`."""
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise EngramError(grpc.StatusCode.UNAVAILABLE, "engramd not reachable") from None
 
     # Spaces ---------------------------------------------------------------
 
-    @_translate_errors
+    @translate_errors
     def create_space(self, dimension: int, metric: str = "cosine", name: Optional[str] = None):
         if metric not in _METRICS:
             raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -137,12 +110,12 @@ class Memory:
         return self._stub.CreateSpace(memory_pb2.CreateSpaceRequest(space=space),
                                       timeout=self.timeout).space
 
-    @_translate_errors
+    @translate_errors
     def get_space(self, name: Optional[str] = None):
         return self._stub.GetSpace(memory_pb2.GetSpaceRequest(name=name or self.space),
                                    timeout=self.timeout).space
 
-    @_translate_errors
+    @translate_errors
     def delete_space(self, name: Optional[str] = None) -> int:
         return self._stub.DeleteSpace(memory_pb2.DeleteSpaceRequest(name=name or self.space),
                                       timeout=self.timeout).deleted_episodes
@@ -161,7 +134,7 @@ class Memory:
             _value_to_proto(value, episode.metadata[key])
         return episode
 
-    @_translate_errors
+    @translate_errors
     def add(self, text: str, embedding: Sequence[float], *, request_id: str = "",
             **fields) -> int:
         """Stores one episode; returns its id. `fields`: agent, session, kind, metadata,
@@ -169,7 +142,7 @@ class Memory:
         return self.add_many([dict(text=text, embedding=embedding, request_id=request_id,
                                    **fields)])[0]
 
-    @_translate_errors
+    @translate_errors
     def add_many(self, episodes: Sequence[dict]) -> List[int]:
         """Stores a batch all-or-nothing; each dict holds add()'s arguments."""
         request = memory_pb2.PutEpisodesRequest(space=self.space)
@@ -180,13 +153,13 @@ class Memory:
                                  episode=self._episode_proto(**fields))
         return list(self._stub.PutEpisodes(request, timeout=self.timeout).ids)
 
-    @_translate_errors
+    @translate_errors
     def get(self, episode_id: int) -> Episode:
         response = self._stub.GetEpisode(
             memory_pb2.GetEpisodeRequest(space=self.space, id=episode_id), timeout=self.timeout)
         return _episode_from_proto(response.episode)
 
-    @_translate_errors
+    @translate_errors
     def update(self, episode_id: int, *, expected_version: int = 0, **fields) -> Episode:
         """Replaces the given fields (any of session_id, kind, text, embedding, metadata,
         event_time_us, expires_at_us, importance, links); returns the new version."""
@@ -209,20 +182,20 @@ class Memory:
         return _episode_from_proto(self._stub.UpdateEpisode(request,
                                                             timeout=self.timeout).episode)
 
-    @_translate_errors
+    @translate_errors
     def history(self, episode_id: int) -> List[Episode]:
         response = self._stub.GetHistory(
             memory_pb2.GetHistoryRequest(space=self.space, id=episode_id), timeout=self.timeout)
         return [_episode_from_proto(e) for e in response.versions]
 
-    @_translate_errors
+    @translate_errors
     def delete(self, episode_ids: Union[int, Sequence[int]]) -> int:
         ids = [episode_ids] if isinstance(episode_ids, int) else list(episode_ids)
         request = memory_pb2.DeleteEpisodesRequest(
             space=self.space, ids=memory_pb2.DeleteEpisodesRequest.Ids(ids=ids))
         return self._stub.DeleteEpisodes(request, timeout=self.timeout).deleted
 
-    @_translate_errors
+    @translate_errors
     def forget_agent(self, agent: Optional[str] = None, session: str = "") -> int:
         """Deletes every episode of the agent (or only of one of its sessions)."""
         agent = agent or self.agent
@@ -254,7 +227,7 @@ class Memory:
                 _value_to_proto(value, predicate.value)
         return f
 
-    @_translate_errors
+    @translate_errors
     def search(self, embedding: Sequence[float], k: int = 10, *, agent: Optional[str] = None,
                session: str = "", kinds=None, since_us=None, until_us=None, where=None,
                include_embedding: bool = False, beam_width: int = 0,
@@ -271,7 +244,7 @@ class Memory:
         response = self._stub.Search(request, timeout=self.timeout)
         return [Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits]
 
-    @_translate_errors
+    @translate_errors
     def list(self, *, agent: Optional[str] = None, session: str = "", kinds=None,
              since_us=None, until_us=None, where=None, page_size: int = 100,
              include_embedding: bool = False) -> Iterator[Episode]:
