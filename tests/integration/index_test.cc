@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/engram_client.h"
+#include "tests/util/daemon_fixture.h"
 #include "tests/util/daemon_process.h"
 #include "tests/util/engramctl.h"
 #include "tests/util/temp_dir.h"
@@ -45,7 +46,7 @@ std::vector<float> Vector(std::mt19937& rng) {
   return v;
 }
 
-class IndexTest : public ::testing::Test {
+class IndexTest : public testing::DaemonTest {
  protected:
   void SetUp() override {
     config_ = dir_.Sub("engramd.yaml");
@@ -56,21 +57,7 @@ class IndexTest : public ::testing::Test {
     fclose(file);
     StartDaemon();
   }
-  void StartDaemon() {
-    client_.reset();
-    auto daemon = testing::DaemonProcess::Start(dir_.Sub("data"), {"--config", config_});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    client::ClientOptions options;
-    options.address = daemon_->address();
-    client_ = std::make_unique<Client>(options);
-    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
-  }
-  void StopDaemon() {
-    client_.reset();  // idle channels would hold up the graceful shutdown
-    EXPECT_EQ(daemon_->Terminate(), 0);
-    daemon_.reset();
-  }
+  void StartDaemon() { StartDaemonWith({"--config", config_}); }
 
   // Agent "a": sessions s0..s4, kinds k0/k1, event time = i, metadata n = i % 10.
   void Populate() {
@@ -125,10 +112,7 @@ class IndexTest : public ::testing::Test {
     return total == 0 ? 1.0 : static_cast<double>(hits) / total;
   }
 
-  testing::TempDir dir_;
   std::string config_;
-  std::unique_ptr<testing::DaemonProcess> daemon_;
-  std::unique_ptr<Client> client_;
 };
 
 TEST_F(IndexTest, GraphSearchAgreesWithExactSearchUnderFilters) {

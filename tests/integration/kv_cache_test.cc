@@ -11,6 +11,7 @@
 #include "clients/cpp/engram_client.h"
 #include "storage/kvcache/kv_codec.h"
 #include "storage/kvcache/kv_model.h"
+#include "tests/util/daemon_fixture.h"
 #include "tests/util/daemon_process.h"
 #include "tests/util/engramctl.h"
 #include "tests/util/temp_dir.h"
@@ -90,28 +91,11 @@ QuantizedTensorBytes QuantizeLocally(const std::string& tensor, uint32_t tokens)
   return q;
 }
 
-class KvCacheTest : public ::testing::Test {
+class KvCacheTest : public testing::DaemonTest {
  protected:
   void SetUp() override { StartDaemon(); }
 
-  void StartDaemon(std::vector<std::string> args = {}) {
-    client_.reset();
-    args.push_back("--config");
-    args.push_back(WriteConfig());
-    auto daemon = testing::DaemonProcess::Start(dir_.Sub("data"), args);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    client::ClientOptions options;
-    options.address = daemon_->address();
-    client_ = std::make_unique<Client>(options);
-    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
-  }
-
-  void StopDaemon() {
-    client_.reset();  // idle channels would hold up the graceful shutdown
-    ASSERT_EQ(daemon_->Terminate(), 0);
-    daemon_.reset();
-  }
+  void StartDaemon() { StartDaemonWith({"--config", WriteConfig()}); }
 
   std::string WriteConfig() {
     std::string path = dir_.Sub("engramd.yaml");
@@ -233,9 +217,6 @@ class KvCacheTest : public ::testing::Test {
 
   int pool_mb_ = 64;
   int worker_threads_ = 16;
-  engram::testing::TempDir dir_;
-  std::unique_ptr<testing::DaemonProcess> daemon_;
-  std::unique_ptr<Client> client_;
 };
 
 TEST_F(KvCacheTest, FloatSaveLoadsBackQuantizedDequantizedAndByRange) {

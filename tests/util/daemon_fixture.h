@@ -1,0 +1,44 @@
+// A GoogleTest fixture for tests against a real engramd: a temporary
+// directory, the daemon on <dir>/data, and a connected C++ client.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clients/cpp/engram_client.h"
+#include "tests/util/daemon_process.h"
+#include "tests/util/temp_dir.h"
+
+namespace engram::testing {
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  // Starts engramd with `args` (after the defaults of DaemonProcess::Start)
+  // and connects client_.
+  void StartDaemonWith(const std::vector<std::string>& args) {
+    client_.reset();
+    auto daemon = DaemonProcess::Start(dir_.Sub("data"), args);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    client::ClientOptions options;
+    options.address = daemon_->address();
+    client_ = std::make_unique<client::Client>(options);
+    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
+  }
+
+  // Graceful shutdown; the daemon must exit 0.
+  void StopDaemon() {
+    client_.reset();  // idle channels would hold up the graceful shutdown
+    EXPECT_EQ(daemon_->Terminate(), 0);
+    daemon_.reset();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<client::Client> client_;
+};
+
+}  // namespace engram::testing
