@@ -63,8 +63,8 @@ std::string ManifestKey(const std::string& tenant, const std::string& agent_id,
       .Release();
 }
 
-std::string EncodeRef(const uint64_t count, uint64_t bytes_per_layer) {
-  return KeyBuilder().AddUint64(count).AddUint64(bytes_per_layer).Release();
+std::string EncodeRef(uint64_t count, uint64_t bytes_per_layer, uint64_t layers) {
+  return KeyBuilder().AddUint64(count).AddUint64(bytes_per_layer).AddUint64(layers).Release();
 }
 
 storage::KvManifestRecord ToRecord(const CacheManifest& manifest) {
@@ -142,35 +142,18 @@ absl::Status KvCacheStore::LoadCountsLocked() {
     KeyReader value(it->value().ToStringView());
     absl::StatusOr<uint64_t> count = value.ReadUint64();
     absl::StatusOr<uint64_t> bytes = value.ReadUint64();
-    if (!count.ok() || !bytes.ok()) return absl::DataLossError("KV reference record is malformed");
-    refs_[it->key().ToString()] = RefEntry{*count, *bytes};
+    absl::StatusOr<uint64_t> layers = value.ReadUint64();
+    if (!count.ok() || !bytes.ok() || !layers.ok()) {
+      return absl::DataLossError("KV reference record is malformed");
+    }
+    refs_[it->key().ToString()] = RefEntry{*count, *bytes, *layers};
+    unique_blocks_ += *layers;
+    stored_bytes_ += *bytes * *layers;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "loading KV references");
+  // Manifests are only counted: references and totals need none of them.
   for (it->Seek(kManifestTag); it->Valid() && it->key().starts_with(kManifestTag); it->Next()) {
     ++caches_;
-  }
-  // Layer counts per digest come from the manifests' models: count stored
-  // layer-blocks by scanning manifests once.
-  absl::flat_hash_set<std::string> counted;
-  for (it->Seek(kManifestTag); it->Valid() && it->key().starts_with(kManifestTag); it->Next()) {
-    KeyReader key(it->key().ToStringView().substr(1));
-    absl::StatusOr<std::string> tenant = key.ReadString();
-    absl::StatusOr<std::string> agent = key.ReadString();
-    if (!tenant.ok() || !agent.ok()) return absl::DataLossError("KV manifest key is malformed");
-    absl::StatusOr<CacheManifest> manifest = FromRecord(it->value().ToStringView(), *agent);
-    if (!manifest.ok()) return manifest.status();
-    std::string fingerprint = manifest->model.Fingerprint();
-    for (const Digest& digest : manifest->digests) {
-      std::string ref = RefKey(*tenant, fingerprint, digest);
-      if (!counted.insert(ref).second) continue;
-      auto entry = refs_.find(ref);
-      if (entry == refs_.end()) {
-        return absl::DataLossError(absl::StrCat("KV cache of agent '", *agent, "' lists block ",
-                                                DigestHex(digest), " without a reference count"));
-      }
-      unique_blocks_ += manifest->model.n_layers;
-      stored_bytes_ += entry->second.bytes_per_layer * manifest->model.n_layers;
-    }
   }
   return FromRocks(it->status(), "loading KV manifests");
 }
@@ -338,14 +321,15 @@ absl::StatusOr<SaveResult> KvCacheStore::PendingSave::Commit() {
   absl::flat_hash_map<std::string, RefEntry> changed;
   for (size_t block = 0; block < manifest_.block_count(); ++block) {
     std::string ref = RefKey(tenant_, fingerprint_, manifest_.digests[block]);
-    auto [entry, inserted] =
-        store_->refs_.try_emplace(ref, RefEntry{0, model.BlockBytes(manifest_.BlockTokens(block))});
+    auto [entry, inserted] = store_->refs_.try_emplace(
+        ref, RefEntry{0, model.BlockBytes(manifest_.BlockTokens(block)), model.n_layers});
     if (entry->second.count == 0) {
       store_->unique_blocks_ += model.n_layers;
       store_->stored_bytes_ += entry->second.bytes_per_layer * model.n_layers;
     }
     ++entry->second.count;
-    batch.Put(store_->meta_cf_, ref, EncodeRef(entry->second.count, entry->second.bytes_per_layer));
+    batch.Put(store_->meta_cf_, ref,
+              EncodeRef(entry->second.count, entry->second.bytes_per_layer, model.n_layers));
   }
   for (const auto& [key, block] : pinned_) {
     batch.Delete(store_->meta_cf_, std::string(kPendingTag) + key);
@@ -402,7 +386,9 @@ void KvCacheStore::ReleaseLocked(const std::string& tenant, const CacheManifest&
     auto entry = refs_.find(ref);
     if (entry == refs_.end()) continue;  // Recover() reported such damage already
     if (--entry->second.count > 0) {
-      batch->Put(meta_cf_, ref, EncodeRef(entry->second.count, entry->second.bytes_per_layer));
+      batch->Put(
+          meta_cf_, ref,
+          EncodeRef(entry->second.count, entry->second.bytes_per_layer, entry->second.layers));
       continue;
     }
     unique_blocks_ -= manifest.model.n_layers;

@@ -3,8 +3,8 @@
 // Layout (two column families of the engram RocksDB, opened by EpisodeStore):
 //   kv_blocks (BlobDB)  (tenant, model fingerprint, layer, digest) -> block bytes
 //   kv_meta   "m" (tenant, agent, model id)                -> KvManifestRecord
-//             "r" (tenant, model fingerprint, digest)      -> references (8 bytes)
-//                                                             + bytes per layer-block (8)
+//             "r" (tenant, model fingerprint, digest)      -> references, bytes per
+//                                                             layer-block, layers (8 each)
 //             "p" + block key                               -> "" (staged, not committed)
 // A digest's blocks exist for every layer as long as its reference count is
 // positive; the count is the number of manifests that list it.
@@ -39,7 +39,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/kvcache/block_pool.h"
@@ -211,6 +210,7 @@ class KvCacheStore {
   struct RefEntry {
     uint64_t count = 0;
     uint64_t bytes_per_layer = 0;
+    uint64_t layers = 0;  // the model's: this digest stores as many blocks
   };
   absl::Status ValidateAgent(const std::string& agent_id) const;
   // (Re)loads reference counts and totals from disk.
