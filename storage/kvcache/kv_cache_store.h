@@ -108,8 +108,6 @@ class KvCacheStore {
   // staged. Call once, before anything else.
   absl::Status Recover();
 
-  const KvStoreOptions& options() const { return options_; }
-
   class PendingSave : public BlockSink {
    public:
     ~PendingSave() override;  // an uncommitted save is rolled back

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace engram::kvcache {
@@ -86,11 +85,6 @@ std::vector<Digest> ChainDigests(std::span<const uint32_t> tokens) {
     digests.push_back(Sha256(input));
   }
   return digests;
-}
-
-std::string DigestHex(const Digest& digest) {
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()));
 }
 
 }  // namespace engram::kvcache

@@ -75,6 +75,5 @@ inline size_t BlockCount(size_t total_tokens) {
 
 // The chain digests of every block of `tokens` (the last one may be partial).
 std::vector<Digest> ChainDigests(std::span<const uint32_t> tokens);
-std::string DigestHex(const Digest& digest);
 
 }  // namespace engram::kvcache
