@@ -56,6 +56,15 @@ class ExactBatchSearcher {
   // "cpu" or "cuda".
   virtual std::string name() const = 0;
 
+  // Host memory for `count` query floats or candidate rows that Rerank and
+  // Scan read fastest (page-locked for the CUDA searcher, whose uploads from
+  // it skip the driver's staging copy; plain memory for the CPU twin): a
+  // caller that assembles a batch can build it here and pass the pointer.
+  // Owned by the searcher and valid until the next call of the same method;
+  // nullptr when none can be had (use any other memory then).
+  virtual float* QueryStaging(size_t count) = 0;
+  virtual uint32_t* CandidateStaging(size_t count) = 0;
+
   // Stores (replacing) a partition: `num_rows` vectors of `dim` floats,
   // row-major. INVALID_ARGUMENT for dim 0 or non-finite values;
   // RESOURCE_EXHAUSTED when the device budget cannot hold it.

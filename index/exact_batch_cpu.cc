@@ -95,6 +95,15 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
   explicit CpuExactBatchSearcher(bool allow_simd) : dot_(SelectDot(allow_simd)) {}
   std::string name() const override { return "cpu"; }
 
+  float* QueryStaging(size_t count) override {
+    query_staging_.resize(std::max<size_t>(1, count));
+    return query_staging_.data();
+  }
+  uint32_t* CandidateStaging(size_t count) override {
+    candidate_staging_.resize(std::max<size_t>(1, count));
+    return candidate_staging_.data();
+  }
+
   absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
                             size_t num_rows, size_t dim) override {
     absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
@@ -196,6 +205,8 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
 
   DotFunction dot_;
   absl::flat_hash_map<uint64_t, Partition> partitions_;
+  std::vector<float> query_staging_;         // QueryStaging
+  std::vector<uint32_t> candidate_staging_;  // CandidateStaging
 };
 
 }  // namespace

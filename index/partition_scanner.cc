@@ -262,15 +262,21 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
     allowed = resident->live.data();
   }
 
+  // The batch's queries, built in the searcher's staging memory (page-locked
+  // for the GPU, so the upload skips the driver's copy).
   uint32_t k = 0;
-  std::vector<float> queries;
-  queries.reserve(batch.size() * dim);
-  for (const Request* request : batch) {
-    k = std::max(k, request->k);
-    queries.insert(queries.end(), request->query.begin(), request->query.end());
+  std::vector<float> own_queries;
+  float* queries = searcher_->QueryStaging(batch.size() * dim);
+  if (queries == nullptr) {
+    own_queries.resize(batch.size() * dim);
+    queries = own_queries.data();
   }
-  absl::StatusOr<TopKBatch> top = searcher_->Scan(resident->device_id, queries.data(), batch.size(),
-                                                  static_cast<int>(k), allowed);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    k = std::max(k, batch[i]->k);
+    std::copy(batch[i]->query.begin(), batch[i]->query.end(), queries + i * dim);
+  }
+  absl::StatusOr<TopKBatch> top =
+      searcher_->Scan(resident->device_id, queries, batch.size(), static_cast<int>(k), allowed);
   {
     absl::MutexLock lock(&mutex_);
     ++stats_.launches;

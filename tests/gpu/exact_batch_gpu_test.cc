@@ -64,7 +64,9 @@ TEST_F(ExactBatchGpuTest, ManyShapesMatchReferenceAndCpuTwin) {
                                       {4099, 128, 64, 1024, 100},
                                       {20000, 384, 16, 4096, 1024},
                                       {3000, 768, 3, 64, 10},
-                                      {2500, 1536, 2, 512, 64}}) {
+                                      {2500, 1536, 2, 512, 64},
+                                      // cosine: row-major fp16 dots (>= 64 queries)
+                                      {45000, 40, 70, 64, 10}}) {
       testing_ref::Problem p =
           testing_ref::RandomProblem(rng, metric, s.rows, s.dim, s.queries, s.max_candidates);
       Check(p, s.k,
@@ -75,13 +77,16 @@ TEST_F(ExactBatchGpuTest, ManyShapesMatchReferenceAndCpuTwin) {
 }
 
 TEST_F(ExactBatchGpuTest, ScanOverSeveralScoreTiles) {
-  // 64 KiB score tiles: 2048 rows of 8 queries per GEMM, 10 tiles in all.
+  // 64 KiB score tiles: 2048 rows of 8 queries per GEMM with fp32 scores (L2),
+  // 4096 with fp16 (cosine); 10 or 5 tiles in all.
   std::string why;
   gpu_ = MakeCudaExactBatchSearcher(size_t{1} << 30, &why, size_t{64} << 10);
   ASSERT_NE(gpu_, nullptr) << why;
   std::mt19937 rng(std::random_device{}());
-  testing_ref::Problem p = testing_ref::RandomProblem(rng, Metric::kL2, 20000, 24, 8, 100);
-  Check(p, 50, "tiled");
+  for (Metric metric : {Metric::kL2, Metric::kCosine}) {
+    testing_ref::Problem p = testing_ref::RandomProblem(rng, metric, 20000, 24, 8, 100);
+    Check(p, 50, "tiled metric " + std::to_string(int(metric)));
+  }
 }
 
 TEST_F(ExactBatchGpuTest, TiesAtTheThresholdFallBackToSortingAndKeepTheSmallerRows) {
@@ -99,6 +104,73 @@ TEST_F(ExactBatchGpuTest, TiesAtTheThresholdFallBackToSortingAndKeepTheSmallerRo
     auto cpu = cpu_->Scan(7, p.queries.data(), p.num_queries, 10, allowed);
     ASSERT_TRUE(gpu.ok() && cpu.ok());
     EXPECT_EQ(gpu->rows, cpu->rows);
+  }
+}
+
+// Cosine scans let the GEMM round dots to fp16 and rescore the rows that
+// pass a widened threshold. A cluster of rows whose cosines with query 0 lie
+// within a few fp16 steps of 1 (fp16's spacing there is 4.9e-4) must come
+// back in order with fp32-accurate scores (swaps only among rows within 1e-6),
+// whether the survivors fit the rescoring buffer (1,000 rows spread over
+// t in [0.02, 0.5], below) or overflow it and the tile is sorted whole from
+// fp32 scores (5,000 rows over [0.02, 0.05], all within the margin), with
+// dots written column by column (8 queries) or row by row (72 queries).
+TEST_F(ExactBatchGpuTest, CosineNearTiesBelowHalfPrecisionAreRankedExactly) {
+  std::mt19937 rng(std::random_device{}());
+  std::string why;
+  auto tiled = MakeCudaExactBatchSearcher(size_t{1} << 30, &why, size_t{256} << 10);
+  ASSERT_NE(tiled, nullptr) << why;
+  struct Case {
+    size_t rows, queries;
+    int k;
+    size_t cluster;
+    double t_max;
+  };
+  for (Case c : std::vector<Case>{{30000, 8, 50, 1000, 0.5},
+                                  {30000, 8, 50, 5000, 0.05},
+                                  {50000, 72, 10, 1000, 0.5},
+                                  {50000, 72, 10, 5000, 0.05}}) {
+    const size_t cluster = c.cluster;
+    const double t_max = c.t_max;
+    const int k = c.k;
+    testing_ref::Problem p =
+        testing_ref::RandomProblem(rng, Metric::kCosine, c.rows, 64, c.queries, 10);
+    // Query 0's direction and a unit vector orthogonal to it.
+    std::vector<double> q(p.queries.begin(), p.queries.begin() + p.dim), u(p.dim);
+    std::normal_distribution<double> normal;
+    for (double& x : u) x = normal(rng);
+    double qq = 0, qu = 0;
+    for (size_t i = 0; i < p.dim; ++i) qq += q[i] * q[i], qu += q[i] * u[i];
+    for (size_t i = 0; i < p.dim; ++i) u[i] -= qu / qq * q[i];
+    double uu = 0;
+    for (double x : u) uu += x * x;
+    // Row 5000 + j = q/|q| + t_j u/|u|, t_j spread over [0.02, t_max]:
+    // cosine 1/sqrt(1 + t_j^2).
+    for (size_t j = 0; j < cluster; ++j) {
+      double t = 0.02 + (t_max - 0.02) * double(j) / double(cluster);
+      for (size_t i = 0; i < p.dim; ++i) {
+        p.rows[(5000 + j) * p.dim + i] =
+            static_cast<float>(q[i] / std::sqrt(qq) + t * u[i] / std::sqrt(uu));
+      }
+    }
+    testing_ref::Ranked full = testing_ref::ReferenceScan(p, false);
+    testing_ref::Ranked filtered = testing_ref::ReferenceScan(p, true);
+    for (ExactBatchSearcher* searcher : {gpu_.get(), tiled.get(), cpu_.get()}) {
+      std::string what = "cluster " + std::to_string(cluster) + " queries " +
+                         std::to_string(c.queries) + " " + searcher->name();
+      ASSERT_TRUE(searcher->SetPartition(3, p.metric, p.rows.data(), p.num_rows, p.dim).ok());
+      auto scan = searcher->Scan(3, p.queries.data(), p.num_queries, k, nullptr);
+      ASSERT_TRUE(scan.ok()) << what << scan.status();
+      testing_ref::ExpectMatches(*scan, full, what + " scan", 5e-7);
+      auto some = searcher->Scan(3, p.queries.data(), p.num_queries, k, p.allowed.data());
+      ASSERT_TRUE(some.ok()) << what << some.status();
+      testing_ref::ExpectMatches(*some, filtered, what + " filtered scan", 5e-7);
+      // The cluster holds query 0's best k.
+      for (int i = 0; i < k; ++i) {
+        ASSERT_GE(scan->rows[i], 5000u) << what;
+        ASSERT_LT(scan->rows[i], 5000u + cluster) << what;
+      }
+    }
   }
 }
 

@@ -28,7 +28,11 @@ struct Problem {
 
 inline Problem RandomProblem(std::mt19937& rng, Metric metric, size_t num_rows, size_t dim,
                              size_t num_queries, size_t max_candidates) {
-  Problem p{metric, num_rows, dim, num_queries};
+  Problem p;
+  p.metric = metric;
+  p.num_rows = num_rows;
+  p.dim = dim;
+  p.num_queries = num_queries;
   std::normal_distribution<float> normal;
   p.rows.resize(num_rows * dim);
   for (float& x : p.rows) x = normal(rng);
@@ -98,11 +102,12 @@ inline Ranked ReferenceScan(const Problem& p, bool filtered) {
   return Rank(p, eligible);
 }
 
-// Scores must match the reference position by position within tolerance,
-// every returned row must carry its own reference score, short results must
-// be padded with (kNoRow, -inf), and nothing may be NaN (unwritten).
-inline void ExpectMatches(const TopKBatch& actual, const Ranked& expected,
-                          const std::string& what) {
+// Scores must match the reference position by position within tolerance
+// (`relative` x (1 + |score|)), every returned row must carry its own
+// reference score, short results must be padded with (kNoRow, -inf), and
+// nothing may be NaN (unwritten).
+inline void ExpectMatches(const TopKBatch& actual, const Ranked& expected, const std::string& what,
+                          double relative = 1e-3) {
   ASSERT_EQ(actual.num_queries, expected.size()) << what;
   for (size_t q = 0; q < expected.size(); ++q) {
     std::map<uint32_t, double> reference_score;
@@ -117,7 +122,7 @@ inline void ExpectMatches(const TopKBatch& actual, const Ranked& expected,
         ASSERT_TRUE(std::isinf(score) && score < 0) << what;
         continue;
       }
-      double tolerance = 1e-3 * (1.0 + std::fabs(expected[q][i].first));
+      double tolerance = relative * (1.0 + std::fabs(expected[q][i].first));
       ASSERT_NEAR(score, expected[q][i].first, tolerance)
           << what << ": query " << q << " slot " << i;
       ASSERT_TRUE(seen.insert(row).second) << what << ": row " << row << " twice";
