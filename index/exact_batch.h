@@ -7,13 +7,14 @@
 //   - the CUDA searcher (index/gpu/), built when nvcc is found and used when a
 //     GPU is present (MakeExactBatchSearcher picks, and says why).
 //
-// Arithmetic (identical in both): partition vectors and queries are rounded
-// to IEEE fp16 (cosine: normalised first, in fp32); products accumulate in
-// fp32. Scores are "higher is closer": dot product for cosine and inner
-// product, -(|x|^2 - 2 q.x + |q|^2) for L2 with the norms taken over the fp16
-// values. Results are ordered by score, ties by the smaller row id. Only the
-// order of fp32 additions differs between the two, so scores agree to float
-// tolerance and ids agree except among near-ties.
+// Arithmetic (identical in both): a partition is held in fp16 (the default:
+// half the memory and bandwidth) or fp32 (Precision). Its vectors and the
+// queries against it are rounded to IEEE fp16 or kept in fp32 accordingly
+// (cosine: normalised first, in fp32); products accumulate in fp32. Scores are "higher is closer":
+// dot product for cosine and inner product, -(|x|^2 - 2 q.x + |q|^2) for L2 with the norms taken
+// over the fp16 values. Results are ordered by score, ties by the smaller row id. Only the order of
+// fp32 additions differs between the two, so scores agree to float tolerance and ids agree except
+// among near-ties.
 //
 // Thread safety: a searcher is used by one thread at a time (the server's
 // micro-batcher owns it); SetPartition/DropPartition must not race searches.
@@ -32,6 +33,9 @@
 namespace engram::index {
 
 inline constexpr uint32_t kNoRow = std::numeric_limits<uint32_t>::max();
+
+// How a partition's vectors are held and scored.
+enum class Precision { kFp16, kFp32 };
 
 uint16_t FloatToHalf(float value);  // round to nearest even; overflow -> inf
 float HalfToFloat(uint16_t half);
@@ -66,10 +70,16 @@ class ExactBatchSearcher {
   virtual uint32_t* CandidateStaging(size_t count) = 0;
 
   // Stores (replacing) a partition: `num_rows` vectors of `dim` floats,
-  // row-major. INVALID_ARGUMENT for dim 0 or non-finite values;
-  // RESOURCE_EXHAUSTED when the device budget cannot hold it.
-  virtual absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
-                                    size_t num_rows, size_t dim) = 0;
+  // row-major, held at `precision`. INVALID_ARGUMENT for dim 0, non-finite
+  // values or (fp16) values beyond fp16's range; RESOURCE_EXHAUSTED when the
+  // device budget cannot hold it.
+  virtual absl::Status SetPartition(uint64_t partition, Metric metric, Precision precision,
+                                    const float* vectors, size_t num_rows, size_t dim) = 0;
+  // An fp16 partition.
+  absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
+                            size_t num_rows, size_t dim) {
+    return SetPartition(partition, metric, Precision::kFp16, vectors, num_rows, dim);
+  }
   virtual void DropPartition(uint64_t partition) = 0;
 
   // For each query i, scores the rows candidates[offsets[i] .. offsets[i+1])

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -114,10 +115,13 @@ Acc SumOfSquares(const T* values, size_t n) {
          ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
-// Rounds rows [first, last) into `out`; the first bad row's error, if any.
+// Prepares rows [first, last) into `out` (HalfRows: rounded to fp16;
+// FloatRows: kept in fp32); the first bad row's error, if any.
+template <typename Rows>
 absl::Status PrepareRange(Metric metric, const float* rows, size_t first, size_t last, size_t dim,
-                          const char* what, HalfRows& out) {
-  std::vector<float> back(dim);  // one row's fp16 values as floats
+                          const char* what, Rows& out) {
+  constexpr bool kHalf = std::is_same_v<Rows, HalfRows>;
+  std::vector<float> back(kHalf ? dim : 0);  // one row's fp16 values as floats
   for (size_t r = first; r < last; ++r) {
     const float* row = rows + r * dim;
     bool finite = true;
@@ -132,6 +136,12 @@ absl::Status PrepareRange(Metric metric, const float* rows, size_t first, size_t
     }
     const double norm = SumOfSquares<double>(row, dim);
     float scale = (metric == Metric::kCosine && norm > 0) ? 1.0f / std::sqrt(norm) : 1.0f;
+    if constexpr (!kHalf) {
+      float* values = out.values.data() + r * dim;
+      for (size_t i = 0; i < dim; ++i) values[i] = row[i] * scale;
+      out.norms[r] = SumOfSquares<float>(values, dim);
+      continue;
+    }
     float largest = 0;
     for (size_t i = 0; i < dim; ++i) largest = std::max(largest, std::fabs(row[i] * scale));
     if (largest > kMaxHalf) {
@@ -142,18 +152,19 @@ absl::Status PrepareRange(Metric metric, const float* rows, size_t first, size_t
         }
       }
     }
-    SelectToHalf()(row, scale, dim, out.values.data() + r * dim, back.data());
-    out.norms[r] = SumOfSquares<float>(back.data(), dim);
+    if constexpr (kHalf) {
+      SelectToHalf()(row, scale, dim, out.values.data() + r * dim, back.data());
+      out.norms[r] = SumOfSquares<float>(back.data(), dim);
+    }
   }
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t num_rows, size_t dim,
-                                     const char* what) {
+template <typename Rows>
+absl::StatusOr<Rows> PrepareAll(Metric metric, const float* rows, size_t num_rows, size_t dim,
+                                const char* what) {
   if (dim == 0) return absl::InvalidArgumentError(absl::StrCat(what, " dimension is 0"));
-  HalfRows out;
+  Rows out;
   out.num_rows = num_rows;
   out.dim = dim;
   out.values.resize(num_rows * dim);
@@ -182,6 +193,18 @@ absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t nu
     if (!result.ok()) return result;  // the lowest bad row
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t num_rows, size_t dim,
+                                     const char* what) {
+  return PrepareAll<HalfRows>(metric, rows, num_rows, dim, what);
+}
+
+absl::StatusOr<FloatRows> PrepareFloatRows(Metric metric, const float* rows, size_t num_rows,
+                                           size_t dim, const char* what) {
+  return PrepareAll<FloatRows>(metric, rows, num_rows, dim, what);
 }
 
 absl::Status ValidateK(int k) {

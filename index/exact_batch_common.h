@@ -1,6 +1,6 @@
 // Host-side preparation and validation shared by the CPU twin and the CUDA
-// searcher, so that both compute on bit-identical fp16 inputs and refuse the
-// same bad requests with the same messages.
+// searcher, so that both compute on bit-identical inputs (fp16 or fp32) and
+// refuse the same bad requests with the same messages.
 #pragma once
 
 #include <cstddef>
@@ -20,10 +20,23 @@ struct HalfRows {
   std::vector<float> norms;      // squared L2 norm of each fp16 row, in fp32
 };
 
+// The same for Precision::kFp32: values kept in fp32, norms over them.
+struct FloatRows {
+  size_t num_rows = 0;
+  size_t dim = 0;
+  std::vector<float> values;
+  std::vector<float> norms;
+};
+
 // Rounds rows to fp16 (cosine: each row normalised in fp32 first; an all-zero
-// row stays zero). INVALID_ARGUMENT for dim 0 or non-finite values.
+// row stays zero). INVALID_ARGUMENT for dim 0, non-finite values or values
+// beyond fp16's range.
 absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t num_rows, size_t dim,
                                      const char* what);
+// The same without the rounding (cosine: normalised in fp32 with the same
+// scale; norms summed like PrepareRows's).
+absl::StatusOr<FloatRows> PrepareFloatRows(Metric metric, const float* rows, size_t num_rows,
+                                           size_t dim, const char* what);
 
 absl::Status ValidateK(int k);
 // Offsets must start at 0, not decrease, hold at most kMaxRerankCandidates

@@ -1,7 +1,8 @@
-// The CPU twin of the CUDA searcher (see exact_batch.h). Dot products of fp16
-// rows with fp16-rounded queries run in AVX2/F16C/FMA when the CPU has them
-// (chosen at run time) and in scalar code otherwise; Scan splits the rows
-// over all hardware threads and merges their per-query top-k.
+// The CPU twin of the CUDA searcher (see exact_batch.h). Dot products (fp16
+// rows with fp16-rounded queries, or fp32 with fp32) run in AVX2/F16C/FMA
+// when the CPU has them (chosen at run time) and in scalar code otherwise;
+// Scan splits the rows over all hardware threads and merges their per-query
+// top-k.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -47,6 +48,36 @@ DotFunction SelectDot(bool allow_simd) {
   return DotScalar;
 }
 
+float FloatDotScalar(const float* query, const float* row, size_t dim) {
+  float sum = 0;
+  for (size_t i = 0; i < dim; ++i) sum += query[i] * row[i];
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) float FloatDotAvx2(const float* query, const float* row,
+                                                       size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i), _mm256_loadu_ps(row + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i + 8), _mm256_loadu_ps(row + i + 8), acc1);
+  }
+  __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  sum4 = _mm_hadd_ps(sum4, sum4);
+  sum4 = _mm_hadd_ps(sum4, sum4);
+  float sum = _mm_cvtss_f32(sum4);
+  for (; i < dim; ++i) sum += query[i] * row[i];
+  return sum;
+}
+
+FloatDotFunction SelectFloatDot(bool allow_simd) {
+  if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return FloatDotAvx2;
+  }
+  return FloatDotScalar;
+}
+
 namespace {
 
 // Keeps the best k (score, row) pairs in the shared result order.
@@ -85,14 +116,20 @@ class Selector {
   std::vector<std::pair<float, uint32_t>> heap_;
 };
 
+// A stored partition: fp16 values in `half` or fp32 values in `full`.
 struct Partition {
   Metric metric;
-  HalfRows rows;
+  Precision precision;
+  size_t num_rows, dim;
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  std::vector<float> norms;
 };
 
 class CpuExactBatchSearcher final : public ExactBatchSearcher {
  public:
-  explicit CpuExactBatchSearcher(bool allow_simd) : dot_(SelectDot(allow_simd)) {}
+  explicit CpuExactBatchSearcher(bool allow_simd)
+      : dot_(SelectDot(allow_simd)), float_dot_(SelectFloatDot(allow_simd)) {}
   std::string name() const override { return "cpu"; }
 
   float* QueryStaging(size_t count) override {
@@ -104,11 +141,22 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
     return candidate_staging_.data();
   }
 
-  absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
-                            size_t num_rows, size_t dim) override {
-    absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
-    if (!rows.ok()) return rows.status();
-    partitions_[partition] = Partition{metric, *std::move(rows)};
+  using ExactBatchSearcher::SetPartition;
+  absl::Status SetPartition(uint64_t partition, Metric metric, Precision precision,
+                            const float* vectors, size_t num_rows, size_t dim) override {
+    Partition stored{metric, precision, num_rows, dim, {}, {}, {}};
+    if (precision == Precision::kFp16) {
+      absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
+      if (!rows.ok()) return rows.status();
+      stored.half = std::move(rows->values);
+      stored.norms = std::move(rows->norms);
+    } else {
+      absl::StatusOr<FloatRows> rows = PrepareFloatRows(metric, vectors, num_rows, dim, "row");
+      if (!rows.ok()) return rows.status();
+      stored.full = std::move(rows->values);
+      stored.norms = std::move(rows->norms);
+    }
+    partitions_[partition] = std::move(stored);
     return absl::OkStatus();
   }
 
@@ -119,21 +167,19 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
                                    int k) override {
     absl::StatusOr<Prepared> prepared = Prepare(partition_id, queries, num_queries, k);
     if (!prepared.ok()) return prepared.status();
-    const HalfRows& rows = prepared->partition->rows;
-    if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, rows.num_rows);
+    const Partition& p = *prepared->partition;
+    if (absl::Status s = ValidateCandidates(num_queries, offsets, candidates, p.num_rows);
         !s.ok()) {
       return s;
     }
     TopKBatch out = EmptyTopK(num_queries, k);
     for (size_t q = 0; q < num_queries; ++q) {
       Selector selector(k);
-      const float* query = prepared->queries.data() + q * rows.dim;
+      const float* query = prepared->queries.data() + q * p.dim;
       for (uint32_t c = offsets[q]; c < offsets[q + 1]; ++c) {
         uint32_t row = candidates[c];
-        float dot = dot_(query, rows.values.data() + size_t{row} * rows.dim, rows.dim);
         selector.Push(
-            FinalScore(prepared->partition->metric, dot, rows.norms[row], prepared->query_norms[q]),
-            row);
+            FinalScore(p.metric, Dot(p, query, row), p.norms[row], prepared->query_norms[q]), row);
       }
       selector.Write(out.rows.data() + q * k, out.scores.data() + q * k);
     }
@@ -144,29 +190,26 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
                                  int k, const uint64_t* allowed_rows) override {
     absl::StatusOr<Prepared> prepared = Prepare(partition_id, queries, num_queries, k);
     if (!prepared.ok()) return prepared.status();
-    const HalfRows& rows = prepared->partition->rows;
-    Metric metric = prepared->partition->metric;
+    const Partition& p = *prepared->partition;
     size_t threads = std::max<size_t>(1, std::thread::hardware_concurrency());
-    threads = std::min(threads, std::max<size_t>(1, rows.num_rows / 4096));
+    threads = std::min(threads, std::max<size_t>(1, p.num_rows / 4096));
     std::vector<std::vector<Selector>> selectors(threads,
                                                  std::vector<Selector>(num_queries, Selector(k)));
     auto scan_range = [&](size_t worker, size_t begin, size_t end) {
       for (size_t r = begin; r < end; ++r) {
         if (allowed_rows != nullptr && !((allowed_rows[r / 64] >> (r % 64)) & 1)) continue;
-        const uint16_t* row = rows.values.data() + r * rows.dim;
         for (size_t q = 0; q < num_queries; ++q) {
-          float dot = dot_(prepared->queries.data() + q * rows.dim, row, rows.dim);
-          selectors[worker][q].Push(
-              FinalScore(metric, dot, rows.norms[r], prepared->query_norms[q]),
-              static_cast<uint32_t>(r));
+          float dot = Dot(p, prepared->queries.data() + q * p.dim, r);
+          selectors[worker][q].Push(FinalScore(p.metric, dot, p.norms[r], prepared->query_norms[q]),
+                                    static_cast<uint32_t>(r));
         }
       }
     };
     std::vector<std::thread> workers;
-    size_t per_worker = (rows.num_rows + threads - 1) / threads;
+    size_t per_worker = (p.num_rows + threads - 1) / threads;
     for (size_t w = 0; w < threads; ++w) {
-      size_t begin = std::min(rows.num_rows, w * per_worker);
-      size_t end = std::min(rows.num_rows, begin + per_worker);
+      size_t begin = std::min(p.num_rows, w * per_worker);
+      size_t end = std::min(p.num_rows, begin + per_worker);
       workers.emplace_back(scan_range, w, begin, end);
     }
     for (std::thread& worker : workers) worker.join();
@@ -181,9 +224,15 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
  private:
   struct Prepared {
     const Partition* partition;
-    std::vector<float> queries;  // the fp16-rounded query values, as floats
+    std::vector<float> queries;  // the query values at the partition's precision, as floats
     std::vector<float> query_norms;
   };
+
+  // The dot product of a prepared query with row `row` of `p`.
+  float Dot(const Partition& p, const float* query, size_t row) const {
+    return p.precision == Precision::kFp16 ? dot_(query, p.half.data() + row * p.dim, p.dim)
+                                           : float_dot_(query, p.full.data() + row * p.dim, p.dim);
+  }
 
   absl::StatusOr<Prepared> Prepare(uint64_t partition_id, const float* queries, size_t num_queries,
                                    int k) {
@@ -192,10 +241,17 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
       return absl::NotFoundError(absl::StrCat("partition ", partition_id, " is not loaded"));
     }
     if (absl::Status s = ValidateK(k); !s.ok()) return s;
+    const Partition& p = it->second;
+    if (p.precision == Precision::kFp32) {
+      absl::StatusOr<FloatRows> full =
+          PrepareFloatRows(p.metric, queries, num_queries, p.dim, "query");
+      if (!full.ok()) return full.status();
+      return Prepared{&p, std::move(full->values), std::move(full->norms)};
+    }
     absl::StatusOr<HalfRows> half_queries =
-        PrepareRows(it->second.metric, queries, num_queries, it->second.rows.dim, "query");
+        PrepareRows(p.metric, queries, num_queries, p.dim, "query");
     if (!half_queries.ok()) return half_queries.status();
-    Prepared prepared{&it->second, {}, std::move(half_queries->norms)};
+    Prepared prepared{&p, {}, std::move(half_queries->norms)};
     prepared.queries.resize(half_queries->values.size());
     for (size_t i = 0; i < prepared.queries.size(); ++i) {
       prepared.queries[i] = HalfToFloat(half_queries->values[i]);
@@ -204,6 +260,7 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
   }
 
   DotFunction dot_;
+  FloatDotFunction float_dot_;
   absl::flat_hash_map<uint64_t, Partition> partitions_;
   std::vector<float> query_staging_;         // QueryStaging
   std::vector<uint32_t> candidate_staging_;  // CandidateStaging

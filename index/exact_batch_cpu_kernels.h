@@ -17,6 +17,12 @@ float DotAvx2(const float* query, const uint16_t* row, size_t dim);  // needs AV
 // The fastest kernel this CPU supports (scalar when allow_simd is false).
 DotFunction SelectDot(bool allow_simd);
 
+// The same for fp32 rows (Precision::kFp32).
+using FloatDotFunction = float (*)(const float* query, const float* row, size_t dim);
+float FloatDotScalar(const float* query, const float* row, size_t dim);
+float FloatDotAvx2(const float* query, const float* row, size_t dim);  // needs AVX2+FMA
+FloatDotFunction SelectFloatDot(bool allow_simd);
+
 // A CPU twin that never uses SIMD.
 std::unique_ptr<ExactBatchSearcher> MakeScalarCpuExactBatchSearcherForTest();
 

@@ -35,7 +35,28 @@ namespace {
 // more than this many; then the copy is rebuilt.
 uint32_t HostTailLimit(uint32_t copied_rows) { return std::max<uint32_t>(4096, copied_rows / 32); }
 
-size_t CopyBytes(uint32_t rows, size_t dim) { return size_t{rows} * (dim * 2 + sizeof(float)); }
+size_t CopyBytes(uint32_t rows, size_t dim, Precision precision) {
+  return size_t{rows} * (dim * (precision == Precision::kFp16 ? 2 : 4) + sizeof(float));
+}
+
+// Rows (or queries) prepared the way the searcher prepares them at
+// `precision`, with the values as floats (fp16 ones widened exactly).
+struct PreparedFloats {
+  std::vector<float> values, norms;
+};
+absl::StatusOr<PreparedFloats> PrepareAt(Precision precision, Metric metric, const float* rows,
+                                         size_t num_rows, size_t dim, const char* what) {
+  if (precision == Precision::kFp32) {
+    absl::StatusOr<FloatRows> full = PrepareFloatRows(metric, rows, num_rows, dim, what);
+    if (!full.ok()) return full.status();
+    return PreparedFloats{std::move(full->values), std::move(full->norms)};
+  }
+  absl::StatusOr<HalfRows> half = PrepareRows(metric, rows, num_rows, dim, what);
+  if (!half.ok()) return half.status();
+  PreparedFloats out{std::vector<float>(half->values.size()), std::move(half->norms)};
+  for (size_t i = 0; i < out.values.size(); ++i) out.values[i] = HalfToFloat(half->values[i]);
+  return out;
+}
 
 }  // namespace
 
@@ -175,7 +196,7 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
     found->second->last_used = ++clock_;
     return found->second.get();
   }
-  const size_t bytes = CopyBytes(rows, dim);
+  const size_t bytes = CopyBytes(rows, dim, options_.precision);
   if (bytes > options_.budget_bytes) {
     Evict(key);
     return nullptr;
@@ -211,7 +232,7 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
   resident->bytes = bytes;
   resident->last_used = ++clock_;
   absl::Status set = searcher_->SetPartition(resident->device_id, partition->options().metric,
-                                             vectors.get(), rows, dim);
+                                             options_.precision, vectors.get(), rows, dim);
   if (!set.ok()) {
     Evict(key);
     return nullptr;
@@ -286,16 +307,17 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
     return;
   }
 
-  // Rows added after the copy, scored here with the same fp16 arithmetic.
+  // Rows added after the copy, scored here with the searcher's arithmetic
+  // (inputs prepared alike; fp16 values widened to floats, which the twin's
+  // fp32 dot sums in the same order as its fp16 dot).
   const uint32_t tail_begin = resident->rows;
-  std::vector<uint32_t> tail_rows;
-  absl::StatusOr<HalfRows> tail = HalfRows{};
+  absl::StatusOr<PreparedFloats> tail = PreparedFloats{};
   if (rows_now > tail_begin) {
     std::vector<float> raw(size_t{rows_now - tail_begin} * dim);
     partition->CopyRows(tail_begin, rows_now - tail_begin, raw.data());
-    tail = PrepareRows(metric, raw.data(), rows_now - tail_begin, dim, "row");
+    tail = PrepareAt(options_.precision, metric, raw.data(), rows_now - tail_begin, dim, "row");
   }
-  const DotFunction dot = SelectDot(/*allow_simd=*/true);
+  const FloatDotFunction dot = SelectFloatDot(/*allow_simd=*/true);
   std::vector<uint64_t> tail_live;
   const uint64_t* tail_bits = own_bits.data();
   if (rows_now > tail_begin && own_bits.empty()) {
@@ -312,20 +334,18 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
       candidates.emplace_back(top->scores[q * top->k + i], row);
     }
     if (tail.ok() && rows_now > tail_begin) {
-      absl::StatusOr<HalfRows> half_query =
-          PrepareRows(metric, request->query.data(), 1, dim, "query");
-      if (!half_query.ok()) {
-        request->result = half_query.status();
+      absl::StatusOr<PreparedFloats> query =
+          PrepareAt(options_.precision, metric, request->query.data(), 1, dim, "query");
+      if (!query.ok()) {
+        request->result = query.status();
         continue;
       }
-      std::vector<float> query(dim);
-      for (size_t i = 0; i < dim; ++i) query[i] = HalfToFloat(half_query->values[i]);
       for (uint32_t row = tail_begin; row < rows_now; ++row) {
         if (!(tail_bits[row / 64] >> (row % 64) & 1)) continue;
         const size_t offset = size_t{row - tail_begin} * dim;
-        float d = dot(query.data(), tail->values.data() + offset, dim);
+        float d = dot(query->values.data(), tail->values.data() + offset, dim);
         candidates.emplace_back(
-            FinalScore(metric, d, tail->norms[row - tail_begin], half_query->norms[0]), row);
+            FinalScore(metric, d, tail->norms[row - tail_begin], query->norms[0]), row);
       }
     }
     const size_t keep = std::min<size_t>(request->k, candidates.size());

@@ -41,9 +41,11 @@ namespace engram::index {
 struct ScannerOptions {
   // Try the CUDA searcher first (when built with CUDA). Default: true.
   bool use_gpu = true;
-  // Bytes of fp16 partition copies (GPU memory, or host memory for the CPU
-  // twin). Default: 4 GiB.
+  // Bytes of partition copies (GPU memory, or host memory for the CPU twin).
+  // Default: 4 GiB.
   size_t budget_bytes = size_t{4} << 30;
+  // How the copies hold vectors (see exact_batch.h). Default: fp16.
+  Precision precision = Precision::kFp16;
   // How long a batch waits for more scans while scans arrive concurrently.
   // Default: 200 us.
   absl::Duration batch_window = absl::Microseconds(200);

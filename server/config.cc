@@ -140,8 +140,11 @@ const std::vector<Option>& Options() {
                       ENGRAM_FIELD(index.snapshot_interval_s), 0),
       MakeOption<bool>("gpu.enabled", "use a GPU for scans when one answers (else the CPU twin)",
                        ENGRAM_FIELD(gpu.enabled)),
-      MakeOption<size_t>("gpu.budget_mb", "MiB of fp16 partition copies for scans (GPU or host)",
+      MakeOption<size_t>("gpu.budget_mb", "MiB of partition copies for scans (GPU or host)",
                          ENGRAM_FIELD(gpu.budget_mb), 1),
+      MakeOption<std::string>("gpu.precision",
+                              "fp16 or fp32: how scanned partitions' copies hold vectors",
+                              ENGRAM_FIELD(gpu.precision)),
       MakeOption<int>("gpu.batch_window_us",
                       "how long concurrent scans wait to share a launch (a lone scan never waits)",
                       ENGRAM_FIELD(gpu.batch_window_us), 0),
@@ -237,6 +240,10 @@ absl::Status ValidateConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(absl::StrCat("log_level '", config.log_level,
                                                    "' is not one of trace, debug, info, warn, "
                                                    "error"));
+  }
+  if (config.gpu.precision != "fp16" && config.gpu.precision != "fp32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu.precision '", config.gpu.precision, "' is not one of fp16, fp32"));
   }
   if (config.worker_threads < 1 || config.max_k < 1) {
     return absl::InvalidArgumentError("worker_threads and max_k must be at least 1");

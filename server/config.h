@@ -59,9 +59,13 @@ struct GpuConfig {
   // Use a GPU when the build has CUDA and one answers; false: CPU twin.
   // Default: true.
   bool enabled = true;
-  // MiB of fp16 partition copies (GPU memory, or host memory for the CPU
-  // twin); least recently scanned partitions are dropped. Default: 4096.
+  // MiB of partition copies (GPU memory, or host memory for the CPU twin);
+  // least recently scanned partitions are dropped. Default: 4096.
   size_t budget_mb = 4096;
+  // How the copies hold vectors: "fp16" (half the memory and bandwidth;
+  // scores within fp16 rounding of exact) or "fp32" (scores as exact as the
+  // graph search's float rerank, an fp32 GEMM). Default: "fp16".
+  std::string precision = "fp16";
   // How long a batch of concurrent scans waits for more (only while scans
   // arrive concurrently; a lone scan never waits). Default: 200.
   int batch_window_us = 200;

@@ -30,6 +30,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   index::ScannerOptions scanner;
   scanner.use_gpu = config.gpu.enabled;
   scanner.budget_bytes = config.gpu.budget_mb << 20;
+  scanner.precision =
+      config.gpu.precision == "fp32" ? index::Precision::kFp32 : index::Precision::kFp16;
   scanner.batch_window = absl::Microseconds(config.gpu.batch_window_us);
   scanner.max_batch = static_cast<size_t>(config.gpu.max_batch);
   server->index_ = std::make_unique<EpisodeIndex>(

@@ -7,9 +7,9 @@
 // --reps runs after a warm-up. Queries and candidate lists are handed over in
 // the searcher's staging memory (QueryStaging / CandidateStaging, filled
 // before the timing; --no-staging passes ordinary vectors). "floor_gb" counts
-// the bytes that must cross device memory at least once: the candidates' fp16
-// rows (rerank) or the whole partition (scan). achieved_gb_per_s = floor_gb /
-// time.
+// the bytes that must cross device memory at least once: the candidates'
+// rows (rerank) or the whole partition (scan), in fp16 (fp32 with --precision
+// fp32). achieved_gb_per_s = floor_gb / time.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +27,7 @@ namespace {
 
 using engram::Metric;
 using engram::index::ExactBatchSearcher;
+using engram::index::Precision;
 
 template <typename Fn>
 double MedianSeconds(int reps, Fn&& fn) {
@@ -115,11 +116,17 @@ int main(int argc, char** argv) {
   app.add_option("--scan-batches", scan_batches_option,
                  "scan batch sizes (default 1, 16, 64, 256)");
   app.add_flag("--no-cpu", no_cpu, "skip the CPU twin (profiling runs)");
+  std::string precision_name = "fp16";
+  app.add_option("--precision", precision_name, "how partitions are held: fp16 or fp32")
+      ->check(CLI::IsMember({"fp16", "fp32"}))
+      ->capture_default_str();
   bool no_staging = false;
   app.add_flag("--no-staging", no_staging,
                "pass the caller's own (pageable) buffers instead of the searcher's staging memory");
   CLI11_PARSE(app, argc, argv);
   const bool staging = !no_staging;
+  const Precision precision = precision_name == "fp32" ? Precision::kFp32 : Precision::kFp16;
+  const double value_bytes = precision == Precision::kFp32 ? 4.0 : 2.0;  // per vector element
 
   std::string why;
   std::unique_ptr<ExactBatchSearcher> gpu =
@@ -158,6 +165,7 @@ int main(int argc, char** argv) {
                              {"fraction_of_copy", gbps / copy_gbps},
                              {"gpu_queries_per_s", batch / gpu_s},
                              {"staging", staging},
+                             {"precision", precision_name},
                              {"device", why}};
       std::cout << line.dump() << std::endl;
     }
@@ -176,8 +184,10 @@ int main(int argc, char** argv) {
   if (only == "scan") dims.clear();
   for (size_t dim : dims) {
     std::vector<float> rows = Gaussian(rng, rerank_rows * dim);
-    if (!gpu->SetPartition(1, Metric::kInnerProduct, rows.data(), rerank_rows, dim).ok() ||
-        !cpu->SetPartition(1, Metric::kInnerProduct, rows.data(), rerank_rows, dim).ok()) {
+    if (!gpu->SetPartition(1, Metric::kInnerProduct, precision, rows.data(), rerank_rows, dim)
+             .ok() ||
+        !cpu->SetPartition(1, Metric::kInnerProduct, precision, rows.data(), rerank_rows, dim)
+             .ok()) {
       std::cerr << "bench_gpu: cannot load the rerank partition\n";
       return 1;
     }
@@ -197,7 +207,8 @@ int main(int argc, char** argv) {
         };
         double gpu_s = time_on(gpu.get(), reps);
         double cpu_s = no_cpu ? 0 : time_on(cpu.get(), 1);
-        report("rerank", rerank_rows, dim, batch, count, gpu_s, cpu_s, 2.0 * batch * count * dim);
+        report("rerank", rerank_rows, dim, batch, count, gpu_s, cpu_s,
+               value_bytes * batch * count * dim);
       }
     }
     gpu->DropPartition(1);
@@ -215,8 +226,8 @@ int main(int argc, char** argv) {
   const size_t dim = 768;
   for (size_t n : scan_rows) {
     std::vector<float> rows = Gaussian(rng, n * dim);
-    if (!gpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok() ||
-        (!no_cpu && !cpu->SetPartition(2, Metric::kCosine, rows.data(), n, dim).ok())) {
+    if (!gpu->SetPartition(2, Metric::kCosine, precision, rows.data(), n, dim).ok() ||
+        (!no_cpu && !cpu->SetPartition(2, Metric::kCosine, precision, rows.data(), n, dim).ok())) {
       std::cerr << "bench_gpu: cannot load the scan partition\n";
       return 1;
     }
@@ -233,7 +244,7 @@ int main(int argc, char** argv) {
       // The CPU twin at 1M rows is timed where it stays within seconds.
       bool time_cpu = !no_cpu && (n <= 100000 || batch == 1 || batch == 64);
       double cpu_s = time_cpu ? time_on(cpu.get(), 1) : 0;
-      report("scan", n, dim, batch, n, gpu_s, cpu_s, 2.0 * n * dim);
+      report("scan", n, dim, batch, n, gpu_s, cpu_s, value_bytes * n * dim);
     }
     gpu->DropPartition(2);
     cpu->DropPartition(2);

@@ -118,6 +118,9 @@ constexpr int kRescoreBlocks = 8;
 constexpr int kRowMajorQueries = 64;
 constexpr int kRowMajorMaxQueries = 1024;
 
+__device__ __forceinline__ float ToFloat(float value) { return value; }
+__device__ __forceinline__ float ToFloat(__half value) { return __half2float(value); }
+
 __device__ __forceinline__ bool DeviceBetter(float sa, uint32_t ra, float sb, uint32_t rb) {
   return sa > sb || (sa == sb && ra < rb);
 }
@@ -193,9 +196,12 @@ __device__ __forceinline__ T CombinePartials(T partial) {
 }
 
 // blockDim.x must be a multiple of 32 (whole warps take part in the shuffles).
+// With out_full given (fp32 partitions), the scaled values are written there
+// unrounded and the norm summed over them (PrepareFloatRows); `out` is unused.
 __global__ void PrepareQueriesKernel(const float* __restrict__ raw, int num_queries, int dim,
                                      int metric, __half* __restrict__ out,
-                                     float* __restrict__ norms, uint32_t* __restrict__ errors) {
+                                     float* __restrict__ out_full, float* __restrict__ norms,
+                                     uint32_t* __restrict__ errors) {
   const int lane = threadIdx.x % kPrepareLanes;
   const int q = blockIdx.x * (blockDim.x / kPrepareLanes) + threadIdx.x / kPrepareLanes;
   const bool active = q < num_queries;
@@ -217,10 +223,15 @@ __global__ void PrepareQueriesKernel(const float* __restrict__ raw, int num_quer
   if (active) {
     for (int i = lane; i < dim; i += kPrepareLanes) {
       const float scaled = __fmul_rn(row[i], scale);
-      bad |= fabsf(scaled) > 65504.0f;
-      const __half h = __float2half_rn(scaled);
-      out[size_t(q) * dim + i] = h;
-      const float back = __half2float(h);
+      float back = scaled;
+      if (out_full != nullptr) {
+        out_full[size_t(q) * dim + i] = scaled;
+      } else {
+        bad |= fabsf(scaled) > 65504.0f;
+        const __half h = __float2half_rn(scaled);
+        out[size_t(q) * dim + i] = h;
+        back = __half2float(h);
+      }
       half_partial = __fadd_rn(half_partial, __fmul_rn(back, back));
     }
   }
@@ -234,8 +245,12 @@ __global__ void PrepareQueriesKernel(const float* __restrict__ raw, int num_quer
 // with 16-byte loads (a warp for odd dims); scores bitonic-sorted in shared
 // memory (max_sort slots, a power of two at least as large as any list and
 // k).
-__global__ void RerankKernel(const __half* __restrict__ vectors, const float* __restrict__ norms,
+// Row: __half or float (the partition's precision); queries come as fp16
+// values (`queries`) or fp32 ones (`full_queries`) to match.
+template <typename Row>
+__global__ void RerankKernel(const Row* __restrict__ vectors, const float* __restrict__ norms,
                              int dim, int metric, const __half* __restrict__ queries,
+                             const float* __restrict__ full_queries,
                              const float* __restrict__ query_norms,
                              const uint32_t* __restrict__ offsets,
                              const uint32_t* __restrict__ candidates, uint32_t num_rows, int k,
@@ -247,7 +262,8 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
   uint32_t* rows = reinterpret_cast<uint32_t*>(scores + max_sort);
   const int q = blockIdx.x;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    query[i] = __half2float(queries[size_t(q) * dim + i]);
+    query[i] = full_queries != nullptr ? full_queries[size_t(q) * dim + i]
+                                       : __half2float(queries[size_t(q) * dim + i]);
   }
   const uint32_t begin = offsets[q];
   const int count = static_cast<int>(offsets[q + 1] - begin);
@@ -255,10 +271,11 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
   while (sort_size < max(count, k)) sort_size <<= 1;
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  // With dim a multiple of 8, 8 lanes score a candidate with 16-byte loads
-  // (4 candidates in flight per warp); otherwise the whole warp does, one
-  // element per lane.
-  const bool vectorized = (dim % 8) == 0;
+  // With dim a multiple of a 16-byte vector's elements, 8 lanes score a
+  // candidate with 16-byte loads (4 candidates in flight per warp); otherwise
+  // the whole warp does, one element per lane.
+  constexpr int kPerVector = 16 / sizeof(Row);
+  const bool vectorized = (dim % kPerVector) == 0;
   const int lanes = vectorized ? 8 : 32;
   const int per_warp = 32 / lanes, sub = lane % lanes;
   const bool l2 = metric == static_cast<int>(Metric::kL2);
@@ -269,20 +286,26 @@ __global__ void RerankKernel(const __half* __restrict__ vectors, const float* __
     const bool valid = active && row < num_rows;
     float sum = 0;
     if (valid) {
-      const __half* x = vectors + size_t(row) * dim;
+      const Row* x = vectors + size_t(row) * dim;
       if (vectorized) {
 #pragma unroll 4
-        for (int i = sub * 8; i < dim; i += 64) {
+        for (int i = sub * kPerVector; i < dim; i += 8 * kPerVector) {
           uint4 packed = *reinterpret_cast<const uint4*>(x + i);
-          const __half2* h = reinterpret_cast<const __half2*>(&packed);
+          if constexpr (sizeof(Row) == sizeof(__half)) {
+            const __half2* h = reinterpret_cast<const __half2*>(&packed);
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            float2 f = __half22float2(h[j]);
-            sum += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
+            for (int j = 0; j < 4; ++j) {
+              float2 f = __half22float2(h[j]);
+              sum += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
+            }
+          } else {
+            const float4 f = *reinterpret_cast<const float4*>(&packed);
+            sum += query[i] * f.x + query[i + 1] * f.y;
+            sum += query[i + 2] * f.z + query[i + 3] * f.w;
           }
         }
       } else {
-        for (int i = lane; i < dim; i += 32) sum += query[i] * __half2float(x[i]);
+        for (int i = lane; i < dim; i += 32) sum += query[i] * ToFloat(x[i]);
       }
     }
     for (int offset = lanes / 2; offset > 0; offset >>= 1) {
@@ -401,9 +424,6 @@ __global__ void MergeTopKKernel(const float* __restrict__ in_scores,
 __host__ __device__ __forceinline__ size_t ScoreColumnStride(int tile_rows) {
   return (size_t(tile_rows) + 7) & ~size_t{7};
 }
-
-__device__ __forceinline__ float ToFloat(float value) { return value; }
-__device__ __forceinline__ float ToFloat(__half value) { return __half2float(value); }
 
 // The score of partition row `global` given its dot product with the query,
 // or -inf when the row is filtered out.
@@ -788,8 +808,10 @@ struct PairBuffer {
 
 struct DevicePartition {
   Metric metric = Metric::kCosine;
+  Precision precision = Precision::kFp16;
   size_t num_rows = 0, dim = 0, bytes = 0;
-  __half* vectors = nullptr;
+  __half* vectors = nullptr;  // fp16 partitions
+  float* full = nullptr;      // fp32 partitions
   float* norms = nullptr;
 };
 
@@ -826,30 +848,17 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     return static_cast<uint32_t*>(candidate_staging_.get());
   }
 
-  absl::Status SetPartition(uint64_t partition_id, Metric metric, const float* vectors,
-                            size_t num_rows, size_t dim) override {
-    absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
-    if (!rows.ok()) return rows.status();
-    size_t bytes = rows->values.size() * sizeof(__half) + rows->norms.size() * sizeof(float);
-    size_t replaced = partitions_.contains(partition_id) ? partitions_[partition_id].bytes : 0;
-    if (used_bytes_ - replaced + bytes > budget_bytes_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
-                       used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
+  using ExactBatchSearcher::SetPartition;
+  absl::Status SetPartition(uint64_t partition_id, Metric metric, Precision precision,
+                            const float* vectors, size_t num_rows, size_t dim) override {
+    if (precision == Precision::kFp16) {
+      absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
+      if (!rows.ok()) return rows.status();
+      return Store(partition_id, metric, precision, num_rows, dim, rows->values, rows->norms);
     }
-    DevicePartition partition{metric, num_rows, dim, bytes};
-    ENGRAM_CUDA_RETURN_IF_ERROR(
-        cudaMalloc(&partition.vectors, std::max<size_t>(1, rows->values.size()) * 2));
-    ENGRAM_CUDA_RETURN_IF_ERROR(
-        cudaMalloc(&partition.norms, std::max<size_t>(1, num_rows) * sizeof(float)));
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.vectors, rows->values.data(),
-                                           rows->values.size() * 2, cudaMemcpyHostToDevice));
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.norms, rows->norms.data(),
-                                           num_rows * sizeof(float), cudaMemcpyHostToDevice));
-    DropPartition(partition_id);
-    partitions_[partition_id] = partition;
-    used_bytes_ += bytes;
-    return absl::OkStatus();
+    absl::StatusOr<FloatRows> rows = PrepareFloatRows(metric, vectors, num_rows, dim, "row");
+    if (!rows.ok()) return rows.status();
+    return Store(partition_id, metric, precision, num_rows, dim, rows->values, rows->norms);
   }
 
   void DropPartition(uint64_t partition_id) override {
@@ -928,12 +937,13 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
       allowed = allowed_.get();
     }
     const int nq = static_cast<int>(num_queries);
-    // Cosine scores lie in [-1, 1]: the GEMM may round them to fp16, which
-    // halves the score matrix it writes and the filter reads back (at 256
-    // queries over 1M rows, 512 MB instead of 1 GB); the threshold survivors
-    // are then rescored exactly (RerankKernel). Inner product and L2 scores
-    // have no bound that fp16 could hold, so they stay fp32.
-    const bool half_dots = p.metric == Metric::kCosine;
+    // Cosine scores lie in [-1, 1]: over fp16 rows the GEMM may round them to
+    // fp16, which halves the score matrix it writes and the filter reads back
+    // (at 256 queries over 1M rows, 512 MB instead of 1 GB); the threshold
+    // survivors are then rescored exactly (RescoreKernel). Inner product and
+    // L2 scores have no bound that fp16 could hold, and fp32 partitions
+    // (fp32 GEMM) keep fp32 dots too.
+    const bool half_dots = p.metric == Metric::kCosine && p.precision == Precision::kFp16;
     const size_t dot_bytes = half_dots ? sizeof(__half) : sizeof(float);
     size_t tile_rows =
         std::max<size_t>(kChunk, (score_tile_bytes_ / (dot_bytes * num_queries)) / kChunk * kChunk);
@@ -976,12 +986,19 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
             static_cast<int>(ScoreColumnStride(nq)), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return absl::OkStatus();
       }
-      // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T.
+      // dots (rows x nq, column-major) = X_tile (rows x dim) * Q^T; fp32
+      // partitions multiply in plain fp32 (CUBLAS_COMPUTE_32F never uses TF32).
+      const bool full = p.precision == Precision::kFp32;
+      const void* x = full ? static_cast<const void*>(p.full + r0 * p.dim)
+                           : static_cast<const void*>(p.vectors + r0 * p.dim);
+      const void* queries = full ? static_cast<const void*>(query_full_.get())
+                                 : static_cast<const void*>(query_values_.get());
+      const cudaDataType input = full ? CUDA_R_32F : CUDA_R_16F;
       ENGRAM_CUBLAS_RETURN_IF_ERROR(cublas_api_->gemm_ex(
-          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one,
-          p.vectors + r0 * p.dim, CUDA_R_16F, static_cast<int>(p.dim), query_values_.get(),
-          CUDA_R_16F, static_cast<int>(p.dim), &zero, dots_.get(), half ? CUDA_R_16F : CUDA_R_32F,
-          static_cast<int>(ScoreColumnStride(rows)), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, rows, nq, static_cast<int>(p.dim), &one, x, input,
+          static_cast<int>(p.dim), queries, input, static_cast<int>(p.dim), &zero, dots_.get(),
+          half ? CUDA_R_16F : CUDA_R_32F, static_cast<int>(ScoreColumnStride(rows)),
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       return absl::OkStatus();
     };
     // Twice the worst-case difference between two fp32 summation orders of a
@@ -1074,6 +1091,45 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   }
 
  private:
+  // Copies a prepared partition (fp16 bits or fp32 values) to the device,
+  // replacing any partition of that id, within the budget.
+  template <typename Value>
+  absl::Status Store(uint64_t partition_id, Metric metric, Precision precision, size_t num_rows,
+                     size_t dim, const std::vector<Value>& values,
+                     const std::vector<float>& norms) {
+    const size_t bytes = values.size() * sizeof(Value) + norms.size() * sizeof(float);
+    const size_t replaced =
+        partitions_.contains(partition_id) ? partitions_[partition_id].bytes : 0;
+    if (used_bytes_ - replaced + bytes > budget_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
+                       used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
+    }
+    DevicePartition partition{metric, precision, num_rows, dim, bytes};
+    void* device_values = nullptr;
+    auto copy = [&]() -> absl::Status {
+      const size_t value_bytes = values.size() * sizeof(Value);
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&device_values, std::max<size_t>(1, value_bytes)));
+      (precision == Precision::kFp16 ? reinterpret_cast<void*&>(partition.vectors)
+                                     : reinterpret_cast<void*&>(partition.full)) = device_values;
+      ENGRAM_CUDA_RETURN_IF_ERROR(
+          cudaMalloc(&partition.norms, std::max<size_t>(1, num_rows) * sizeof(float)));
+      ENGRAM_CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(device_values, values.data(), value_bytes, cudaMemcpyHostToDevice));
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.norms, norms.data(),
+                                             num_rows * sizeof(float), cudaMemcpyHostToDevice));
+      return absl::OkStatus();
+    };
+    if (absl::Status s = copy(); !s.ok()) {
+      Free(partition);
+      return s;
+    }
+    DropPartition(partition_id);
+    partitions_[partition_id] = partition;
+    used_bytes_ += bytes;
+    return absl::OkStatus();
+  }
+
   // Scan, per tile: a threshold per query from group maxima of the tile's
   // dots (Dot: float or __half), then FilterKernel's survivors into
   // survivors_ and their number into counts.
@@ -1148,15 +1204,21 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   // of 32, at most 1024): 8 lanes score a candidate, so threads / 8
   // candidates of a query are in flight at once.
   absl::Status LaunchRerank(const DevicePartition& p, int nq, int k, int max_sort, int threads) {
-    size_t shared_bytes = p.dim * sizeof(float) + size_t(max_sort) * 8;
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-        RerankKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
-    RerankKernel<<<nq, threads, shared_bytes, stream_>>>(
-        p.vectors, p.norms, static_cast<int>(p.dim), static_cast<int>(p.metric),
-        query_values_.get(), query_norms_.get(), offsets_.get(), candidates_.get(),
-        static_cast<uint32_t>(p.num_rows), k, max_sort, out_rows_.get(), out_scores_.get(),
-        errors_.get());
-    ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    const size_t shared_bytes = p.dim * sizeof(float) + size_t(max_sort) * 8;
+    auto launch = [&](auto kernel, const auto* vectors, const float* full_queries) {
+      cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(shared_bytes));
+      if (error != cudaSuccess) return error;
+      kernel<<<nq, threads, shared_bytes, stream_>>>(
+          vectors, p.norms, static_cast<int>(p.dim), static_cast<int>(p.metric),
+          query_values_.get(), full_queries, query_norms_.get(), offsets_.get(), candidates_.get(),
+          static_cast<uint32_t>(p.num_rows), k, max_sort, out_rows_.get(), out_scores_.get(),
+          errors_.get());
+      return cudaGetLastError();
+    };
+    ENGRAM_CUDA_RETURN_IF_ERROR(p.precision == Precision::kFp16
+                                    ? launch(RerankKernel<__half>, p.vectors, nullptr)
+                                    : launch(RerankKernel<float>, p.full, query_full_.get()));
     return absl::OkStatus();
   }
 
@@ -1191,6 +1253,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
 
   static void Free(DevicePartition& partition) {
     cudaFree(partition.vectors);
+    cudaFree(partition.full);
     cudaFree(partition.norms);
   }
 
@@ -1211,6 +1274,10 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     const size_t values = num_queries * p.dim;
     if (auto s = raw_queries_.Reserve(std::max<size_t>(1, values)); !s.ok()) return s;
     if (auto s = query_values_.Reserve(std::max<size_t>(1, values)); !s.ok()) return s;
+    const bool full = p.precision == Precision::kFp32;
+    if (full) {
+      if (auto s = query_full_.Reserve(std::max<size_t>(1, values)); !s.ok()) return s;
+    }
     if (auto s = query_norms_.Reserve(std::max<size_t>(1, num_queries)); !s.ok()) return s;
     if (num_queries == 0) return absl::OkStatus();
     // From pageable memory the call returns once the source was staged, so
@@ -1221,7 +1288,8 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     PrepareQueriesKernel<<<static_cast<int>((num_queries + per_block - 1) / per_block), threads, 0,
                            stream_>>>(raw_queries_.get(), static_cast<int>(num_queries),
                                       static_cast<int>(p.dim), static_cast<int>(p.metric),
-                                      query_values_.get(), query_norms_.get(), errors_.get());
+                                      query_values_.get(), full ? query_full_.get() : nullptr,
+                                      query_norms_.get(), errors_.get());
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return absl::OkStatus();
   }
@@ -1230,8 +1298,14 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   // (PrepareRows finds it), or OK when the queries are fine.
   absl::Status ExplainErrors(const DevicePartition& p, const float* queries, size_t num_queries) {
     if ((last_errors_ & kBadQuery) == 0) return absl::OkStatus();
-    absl::StatusOr<HalfRows> half = PrepareRows(p.metric, queries, num_queries, p.dim, "query");
-    if (!half.ok()) return half.status();
+    if (p.precision == Precision::kFp32) {
+      absl::StatusOr<FloatRows> full =
+          PrepareFloatRows(p.metric, queries, num_queries, p.dim, "query");
+      if (!full.ok()) return full.status();
+    } else {
+      absl::StatusOr<HalfRows> half = PrepareRows(p.metric, queries, num_queries, p.dim, "query");
+      if (!half.ok()) return half.status();
+    }
     return absl::InternalError("the device rejected a query the host accepts");
   }
 
@@ -1291,6 +1365,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   absl::flat_hash_map<uint64_t, DevicePartition> partitions_;
   DeviceBuffer<float> raw_queries_;
   DeviceBuffer<__half> query_values_;
+  DeviceBuffer<float> query_full_;  // fp32 partitions' queries
   DeviceBuffer<float> query_norms_;
   DeviceBuffer<uint32_t> errors_;  // kBad* bits of the current call
   uint32_t last_errors_ = 0;       // read back with the results

@@ -25,11 +25,15 @@ class ExactBatchGpuTest : public ::testing::Test {
     cpu_ = MakeCpuExactBatchSearcher();
   }
 
-  // Loads the problem into both searchers and checks both against the
-  // reference for rerank, filtered scan and full scan at `k`.
+  // Loads the problem into both searchers (at p.precision) and checks both
+  // against the reference for rerank, filtered scan and full scan at `k`:
+  // within 1e-3 for fp16 partitions, 1e-5 for fp32 ones.
   void Check(const testing_ref::Problem& p, int k, const std::string& label) {
-    ASSERT_TRUE(gpu_->SetPartition(7, p.metric, p.rows.data(), p.num_rows, p.dim).ok());
-    ASSERT_TRUE(cpu_->SetPartition(7, p.metric, p.rows.data(), p.num_rows, p.dim).ok());
+    ASSERT_TRUE(
+        gpu_->SetPartition(7, p.metric, p.precision, p.rows.data(), p.num_rows, p.dim).ok());
+    ASSERT_TRUE(
+        cpu_->SetPartition(7, p.metric, p.precision, p.rows.data(), p.num_rows, p.dim).ok());
+    const double tolerance = p.precision == Precision::kFp32 ? 1e-5 : 1e-3;
     testing_ref::Ranked rerank = testing_ref::ReferenceRerank(p);
     testing_ref::Ranked filtered = testing_ref::ReferenceScan(p, true);
     testing_ref::Ranked full = testing_ref::ReferenceScan(p, false);
@@ -38,13 +42,13 @@ class ExactBatchGpuTest : public ::testing::Test {
       auto r = searcher->Rerank(7, p.queries.data(), p.num_queries, p.offsets.data(),
                                 p.candidates.data(), k);
       ASSERT_TRUE(r.ok()) << what << r.status();
-      testing_ref::ExpectMatches(*r, rerank, what + " rerank");
+      testing_ref::ExpectMatches(*r, rerank, what + " rerank", tolerance);
       auto f = searcher->Scan(7, p.queries.data(), p.num_queries, k, p.allowed.data());
       ASSERT_TRUE(f.ok()) << what << f.status();
-      testing_ref::ExpectMatches(*f, filtered, what + " filtered scan");
+      testing_ref::ExpectMatches(*f, filtered, what + " filtered scan", tolerance);
       auto s = searcher->Scan(7, p.queries.data(), p.num_queries, k, nullptr);
       ASSERT_TRUE(s.ok()) << what << s.status();
-      testing_ref::ExpectMatches(*s, full, what + " scan");
+      testing_ref::ExpectMatches(*s, full, what + " scan", tolerance);
     }
   }
 
@@ -57,21 +61,25 @@ TEST_F(ExactBatchGpuTest, ManyShapesMatchReferenceAndCpuTwin) {
     size_t rows, dim, queries, max_candidates;
     int k;
   };
-  for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
-    for (Shape s : std::vector<Shape>{{1, 1, 1, 1, 1},
-                                      {50, 3, 5, 60, 10},      // k > candidates
-                                      {5000, 17, 33, 300, 7},  // odd dimension
-                                      {4099, 128, 64, 1024, 100},
-                                      {20000, 384, 16, 4096, 1024},
-                                      {3000, 768, 3, 64, 10},
-                                      {2500, 1536, 2, 512, 64},
-                                      // cosine: row-major fp16 dots (>= 64 queries)
-                                      {45000, 40, 70, 64, 10}}) {
-      testing_ref::Problem p =
-          testing_ref::RandomProblem(rng, metric, s.rows, s.dim, s.queries, s.max_candidates);
-      Check(p, s.k,
-            "metric " + std::to_string(int(metric)) + " rows " + std::to_string(s.rows) + " dim " +
-                std::to_string(s.dim) + " k " + std::to_string(s.k));
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
+      for (Shape s : std::vector<Shape>{{1, 1, 1, 1, 1},
+                                        {50, 3, 5, 60, 10},      // k > candidates
+                                        {5000, 17, 33, 300, 7},  // odd dimension
+                                        {4099, 128, 64, 1024, 100},
+                                        {20000, 384, 16, 4096, 1024},
+                                        {3000, 768, 3, 64, 10},
+                                        {2500, 1536, 2, 512, 64},
+                                        // cosine: row-major fp16 dots (>= 64 queries)
+                                        {45000, 40, 70, 64, 10}}) {
+        testing_ref::Problem p =
+            testing_ref::RandomProblem(rng, metric, s.rows, s.dim, s.queries, s.max_candidates);
+        p.precision = precision;
+        Check(p, s.k,
+              std::string(precision == Precision::kFp32 ? "fp32" : "fp16") + " metric " +
+                  std::to_string(int(metric)) + " rows " + std::to_string(s.rows) + " dim " +
+                  std::to_string(s.dim) + " k " + std::to_string(s.k));
+      }
     }
   }
 }
@@ -209,42 +217,54 @@ TEST_F(ExactBatchGpuTest, BudgetIsEnforced) {
 // roundings can be compared bit for bit, cosine scaling included.
 TEST_F(ExactBatchGpuTest, DeviceQueryRoundingEqualsTheHostsBitForBit) {
   std::mt19937 rng(77);
-  for (Metric metric : {Metric::kInnerProduct, Metric::kCosine}) {
-    for (size_t dim : {size_t{3}, size_t{97}, size_t{768}}) {
-      std::vector<float> identity(dim * dim, 0.0f);
-      for (size_t i = 0; i < dim; ++i) identity[i * dim + i] = 1.0f;
-      ASSERT_TRUE(gpu_->SetPartition(9, metric, identity.data(), dim, dim).ok());
-      const size_t num_queries = 33;
-      std::vector<float> queries(num_queries * dim);
-      // Magnitudes from fp16-subnormal to large, so rounding is exercised.
-      std::uniform_real_distribution<float> exponent(-20.0f, 14.0f);
-      std::normal_distribution<float> normal;
-      for (float& v : queries) v = normal(rng) * std::exp2(exponent(rng));
-      for (size_t q = 0; q < num_queries; ++q) {
-        if (metric == Metric::kInnerProduct) {
-          for (size_t i = 0; i < dim; ++i) {
-            queries[q * dim + i] = std::clamp(queries[q * dim + i], -60000.0f, 60000.0f);
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    for (Metric metric : {Metric::kInnerProduct, Metric::kCosine}) {
+      for (size_t dim : {size_t{3}, size_t{97}, size_t{768}}) {
+        std::vector<float> identity(dim * dim, 0.0f);
+        for (size_t i = 0; i < dim; ++i) identity[i * dim + i] = 1.0f;
+        ASSERT_TRUE(gpu_->SetPartition(9, metric, precision, identity.data(), dim, dim).ok());
+        const size_t num_queries = 33;
+        std::vector<float> queries(num_queries * dim);
+        // Magnitudes from fp16-subnormal to large, so rounding is exercised.
+        std::uniform_real_distribution<float> exponent(-20.0f, 14.0f);
+        std::normal_distribution<float> normal;
+        for (float& v : queries) v = normal(rng) * std::exp2(exponent(rng));
+        for (size_t q = 0; q < num_queries; ++q) {
+          if (metric == Metric::kInnerProduct) {
+            for (size_t i = 0; i < dim; ++i) {
+              queries[q * dim + i] = std::clamp(queries[q * dim + i], -60000.0f, 60000.0f);
+            }
           }
         }
-      }
-      auto top = gpu_->Scan(9, queries.data(), num_queries, static_cast<int>(dim), nullptr);
-      ASSERT_TRUE(top.ok()) << top.status();
-      auto host = PrepareRows(metric, queries.data(), num_queries, dim, "query");
-      ASSERT_TRUE(host.ok()) << host.status();
-      for (size_t q = 0; q < num_queries; ++q) {
-        std::vector<float> seen(dim, std::nanf(""));
-        for (size_t i = 0; i < dim; ++i) {
-          uint32_t row = top->rows[q * dim + i];
-          ASSERT_LT(row, dim);
-          seen[row] = top->scores[q * dim + i];
+        auto top = gpu_->Scan(9, queries.data(), num_queries, static_cast<int>(dim), nullptr);
+        ASSERT_TRUE(top.ok()) << top.status();
+        // The host's prepared values (fp16 ones widened).
+        std::vector<float> expected_values;
+        if (precision == Precision::kFp32) {
+          auto host = PrepareFloatRows(metric, queries.data(), num_queries, dim, "query");
+          ASSERT_TRUE(host.ok()) << host.status();
+          expected_values = host->values;
+        } else {
+          auto host = PrepareRows(metric, queries.data(), num_queries, dim, "query");
+          ASSERT_TRUE(host.ok()) << host.status();
+          for (uint16_t h : host->values) expected_values.push_back(HalfToFloat(h));
         }
-        for (size_t i = 0; i < dim; ++i) {
-          const float expected = HalfToFloat(host->values[q * dim + i]);
-          ASSERT_EQ(std::memcmp(&seen[i], &expected, sizeof(float)) == 0 ||
-                        (seen[i] == 0.0f && expected == 0.0f),
-                    true)
-              << "metric " << static_cast<int>(metric) << " dim " << dim << " query " << q
-              << " component " << i << ": device " << seen[i] << ", host " << expected;
+        for (size_t q = 0; q < num_queries; ++q) {
+          std::vector<float> seen(dim, std::nanf(""));
+          for (size_t i = 0; i < dim; ++i) {
+            uint32_t row = top->rows[q * dim + i];
+            ASSERT_LT(row, dim);
+            seen[row] = top->scores[q * dim + i];
+          }
+          for (size_t i = 0; i < dim; ++i) {
+            const float expected = expected_values[q * dim + i];
+            ASSERT_EQ(std::memcmp(&seen[i], &expected, sizeof(float)) == 0 ||
+                          (seen[i] == 0.0f && expected == 0.0f),
+                      true)
+                << "precision " << static_cast<int>(precision) << " metric "
+                << static_cast<int>(metric) << " dim " << dim << " query " << q << " component "
+                << i << ": device " << seen[i] << ", host " << expected;
+          }
         }
       }
     }
@@ -252,29 +272,31 @@ TEST_F(ExactBatchGpuTest, DeviceQueryRoundingEqualsTheHostsBitForBit) {
 }
 
 TEST_F(ExactBatchGpuTest, BadQueriesAndCandidatesGetTheTwinsMessages) {
-  std::vector<float> rows(100 * 16, 0.25f);
-  ASSERT_TRUE(gpu_->SetPartition(3, Metric::kL2, rows.data(), 100, 16).ok());
-  ASSERT_TRUE(cpu_->SetPartition(3, Metric::kL2, rows.data(), 100, 16).ok());
-  std::vector<float> queries(2 * 16, 1.0f);
-  queries[16 + 5] = std::nanf("");
-  std::vector<uint32_t> offsets = {0, 2, 4}, candidates = {1, 2, 3, 4};
-  for (ExactBatchSearcher* s : {gpu_.get(), cpu_.get()}) {
-    auto scan = s->Scan(3, queries.data(), 2, 5, nullptr);
-    auto rerank = s->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
-    EXPECT_EQ(scan.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
-    EXPECT_EQ(rerank.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    std::vector<float> rows(100 * 16, 0.25f);
+    ASSERT_TRUE(gpu_->SetPartition(3, Metric::kL2, precision, rows.data(), 100, 16).ok());
+    ASSERT_TRUE(cpu_->SetPartition(3, Metric::kL2, precision, rows.data(), 100, 16).ok());
+    std::vector<float> queries(2 * 16, 1.0f);
+    queries[16 + 5] = std::nanf("");
+    std::vector<uint32_t> offsets = {0, 2, 4}, candidates = {1, 2, 3, 4};
+    for (ExactBatchSearcher* s : {gpu_.get(), cpu_.get()}) {
+      auto scan = s->Scan(3, queries.data(), 2, 5, nullptr);
+      auto rerank = s->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+      EXPECT_EQ(scan.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
+      EXPECT_EQ(rerank.status().code(), absl::StatusCode::kInvalidArgument) << s->name();
+    }
+    EXPECT_EQ(gpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message(),
+              cpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message());
+    queries[16 + 5] = 1.0f;
+    candidates[3] = 100;  // one past the last row
+    auto gpu_bad = gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+    auto cpu_bad = cpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
+    EXPECT_EQ(gpu_bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(gpu_bad.status().message(), cpu_bad.status().message());
+    candidates[3] = 99;
+    EXPECT_TRUE(gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2).ok())
+        << "a bad call leaves nothing behind";
   }
-  EXPECT_EQ(gpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message(),
-            cpu_->Scan(3, queries.data(), 2, 5, nullptr).status().message());
-  queries[16 + 5] = 1.0f;
-  candidates[3] = 100;  // one past the last row
-  auto gpu_bad = gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
-  auto cpu_bad = cpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2);
-  EXPECT_EQ(gpu_bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(gpu_bad.status().message(), cpu_bad.status().message());
-  candidates[3] = 99;
-  EXPECT_TRUE(gpu_->Rerank(3, queries.data(), 2, offsets.data(), candidates.data(), 2).ok())
-      << "a bad call leaves nothing behind";
 }
 
 }  // namespace

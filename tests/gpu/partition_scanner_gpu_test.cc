@@ -5,6 +5,7 @@
 // no GPU answers (CI); run it on the accelerator machine (tests/gpu/README.md).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -90,6 +91,41 @@ TEST_F(PartitionScannerGpuTest, AgreesWithTheCpuTwinAcrossShapes) {
   }
   EXPECT_EQ(cases, 81);
   EXPECT_EQ(gpu_->Stats().fallbacks, 0u);
+}
+
+// gpu.precision: fp32 on the GPU scores like the partition's own fp32
+// exact search, on the copy and on rows added after it: scores to 1e-5
+// relative (fp16 copies are ~1e-3 off), the same rows but for near-ties.
+TEST_F(PartitionScannerGpuTest, Fp32CopiesScoreLikeTheExactSearch) {
+  ScannerOptions options;
+  options.precision = Precision::kFp32;
+  PartitionScanner fp32(std::move(options));
+  ASSERT_EQ(fp32.Stats().backend, "cuda");
+  for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
+    const size_t dim = 96;
+    auto partition = MakePartition(metric, dim, 50000, 11);
+    std::vector<float> queries = RandomVectors(4, dim, 12);
+    ASSERT_TRUE(fp32.Scan(partition, {queries.data(), dim}, 5).ok());
+    std::vector<float> extra = RandomVectors(200, dim, 13);
+    for (size_t i = 0; i < 200; ++i) {
+      ASSERT_TRUE(partition->Add(200000 + i, {&extra[i * dim], dim}, std::vector<uint8_t>{0}).ok());
+    }
+    for (size_t q = 0; q < 4; ++q) {
+      std::span<const float> query(&queries[q * dim], dim);
+      auto got = fp32.Scan(partition, query, 30);
+      ASSERT_TRUE(got.ok()) << got.status();
+      auto exact = partition->ExactSearch(query, 30);
+      ASSERT_EQ(got->size(), exact.size());
+      size_t common = 0;
+      for (size_t i = 0; i < exact.size(); ++i) {
+        EXPECT_NEAR((*got)[i].score, exact[i].score, 1e-5 * (1 + std::fabs(exact[i].score)))
+            << "metric " << int(metric) << " rank " << i;
+        for (const ScoredId& hit : exact) common += hit.id == (*got)[i].id;
+      }
+      EXPECT_GE(common, 29u);
+    }
+  }
+  EXPECT_EQ(fp32.Stats().fallbacks, 0u);
 }
 
 TEST_F(PartitionScannerGpuTest, TailRemovalsFiltersAndNothingLeft) {

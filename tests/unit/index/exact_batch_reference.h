@@ -1,5 +1,5 @@
 // A naive double-precision reference for ExactBatchSearcher, on the same
-// fp16-rounded inputs, and the comparison both the CPU twin's tests and the
+// prepared (fp16-rounded or fp32) inputs, and the comparison both the CPU twin's tests and the
 // GPU tests use: ids may differ only among scores equal within tolerance.
 #pragma once
 
@@ -20,6 +20,7 @@ namespace engram::index::testing_ref {
 
 struct Problem {
   Metric metric;
+  Precision precision = Precision::kFp16;  // how the searcher holds the partition
   size_t num_rows, dim, num_queries;
   std::vector<float> rows, queries;
   std::vector<uint32_t> offsets, candidates;
@@ -57,12 +58,26 @@ inline Problem RandomProblem(std::mt19937& rng, Metric metric, size_t num_rows, 
 // Per query, every eligible row with its score, best first.
 using Ranked = std::vector<std::vector<std::pair<double, uint32_t>>>;
 
-inline double ReferenceScore(const Problem& p, const HalfRows& rows, const HalfRows& queries,
-                             size_t q, uint32_t r) {
+// Prepared values (fp16 ones widened) as the searcher sees them.
+inline std::vector<double> PreparedValues(const Problem& p, const std::vector<float>& raw,
+                                          size_t count, const char* what) {
+  std::vector<double> out;
+  if (p.precision == Precision::kFp32) {
+    FloatRows rows = *PrepareFloatRows(p.metric, raw.data(), count, p.dim, what);
+    out.assign(rows.values.begin(), rows.values.end());
+  } else {
+    HalfRows rows = *PrepareRows(p.metric, raw.data(), count, p.dim, what);
+    for (uint16_t h : rows.values) out.push_back(HalfToFloat(h));
+  }
+  return out;
+}
+
+inline double ReferenceScore(const Problem& p, const std::vector<double>& rows,
+                             const std::vector<double>& queries, size_t q, uint32_t r) {
   double dot = 0, row_norm = 0, query_norm = 0;
   for (size_t i = 0; i < p.dim; ++i) {
-    double x = HalfToFloat(rows.values[r * p.dim + i]);
-    double y = HalfToFloat(queries.values[q * p.dim + i]);
+    double x = rows[r * p.dim + i];
+    double y = queries[q * p.dim + i];
     dot += x * y;
     row_norm += x * x;
     query_norm += y * y;
@@ -71,8 +86,8 @@ inline double ReferenceScore(const Problem& p, const HalfRows& rows, const HalfR
 }
 
 inline Ranked Rank(const Problem& p, const std::vector<std::vector<uint32_t>>& eligible) {
-  HalfRows rows = *PrepareRows(p.metric, p.rows.data(), p.num_rows, p.dim, "row");
-  HalfRows queries = *PrepareRows(p.metric, p.queries.data(), p.num_queries, p.dim, "query");
+  std::vector<double> rows = PreparedValues(p, p.rows, p.num_rows, "row");
+  std::vector<double> queries = PreparedValues(p, p.queries, p.num_queries, "query");
   Ranked ranked(p.num_queries);
   for (size_t q = 0; q < p.num_queries; ++q) {
     for (uint32_t r : eligible[q])

@@ -66,30 +66,37 @@ class ExactBatchCpuTest : public ::testing::TestWithParam<bool> {
   }
 };
 
+// fp16 partitions within 1e-3 of the reference; fp32 ones within 1e-5
+// (fp16 rounding alone would miss that by far).
 TEST_P(ExactBatchCpuTest, RerankAndScanMatchTheReference) {
   std::mt19937 rng(11);
-  for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
-    for (size_t dim : {3, 16, 97}) {
-      auto searcher = Make();
-      testing_ref::Problem problem = testing_ref::RandomProblem(rng, metric, 3000, dim, 9, 300);
-      ASSERT_TRUE(
-          searcher->SetPartition(1, metric, problem.rows.data(), problem.num_rows, dim).ok());
-      testing_ref::Ranked rerank_reference = testing_ref::ReferenceRerank(problem);
-      testing_ref::Ranked filtered_reference = testing_ref::ReferenceScan(problem, true);
-      testing_ref::Ranked full_reference = testing_ref::ReferenceScan(problem, false);
-      for (int k : {1, 10, 400}) {
-        auto reranked = searcher->Rerank(1, problem.queries.data(), problem.num_queries,
-                                         problem.offsets.data(), problem.candidates.data(), k);
-        ASSERT_TRUE(reranked.ok()) << reranked.status();
-        testing_ref::ExpectMatches(*reranked, rerank_reference, "rerank");
-        auto scanned = searcher->Scan(1, problem.queries.data(), problem.num_queries, k,
-                                      problem.allowed.data());
-        ASSERT_TRUE(scanned.ok()) << scanned.status();
-        testing_ref::ExpectMatches(*scanned, filtered_reference, "scan");
-        auto unfiltered =
-            searcher->Scan(1, problem.queries.data(), problem.num_queries, k, nullptr);
-        ASSERT_TRUE(unfiltered.ok());
-        testing_ref::ExpectMatches(*unfiltered, full_reference, "scan unfiltered");
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
+      for (size_t dim : {3, 16, 97}) {
+        auto searcher = Make();
+        testing_ref::Problem problem = testing_ref::RandomProblem(rng, metric, 3000, dim, 9, 300);
+        problem.precision = precision;
+        const double tolerance = precision == Precision::kFp32 ? 1e-5 : 1e-3;
+        ASSERT_TRUE(
+            searcher->SetPartition(1, metric, precision, problem.rows.data(), problem.num_rows, dim)
+                .ok());
+        testing_ref::Ranked rerank_reference = testing_ref::ReferenceRerank(problem);
+        testing_ref::Ranked filtered_reference = testing_ref::ReferenceScan(problem, true);
+        testing_ref::Ranked full_reference = testing_ref::ReferenceScan(problem, false);
+        for (int k : {1, 10, 400}) {
+          auto reranked = searcher->Rerank(1, problem.queries.data(), problem.num_queries,
+                                           problem.offsets.data(), problem.candidates.data(), k);
+          ASSERT_TRUE(reranked.ok()) << reranked.status();
+          testing_ref::ExpectMatches(*reranked, rerank_reference, "rerank", tolerance);
+          auto scanned = searcher->Scan(1, problem.queries.data(), problem.num_queries, k,
+                                        problem.allowed.data());
+          ASSERT_TRUE(scanned.ok()) << scanned.status();
+          testing_ref::ExpectMatches(*scanned, filtered_reference, "scan", tolerance);
+          auto unfiltered =
+              searcher->Scan(1, problem.queries.data(), problem.num_queries, k, nullptr);
+          ASSERT_TRUE(unfiltered.ok());
+          testing_ref::ExpectMatches(*unfiltered, full_reference, "scan unfiltered", tolerance);
+        }
       }
     }
   }

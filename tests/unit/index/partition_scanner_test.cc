@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -97,6 +98,39 @@ TEST(PartitionScanner, MatchesADirectScanForEveryMetric) {
     EXPECT_EQ(stats.uploads, 1u);
     EXPECT_EQ(stats.scans, 10u);
     EXPECT_EQ(stats.resident_partitions, 1u);
+  }
+}
+
+// fp32 copies (gpu.precision: fp32) score like the partition's own fp32
+// exact search, on the copy and on rows added after it (the host tail): the
+// same scores to 1e-5 relative (fp16 copies are ~1e-3 off), the same rows.
+TEST(PartitionScanner, Fp32CopiesScoreLikeTheExactSearch) {
+  for (Metric metric : {Metric::kCosine, Metric::kInnerProduct, Metric::kL2}) {
+    ScannerOptions options = CpuOptions();
+    options.precision = Precision::kFp32;
+    PartitionScanner scanner(std::move(options));
+    auto partition = MakePartition(metric, 3000, 7);
+    std::vector<float> queries = RandomVectors(6, 8);
+    ASSERT_TRUE(scanner.Scan(partition, {queries.data(), kDim}, 5).ok());
+    std::vector<float> extra = RandomVectors(40, 9);
+    for (int i = 0; i < 40; ++i) {
+      ASSERT_TRUE(partition->Add(7000 + i, {&extra[i * kDim], kDim}, std::vector<uint8_t>{0}).ok());
+    }
+    for (int q = 0; q < 6; ++q) {
+      std::span<const float> query(&queries[q * kDim], kDim);
+      auto got = scanner.Scan(partition, query, 25);
+      ASSERT_TRUE(got.ok()) << got.status();
+      auto exact = partition->ExactSearch(query, 25);
+      ASSERT_EQ(got->size(), exact.size());
+      size_t common = 0;
+      for (size_t i = 0; i < exact.size(); ++i) {
+        EXPECT_NEAR((*got)[i].score, exact[i].score, 1e-5 * (1 + std::fabs(exact[i].score)))
+            << "metric " << int(metric) << " rank " << i;
+        for (const ScoredId& hit : exact) common += hit.id == (*got)[i].id;
+      }
+      EXPECT_GE(common, 24u);
+    }
+    EXPECT_EQ(scanner.Stats().uploads, 1u);
   }
 }
 

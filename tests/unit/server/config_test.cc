@@ -41,6 +41,7 @@ TEST(ConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
            {"worker_threads: 0", "'worker_threads' is 0; minimum is 1"},
            {"sync_writes: maybe", "'sync_writes' has an invalid value"},
            {"log_level: loud", "log_level 'loud'"},
+           {"gpu: {precision: fp8}", "gpu.precision 'fp8'"},
            {"listen_address: nohostport", "must be host:port"},
            {"[1, 2]", "must be a mapping"},
            {"a: [", "not valid YAML"},
