@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
   app.add_option("-k", k)->capture_default_str();
   app.add_flag("--json", json);
   app.add_flag("--skip-cpu", skip_cpu, "GPU only");
+  std::string precision = "fp16";
+  app.add_option("--precision", precision, "how the scanner's copies hold vectors")
+      ->check(CLI::IsMember({"fp16", "fp32"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   PartitionOptions options;
@@ -77,6 +81,8 @@ int main(int argc, char** argv) {
     ScannerOptions scanner_options;
     scanner_options.use_gpu = gpu;
     scanner_options.budget_bytes = size_t{16} << 30;
+    scanner_options.precision =
+        precision == "fp32" ? engram::index::Precision::kFp32 : engram::index::Precision::kFp16;
     PartitionScanner scanner(std::move(scanner_options));
     ScannerStats initial = scanner.Stats();
     if (gpu && initial.backend != "cuda") {
@@ -114,6 +120,7 @@ int main(int argc, char** argv) {
     const double launches = static_cast<double>(after.launches - before.launches);
     nlohmann::json line = {{"backend", after.backend},
                            {"reason", after.reason},
+                           {"precision", precision},
                            {"rows", rows},
                            {"dim", dim},
                            {"k", k},
@@ -126,10 +133,10 @@ int main(int argc, char** argv) {
                            {"mean_batch", launches > 0 ? scans / launches : 0.0},
                            {"errors", errors.load()}};
     std::cerr << absl::StrFormat(
-        "%-4s  first scan (with upload) %8.1f ms  lone scan %8.3f ms  %d callers: %8.0f scans/s "
+        "%-4s %s  first scan (with upload) %8.1f ms  lone scan %8.3f ms  %d callers: %8.0f scans/s "
         "(mean batch %.1f)\n",
-        after.backend, first_s * 1e3, lone[lone.size() / 2] * 1e3, threads, scans / concurrent_s,
-        launches > 0 ? scans / launches : 0.0);
+        after.backend, precision, first_s * 1e3, lone[lone.size() / 2] * 1e3, threads,
+        scans / concurrent_s, launches > 0 ? scans / launches : 0.0);
     if (json) std::cout << line.dump() << std::endl;
   }
   return 0;
