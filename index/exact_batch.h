@@ -82,6 +82,13 @@ class ExactBatchSearcher {
   }
   virtual void DropPartition(uint64_t partition) = 0;
 
+  // Appends `num_rows` rows to a stored partition (its metric, precision and
+  // dimension), prepared as SetPartition would have, so a copy follows a
+  // growing partition without being made again. NOT_FOUND for an unknown
+  // partition, INVALID_ARGUMENT for bad values, RESOURCE_EXHAUSTED when the
+  // budget cannot hold the grown partition; the partition is unchanged then.
+  virtual absl::Status AppendRows(uint64_t partition, const float* vectors, size_t num_rows) = 0;
+
   // For each query i, scores the rows candidates[offsets[i] .. offsets[i+1])
   // and keeps the best k. Queries are `dim` floats each, row-major.
   virtual absl::StatusOr<TopKBatch> Rerank(uint64_t partition, const float* queries,

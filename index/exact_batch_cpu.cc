@@ -162,6 +162,27 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
 
   void DropPartition(uint64_t partition) override { partitions_.erase(partition); }
 
+  absl::Status AppendRows(uint64_t partition, const float* vectors, size_t num_rows) override {
+    auto it = partitions_.find(partition);
+    if (it == partitions_.end()) {
+      return absl::NotFoundError(absl::StrCat("partition ", partition, " is not loaded"));
+    }
+    Partition& p = it->second;
+    if (p.precision == Precision::kFp16) {
+      absl::StatusOr<HalfRows> rows = PrepareRows(p.metric, vectors, num_rows, p.dim, "row");
+      if (!rows.ok()) return rows.status();
+      AppendTo(p.half, rows->values);
+      AppendTo(p.norms, rows->norms);
+    } else {
+      absl::StatusOr<FloatRows> rows = PrepareFloatRows(p.metric, vectors, num_rows, p.dim, "row");
+      if (!rows.ok()) return rows.status();
+      AppendTo(p.full, rows->values);
+      AppendTo(p.norms, rows->norms);
+    }
+    p.num_rows += num_rows;
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<TopKBatch> Rerank(uint64_t partition_id, const float* queries, size_t num_queries,
                                    const uint32_t* offsets, const uint32_t* candidates,
                                    int k) override {
@@ -222,6 +243,16 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
   }
 
  private:
+  // Appends with room for 1/8 more when the vector must grow (the GPU
+  // searcher's policy), not the doubling push_back would do: copies are
+  // counted against a memory budget.
+  template <typename T>
+  static void AppendTo(std::vector<T>& to, const std::vector<T>& values) {
+    const size_t needed = to.size() + values.size();
+    if (needed > to.capacity()) to.reserve(std::max(needed, to.size() + to.size() / 8));
+    to.insert(to.end(), values.begin(), values.end());
+  }
+
   struct Prepared {
     const Partition* partition;
     std::vector<float> queries;  // the query values at the partition's precision, as floats

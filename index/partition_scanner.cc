@@ -32,7 +32,7 @@ struct PartitionScanner::Resident {
 namespace {
 
 // Rows added since the copy was made are scored on the host until there are
-// more than this many; then the copy is rebuilt.
+// more than this many; then they are appended to the copy.
 uint32_t HostTailLimit(uint32_t copied_rows) { return std::max<uint32_t>(4096, copied_rows / 32); }
 
 size_t CopyBytes(uint32_t rows, size_t dim, Precision precision) {
@@ -221,6 +221,24 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
     }
     if (used + bytes <= options_.budget_bytes || coldest == nullptr) break;
     Evict(coldest);
+  }
+  if (found != resident_.end()) {
+    // Grow the copy by the rows added since it was made: only they go up.
+    Resident& resident = *found->second;
+    const uint32_t added = rows - resident.rows;
+    std::unique_ptr<float[]> tail(new float[size_t{added} * dim]);
+    partition->CopyRows(resident.rows, added, tail.get());
+    if (searcher_->AppendRows(resident.device_id, tail.get(), added).ok()) {
+      resident.rows = rows;
+      resident.bytes = bytes;
+      resident.last_used = ++clock_;
+      resident.bitmap_change = UINT64_MAX;  // the live-row bitmap covers fewer rows
+      absl::MutexLock lock(&mutex_);
+      ++stats_.appends;
+      return &resident;
+    }
+    Evict(key);  // e.g. the device budget: make the copy again below
+    found = resident_.end();
   }
   // Not zero-filled first: CopyRows writes every value (3 GB at 1M x 768).
   std::unique_ptr<float[]> vectors(new float[size_t{rows} * dim]);

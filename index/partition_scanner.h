@@ -2,10 +2,12 @@
 // full-deliberation path) through an ExactBatchSearcher, the CUDA searcher
 // when a GPU answers and its CPU twin otherwise, with micro-batching.
 //
-// Device copies: the first scan of a partition uploads its rows (fp16) under
-// a byte budget; least recently scanned partitions are dropped to make room.
-// Rows added later are scored on the host (same fp16 arithmetic) until they
-// exceed max(4096, 1/8 of the copy), then the copy is rebuilt. Removed rows
+// Device copies: the first scan of a partition uploads its rows (fp16, or
+// fp32 with ScannerOptions::precision) under a byte budget; least recently
+// scanned partitions are dropped to make room. Rows added later are scored
+// on the host (same arithmetic) until they exceed max(4096, 1/32 of the
+// copy); then only they are appended to the copy (AppendRows), which is made
+// again only when it cannot grow within the budget. Removed rows
 // stay on the device and are masked by a live-row bitmap (cached per
 // partition change). A partition that cannot fit the budget is scanned on
 // the host in fp32 (VectorPartition::ExactSearch) and counted as a fallback.
@@ -63,6 +65,7 @@ struct ScannerStats {
   uint64_t scans = 0;      // queries answered
   uint64_t launches = 0;   // Scan calls (a batch is one launch)
   uint64_t uploads = 0;    // partition copies made
+  uint64_t appends = 0;    // copies grown by the rows added since they were made
   uint64_t fallbacks = 0;  // scans answered on the host because the copy did not fit
 };
 

@@ -178,6 +178,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     out->set_scans(scan.scans);
     out->set_launches(scan.launches);
     out->set_uploads(scan.uploads);
+    out->set_appends(scan.appends);
     out->set_fallbacks(scan.fallbacks);
     return absl::OkStatus();
   });

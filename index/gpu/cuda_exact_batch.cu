@@ -810,6 +810,7 @@ struct DevicePartition {
   Metric metric = Metric::kCosine;
   Precision precision = Precision::kFp16;
   size_t num_rows = 0, dim = 0, bytes = 0;
+  size_t capacity = 0;        // rows the buffers hold (AppendRows grows them)
   __half* vectors = nullptr;  // fp16 partitions
   float* full = nullptr;      // fp32 partitions
   float* norms = nullptr;
@@ -867,6 +868,22 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     used_bytes_ -= it->second.bytes;
     Free(it->second);
     partitions_.erase(it);
+  }
+
+  absl::Status AppendRows(uint64_t partition_id, const float* vectors, size_t num_rows) override {
+    auto it = partitions_.find(partition_id);
+    if (it == partitions_.end()) {
+      return absl::NotFoundError(absl::StrCat("partition ", partition_id, " is not loaded"));
+    }
+    DevicePartition& p = it->second;
+    if (p.precision == Precision::kFp16) {
+      absl::StatusOr<HalfRows> rows = PrepareRows(p.metric, vectors, num_rows, p.dim, "row");
+      if (!rows.ok()) return rows.status();
+      return Append(p, reinterpret_cast<void*&>(p.vectors), rows->values, rows->norms);
+    }
+    absl::StatusOr<FloatRows> rows = PrepareFloatRows(p.metric, vectors, num_rows, p.dim, "row");
+    if (!rows.ok()) return rows.status();
+    return Append(p, reinterpret_cast<void*&>(p.full), rows->values, rows->norms);
   }
 
   absl::StatusOr<TopKBatch> Rerank(uint64_t partition_id, const float* queries, size_t num_queries,
@@ -1091,6 +1108,60 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   }
 
  private:
+  // Appends prepared rows to `p`, whose values live in `device_values`.
+  // Buffers that are too small are replaced by ones with room for 1/8 more
+  // rows (within the budget), so a partition that keeps growing is copied
+  // on the device a logarithmic number of times.
+  template <typename Value>
+  absl::Status Append(DevicePartition& p, void*& device_values, const std::vector<Value>& values,
+                      const std::vector<float>& norms) {
+    const size_t count = norms.size();
+    if (count == 0) return absl::OkStatus();
+    const size_t row_bytes = p.dim * sizeof(Value) + sizeof(float);
+    const size_t needed = p.num_rows + count;
+    if (needed > p.capacity) {
+      size_t capacity = std::max(needed, p.capacity + p.capacity / 8);
+      if (used_bytes_ - p.bytes + capacity * row_bytes > budget_bytes_) capacity = needed;
+      const size_t bytes = capacity * row_bytes;
+      if (used_bytes_ - p.bytes + bytes > budget_bytes_) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
+                         used_bytes_ - p.bytes, " of ", budget_bytes_, " bytes in use)"));
+      }
+      void* grown_values = nullptr;
+      float* grown_norms = nullptr;
+      auto grow = [&]() -> absl::Status {
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&grown_values, capacity * p.dim * sizeof(Value)));
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&grown_norms, capacity * sizeof(float)));
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(grown_values, device_values,
+                                               p.num_rows * p.dim * sizeof(Value),
+                                               cudaMemcpyDeviceToDevice));
+        ENGRAM_CUDA_RETURN_IF_ERROR(
+            cudaMemcpy(grown_norms, p.norms, p.num_rows * sizeof(float), cudaMemcpyDeviceToDevice));
+        return absl::OkStatus();
+      };
+      if (absl::Status s = grow(); !s.ok()) {
+        cudaFree(grown_values);
+        cudaFree(grown_norms);
+        return s;
+      }
+      cudaFree(device_values);
+      cudaFree(p.norms);
+      device_values = grown_values;
+      p.norms = grown_norms;
+      used_bytes_ = used_bytes_ - p.bytes + bytes;
+      p.bytes = bytes;
+      p.capacity = capacity;
+    }
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(static_cast<Value*>(device_values) + p.num_rows * p.dim,
+                                           values.data(), values.size() * sizeof(Value),
+                                           cudaMemcpyHostToDevice));
+    ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(p.norms + p.num_rows, norms.data(),
+                                           count * sizeof(float), cudaMemcpyHostToDevice));
+    p.num_rows = needed;
+    return absl::OkStatus();
+  }
+
   // Copies a prepared partition (fp16 bits or fp32 values) to the device,
   // replacing any partition of that id, within the budget.
   template <typename Value>
@@ -1105,7 +1176,7 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
           absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
                        used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
     }
-    DevicePartition partition{metric, precision, num_rows, dim, bytes};
+    DevicePartition partition{metric, precision, num_rows, dim, bytes, num_rows};
     void* device_values = nullptr;
     auto copy = [&]() -> absl::Status {
       const size_t value_bytes = values.size() * sizeof(Value);

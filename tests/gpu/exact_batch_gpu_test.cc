@@ -182,6 +182,61 @@ TEST_F(ExactBatchGpuTest, CosineNearTiesBelowHalfPrecisionAreRankedExactly) {
   }
 }
 
+// A device copy grown by AppendRows (several times, so its buffers are
+// replaced and the old rows copied on the device) answers exactly like one
+// stored whole, and like the CPU twin; an append beyond the budget fails and
+// changes nothing.
+TEST_F(ExactBatchGpuTest, AppendedRowsAnswerLikeAPartitionStoredWhole) {
+  std::mt19937 rng(std::random_device{}());
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    for (Metric metric : {Metric::kCosine, Metric::kInnerProduct}) {
+      const size_t dim = 64, rows = 30000;
+      testing_ref::Problem p = testing_ref::RandomProblem(rng, metric, rows, dim, 70, 200);
+      p.precision = precision;
+      std::string why;
+      auto grown = MakeCudaExactBatchSearcher(size_t{1} << 30, &why);
+      ASSERT_NE(grown, nullptr) << why;
+      ASSERT_TRUE(grown->SetPartition(4, metric, precision, p.rows.data(), 1000, dim).ok());
+      size_t have = 1000;
+      for (size_t step : {size_t{1}, size_t{7}, size_t{200}, size_t{3000}, size_t{25792}}) {
+        ASSERT_TRUE(grown->AppendRows(4, p.rows.data() + have * dim, step).ok());
+        have += step;
+      }
+      ASSERT_EQ(have, rows);
+      ASSERT_TRUE(gpu_->SetPartition(4, metric, precision, p.rows.data(), rows, dim).ok());
+      for (const uint64_t* allowed : {static_cast<const uint64_t*>(nullptr),
+                                      static_cast<const uint64_t*>(p.allowed.data())}) {
+        auto a = gpu_->Scan(4, p.queries.data(), p.num_queries, 10, allowed);
+        auto b = grown->Scan(4, p.queries.data(), p.num_queries, 10, allowed);
+        ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+        EXPECT_EQ(a->rows, b->rows);
+        EXPECT_EQ(a->scores, b->scores);
+      }
+      testing_ref::ExpectMatches(*grown->Scan(4, p.queries.data(), p.num_queries, 10, nullptr),
+                                 testing_ref::ReferenceScan(p, false), "grown scan",
+                                 precision == Precision::kFp32 ? 1e-5 : 1e-3);
+      auto r = grown->Rerank(4, p.queries.data(), p.num_queries, p.offsets.data(),
+                             p.candidates.data(), 10);
+      ASSERT_TRUE(r.ok());
+      testing_ref::ExpectMatches(*r, testing_ref::ReferenceRerank(p), "grown rerank",
+                                 precision == Precision::kFp32 ? 1e-5 : 1e-3);
+    }
+  }
+  // The budget: 1000 fp16 rows of 64 fit in 1 MB, 9000 more do not.
+  std::string why;
+  auto small = MakeCudaExactBatchSearcher(1 << 20, &why);
+  ASSERT_NE(small, nullptr) << why;
+  testing_ref::Problem p = testing_ref::RandomProblem(rng, Metric::kL2, 10000, 64, 3, 10);
+  ASSERT_TRUE(small->SetPartition(5, Metric::kL2, p.rows.data(), 1000, 64).ok());
+  auto before = small->Scan(5, p.queries.data(), 3, 5, nullptr);
+  EXPECT_EQ(small->AppendRows(5, p.rows.data() + 1000 * 64, 9000).code(),
+            absl::StatusCode::kResourceExhausted);
+  auto after = small->Scan(5, p.queries.data(), 3, 5, nullptr);
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(before->rows, after->rows);
+  EXPECT_EQ(small->AppendRows(6, p.rows.data(), 1).code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(ExactBatchGpuTest, EmptyBatchesAndFiltersThatRemoveEverything) {
   std::vector<float> rows(64 * 8, 0.5f);
   ASSERT_TRUE(gpu_->SetPartition(1, Metric::kInnerProduct, rows.data(), 64, 8).ok());

@@ -150,6 +150,19 @@ TEST_F(PartitionScannerGpuTest, TailRemovalsFiltersAndNothingLeft) {
   auto empty = gpu_->Scan(partition, query, 50, &none);
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->empty());
+  // More rows than the host tail takes: they are appended to the device copy.
+  std::vector<float> many = RandomVectors(6000, dim, 8);
+  for (size_t i = 0; i < 6000; ++i) {
+    ASSERT_TRUE(partition->Add(300000 + i, {&many[i * dim], dim}, std::vector<uint8_t>{1}).ok());
+  }
+  ASSERT_TRUE(partition->Add(999998, query, std::vector<uint8_t>{1}).ok());
+  auto grown = gpu_->Scan(partition, query, 20);
+  ASSERT_TRUE(grown.ok());
+  EXPECT_EQ((*grown)[0].id, 999998u);
+  ExpectAgree(partition, query, 20, nullptr);
+  ExpectAgree(partition, query, 50, &ones);
+  EXPECT_EQ(gpu_->Stats().appends, 1u);
+  EXPECT_EQ(gpu_->Stats().uploads, 1u);
 }
 
 TEST_F(PartitionScannerGpuTest, ConcurrentScansAreBatchedAndCorrect) {

@@ -102,6 +102,36 @@ TEST_P(ExactBatchCpuTest, RerankAndScanMatchTheReference) {
   }
 }
 
+// A partition grown by AppendRows answers exactly like one stored whole;
+// bad appends change nothing.
+TEST_P(ExactBatchCpuTest, AppendedRowsAnswerLikeAPartitionStoredWhole) {
+  std::mt19937 rng(13);
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    for (Metric metric : {Metric::kCosine, Metric::kL2}) {
+      testing_ref::Problem p = testing_ref::RandomProblem(rng, metric, 2000, 24, 5, 100);
+      auto whole = Make();
+      auto grown = Make();
+      ASSERT_TRUE(whole->SetPartition(1, metric, precision, p.rows.data(), 2000, 24).ok());
+      ASSERT_TRUE(grown->SetPartition(1, metric, precision, p.rows.data(), 700, 24).ok());
+      ASSERT_TRUE(grown->AppendRows(1, p.rows.data() + 700 * 24, 1).ok());
+      ASSERT_TRUE(grown->AppendRows(1, p.rows.data() + 701 * 24, 1299).ok());
+      std::vector<float> bad(24, 1.0f);
+      bad[3] = std::nanf("");
+      EXPECT_EQ(grown->AppendRows(1, bad.data(), 1).code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(grown->AppendRows(2, bad.data(), 1).code(), absl::StatusCode::kNotFound);
+      auto a = whole->Scan(1, p.queries.data(), 5, 20, p.allowed.data());
+      auto b = grown->Scan(1, p.queries.data(), 5, 20, p.allowed.data());
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_EQ(a->rows, b->rows);
+      EXPECT_EQ(a->scores, b->scores);
+      auto c = grown->Rerank(1, p.queries.data(), 5, p.offsets.data(), p.candidates.data(), 7);
+      auto d = whole->Rerank(1, p.queries.data(), 5, p.offsets.data(), p.candidates.data(), 7);
+      ASSERT_TRUE(c.ok() && d.ok());
+      EXPECT_EQ(c->rows, d->rows);
+    }
+  }
+}
+
 TEST_P(ExactBatchCpuTest, RejectsBadRequestsAndPadsShortResults) {
   auto searcher = Make();
   std::vector<float> rows = {1, 0, 0, 1};
