@@ -20,8 +20,10 @@
 // micro-batcher owns it); SetPartition/DropPartition must not race searches.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -36,6 +38,17 @@ inline constexpr uint32_t kNoRow = std::numeric_limits<uint32_t>::max();
 
 // How a partition's vectors are held and scored.
 enum class Precision { kFp16, kFp32 };
+
+// Supplies rows [first, first + count) of a partition being stored: a
+// pointer to count * dim floats, into the source's own memory or into
+// `scratch` (room for count * dim floats) after filling it.
+using RowSource = std::function<const float*(size_t first, size_t count, float* scratch)>;
+
+// Rows per piece when a partition is read from a RowSource: 64 MB of fp32
+// input (21,845 rows at 768-d), at least one row.
+inline size_t PieceRows(size_t dim) {
+  return std::max<size_t>(1, (size_t{64} << 20) / (sizeof(float) * std::max<size_t>(1, dim)));
+}
 
 uint16_t FloatToHalf(float value);  // round to nearest even; overflow -> inf
 float HalfToFloat(uint16_t half);
@@ -69,12 +82,22 @@ class ExactBatchSearcher {
   virtual float* QueryStaging(size_t count) = 0;
   virtual uint32_t* CandidateStaging(size_t count) = 0;
 
-  // Stores (replacing) a partition: `num_rows` vectors of `dim` floats,
-  // row-major, held at `precision`. INVALID_ARGUMENT for dim 0, non-finite
+  // Stores (replacing) a partition of `num_rows` vectors of `dim` floats,
+  // held at `precision`, reading it piece by piece from `rows` (so that no
+  // full fp32 copy of it has to exist; the CUDA searcher uploads each piece
+  // while it prepares the next). INVALID_ARGUMENT for dim 0, non-finite
   // values or (fp16) values beyond fp16's range; RESOURCE_EXHAUSTED when the
-  // device budget cannot hold it.
-  virtual absl::Status SetPartition(uint64_t partition, Metric metric, Precision precision,
-                                    const float* vectors, size_t num_rows, size_t dim) = 0;
+  // device budget cannot hold it. A partition of that id is replaced only
+  // when the new one is stored.
+  virtual absl::Status SetPartitionFrom(uint64_t partition, Metric metric, Precision precision,
+                                        size_t num_rows, size_t dim, const RowSource& rows) = 0;
+  // The same from `num_rows` row-major vectors in memory.
+  absl::Status SetPartition(uint64_t partition, Metric metric, Precision precision,
+                            const float* vectors, size_t num_rows, size_t dim) {
+    return SetPartitionFrom(
+        partition, metric, precision, num_rows, dim,
+        [vectors, dim](size_t first, size_t, float*) { return vectors + first * dim; });
+  }
   // An fp16 partition.
   absl::Status SetPartition(uint64_t partition, Metric metric, const float* vectors,
                             size_t num_rows, size_t dim) {

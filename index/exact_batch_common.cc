@@ -115,12 +115,13 @@ Acc SumOfSquares(const T* values, size_t n) {
          ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
-// Prepares rows [first, last) into `out` (HalfRows: rounded to fp16;
-// FloatRows: kept in fp32); the first bad row's error, if any.
-template <typename Rows>
+// Prepares input rows [first, last) of `rows` into the same rows of
+// `values` / `norms` (uint16_t: rounded to fp16; float: kept in fp32); the
+// first bad row's error, if any, naming it `number_offset` + its index.
+template <typename Value>
 absl::Status PrepareRange(Metric metric, const float* rows, size_t first, size_t last, size_t dim,
-                          const char* what, Rows& out) {
-  constexpr bool kHalf = std::is_same_v<Rows, HalfRows>;
+                          const char* what, size_t number_offset, Value* values, float* norms) {
+  constexpr bool kHalf = std::is_same_v<Value, uint16_t>;
   std::vector<float> back(kHalf ? dim : 0);  // one row's fp16 values as floats
   for (size_t r = first; r < last; ++r) {
     const float* row = rows + r * dim;
@@ -129,33 +130,63 @@ absl::Status PrepareRange(Metric metric, const float* rows, size_t first, size_t
     if (!finite) {
       for (size_t i = 0; i < dim; ++i) {
         if (!std::isfinite(row[i])) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(what, " ", r, " has ", row[i], " at [", i, "]; values must be finite"));
+          return absl::InvalidArgumentError(absl::StrCat(what, " ", number_offset + r, " has ",
+                                                         row[i], " at [", i,
+                                                         "]; values must be finite"));
         }
       }
     }
     const double norm = SumOfSquares<double>(row, dim);
     float scale = (metric == Metric::kCosine && norm > 0) ? 1.0f / std::sqrt(norm) : 1.0f;
     if constexpr (!kHalf) {
-      float* values = out.values.data() + r * dim;
-      for (size_t i = 0; i < dim; ++i) values[i] = row[i] * scale;
-      out.norms[r] = SumOfSquares<float>(values, dim);
-      continue;
-    }
-    float largest = 0;
-    for (size_t i = 0; i < dim; ++i) largest = std::max(largest, std::fabs(row[i] * scale));
-    if (largest > kMaxHalf) {
-      for (size_t i = 0; i < dim; ++i) {
-        if (std::fabs(row[i] * scale) > kMaxHalf) {
-          return absl::InvalidArgumentError(absl::StrCat(what, " ", r, " has ", row[i], " at [", i,
-                                                         "]; beyond the fp16 range of +-65504"));
+      float* out = values + r * dim;
+      for (size_t i = 0; i < dim; ++i) out[i] = row[i] * scale;
+      norms[r] = SumOfSquares<float>(out, dim);
+    } else {
+      float largest = 0;
+      for (size_t i = 0; i < dim; ++i) largest = std::max(largest, std::fabs(row[i] * scale));
+      if (largest > kMaxHalf) {
+        for (size_t i = 0; i < dim; ++i) {
+          if (std::fabs(row[i] * scale) > kMaxHalf) {
+            return absl::InvalidArgumentError(absl::StrCat(what, " ", number_offset + r, " has ",
+                                                           row[i], " at [", i,
+                                                           "]; beyond the fp16 range of +-65504"));
+          }
         }
       }
+      SelectToHalf()(row, scale, dim, values + r * dim, back.data());
+      norms[r] = SumOfSquares<float>(back.data(), dim);
     }
-    if constexpr (kHalf) {
-      SelectToHalf()(row, scale, dim, out.values.data() + r * dim, back.data());
-      out.norms[r] = SumOfSquares<float>(back.data(), dim);
-    }
+  }
+  return absl::OkStatus();
+}
+
+// All `count` rows, split over the hardware threads when there are many
+// (a partition's copy, a big query batch); each row is prepared the same way
+// wherever it runs.
+template <typename Value>
+absl::Status PrepareInto(Metric metric, const float* rows, size_t count, size_t dim,
+                         const char* what, size_t number_offset, Value* values, float* norms) {
+  if (dim == 0) return absl::InvalidArgumentError(absl::StrCat(what, " dimension is 0"));
+  constexpr size_t kValuesPerThread = size_t{1} << 18;
+  const size_t threads = std::clamp<size_t>(count * dim / kValuesPerThread, 1,
+                                            std::max(1u, std::thread::hardware_concurrency()));
+  if (threads == 1) {
+    return PrepareRange(metric, rows, 0, count, dim, what, number_offset, values, norms);
+  }
+  std::vector<absl::Status> results(threads);
+  std::vector<std::thread> workers;
+  const size_t per_thread = (count + threads - 1) / threads;
+  for (size_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      const size_t first = std::min(count, t * per_thread);
+      const size_t last = std::min(count, first + per_thread);
+      results[t] = PrepareRange(metric, rows, first, last, dim, what, number_offset, values, norms);
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  for (const absl::Status& result : results) {
+    if (!result.ok()) return result;  // the lowest bad row
   }
   return absl::OkStatus();
 }
@@ -169,28 +200,10 @@ absl::StatusOr<Rows> PrepareAll(Metric metric, const float* rows, size_t num_row
   out.dim = dim;
   out.values.resize(num_rows * dim);
   out.norms.resize(num_rows);
-  // Large inputs (a partition's copy, a big query batch) are split over the
-  // hardware threads; each row is prepared the same way wherever it runs.
-  constexpr size_t kValuesPerThread = size_t{1} << 18;
-  const size_t threads = std::clamp<size_t>(num_rows * dim / kValuesPerThread, 1,
-                                            std::max(1u, std::thread::hardware_concurrency()));
-  if (threads == 1) {
-    if (absl::Status s = PrepareRange(metric, rows, 0, num_rows, dim, what, out); !s.ok()) return s;
-    return out;
-  }
-  std::vector<absl::Status> results(threads);
-  std::vector<std::thread> workers;
-  const size_t per_thread = (num_rows + threads - 1) / threads;
-  for (size_t t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      const size_t first = std::min(num_rows, t * per_thread);
-      const size_t last = std::min(num_rows, first + per_thread);
-      results[t] = PrepareRange(metric, rows, first, last, dim, what, out);
-    });
-  }
-  for (std::thread& worker : workers) worker.join();
-  for (const absl::Status& result : results) {
-    if (!result.ok()) return result;  // the lowest bad row
+  if (absl::Status s =
+          PrepareInto(metric, rows, num_rows, dim, what, 0, out.values.data(), out.norms.data());
+      !s.ok()) {
+    return s;
   }
   return out;
 }
@@ -200,6 +213,17 @@ absl::StatusOr<Rows> PrepareAll(Metric metric, const float* rows, size_t num_row
 absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t num_rows, size_t dim,
                                      const char* what) {
   return PrepareAll<HalfRows>(metric, rows, num_rows, dim, what);
+}
+
+absl::Status PrepareRowsInto(Metric metric, const float* rows, size_t count, size_t dim,
+                             const char* what, size_t first_number, uint16_t* values,
+                             float* norms) {
+  return PrepareInto(metric, rows, count, dim, what, first_number, values, norms);
+}
+
+absl::Status PrepareRowsInto(Metric metric, const float* rows, size_t count, size_t dim,
+                             const char* what, size_t first_number, float* values, float* norms) {
+  return PrepareInto(metric, rows, count, dim, what, first_number, values, norms);
 }
 
 absl::StatusOr<FloatRows> PrepareFloatRows(Metric metric, const float* rows, size_t num_rows,

@@ -38,6 +38,15 @@ absl::StatusOr<HalfRows> PrepareRows(Metric metric, const float* rows, size_t nu
 absl::StatusOr<FloatRows> PrepareFloatRows(Metric metric, const float* rows, size_t num_rows,
                                            size_t dim, const char* what);
 
+// The same into caller storage (`count` rows of `dim` values, `count`
+// norms), for partitions prepared piece by piece; errors number the rows
+// from `first_number`.
+// fp16 values (uint16_t) or fp32 ones (float).
+absl::Status PrepareRowsInto(Metric metric, const float* rows, size_t count, size_t dim,
+                             const char* what, size_t first_number, uint16_t* values, float* norms);
+absl::Status PrepareRowsInto(Metric metric, const float* rows, size_t count, size_t dim,
+                             const char* what, size_t first_number, float* values, float* norms);
+
 absl::Status ValidateK(int k);
 // Offsets must start at 0, not decrease, hold at most kMaxRerankCandidates
 // per query, and every candidate must be < num_rows. ValidateOffsets checks

@@ -141,20 +141,27 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
     return candidate_staging_.data();
   }
 
-  using ExactBatchSearcher::SetPartition;
-  absl::Status SetPartition(uint64_t partition, Metric metric, Precision precision,
-                            const float* vectors, size_t num_rows, size_t dim) override {
-    Partition stored{metric, precision, num_rows, dim, {}, {}, {}};
+  absl::Status SetPartitionFrom(uint64_t partition, Metric metric, Precision precision,
+                                size_t num_rows, size_t dim, const RowSource& rows) override {
+    if (dim == 0) return absl::InvalidArgumentError("row dimension is 0");
+    Partition stored{metric, precision, num_rows, dim, {}, {}, std::vector<float>(num_rows)};
     if (precision == Precision::kFp16) {
-      absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
-      if (!rows.ok()) return rows.status();
-      stored.half = std::move(rows->values);
-      stored.norms = std::move(rows->norms);
+      stored.half.resize(num_rows * dim);
     } else {
-      absl::StatusOr<FloatRows> rows = PrepareFloatRows(metric, vectors, num_rows, dim, "row");
-      if (!rows.ok()) return rows.status();
-      stored.full = std::move(rows->values);
-      stored.norms = std::move(rows->norms);
+      stored.full.resize(num_rows * dim);
+    }
+    const size_t piece_rows = std::min(num_rows, PieceRows(dim));
+    std::vector<float> scratch(piece_rows * dim);
+    for (size_t first = 0; first < num_rows; first += piece_rows) {
+      const size_t count = std::min(piece_rows, num_rows - first);
+      const float* piece = rows(first, count, scratch.data());
+      absl::Status prepared =
+          precision == Precision::kFp16
+              ? PrepareRowsInto(metric, piece, count, dim, "row", first,
+                                stored.half.data() + first * dim, stored.norms.data() + first)
+              : PrepareRowsInto(metric, piece, count, dim, "row", first,
+                                stored.full.data() + first * dim, stored.norms.data() + first);
+      if (!prepared.ok()) return prepared;
     }
     partitions_[partition] = std::move(stored);
     return absl::OkStatus();

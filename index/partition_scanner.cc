@@ -240,17 +240,20 @@ PartitionScanner::Resident* PartitionScanner::EnsureResident(
     Evict(key);  // e.g. the device budget: make the copy again below
     found = resident_.end();
   }
-  // Not zero-filled first: CopyRows writes every value (3 GB at 1M x 768).
-  std::unique_ptr<float[]> vectors(new float[size_t{rows} * dim]);
-  partition->CopyRows(0, rows, vectors.get());
   auto resident = std::make_unique<Resident>();
   resident->owner = partition;
   resident->device_id = found != resident_.end() ? found->second->device_id : next_device_id_++;
   resident->rows = rows;
   resident->bytes = bytes;
   resident->last_used = ++clock_;
-  absl::Status set = searcher_->SetPartition(resident->device_id, partition->options().metric,
-                                             options_.precision, vectors.get(), rows, dim);
+  // Read piece by piece: no fp32 copy of the whole partition (3 GB at 1M x
+  // 768) is made on the way.
+  absl::Status set = searcher_->SetPartitionFrom(
+      resident->device_id, partition->options().metric, options_.precision, rows, dim,
+      [&partition](size_t first, size_t count, float* scratch) {
+        partition->CopyRows(static_cast<uint32_t>(first), static_cast<uint32_t>(count), scratch);
+        return static_cast<const float*>(scratch);
+      });
   if (!set.ok()) {
     Evict(key);
     return nullptr;

@@ -832,6 +832,9 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
         cublas_(cublas) {}
   ~CudaExactBatchSearcher() override {
     for (auto& [id, partition] : partitions_) Free(partition);
+    for (cudaEvent_t event : piece_uploaded_) {
+      if (event != nullptr) cudaEventDestroy(event);
+    }
     cublas_api_->destroy(cublas_);
     cudaStreamDestroy(stream_);
   }
@@ -849,17 +852,12 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     return static_cast<uint32_t*>(candidate_staging_.get());
   }
 
-  using ExactBatchSearcher::SetPartition;
-  absl::Status SetPartition(uint64_t partition_id, Metric metric, Precision precision,
-                            const float* vectors, size_t num_rows, size_t dim) override {
-    if (precision == Precision::kFp16) {
-      absl::StatusOr<HalfRows> rows = PrepareRows(metric, vectors, num_rows, dim, "row");
-      if (!rows.ok()) return rows.status();
-      return Store(partition_id, metric, precision, num_rows, dim, rows->values, rows->norms);
-    }
-    absl::StatusOr<FloatRows> rows = PrepareFloatRows(metric, vectors, num_rows, dim, "row");
-    if (!rows.ok()) return rows.status();
-    return Store(partition_id, metric, precision, num_rows, dim, rows->values, rows->norms);
+  absl::Status SetPartitionFrom(uint64_t partition_id, Metric metric, Precision precision,
+                                size_t num_rows, size_t dim, const RowSource& rows) override {
+    if (dim == 0) return absl::InvalidArgumentError("row dimension is 0");
+    return precision == Precision::kFp16
+               ? Store<uint16_t>(partition_id, metric, precision, num_rows, dim, rows)
+               : Store<float>(partition_id, metric, precision, num_rows, dim, rows);
   }
 
   void DropPartition(uint64_t partition_id) override {
@@ -1108,6 +1106,77 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   }
 
  private:
+  // SetPartitionFrom with Value = uint16_t (fp16 bits) or float. The pieces
+  // are prepared into two page-locked buffers in turn, each uploaded
+  // asynchronously while the next is read and prepared.
+  template <typename Value>
+  absl::Status Store(uint64_t partition_id, Metric metric, Precision precision, size_t num_rows,
+                     size_t dim, const RowSource& rows) {
+    const size_t bytes = num_rows * (dim * sizeof(Value) + sizeof(float));
+    const size_t replaced =
+        partitions_.contains(partition_id) ? partitions_[partition_id].bytes : 0;
+    if (used_bytes_ - replaced + bytes > budget_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
+                       used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
+    }
+    DevicePartition partition{metric, precision, num_rows, dim, bytes, num_rows};
+    void* device_values = nullptr;
+    const size_t piece_rows = std::min(num_rows, PieceRows(dim));
+    const size_t piece_values = piece_rows * dim;
+    auto copy = [&]() -> absl::Status {
+      ENGRAM_CUDA_RETURN_IF_ERROR(
+          cudaMalloc(&device_values, std::max<size_t>(1, num_rows * dim * sizeof(Value))));
+      (precision == Precision::kFp16 ? reinterpret_cast<void*&>(partition.vectors)
+                                     : reinterpret_cast<void*&>(partition.full)) = device_values;
+      ENGRAM_CUDA_RETURN_IF_ERROR(
+          cudaMalloc(&partition.norms, std::max<size_t>(1, num_rows) * sizeof(float)));
+      if (piece_scratch_.size() < piece_values) piece_scratch_.resize(piece_values);
+      for (int b = 0; b < 2; ++b) {
+        if (auto s = pieces_[b].Reserve(piece_values * sizeof(Value) + piece_rows * sizeof(float));
+            !s.ok()) {
+          return s;
+        }
+        if (piece_uploaded_[b] == nullptr) {
+          ENGRAM_CUDA_RETURN_IF_ERROR(
+              cudaEventCreateWithFlags(&piece_uploaded_[b], cudaEventDisableTiming));
+        }
+      }
+      for (size_t first = 0, piece = 0; first < num_rows; first += piece_rows, ++piece) {
+        const size_t count = std::min(piece_rows, num_rows - first);
+        const int b = static_cast<int>(piece % 2);
+        // The buffer's previous upload must be done before it is refilled.
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(piece_uploaded_[b]));
+        auto* values = static_cast<Value*>(pieces_[b].get());
+        auto* norms = reinterpret_cast<float*>(values + piece_values);
+        const float* input = rows(first, count, piece_scratch_.data());
+        if (absl::Status s =
+                PrepareRowsInto(metric, input, count, dim, "row", first, values, norms);
+            !s.ok()) {
+          return s;
+        }
+        ENGRAM_CUDA_RETURN_IF_ERROR(
+            cudaMemcpyAsync(static_cast<Value*>(device_values) + first * dim, values,
+                            count * dim * sizeof(Value), cudaMemcpyHostToDevice, stream_));
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(partition.norms + first, norms,
+                                                    count * sizeof(float), cudaMemcpyHostToDevice,
+                                                    stream_));
+        ENGRAM_CUDA_RETURN_IF_ERROR(cudaEventRecord(piece_uploaded_[b], stream_));
+      }
+      ENGRAM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      return absl::OkStatus();
+    };
+    if (absl::Status s = copy(); !s.ok()) {
+      cudaStreamSynchronize(stream_);  // no upload may still read the pieces or write the buffers
+      Free(partition);
+      return s;
+    }
+    DropPartition(partition_id);
+    partitions_[partition_id] = partition;
+    used_bytes_ += bytes;
+    return absl::OkStatus();
+  }
+
   // Appends prepared rows to `p`, whose values live in `device_values`.
   // Buffers that are too small are replaced by ones with room for 1/8 more
   // rows (within the budget), so a partition that keeps growing is copied
@@ -1159,45 +1228,6 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
     ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(p.norms + p.num_rows, norms.data(),
                                            count * sizeof(float), cudaMemcpyHostToDevice));
     p.num_rows = needed;
-    return absl::OkStatus();
-  }
-
-  // Copies a prepared partition (fp16 bits or fp32 values) to the device,
-  // replacing any partition of that id, within the budget.
-  template <typename Value>
-  absl::Status Store(uint64_t partition_id, Metric metric, Precision precision, size_t num_rows,
-                     size_t dim, const std::vector<Value>& values,
-                     const std::vector<float>& norms) {
-    const size_t bytes = values.size() * sizeof(Value) + norms.size() * sizeof(float);
-    const size_t replaced =
-        partitions_.contains(partition_id) ? partitions_[partition_id].bytes : 0;
-    if (used_bytes_ - replaced + bytes > budget_bytes_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("partition of ", bytes, " bytes does not fit the GPU budget (",
-                       used_bytes_ - replaced, " of ", budget_bytes_, " bytes in use)"));
-    }
-    DevicePartition partition{metric, precision, num_rows, dim, bytes, num_rows};
-    void* device_values = nullptr;
-    auto copy = [&]() -> absl::Status {
-      const size_t value_bytes = values.size() * sizeof(Value);
-      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMalloc(&device_values, std::max<size_t>(1, value_bytes)));
-      (precision == Precision::kFp16 ? reinterpret_cast<void*&>(partition.vectors)
-                                     : reinterpret_cast<void*&>(partition.full)) = device_values;
-      ENGRAM_CUDA_RETURN_IF_ERROR(
-          cudaMalloc(&partition.norms, std::max<size_t>(1, num_rows) * sizeof(float)));
-      ENGRAM_CUDA_RETURN_IF_ERROR(
-          cudaMemcpy(device_values, values.data(), value_bytes, cudaMemcpyHostToDevice));
-      ENGRAM_CUDA_RETURN_IF_ERROR(cudaMemcpy(partition.norms, norms.data(),
-                                             num_rows * sizeof(float), cudaMemcpyHostToDevice));
-      return absl::OkStatus();
-    };
-    if (absl::Status s = copy(); !s.ok()) {
-      Free(partition);
-      return s;
-    }
-    DropPartition(partition_id);
-    partitions_[partition_id] = partition;
-    used_bytes_ += bytes;
     return absl::OkStatus();
   }
 
@@ -1444,8 +1474,13 @@ class CudaExactBatchSearcher final : public ExactBatchSearcher {
   DeviceBuffer<float> out_scores_, dots_;
   DeviceBuffer<uint64_t> allowed_;
   DeviceBuffer<uint32_t> counts_;
-  DeviceBuffer<float> limits_;                      // RowFilterKernel's widened thresholds
-  PinnedBuffer download_;                           // Download's landing area
+  DeviceBuffer<float> limits_;  // RowFilterKernel's widened thresholds
+  PinnedBuffer download_;       // Download's landing area
+  // SetPartitionFrom: the pieces' page-locked buffers, the events that say
+  // their uploads are done, and the source's scratch memory.
+  PinnedBuffer pieces_[2];
+  cudaEvent_t piece_uploaded_[2] = {nullptr, nullptr};
+  std::vector<float> piece_scratch_;
   PinnedBuffer query_staging_, candidate_staging_;  // QueryStaging, CandidateStaging
   // Scan: group maxima, thresholds, threshold survivors, fallback chunk
   // winners, per-tile and final best k, and ReduceToK's ping-pong scratch.

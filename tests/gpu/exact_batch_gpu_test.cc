@@ -237,6 +237,40 @@ TEST_F(ExactBatchGpuTest, AppendedRowsAnswerLikeAPartitionStoredWhole) {
   EXPECT_EQ(small->AppendRows(6, p.rows.data(), 1).code(), absl::StatusCode::kNotFound);
 }
 
+// The CUDA searcher stores a partition piece by piece, two page-locked
+// buffers in turn (five pieces here, so both are reused); it answers like
+// the CPU twin, and a bad row in a later piece gets the twin's message and
+// leaves the partition stored before in place.
+TEST_F(ExactBatchGpuTest, PiecewiseStoreMatchesTheTwin) {
+  const size_t dim = 16384, rows = 4500;
+  ASSERT_EQ(PieceRows(dim), 1024u);
+  std::mt19937 rng(std::random_device{}());
+  for (Precision precision : {Precision::kFp16, Precision::kFp32}) {
+    testing_ref::Problem p = testing_ref::RandomProblem(rng, Metric::kL2, rows, dim, 3, 50);
+    p.precision = precision;
+    RowSource source = [&](size_t first, size_t count, float* scratch) {
+      std::copy(p.rows.begin() + first * dim, p.rows.begin() + (first + count) * dim, scratch);
+      return static_cast<const float*>(scratch);
+    };
+    ASSERT_TRUE(gpu_->SetPartitionFrom(2, Metric::kL2, precision, rows, dim, source).ok());
+    ASSERT_TRUE(cpu_->SetPartitionFrom(2, Metric::kL2, precision, rows, dim, source).ok());
+    auto on_gpu = gpu_->Scan(2, p.queries.data(), 3, 20, p.allowed.data());
+    auto on_cpu = cpu_->Scan(2, p.queries.data(), 3, 20, p.allowed.data());
+    ASSERT_TRUE(on_gpu.ok() && on_cpu.ok());
+    const double tolerance = precision == Precision::kFp32 ? 1e-5 : 1e-3;
+    testing_ref::ExpectMatches(*on_gpu, testing_ref::ReferenceScan(p, true), "gpu", tolerance);
+    testing_ref::ExpectMatches(*on_cpu, testing_ref::ReferenceScan(p, true), "cpu", tolerance);
+    p.rows[4321 * dim + 5] = std::nanf("");
+    absl::Status gpu_bad = gpu_->SetPartitionFrom(2, Metric::kL2, precision, rows, dim, source);
+    absl::Status cpu_bad = cpu_->SetPartitionFrom(2, Metric::kL2, precision, rows, dim, source);
+    EXPECT_EQ(gpu_bad.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(gpu_bad.message(), cpu_bad.message());
+    auto after = gpu_->Scan(2, p.queries.data(), 3, 20, p.allowed.data());
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->rows, on_gpu->rows) << "the partition stored before is still there";
+  }
+}
+
 TEST_F(ExactBatchGpuTest, EmptyBatchesAndFiltersThatRemoveEverything) {
   std::vector<float> rows(64 * 8, 0.5f);
   ASSERT_TRUE(gpu_->SetPartition(1, Metric::kInnerProduct, rows.data(), 64, 8).ok());

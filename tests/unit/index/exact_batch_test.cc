@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "index/exact_batch_common.h"
@@ -130,6 +131,42 @@ TEST_P(ExactBatchCpuTest, AppendedRowsAnswerLikeAPartitionStoredWhole) {
       EXPECT_EQ(c->rows, d->rows);
     }
   }
+}
+
+// A partition read piece by piece (three pieces of PieceRows rows here)
+// answers like one stored from memory; a bad row in a later piece is named
+// by its partition row and leaves the partition stored before in place.
+TEST_P(ExactBatchCpuTest, PiecewiseStoreAnswersLikeAContiguousOne) {
+  const size_t dim = 32768, rows = 1300;
+  ASSERT_EQ(PieceRows(dim), 512u);
+  std::mt19937 rng(17);
+  testing_ref::Problem p = testing_ref::RandomProblem(rng, Metric::kCosine, rows, dim, 2, 1);
+  auto whole = Make();
+  auto pieces = Make();
+  ASSERT_TRUE(whole->SetPartition(1, Metric::kCosine, p.rows.data(), rows, dim).ok());
+  std::vector<size_t> firsts;
+  RowSource source = [&](size_t first, size_t count, float* scratch) {
+    firsts.push_back(first);
+    EXPECT_LE(count, PieceRows(dim));
+    std::copy(p.rows.begin() + first * dim, p.rows.begin() + (first + count) * dim, scratch);
+    return static_cast<const float*>(scratch);
+  };
+  ASSERT_TRUE(
+      pieces->SetPartitionFrom(1, Metric::kCosine, Precision::kFp16, rows, dim, source).ok());
+  EXPECT_EQ(firsts, (std::vector<size_t>{0, 512, 1024}));
+  auto a = whole->Scan(1, p.queries.data(), 2, 5, nullptr);
+  auto b = pieces->Scan(1, p.queries.data(), 2, 5, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->rows, b->rows);
+  EXPECT_EQ(a->scores, b->scores);
+  p.rows[1100 * dim + 7] = std::numeric_limits<float>::infinity();
+  absl::Status bad =
+      pieces->SetPartitionFrom(1, Metric::kCosine, Precision::kFp32, rows, dim, source);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("row 1100 has inf at [7]"), std::string::npos) << bad;
+  auto c = pieces->Scan(1, p.queries.data(), 2, 5, nullptr);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->scores, a->scores) << "the fp16 partition stored before is still there";
 }
 
 TEST_P(ExactBatchCpuTest, RejectsBadRequestsAndPadsShortResults) {

@@ -164,7 +164,9 @@ TEST(PartitionScanner, RowsAddedOrRemovedAfterTheCopy) {
   // A large tail is appended to the copy (only the new rows go up), with the
   // removals still masked; and again.
   for (int round = 0; round < 2; ++round) {
-    if (round > 0) ASSERT_TRUE(partition->Remove(90000 + round - 1));  // on the device now
+    if (round > 0) {
+      ASSERT_TRUE(partition->Remove(90000 + round - 1));  // on the device now
+    }
     std::vector<float> many = RandomVectors(5000, 6 + round);
     for (int i = 0; i < 5000; ++i) {
       ASSERT_TRUE(
