@@ -43,7 +43,10 @@ using StartCall = std::function<void(std::function<void(bool)> done)>;
 
 Measurement RunClosedLoop(const std::string& operation, int concurrency, int batch,
                           absl::Duration duration, const StartCall& start_call) {
-  Measurement m{operation, concurrency, batch};
+  Measurement m;
+  m.operation = operation;
+  m.concurrency = concurrency;
+  m.batch = batch;
   absl::Mutex mutex;
   absl::Time start = absl::Now();
   absl::Time end = start + duration;

@@ -98,7 +98,9 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
     auto daemon = testing::DaemonProcess::Start(data_dir);
     ASSERT_TRUE(daemon.ok()) << "cycle " << cycle << ": " << daemon.status();
     std::unique_ptr<client::Client> c = Connect(**daemon);
-    if (cycle == 0) ASSERT_TRUE(c->CreateSpace("crash", kDimension, v1::METRIC_L2).ok());
+    if (cycle == 0) {
+      ASSERT_TRUE(c->CreateSpace("crash", kDimension, v1::METRIC_L2).ok());
+    }
 
     // 1. Batches with an unknown outcome are all-or-nothing.
     for (Batch& batch : unknown) {

@@ -171,8 +171,12 @@ TEST_F(IndexTest, GraphSearchAgreesWithExactSearchUnderFilters) {
         EXPECT_GE(e.event_time_us(), 200);
         EXPECT_LT(e.event_time_us(), 900);
       }
-      if (!search.filter().session_id().empty()) EXPECT_EQ(e.session_id(), "s3");
-      if (search.filter().metadata_size() > 0) EXPECT_EQ(e.metadata().at("n").int_value(), 7);
+      if (!search.filter().session_id().empty()) {
+        EXPECT_EQ(e.session_id(), "s3");
+      }
+      if (search.filter().metadata_size() > 0) {
+        EXPECT_EQ(e.metadata().at("n").int_value(), 7);
+      }
     }
   }
 
