@@ -10,11 +10,12 @@
 // Arithmetic (identical in both): a partition is held in fp16 (the default:
 // half the memory and bandwidth) or fp32 (Precision). Its vectors and the
 // queries against it are rounded to IEEE fp16 or kept in fp32 accordingly
-// (cosine: normalised first, in fp32); products accumulate in fp32. Scores are "higher is closer":
-// dot product for cosine and inner product, -(|x|^2 - 2 q.x + |q|^2) for L2 with the norms taken
-// over the fp16 values. Results are ordered by score, ties by the smaller row id. Only the order of
-// fp32 additions differs between the two, so scores agree to float tolerance and ids agree except
-// among near-ties.
+// (cosine: normalised first, in fp32); products accumulate in fp32. Scores
+// are "higher is closer": dot product for cosine and inner product,
+// -(|x|^2 - 2 q.x + |q|^2) for L2 with the norms taken over the stored
+// values. Results are ordered by score, ties by the smaller row id. Only the
+// order of fp32 additions differs between the two, so scores agree to float
+// tolerance and ids agree except among near-ties.
 //
 // Thread safety: a searcher is used by one thread at a time (the server's
 // micro-batcher owns it); SetPartition/DropPartition must not race searches.
