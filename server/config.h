@@ -80,9 +80,12 @@ struct ServerConfig {
   // If set, the bound port is written here once the server accepts calls.
   // Default: "" (not written).
   std::string port_file;
-  // host:port of the Prometheus /metrics endpoint; "" disables it.
-  // Default: 127.0.0.1:9464.
+  // host:port of the Prometheus /metrics endpoint; "" disables it; port 0
+  // picks a free port (see metrics_port_file). Default: 127.0.0.1:9464.
   std::string metrics_address = "127.0.0.1:9464";
+  // If set, the metrics endpoint's bound port is written here before
+  // port_file is. Default: "" (not written).
+  std::string metrics_port_file;
   // Threads that run requests (RocksDB reads/writes, scans). Writers block on
   // fsync, so more threads give group commit more to share. Default: 16.
   int worker_threads = 16;

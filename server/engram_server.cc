@@ -106,6 +106,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   return server;
 }
 
+int EngramServer::metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
+
 absl::Status EngramServer::Shutdown() {
   if (shut_down_) return absl::OkStatus();
   shut_down_ = true;

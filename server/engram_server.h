@@ -36,6 +36,8 @@ class EngramServer {
 
   // The bound gRPC port (resolves port 0).
   int port() const { return port_; }
+  // The metrics endpoint's port; 0 when metrics are off.
+  int metrics_port() const;
 
   // Graceful shutdown; safe to call more than once.
   absl::Status Shutdown();

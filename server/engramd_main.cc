@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-address", metrics_address,
                  "Prometheus host:port, or 'off' (overrides metrics_address)");
   app.add_option("--port-file", port_file, "write the bound gRPC port here");
+  std::string metrics_port_file;
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "write the metrics endpoint's bound port here");
   app.add_option("--sync-writes", sync_writes, "true|false (overrides sync_writes)");
   app.add_option("--worker-threads", worker_threads, "overrides worker_threads");
   app.add_option("--log-level", log_level, "overrides log_level");
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
     config.metrics_address = metrics_address == "off" ? "" : metrics_address;
   }
   if (!port_file.empty()) config.port_file = port_file;
+  if (!metrics_port_file.empty()) config.metrics_port_file = metrics_port_file;
   if (sync_writes) config.store.sync_writes = *sync_writes;
   if (worker_threads) config.worker_threads = *worker_threads;
   if (!log_level.empty()) config.log_level = log_level;
@@ -90,12 +94,16 @@ int main(int argc, char** argv) {
     spdlog::error("event=start_failed error=\"{}\"", server.status().ToString());
     return 1;
   }
-  if (!config.port_file.empty()) {
-    // Written to a temp file and renamed, so a reader never sees a partial port.
-    std::string tmp = config.port_file + ".tmp";
-    std::ofstream(tmp) << (*server)->port() << "\n";
-    std::rename(tmp.c_str(), config.port_file.c_str());
-  }
+  // Each written to a temp file and renamed, so a reader never sees a partial
+  // port; the metrics port first, so it exists once the gRPC port does.
+  auto write_port = [](const std::string& path, int port) {
+    if (path.empty()) return;
+    std::string tmp = path + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), path.c_str());
+  };
+  write_port(config.metrics_port_file, (*server)->metrics_port());
+  write_port(config.port_file, (*server)->port());
   int signal_number = WaitForTerminationSignal(signals);
   spdlog::info("event=signal signal={}", signal_number);
   absl::Status shutdown = (*server)->Shutdown();

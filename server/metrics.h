@@ -35,6 +35,10 @@ class Metrics {
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& address);
   ~Metrics();
 
+  // The port the endpoint listens on (the one the OS picked for port 0), or
+  // 0 when metrics are off.
+  int port() const;
+
   void RecordRpc(std::string_view rpc, absl::StatusCode code, absl::Duration latency);
 
   // A value read at scrape time.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -29,20 +30,6 @@ v1::EpisodeWrite MakeWrite(const std::string& agent, std::vector<float> embeddin
   write.mutable_episode()->set_text(text);
   write.mutable_episode()->mutable_embedding()->Add(embedding.begin(), embedding.end());
   return write;
-}
-
-// A port that was free a moment ago (for the metrics endpoint, which cannot
-// report the port it picked).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 std::string HttpGet(int port, const std::string& path) {
@@ -69,11 +56,15 @@ class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
-    metrics_port_ = FreePort();
+    // The metrics endpoint on a port the OS picks, read back from the file
+    // engramd writes before its gRPC port file.
+    const std::string metrics_port_file = dir_->Sub("metrics.port");
     auto daemon = testing::DaemonProcess::Start(
-        dir_->Sub("data"), {"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_),
-                            "--config", WriteConfig()});
+        dir_->Sub("data"), {"--metrics-address", "127.0.0.1:0", "--metrics-port-file",
+                            metrics_port_file, "--config", WriteConfig()});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
+    std::ifstream(metrics_port_file) >> metrics_port_;
+    ASSERT_GT(metrics_port_, 0);
     daemon_ = daemon->release();
     client::ClientOptions options;
     options.address = daemon_->address();
