@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "storage/half_float.h"
 #include "storage/metric.h"
 
 namespace engram::index {
@@ -51,8 +52,7 @@ inline size_t PieceRows(size_t dim) {
   return std::max<size_t>(1, (size_t{64} << 20) / (sizeof(float) * std::max<size_t>(1, dim)));
 }
 
-uint16_t FloatToHalf(float value);  // round to nearest even; overflow -> inf
-float HalfToFloat(uint16_t half);
+// FloatToHalf / HalfToFloat: storage/half_float.h (engram::).
 
 // Each query's best k rows, best first. A query with fewer than k eligible
 // rows has its tail filled with (kNoRow, -infinity).

@@ -61,7 +61,7 @@ Matrix ReadVectors(const std::string& path) {
     std::vector<uint16_t> halves(m.values.size());
     in.read(reinterpret_cast<char*>(halves.data()), halves.size() * 2);
     for (size_t i = 0; i < halves.size(); ++i) {
-      m.values[i] = engram::index::HalfToFloat(halves[i]);
+      m.values[i] = engram::HalfToFloat(halves[i]);
     }
   } else {
     in.read(reinterpret_cast<char*>(m.values.data()), m.values.size() * 4);
