@@ -473,11 +473,13 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ListCaches(grpc::CallbackServerCon
                                                          const v1::ListCachesRequest* request,
                                                          v1::ListCachesResponse* response) {
   return runner_->Unary(context, "ListCaches", [=, this](absl::Time) -> absl::Status {
-    auto caches = store_->ListCaches(TenantOf(context), request->agent_id());
-    if (!caches.ok()) return caches.status();
-    for (const kvcache::CacheManifest& manifest : *caches) {
+    auto page = store_->ListCaches(TenantOf(context), request->agent_id(), request->page_size(),
+                                   request->page_token());
+    if (!page.ok()) return page.status();
+    for (const kvcache::CacheManifest& manifest : page->caches) {
       CacheInfoToProto(manifest, response->add_caches());
     }
+    response->set_next_page_token(page->next_page_token);
     return absl::OkStatus();
   });
 }

@@ -380,9 +380,13 @@ int main(int argc, char** argv) {
     if (tty) std::cerr << "\n";
     if (!status.ok()) return Fail(status);
   } else if (*kv_list) {
-    auto caches = client.ListCaches(agent);
-    if (!caches.ok()) return Fail(caches.status());
-    for (const v1::CacheInfo& cache : caches->caches()) PrintJson(cache);
+    std::string page_token;
+    do {  // every page
+      auto caches = client.ListCaches(agent, 0, page_token);
+      if (!caches.ok()) return Fail(caches.status());
+      for (const v1::CacheInfo& cache : caches->caches()) PrintJson(cache);
+      page_token = caches->next_page_token();
+    } while (!page_token.empty());
   } else if (*kv_stats) {
     auto stats = client.KvStats();
     if (!stats.ok()) return Fail(stats.status());

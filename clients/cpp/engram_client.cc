@@ -231,9 +231,13 @@ absl::StatusOr<v1::MatchPrefixResponse> Client::MatchPrefix(const v1::MatchPrefi
   return Call(*kv_, &v1::KVCacheService::Stub::MatchPrefix, request);
 }
 
-absl::StatusOr<v1::ListCachesResponse> Client::ListCaches(const std::string& agent_id) {
+absl::StatusOr<v1::ListCachesResponse> Client::ListCaches(const std::string& agent_id,
+                                                          uint32_t page_size,
+                                                          const std::string& page_token) {
   v1::ListCachesRequest request;
   request.set_agent_id(agent_id);
+  request.set_page_size(page_size);
+  request.set_page_token(page_token);
   return Call(*kv_, &v1::KVCacheService::Stub::ListCaches, request);
 }
 

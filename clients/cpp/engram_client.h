@@ -76,7 +76,11 @@ class Client {
                          const std::function<void(const v1::LoadCacheHeader&)>& on_header,
                          const std::function<bool(v1::KvBlock&)>& on_block);
   absl::StatusOr<v1::MatchPrefixResponse> MatchPrefix(const v1::MatchPrefixRequest& request);
-  absl::StatusOr<v1::ListCachesResponse> ListCaches(const std::string& agent_id);
+  // One page of caches (page_size 0: the server's default of 100); pass the
+  // response's next_page_token to get the next one.
+  absl::StatusOr<v1::ListCachesResponse> ListCaches(const std::string& agent_id,
+                                                    uint32_t page_size = 0,
+                                                    const std::string& page_token = "");
   absl::StatusOr<v1::DeleteCacheResponse> DeleteCache(const std::string& agent_id,
                                                       const std::string& model_id);
   absl::StatusOr<v1::KvStatsResponse> KvStats();

@@ -4,9 +4,12 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "storage/key_encoding.h"
@@ -534,10 +537,19 @@ uint64_t KvCacheStore::MatchSharedPrefix(const std::string& tenant, const ModelS
   return matched;
 }
 
-absl::StatusOr<std::vector<CacheManifest>> KvCacheStore::ScanManifests(const std::string& prefix) {
+absl::StatusOr<std::vector<CacheManifest>> KvCacheStore::ScanManifests(
+    const std::string& prefix, const std::string& resume_after, size_t limit, std::string* last_key,
+    bool* more) {
   std::vector<CacheManifest> manifests;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+  it->Seek(resume_after.empty() ? prefix : resume_after);
+  if (!resume_after.empty() && it->Valid() && it->key() == resume_after) it->Next();
+  for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (manifests.size() == limit) {
+      if (more != nullptr) *more = true;
+      break;
+    }
+    if (last_key != nullptr) *last_key = it->key().ToString();
     KeyReader key(it->key().ToStringView().substr(1));
     (void)key.ReadString();
     absl::StatusOr<std::string> agent = key.ReadString();
@@ -550,12 +562,41 @@ absl::StatusOr<std::vector<CacheManifest>> KvCacheStore::ScanManifests(const std
   return manifests;
 }
 
-absl::StatusOr<std::vector<CacheManifest>> KvCacheStore::ListCaches(const std::string& tenant,
-                                                                    const std::string& agent_id) {
+absl::StatusOr<CachePage> KvCacheStore::ListCaches(const std::string& tenant,
+                                                   const std::string& agent_id, uint32_t page_size,
+                                                   const std::string& page_token) {
   if (!agent_id.empty()) {
     if (absl::Status valid = ValidateAgent(agent_id); !valid.ok()) return valid;
   }
-  return ScanManifests(ManifestPrefix(tenant, agent_id));
+  if (page_size > kMaxCachePage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxCachePage));
+  }
+  if (page_size == 0) page_size = kDefaultCachePage;
+  const std::string prefix = ManifestPrefix(tenant, agent_id);
+  std::string resume_after;
+  if (!page_token.empty()) {
+    // The token is the hex of the last key returned; it must lie in this listing.
+    if (page_token.size() % 2 != 0 ||
+        !std::all_of(page_token.begin(), page_token.end(),
+                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
+      return absl::InvalidArgumentError("page_token is malformed");
+    }
+    resume_after = absl::HexStringToBytes(page_token);
+    if (!resume_after.starts_with(prefix) || resume_after.size() == prefix.size()) {
+      return absl::InvalidArgumentError(
+          "page_token does not belong to this listing; start again without it");
+    }
+  }
+  CachePage page;
+  std::string last_key;
+  bool more = false;
+  absl::StatusOr<std::vector<CacheManifest>> caches =
+      ScanManifests(prefix, resume_after, page_size, &last_key, &more);
+  if (!caches.ok()) return caches.status();
+  page.caches = *std::move(caches);
+  if (more) page.next_page_token = absl::BytesToHexString(last_key);
+  return page;
 }
 
 absl::StatusOr<DeleteResult> KvCacheStore::DeleteCache(const std::string& tenant,

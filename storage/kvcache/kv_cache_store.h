@@ -64,6 +64,16 @@ struct KvStoreOptions {
   bool sync_writes = true;
 };
 
+struct CacheManifest;
+
+// One page of ListCaches.
+struct CachePage {
+  std::vector<CacheManifest> caches;
+  std::string next_page_token;  // empty on the last page
+};
+inline constexpr uint32_t kDefaultCachePage = 100;
+inline constexpr uint32_t kMaxCachePage = 1000;
+
 struct CacheManifest {
   std::string agent_id;
   ModelSpec model;
@@ -194,9 +204,13 @@ class KvCacheStore {
   uint64_t MatchSharedPrefix(const std::string& tenant, const ModelSpec& model,
                              std::span<const uint32_t> tokens);
 
-  // Caches of the tenant (of one agent when `agent_id` is set), in key order.
-  absl::StatusOr<std::vector<CacheManifest>> ListCaches(const std::string& tenant,
-                                                        const std::string& agent_id);
+  // Caches of the tenant (of one agent when `agent_id` is set), in key order,
+  // `page_size` at a time (0: kDefaultCachePage; at most kMaxCachePage),
+  // continuing after `page_token` (a previous page's next_page_token; empty
+  // for the first page). INVALID_ARGUMENT for a page size above the limit or
+  // a token that is malformed or belongs to another listing.
+  absl::StatusOr<CachePage> ListCaches(const std::string& tenant, const std::string& agent_id,
+                                       uint32_t page_size, const std::string& page_token);
   // The agent's cache of `model_id`, or all its caches when `model_id` is
   // empty. NOT_FOUND when there is none.
   absl::StatusOr<DeleteResult> DeleteCache(const std::string& tenant, const std::string& agent_id,
@@ -213,7 +227,14 @@ class KvCacheStore {
   absl::Status ValidateAgent(const std::string& agent_id) const;
   // (Re)loads reference counts and totals from disk.
   absl::Status LoadCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  absl::StatusOr<std::vector<CacheManifest>> ScanManifests(const std::string& prefix);
+  // Manifests under `prefix` in key order, after `resume_after` when set;
+  // stops after `limit` of them, reporting the last key read and whether
+  // more follow.
+  absl::StatusOr<std::vector<CacheManifest>> ScanManifests(const std::string& prefix,
+                                                           const std::string& resume_after = "",
+                                                           size_t limit = SIZE_MAX,
+                                                           std::string* last_key = nullptr,
+                                                           bool* more = nullptr);
   // Drops one reference of each digest (all layers); blocks whose count
   // reaches zero are deleted in `batch` unless an in-flight save pins them.
   void ReleaseLocked(const std::string& tenant, const CacheManifest& manifest,

@@ -239,6 +239,10 @@ TEST_F(KvCacheTest, FloatSaveLoadsBackQuantizedDequantizedAndByRange) {
   // Q4 at 4.5 bits/element: 0.28x of fp16.
   double fp16_bytes = 600.0 * kLayers * kHeads * kHeadDim * 2 * 2;
   EXPECT_NEAR(list->caches(0).bytes() / fp16_bytes, 0.28125, 1e-9);
+  EXPECT_TRUE(list->next_page_token().empty());
+  EXPECT_EQ(client_->ListCaches("", 0, "not-hex").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->ListCaches("", 5000).status().code(), absl::StatusCode::kInvalidArgument);
 
   // Survives a restart (blocks now come from disk).
   StopDaemon();

@@ -167,6 +167,7 @@ class KVCacheTest(unittest.TestCase):
         self.assertEqual(cache.match_prefix("a", token_ids[:600] + [7]), (600, 0))
         self.assertEqual(cache.match_prefix("b", token_ids[:600], any_agent=True), (0, 512))
         self.assertEqual({c.agent_id for c in cache.list()} >= {"a", "copy"}, True)
+        self.assertEqual(cache.list(page_size=1), cache.list())  # one cache per page
 
         with self.assertRaises(engram.NotFoundError):
             cache.load("nobody")

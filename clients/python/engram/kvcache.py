@@ -229,11 +229,20 @@ class KVCache(GrpcClient):
         return response.agent_tokens, response.shared_tokens
 
     @translate_errors
-    def list(self, agent: str = "") -> List[CacheInfo]:
-        response = self._stub.ListCaches(kvcache_pb2.ListCachesRequest(agent_id=agent),
-                                         timeout=self.timeout)
-        return [CacheInfo(c.agent_id, KVModel.from_proto(c.model), c.tokens, c.blocks, c.bytes,
-                          c.updated_at_us) for c in response.caches]
+    def list(self, agent: str = "", page_size: int = 0) -> List[CacheInfo]:
+        """Every cache (of one agent when given), fetched page_size at a time."""
+        caches: List[CacheInfo] = []
+        page_token = ""
+        while True:
+            response = self._stub.ListCaches(
+                kvcache_pb2.ListCachesRequest(agent_id=agent, page_size=page_size,
+                                              page_token=page_token),
+                timeout=self.timeout)
+            caches.extend(CacheInfo(c.agent_id, KVModel.from_proto(c.model), c.tokens, c.blocks,
+                                    c.bytes, c.updated_at_us) for c in response.caches)
+            page_token = response.next_page_token
+            if not page_token:
+                return caches
 
     @translate_errors
     def delete(self, agent: str, all_models: bool = False) -> int:

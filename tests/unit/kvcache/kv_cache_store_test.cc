@@ -124,6 +124,43 @@ TEST_F(KvCacheStoreTest, SaveThenReadBackThroughTheManifest) {
   EXPECT_EQ(kv_->GetManifest(kTenant, "b", "tiny").status().code(), absl::StatusCode::kNotFound);
 }
 
+// ListCaches pages through every cache once, in key order; tokens from
+// another listing, malformed tokens and oversized pages are refused.
+TEST_F(KvCacheStoreTest, ListCachesPagesThroughEveryCacheOnce) {
+  Open();
+  ModelSpec model = SmallModel();
+  for (const char* agent : {"a1", "a2", "a3", "a4", "a5"}) {
+    ASSERT_TRUE(Save(agent, model, Tokens(20, 3)).ok());
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = kv_->ListCaches(kTenant, "", 2, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_LE(page->caches.size(), 2u);
+    for (const CacheManifest& cache : page->caches) seen.push_back(cache.agent_id);
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  EXPECT_EQ(seen, (std::vector<std::string>{"a1", "a2", "a3", "a4", "a5"}));
+  EXPECT_EQ(pages, 3);
+  auto all = kv_->ListCaches(kTenant, "", 0, "");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->caches.size(), 5u);
+  EXPECT_TRUE(all->next_page_token.empty());
+  auto first = kv_->ListCaches(kTenant, "", 1, "");
+  ASSERT_TRUE(first.ok());
+  ASSERT_FALSE(first->next_page_token.empty());
+  EXPECT_EQ(kv_->ListCaches(kTenant, "a3", 1, first->next_page_token).status().code(),
+            absl::StatusCode::kInvalidArgument)
+      << "a token of another listing";
+  EXPECT_EQ(kv_->ListCaches(kTenant, "", 1, "xyz").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kv_->ListCaches(kTenant, "", kMaxCachePage + 1, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(KvCacheStoreTest, SharedPrefixIsStoredOnceAndReferenceCounted) {
   Open();
   ModelSpec model = SmallModel();
