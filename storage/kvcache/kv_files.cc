@@ -89,36 +89,51 @@ absl::StatusOr<ExportResult> ExportCache(KvCacheStore* store, const std::string&
   const ModelSpec& model = manifest->model;
   const TensorDtype scale_dtype =
       model.dtype == FloatType::kFloat16 ? TensorDtype::kF16 : TensorDtype::kBF16;
-  std::vector<BlockBytes> blocks;
-  std::vector<TensorToWrite> tensors;
+  // Six tensors per layer-block, layer by layer: K weights, scales, biases,
+  // then V's; their bytes are the stored block's parts in that order.
+  constexpr size_t kTensorsPerBlock = 6;
+  std::vector<TensorLayout> tensors;
+  std::vector<std::pair<uint32_t, uint32_t>> layer_blocks;
   ExportResult result;
   for (uint32_t layer = 0; layer < model.n_layers; ++layer) {
     for (uint32_t block = 0; block < manifest->block_count(); ++block) {
-      absl::StatusOr<BlockBytes> bytes = store->ReadBlock(tenant, *manifest, layer, block);
-      if (!bytes.ok()) return bytes.status();
-      blocks.push_back(*bytes);
+      layer_blocks.emplace_back(layer, block);
       const uint64_t tokens = manifest->BlockTokens(block);
-      const size_t weight_bytes = model.WeightBytes(tokens), scale_bytes = model.ScaleBytes(tokens);
-      std::string_view data(**bytes);
-      size_t offset = 0;
       for (char kv : {'K', 'V'}) {
         tensors.push_back({TensorName(layer, block, kv, "weights"),
                            TensorDtype::kU32,
-                           {1, model.n_kv_heads, tokens, model.codec.WordsPerRow(model.head_dim)},
-                           data.substr(offset, weight_bytes)});
-        offset += weight_bytes;
+                           {1, model.n_kv_heads, tokens, model.codec.WordsPerRow(model.head_dim)}});
         for (std::string_view part : {"scales", "biases"}) {
           tensors.push_back(
               {TensorName(layer, block, kv, part),
                scale_dtype,
-               {1, model.n_kv_heads, tokens, model.codec.GroupsPerRow(model.head_dim)},
-               data.substr(offset, scale_bytes)});
-          offset += scale_bytes;
+               {1, model.n_kv_heads, tokens, model.codec.GroupsPerRow(model.head_dim)}});
         }
       }
-      result.bytes += data.size();
+      result.bytes += model.BlockBytes(tokens);
     }
   }
+  // The blocks are read ahead in file order and held one at a time while
+  // their six tensors are written: the cache is never all in memory.
+  KvCacheStore::BlockPrefetcher prefetcher(store, tenant, *manifest, layer_blocks);
+  BlockBytes current;
+  size_t offset = 0;
+  TensorSource source = [&](size_t index) -> absl::StatusOr<std::string_view> {
+    if (index % kTensorsPerBlock == 0) {
+      absl::StatusOr<BlockBytes> next = prefetcher.Next();
+      if (!next.ok()) return next.status();
+      current = *std::move(next);
+      offset = 0;
+    }
+    const uint64_t size = tensors[index].Bytes();
+    if (offset + size > current->size()) {
+      return absl::DataLossError(absl::StrCat("stored block of ", tensors[index].name,
+                                              " is shorter than its model's geometry"));
+    }
+    std::string_view data = std::string_view(*current).substr(offset, size);
+    offset += size;
+    return data;
+  };
   std::string token_sequence = nlohmann::json(manifest->tokens).dump();
   std::map<std::string, std::string> metadata = {
       {"agent_id", agent_id},
@@ -131,7 +146,7 @@ absl::StatusOr<ExportResult> ExportCache(KvCacheStore* store, const std::string&
       {"token_sequence", token_sequence},
       {"kv_bits", absl::StrCat(model.codec.bits)},
       {"kv_group_size", absl::StrCat(model.codec.group_size)}};
-  if (absl::Status written = WriteSafetensors(path, tensors, metadata); !written.ok()) {
+  if (absl::Status written = WriteSafetensors(path, tensors, metadata, source); !written.ok()) {
     return written;
   }
   result.tokens = manifest->tokens.size();

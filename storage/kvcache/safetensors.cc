@@ -264,16 +264,23 @@ absl::StatusOr<std::string> SafetensorsReader::Read(const TensorInfo& tensor) co
   return bytes;
 }
 
-absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                              const std::map<std::string, std::string>& metadata) {
+uint64_t TensorLayout::Bytes() const {
+  uint64_t bytes = TensorDtypeBytes(dtype);
+  for (uint64_t extent : shape) bytes *= extent;
+  return bytes;
+}
+
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorLayout>& tensors,
+                              const std::map<std::string, std::string>& metadata,
+                              const TensorSource& source) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const TensorToWrite& tensor : tensors) {
+  for (const TensorLayout& tensor : tensors) {
     header[tensor.name] = {{"dtype", TensorDtypeName(tensor.dtype)},
                            {"shape", tensor.shape},
-                           {"data_offsets", {offset, offset + tensor.data.size()}}};
-    offset += tensor.data.size();
+                           {"data_offsets", {offset, offset + tensor.Bytes()}}};
+    offset += tensor.Bytes();
   }
   std::string text = header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   text.append((8 - (text.size() % 8)) % 8, ' ');
@@ -283,18 +290,43 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   std::string temp = path + ".tmp";
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(absl::StrCat("creating ", temp));
-  bool ok = WriteAll(fd, length.data(), length.size()) && WriteAll(fd, text.data(), text.size());
-  for (const TensorToWrite& tensor : tensors) {
-    ok = ok && WriteAll(fd, tensor.data.data(), tensor.data.size());
-  }
-  ok = ok && ::fsync(fd) == 0;
-  absl::Status error = ok ? absl::OkStatus() : ErrnoError(absl::StrCat("writing ", temp));
+  auto write_all = [&]() -> absl::Status {
+    if (!WriteAll(fd, length.data(), length.size()) || !WriteAll(fd, text.data(), text.size())) {
+      return ErrnoError(absl::StrCat("writing ", temp));
+    }
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      absl::StatusOr<std::string_view> data = source(i);
+      if (!data.ok()) return data.status();
+      if (data->size() != tensors[i].Bytes()) {
+        return absl::InternalError(absl::StrCat("tensor ", tensors[i].name, " has ", data->size(),
+                                                " bytes; its shape needs ", tensors[i].Bytes()));
+      }
+      if (!WriteAll(fd, data->data(), data->size())) {
+        return ErrnoError(absl::StrCat("writing ", temp));
+      }
+    }
+    if (::fsync(fd) != 0) return ErrnoError(absl::StrCat("writing ", temp));
+    return absl::OkStatus();
+  };
+  absl::Status error = write_all();
   ::close(fd);
-  if (ok && ::rename(temp.c_str(), path.c_str()) != 0) {
+  if (error.ok() && ::rename(temp.c_str(), path.c_str()) != 0) {
     error = ErrnoError(absl::StrCat("renaming ", temp));
   }
   if (!error.ok()) ::unlink(temp.c_str());
   return error;
+}
+
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorLayout> layouts;
+  layouts.reserve(tensors.size());
+  for (const TensorToWrite& tensor : tensors) {
+    layouts.push_back({tensor.name, tensor.dtype, tensor.shape});
+  }
+  return WriteSafetensors(
+      path, layouts, metadata,
+      [&tensors](size_t index) -> absl::StatusOr<std::string_view> { return tensors[index].data; });
 }
 
 }  // namespace engram::kvcache

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -94,5 +95,24 @@ struct TensorToWrite {
 // padded with spaces to a multiple of 8 bytes.
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata);
+
+// A tensor to be written, without its bytes: their size is the product of
+// the shape times the dtype's width.
+struct TensorLayout {
+  std::string name;
+  TensorDtype dtype;
+  std::vector<uint64_t> shape;
+  uint64_t Bytes() const;
+};
+// Tensor `index`'s bytes (exactly its layout's Bytes()), asked for in file
+// order; the view must stay valid until the next call.
+using TensorSource = std::function<absl::StatusOr<std::string_view>(size_t index)>;
+
+// The same, fetching each tensor's bytes only when it is written, so a large
+// file never has to be held in memory. A source error, or bytes of the
+// wrong size (INTERNAL), leaves no file behind.
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorLayout>& tensors,
+                              const std::map<std::string, std::string>& metadata,
+                              const TensorSource& source);
 
 }  // namespace engram::kvcache

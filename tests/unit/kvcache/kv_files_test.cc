@@ -41,6 +41,41 @@ TEST(Safetensors, AcceptsAValidHeader) {
   EXPECT_EQ(header->metadata.at("k"), "v");
 }
 
+// The streaming writer asks for each tensor in file order and writes a file
+// the parser accepts; a source error or bytes of the wrong size leave no
+// file (and no temp file) behind.
+TEST(Safetensors, StreamingWriterFetchesTensorsInOrderAndCleansUpOnError) {
+  engram::testing::TempDir dir;
+  const std::string path = dir.Sub("t.safetensors");
+  std::vector<TensorLayout> layouts = {{"a", TensorDtype::kU32, {2, 3}},
+                                       {"b", TensorDtype::kF16, {5}}};
+  std::vector<size_t> asked;
+  std::string a(24, 'a'), b(10, 'b');
+  auto source = [&](size_t index) -> absl::StatusOr<std::string_view> {
+    asked.push_back(index);
+    return std::string_view(index == 0 ? a : b);
+  };
+  ASSERT_TRUE(WriteSafetensors(path, layouts, {{"k", "v"}}, source).ok());
+  EXPECT_EQ(asked, (std::vector<size_t>{0, 1}));
+  std::ifstream in(path, std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto header = ParseSafetensorsHeader(file, file.size());
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->Find("b")->end - header->Find("b")->begin, 10u);
+  EXPECT_EQ(file.substr(file.size() - 34), a + b);
+
+  const std::string failed = dir.Sub("f.safetensors");
+  b.resize(9);  // one byte short of 5 fp16 values
+  EXPECT_EQ(WriteSafetensors(failed, layouts, {}, source).code(), absl::StatusCode::kInternal);
+  EXPECT_FALSE(std::filesystem::exists(failed));
+  EXPECT_FALSE(std::filesystem::exists(failed + ".tmp"));
+  auto broken = [](size_t) -> absl::StatusOr<std::string_view> {
+    return absl::DataLossError("block unreadable");
+  };
+  EXPECT_EQ(WriteSafetensors(failed, layouts, {}, broken).code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(std::filesystem::exists(failed + ".tmp"));
+}
+
 TEST(Safetensors, EnforcesTheRules) {
   const auto k = absl::StatusCode::kInvalidArgument;
   EXPECT_EQ(ParseCode(R"({"a":{"dtype":"U32","shape":[1],"data_offsets":[0,4]}})", "xxx"), k)
