@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "index/exact_batch_common.h"
 #include "index/exact_batch_cpu_kernels.h"
+#include "index/float_distance.h"
 
 namespace engram::index {
 
@@ -46,36 +47,6 @@ DotFunction SelectDot(bool allow_simd) {
     return DotAvx2;
   }
   return DotScalar;
-}
-
-float FloatDotScalar(const float* query, const float* row, size_t dim) {
-  float sum = 0;
-  for (size_t i = 0; i < dim; ++i) sum += query[i] * row[i];
-  return sum;
-}
-
-__attribute__((target("avx2,fma"))) float FloatDotAvx2(const float* query, const float* row,
-                                                       size_t dim) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 16 <= dim; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i), _mm256_loadu_ps(row + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(query + i + 8), _mm256_loadu_ps(row + i + 8), acc1);
-  }
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  sum4 = _mm_hadd_ps(sum4, sum4);
-  sum4 = _mm_hadd_ps(sum4, sum4);
-  float sum = _mm_cvtss_f32(sum4);
-  for (; i < dim; ++i) sum += query[i] * row[i];
-  return sum;
-}
-
-FloatDotFunction SelectFloatDot(bool allow_simd) {
-  if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return FloatDotAvx2;
-  }
-  return FloatDotScalar;
 }
 
 namespace {
@@ -129,7 +100,7 @@ struct Partition {
 class CpuExactBatchSearcher final : public ExactBatchSearcher {
  public:
   explicit CpuExactBatchSearcher(bool allow_simd)
-      : dot_(SelectDot(allow_simd)), float_dot_(SelectFloatDot(allow_simd)) {}
+      : dot_(SelectDot(allow_simd)), float_dot_(SelectFloatKernels(allow_simd).inner_product) {}
   std::string name() const override { return "cpu"; }
 
   float* QueryStaging(size_t count) override {
@@ -298,7 +269,7 @@ class CpuExactBatchSearcher final : public ExactBatchSearcher {
   }
 
   DotFunction dot_;
-  FloatDotFunction float_dot_;
+  FloatKernel float_dot_;  // fp32 partitions: the index's exact inner product
   absl::flat_hash_map<uint64_t, Partition> partitions_;
   std::vector<float> query_staging_;         // QueryStaging
   std::vector<uint32_t> candidate_staging_;  // CandidateStaging

@@ -16,12 +16,8 @@ float DotScalar(const float* query, const uint16_t* row, size_t dim);
 float DotAvx2(const float* query, const uint16_t* row, size_t dim);  // needs AVX2+FMA+F16C
 // The fastest kernel this CPU supports (scalar when allow_simd is false).
 DotFunction SelectDot(bool allow_simd);
-
-// The same for fp32 rows (Precision::kFp32).
-using FloatDotFunction = float (*)(const float* query, const float* row, size_t dim);
-float FloatDotScalar(const float* query, const float* row, size_t dim);
-float FloatDotAvx2(const float* query, const float* row, size_t dim);  // needs AVX2+FMA
-FloatDotFunction SelectFloatDot(bool allow_simd);
+// fp32 rows (Precision::kFp32) use the index's inner product kernels
+// (index/float_distance.h).
 
 // A CPU twin that never uses SIMD.
 std::unique_ptr<ExactBatchSearcher> MakeScalarCpuExactBatchSearcherForTest();

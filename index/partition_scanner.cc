@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "index/exact_batch_common.h"
-#include "index/exact_batch_cpu_kernels.h"
+#include "index/float_distance.h"
 
 namespace engram::index {
 
@@ -328,9 +328,10 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
     return;
   }
 
-  // Rows added after the copy, scored here with the searcher's arithmetic
-  // (inputs prepared alike; fp16 values widened to floats, which the twin's
-  // fp32 dot sums in the same order as its fp16 dot).
+  // Rows added after the copy, scored here on inputs prepared as the
+  // searcher prepares them (fp16 values widened to floats exactly) with the
+  // index's fp32 inner product: the copy's arithmetic up to the order of
+  // fp32 additions.
   const uint32_t tail_begin = resident->rows;
   absl::StatusOr<PreparedFloats> tail = PreparedFloats{};
   if (rows_now > tail_begin) {
@@ -338,7 +339,7 @@ void PartitionScanner::Execute(const std::vector<Request*>& batch) {
     partition->CopyRows(tail_begin, rows_now - tail_begin, raw.data());
     tail = PrepareAt(options_.precision, metric, raw.data(), rows_now - tail_begin, dim, "row");
   }
-  const FloatDotFunction dot = SelectFloatDot(/*allow_simd=*/true);
+  const FloatKernel dot = SelectFloatKernels().inner_product;
   std::vector<uint64_t> tail_live;
   const uint64_t* tail_bits = own_bits.data();
   if (rows_now > tail_begin && own_bits.empty()) {
