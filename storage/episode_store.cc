@@ -5,7 +5,6 @@
 #include <cmath>
 #include <filesystem>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
 #include "rocksdb/merge_operator.h"
@@ -14,6 +13,7 @@
 #include "rocksdb/write_batch.h"
 #include "storage/episode_filter.h"
 #include "storage/key_encoding.h"
+#include "storage/page_token.h"
 #include "storage/record_codec.h"
 #include "storage/rocks_status.h"
 
@@ -685,19 +685,11 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
   if (page_size == 0) page_size = kDefaultPageSize;
   std::string resume_after;
   if (!page_token.empty()) {
-    // The token is the hex of the last key returned; it must lie in this scan.
     std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
                                                  : AgentPrefix(tenant, space, filter.agent_id);
-    if (page_token.size() % 2 != 0 ||
-        !std::all_of(page_token.begin(), page_token.end(),
-                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
-      return absl::InvalidArgumentError("page_token is malformed");
-    }
-    resume_after = absl::HexStringToBytes(page_token);
-    if (!resume_after.starts_with(prefix) || resume_after.size() == prefix.size()) {
-      return absl::InvalidArgumentError(
-          "page_token does not belong to this space and filter; start again without it");
-    }
+    absl::StatusOr<std::string> key = DecodePageToken(page_token, prefix, "this space and filter");
+    if (!key.ok()) return key.status();
+    resume_after = *std::move(key);
   }
   EpisodePage page;
   std::string last_key;
@@ -713,7 +705,7 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
                                        return true;
                                      });
   if (!status.ok()) return status;
-  if (more) page.next_page_token = absl::BytesToHexString(last_key);
+  if (more) page.next_page_token = EncodePageToken(last_key);
   return page;
 }
 

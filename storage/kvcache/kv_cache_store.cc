@@ -4,15 +4,14 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "storage/key_encoding.h"
+#include "storage/page_token.h"
 #include "storage/records.pb.h"
 #include "storage/rocks_status.h"
 
@@ -576,17 +575,9 @@ absl::StatusOr<CachePage> KvCacheStore::ListCaches(const std::string& tenant,
   const std::string prefix = ManifestPrefix(tenant, agent_id);
   std::string resume_after;
   if (!page_token.empty()) {
-    // The token is the hex of the last key returned; it must lie in this listing.
-    if (page_token.size() % 2 != 0 ||
-        !std::all_of(page_token.begin(), page_token.end(),
-                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); })) {
-      return absl::InvalidArgumentError("page_token is malformed");
-    }
-    resume_after = absl::HexStringToBytes(page_token);
-    if (!resume_after.starts_with(prefix) || resume_after.size() == prefix.size()) {
-      return absl::InvalidArgumentError(
-          "page_token does not belong to this listing; start again without it");
-    }
+    absl::StatusOr<std::string> key = storage::DecodePageToken(page_token, prefix, "this listing");
+    if (!key.ok()) return key.status();
+    resume_after = *std::move(key);
   }
   CachePage page;
   std::string last_key;
@@ -595,7 +586,7 @@ absl::StatusOr<CachePage> KvCacheStore::ListCaches(const std::string& tenant,
       ScanManifests(prefix, resume_after, page_size, &last_key, &more);
   if (!caches.ok()) return caches.status();
   page.caches = *std::move(caches);
-  if (more) page.next_page_token = absl::BytesToHexString(last_key);
+  if (more) page.next_page_token = storage::EncodePageToken(last_key);
   return page;
 }
 
