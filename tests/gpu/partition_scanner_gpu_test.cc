@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "index/partition_scanner.h"
+#include "tests/unit/index/scan_expectations.h"
 
 namespace engram::index {
 namespace {
@@ -111,18 +112,8 @@ TEST_F(PartitionScannerGpuTest, Fp32CopiesScoreLikeTheExactSearch) {
       ASSERT_TRUE(partition->Add(200000 + i, {&extra[i * dim], dim}, std::vector<uint8_t>{0}).ok());
     }
     for (size_t q = 0; q < 4; ++q) {
-      std::span<const float> query(&queries[q * dim], dim);
-      auto got = fp32.Scan(partition, query, 30);
-      ASSERT_TRUE(got.ok()) << got.status();
-      auto exact = partition->ExactSearch(query, 30);
-      ASSERT_EQ(got->size(), exact.size());
-      size_t common = 0;
-      for (size_t i = 0; i < exact.size(); ++i) {
-        EXPECT_NEAR((*got)[i].score, exact[i].score, 1e-5 * (1 + std::fabs(exact[i].score)))
-            << "metric " << int(metric) << " rank " << i;
-        for (const ScoredId& hit : exact) common += hit.id == (*got)[i].id;
-      }
-      EXPECT_GE(common, 29u);
+      testing_ref::ExpectLikeExactSearch(fp32, partition, {&queries[q * dim], dim}, 30,
+                                         "metric " + std::to_string(int(metric)));
     }
   }
   EXPECT_EQ(fp32.Stats().fallbacks, 0u);

@@ -8,9 +8,10 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <random>
 #include <thread>
+
+#include "tests/unit/index/scan_expectations.h"
 
 namespace engram::index {
 namespace {
@@ -117,18 +118,8 @@ TEST(PartitionScanner, Fp32CopiesScoreLikeTheExactSearch) {
       ASSERT_TRUE(partition->Add(7000 + i, {&extra[i * kDim], kDim}, std::vector<uint8_t>{0}).ok());
     }
     for (int q = 0; q < 6; ++q) {
-      std::span<const float> query(&queries[q * kDim], kDim);
-      auto got = scanner.Scan(partition, query, 25);
-      ASSERT_TRUE(got.ok()) << got.status();
-      auto exact = partition->ExactSearch(query, 25);
-      ASSERT_EQ(got->size(), exact.size());
-      size_t common = 0;
-      for (size_t i = 0; i < exact.size(); ++i) {
-        EXPECT_NEAR((*got)[i].score, exact[i].score, 1e-5 * (1 + std::fabs(exact[i].score)))
-            << "metric " << int(metric) << " rank " << i;
-        for (const ScoredId& hit : exact) common += hit.id == (*got)[i].id;
-      }
-      EXPECT_GE(common, 24u);
+      testing_ref::ExpectLikeExactSearch(scanner, partition, {&queries[q * kDim], kDim}, 25,
+                                         "metric " + std::to_string(int(metric)));
     }
     EXPECT_EQ(scanner.Stats().uploads, 1u);
   }
