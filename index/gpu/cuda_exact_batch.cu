@@ -240,6 +240,56 @@ __global__ void PrepareQueriesKernel(const float* __restrict__ raw, int num_quer
   if (active && lane == 0) norms[q] = half_norm;
 }
 
+// The dot product of row x with a query (floats in shared memory, or fp16
+// values in global memory), summed by a group of `lanes` lanes of a warp,
+// `sub` being this lane's place in it: 8 lanes with 16-byte row loads when
+// `vectorized` (dim a multiple of a vector's elements), else 32 lanes, one
+// element each. Every lane of the warp calls it (the shuffles); an inactive
+// group adds nothing. Lane sub == 0 gets the sum. RerankKernel and
+// RescoreKernel share it, so a rescored scan survivor gets exactly the score
+// a rerank would give it.
+template <typename Row, typename Query>
+__device__ __forceinline__ float GroupDot(const Row* __restrict__ x,
+                                          const Query* __restrict__ query, int dim, bool vectorized,
+                                          int lanes, int sub, bool active) {
+  constexpr int kPerVector = 16 / sizeof(Row);
+  float sum = 0;
+  if (active && vectorized) {
+#pragma unroll 4
+    for (int i = sub * kPerVector; i < dim; i += lanes * kPerVector) {
+      const uint4 packed = *reinterpret_cast<const uint4*>(x + i);
+      if constexpr (sizeof(Row) == sizeof(__half)) {
+        float q[8];
+        if constexpr (sizeof(Query) == sizeof(__half)) {  // one 16-byte load
+          const uint4 query_packed = *reinterpret_cast<const uint4*>(query + i);
+          const __half* h = reinterpret_cast<const __half*>(&query_packed);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) q[e] = __half2float(h[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) q[e] = query[i + e];
+        }
+        const __half2* h = reinterpret_cast<const __half2*>(&packed);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __half22float2(h[j]);
+          sum += q[2 * j] * f.x + q[2 * j + 1] * f.y;
+        }
+      } else {
+        const float4 f = *reinterpret_cast<const float4*>(&packed);
+        sum += ToFloat(query[i]) * f.x + ToFloat(query[i + 1]) * f.y;
+        sum += ToFloat(query[i + 2]) * f.z + ToFloat(query[i + 3]) * f.w;
+      }
+    }
+  } else if (active) {
+    for (int i = sub; i < dim; i += lanes) sum += ToFloat(query[i]) * ToFloat(x[i]);
+  }
+  for (int offset = lanes / 2; offset > 0; offset >>= 1) {
+    sum += __shfl_down_sync(0xffffffff, sum, offset, lanes);
+  }
+  return sum;
+}
+
 // Scores candidate rows against each query and keeps the best k: block q
 // takes candidates[offsets[q] .. offsets[q + 1]). Eight lanes per candidate
 // with 16-byte loads (a warp for odd dims); scores bitonic-sorted in shared
@@ -271,11 +321,9 @@ __global__ void RerankKernel(const Row* __restrict__ vectors, const float* __res
   while (sort_size < max(count, k)) sort_size <<= 1;
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  // With dim a multiple of a 16-byte vector's elements, 8 lanes score a
-  // candidate with 16-byte loads (4 candidates in flight per warp); otherwise
-  // the whole warp does, one element per lane.
-  constexpr int kPerVector = 16 / sizeof(Row);
-  const bool vectorized = (dim % kPerVector) == 0;
+  // 8 lanes per candidate (4 in flight per warp) when GroupDot can use
+  // 16-byte loads, else the whole warp.
+  const bool vectorized = (dim % (16 / sizeof(Row))) == 0;
   const int lanes = vectorized ? 8 : 32;
   const int per_warp = 32 / lanes, sub = lane % lanes;
   const bool l2 = metric == static_cast<int>(Metric::kL2);
@@ -284,33 +332,8 @@ __global__ void RerankKernel(const Row* __restrict__ vectors, const float* __res
     const bool active = c < count;
     const uint32_t row = active ? candidates[begin + c] : 0;
     const bool valid = active && row < num_rows;
-    float sum = 0;
-    if (valid) {
-      const Row* x = vectors + size_t(row) * dim;
-      if (vectorized) {
-#pragma unroll 4
-        for (int i = sub * kPerVector; i < dim; i += 8 * kPerVector) {
-          uint4 packed = *reinterpret_cast<const uint4*>(x + i);
-          if constexpr (sizeof(Row) == sizeof(__half)) {
-            const __half2* h = reinterpret_cast<const __half2*>(&packed);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              float2 f = __half22float2(h[j]);
-              sum += query[i + 2 * j] * f.x + query[i + 2 * j + 1] * f.y;
-            }
-          } else {
-            const float4 f = *reinterpret_cast<const float4*>(&packed);
-            sum += query[i] * f.x + query[i + 1] * f.y;
-            sum += query[i + 2] * f.z + query[i + 3] * f.w;
-          }
-        }
-      } else {
-        for (int i = lane; i < dim; i += 32) sum += query[i] * ToFloat(x[i]);
-      }
-    }
-    for (int offset = lanes / 2; offset > 0; offset >>= 1) {
-      sum += __shfl_down_sync(0xffffffff, sum, offset, lanes);
-    }
+    const float sum =
+        GroupDot(vectors + size_t(row) * dim, query, dim, vectorized, lanes, sub, valid);
     if (active && sub == 0) {
       if (!valid) atomicOr(errors, kBadCandidate);
       // Norms are read only for L2 (the other metrics score the dot product).
@@ -333,46 +356,11 @@ __global__ void RerankKernel(const Row* __restrict__ vectors, const float* __res
   }
 }
 
-// RescoreKernel's work for survivor i: `lanes` lanes (sub is this lane's
-// place among them) sum the products of one row with the query.
-__device__ __forceinline__ void RescoreOne(const __half* __restrict__ vectors, int dim,
-                                           const __half* __restrict__ query, bool vectorized,
-                                           int lanes, int sub, bool active,
-                                           const uint32_t* __restrict__ rows,
-                                           float* __restrict__ scores, int i) {
-  float sum = 0;
-  if (active) {
-    const __half* x = vectors + size_t(rows[i]) * dim;
-    if (vectorized) {
-#pragma unroll 4
-      for (int j = sub * 8; j < dim; j += 64) {
-        uint4 packed = *reinterpret_cast<const uint4*>(x + j);
-        uint4 query_packed = *reinterpret_cast<const uint4*>(query + j);
-        const __half2* h = reinterpret_cast<const __half2*>(&packed);
-        const __half2* g = reinterpret_cast<const __half2*>(&query_packed);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float2 f = __half22float2(h[e]);
-          float2 y = __half22float2(g[e]);
-          sum += y.x * f.x + y.y * f.y;
-        }
-      }
-    } else {
-      for (int j = sub; j < dim; j += 32) sum += __half2float(query[j]) * __half2float(x[j]);
-    }
-  }
-  for (int offset = lanes / 2; offset > 0; offset >>= 1) {
-    sum += __shfl_down_sync(0xffffffff, sum, offset, lanes);
-  }
-  if (active && sub == 0) scores[i] = sum;
-}
-
 // Scan with fp16 dots (cosine: the score is the dot product): the exact
 // scores of query q's first min(counts[q], capacity) threshold survivors,
 // written over their fp16-rounded ones in survivor slots q * capacity + i.
-// Eight lanes per survivor (a warp for odd dims) and the same arithmetic as
-// RerankKernel; kRescoreThreads / 8 survivors per block at a time, grid (at
-// most kRescoreBlocks, queries).
+// GroupDot per survivor, as in RerankKernel; kRescoreThreads / 8 survivors per block at a time,
+// grid (at most kRescoreBlocks, queries).
 __global__ void RescoreKernel(const __half* __restrict__ vectors, int dim,
                               const __half* __restrict__ queries,
                               const uint32_t* __restrict__ counts, int capacity,
@@ -383,11 +371,15 @@ __global__ void RescoreKernel(const __half* __restrict__ vectors, int dim,
   const int lanes = vectorized ? 8 : 32;
   const int per_block = blockDim.x / lanes;
   const int sub = threadIdx.x % lanes;
-  // Block-uniform loop: whole warps take part in the shuffles.
+  // Block-uniform loop: whole warps take part in GroupDot's shuffles.
   for (int first = blockIdx.x * per_block; first < count; first += gridDim.x * per_block) {
     const int i = first + threadIdx.x / lanes;
-    RescoreOne(vectors, dim, queries + size_t(q) * dim, vectorized, lanes, sub, i < count,
-               rows + size_t(q) * capacity, scores + size_t(q) * capacity, i);
+    const bool active = i < count;
+    const size_t slot = size_t(q) * capacity + i;
+    const uint32_t row = active ? rows[slot] : 0;
+    const float sum = GroupDot(vectors + size_t(row) * dim, queries + size_t(q) * dim, dim,
+                               vectorized, lanes, sub, active);
+    if (active && sub == 0) scores[slot] = sum;
   }
 }
 
@@ -556,6 +548,12 @@ __device__ __forceinline__ float HalfUlp(float x) {
   return ldexpf(1.0f, max(exponent - 11, -24));
 }
 
+// A threshold over exact scores as a limit over fp16-rounded dots: lowered by
+// 4 fp16 ulps and `slack` (see FilterKernel for why that cannot lose a row).
+__device__ __forceinline__ float WidenForHalfDots(float threshold, float slack) {
+  return threshold - (4 * HalfUlp(threshold) + slack);
+}
+
 // Each FilterKernel thread reads kFilterVectors 16-byte vectors of dots
 // (32 fp16 or 16 fp32 values), all loads issued before any is used.
 constexpr int kFilterVectors = 4;
@@ -587,7 +585,7 @@ __global__ void FilterKernel(const Dot* __restrict__ dots, int tile_rows, uint32
   const Dot* column = dots + size_t(q) * ScoreColumnStride(tile_rows);
   const float query_norm = query_norms[q];
   float threshold = thresholds[size_t(q) * k + k - 1];
-  if constexpr (sizeof(Dot) == sizeof(__half)) threshold -= 4 * HalfUlp(threshold) + slack;
+  if constexpr (sizeof(Dot) == sizeof(__half)) threshold = WidenForHalfDots(threshold, slack);
   const bool l2 = metric == static_cast<int>(Metric::kL2);
   // Vector v of this block covers rows first + v * kFilterThreads * kPerVector + [0, kPerVector).
   const int first = (blockIdx.x * kFilterVectors * kFilterThreads + threadIdx.x) * kPerVector;
@@ -678,7 +676,7 @@ __global__ void LimitsKernel(const float* __restrict__ thresholds, int nq, int k
   const int q = blockIdx.x * blockDim.x + threadIdx.x;
   if (q >= nq) return;
   const float threshold = thresholds[size_t(q) * k + k - 1];
-  limits[q] = threshold - (4 * HalfUlp(threshold) + slack);
+  limits[q] = WidenForHalfDots(threshold, slack);
 }
 
 // FilterKernel for row-major fp16 dots. Thread t always reads the same 8
