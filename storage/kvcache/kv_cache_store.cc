@@ -430,10 +430,17 @@ absl::StatusOr<CacheManifest> KvCacheStore::GetManifest(const std::string& tenan
 absl::StatusOr<BlockBytes> KvCacheStore::ReadBlock(const std::string& tenant,
                                                    const CacheManifest& manifest, uint32_t layer,
                                                    uint32_t block) {
+  return ReadBlock(tenant, manifest.model.Fingerprint(), manifest, layer, block);
+}
+
+absl::StatusOr<BlockBytes> KvCacheStore::ReadBlock(const std::string& tenant,
+                                                   const std::string& fingerprint,
+                                                   const CacheManifest& manifest, uint32_t layer,
+                                                   uint32_t block) {
   if (layer >= manifest.model.n_layers || block >= manifest.block_count()) {
     return absl::InvalidArgumentError("layer or block out of range");
   }
-  std::string key = BlockKey(tenant, manifest.model.Fingerprint(), layer, manifest.digests[block]);
+  std::string key = BlockKey(tenant, fingerprint, layer, manifest.digests[block]);
   if (BlockBytes cached = pool_.Get(key)) return cached;
   auto bytes = std::make_shared<std::string>();
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), blocks_cf_, key, bytes.get());
@@ -459,6 +466,7 @@ KvCacheStore::BlockPrefetcher::BlockPrefetcher(
     : store_(store),
       tenant_(std::move(tenant)),
       manifest_(std::move(manifest)),
+      fingerprint_(manifest_.model.Fingerprint()),
       order_(std::move(layer_blocks)),
       window_(std::max<size_t>(window, 1)),
       slots_(order_.size()) {
@@ -486,8 +494,8 @@ void KvCacheStore::BlockPrefetcher::ReadLoop() {
       if (stop_ || next_claim_ >= order_.size()) return;
       index = next_claim_++;
     }
-    absl::StatusOr<BlockBytes> block =
-        store_->ReadBlock(tenant_, manifest_, order_[index].first, order_[index].second);
+    absl::StatusOr<BlockBytes> block = store_->ReadBlock(tenant_, fingerprint_, manifest_,
+                                                         order_[index].first, order_[index].second);
     absl::MutexLock lock(&mutex_);
     slots_[index] = std::move(block);
   }

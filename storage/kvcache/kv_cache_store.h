@@ -184,6 +184,7 @@ class KvCacheStore {
     KvCacheStore* store_;
     const std::string tenant_;
     const CacheManifest manifest_;
+    const std::string fingerprint_;  // the manifest's model's, computed once
     const std::vector<std::pair<uint32_t, uint32_t>> order_;
     const size_t window_;
     absl::Mutex mutex_;
@@ -225,6 +226,11 @@ class KvCacheStore {
     uint64_t layers = 0;  // the model's: this digest stores as many blocks
   };
   absl::Status ValidateAgent(const std::string& agent_id) const;
+  // ReadBlock with the model's fingerprint already computed (a SHA-256, once
+  // per prefetcher rather than once per block).
+  absl::StatusOr<BlockBytes> ReadBlock(const std::string& tenant, const std::string& fingerprint,
+                                       const CacheManifest& manifest, uint32_t layer,
+                                       uint32_t block);
   // (Re)loads reference counts and totals from disk.
   absl::Status LoadCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Manifests under `prefix` in key order, after `resume_after` when set;
