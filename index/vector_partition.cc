@@ -72,8 +72,17 @@ class VectorPartition::BinarySpace final : public GraphSpace {
   const VectorPartition& partition_;
 };
 
-// Asymmetric distances from a float point to INT8 codes: squared L2, or
-// 1 - inner product (clamped at 0) for cosine and inner product.
+// Asymmetric distances from a float point to INT8 codes: squared L2 for L2,
+// 1 - inner product (clamped at 0) for cosine (unit vectors), and for inner
+// product the squared L2 distance after the MIPS-to-L2 reduction
+// (Bachrach et al., "Speeding up the Xbox recommender system using a
+// Euclidean transformation for inner-product spaces", RecSys 2014): every
+// stored vector x is seen as x' = [x, sqrt(M^2 - |x|^2)] with M the largest
+// norm in the partition, a query q as q' = [q, 0]. Then
+//   |q' - x'|^2 = |q|^2 + M^2 - 2 q.x,
+// so L2 order in the reduced space is inner-product order, and the graph
+// gets a true metric to prune with. Only the extra coordinate's term needs
+// the node's norm; the inner product comes from the INT8 kernel.
 class VectorPartition::Int8Space final : public GraphSpace {
  public:
   Int8Space(const VectorPartition& partition, const ScalarQuantizer& quantizer)
@@ -81,8 +90,16 @@ class VectorPartition::Int8Space final : public GraphSpace {
 
   class FloatPoint final : public Point {
    public:
-    FloatPoint(const VectorPartition& partition, ScalarQuantizer::Query query, bool l2)
-        : partition_(partition), query_(std::move(query)), l2_(l2) {}
+    // `squared_norm`, `extra`: |point|^2 and its extra coordinate (0 for a
+    // query); `max_squared_norm`: M^2 as the point was made.
+    FloatPoint(const VectorPartition& partition, ScalarQuantizer::Query query, Metric metric,
+               float squared_norm, float extra, float max_squared_norm)
+        : partition_(partition),
+          query_(std::move(query)),
+          metric_(metric),
+          constant_(squared_norm + extra * extra + max_squared_norm),
+          extra_(extra),
+          max_squared_norm_(max_squared_norm) {}
     void Distances(const uint32_t* nodes, size_t count, float* out) const override {
       const size_t code_bytes = partition_.options_.dimension;
       for (size_t i = 0; i < count; ++i) {
@@ -90,28 +107,63 @@ class VectorPartition::Int8Space final : public GraphSpace {
         for (size_t line = 0; line < code_bytes; line += 64) Prefetch(code + line);
       }
       for (size_t i = 0; i < count; ++i) {
-        float distance = query_.Distance(partition_.int8_.At(nodes[i]));
-        out[i] = l2_ ? distance : std::max(0.0f, 1.0f + distance);
+        const float distance = query_.Distance(partition_.int8_.At(nodes[i]));
+        switch (metric_) {
+          case Metric::kL2:
+            out[i] = distance;
+            break;
+          case Metric::kCosine:
+            out[i] = std::max(0.0f, 1.0f + distance);
+            break;
+          case Metric::kInnerProduct: {
+            // distance is -q.x; the extra coordinates add -2 e_q e_x.
+            float cross = 0;
+            if (extra_ != 0) {
+              cross = extra_ *
+                      ExtraCoordinate(*partition_.squared_norms_.At(nodes[i]), max_squared_norm_);
+            }
+            out[i] = std::max(0.0f, constant_ + 2.0f * distance - 2.0f * cross);
+            break;
+          }
+        }
       }
     }
 
    private:
     const VectorPartition& partition_;
     ScalarQuantizer::Query query_;
-    bool l2_;
+    Metric metric_;
+    float constant_;  // |p'|^2 + M^2
+    float extra_;
+    float max_squared_norm_;
   };
 
   std::unique_ptr<Point> NodePoint(uint32_t node) const override {
-    return QueryPoint(partition_.vectors_.At(node));
+    const float max_squared_norm = partition_.max_squared_norm();
+    const float squared_norm = *partition_.squared_norms_.At(node);
+    return MakePoint(partition_.vectors_.At(node), squared_norm,
+                     ExtraCoordinate(squared_norm, max_squared_norm), max_squared_norm);
   }
   std::unique_ptr<Point> QueryPoint(const float* query) const {
-    const Metric metric = partition_.options_.metric;
-    return std::make_unique<FloatPoint>(
-        partition_, quantizer_.Prepare({query, partition_.options_.dimension}, metric),
-        metric == Metric::kL2);
+    const size_t dim = partition_.options_.dimension;
+    float squared_norm = 0;
+    for (size_t i = 0; i < dim; ++i) squared_norm += query[i] * query[i];
+    return MakePoint(query, squared_norm, 0.0f, partition_.max_squared_norm());
   }
 
  private:
+  // sqrt(M^2 - |x|^2), 0 for a vector beyond M (added after M was read).
+  static float ExtraCoordinate(float squared_norm, float max_squared_norm) {
+    return std::sqrt(std::max(0.0f, max_squared_norm - squared_norm));
+  }
+  std::unique_ptr<Point> MakePoint(const float* vector, float squared_norm, float extra,
+                                   float max_squared_norm) const {
+    const Metric metric = partition_.options_.metric;
+    return std::make_unique<FloatPoint>(
+        partition_, quantizer_.Prepare({vector, partition_.options_.dimension}, metric), metric,
+        squared_norm, extra, max_squared_norm);
+  }
+
   const VectorPartition& partition_;
   const ScalarQuantizer& quantizer_;
 };
@@ -149,6 +201,7 @@ VectorPartition::VectorPartition(const PartitionOptions& options)
       int8_(options.dimension),
       attributes_(std::max<uint32_t>(options.attribute_bytes, 1)),
       deleted_(1),
+      squared_norms_(1),
       structure_(std::make_shared<Structure>()) {}
 
 VectorPartition::~VectorPartition() = default;
@@ -210,16 +263,28 @@ void VectorPartition::AppendNode(uint64_t id, const float* vector, const uint8_t
   int8_.Reserve(node + 1);
   attributes_.Reserve(node + 1);
   deleted_.Reserve(node + 1);
+  squared_norms_.Reserve(node + 1);
   *ids_.At(node) = id;
   if (options_.attribute_bytes > 0) {
     std::copy_n(attributes, options_.attribute_bytes, attributes_.At(node));
   }
   std::vector<float> prepared = PrepareQuery({vector, options_.dimension});
   std::copy(prepared.begin(), prepared.end(), vectors_.At(node));
+  RecordSquaredNorm(node);
   binary_codes_.Encode(prepared.data(), binary_.At(node));
   if (quantizer_ != nullptr) quantizer_->Encode(prepared.data(), int8_.At(node));
   node_of_id_[id] = node;
   node_count_.store(node + 1, std::memory_order_release);
+}
+
+void VectorPartition::RecordSquaredNorm(uint32_t node) {
+  const float squared_norm =
+      kernels_.inner_product(vectors_.At(node), vectors_.At(node), options_.dimension);
+  *squared_norms_.At(node) = squared_norm;
+  // Only the writer raises it (under write_mutex_); readers load it.
+  if (squared_norm > max_squared_norm_.load(std::memory_order_relaxed)) {
+    max_squared_norm_.store(squared_norm, std::memory_order_release);
+  }
 }
 
 void VectorPartition::FitQuantizer() {

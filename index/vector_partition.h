@@ -12,6 +12,12 @@
 // default beam width is calibrated to the smallest that reaches the target,
 // and measured again each time the partition doubles.
 //
+// Inner product on vectors of any norm: the INT8 graph space reduces
+// maximum inner product search to L2 (an extra coordinate per vector, see
+// Int8Space in the .cc), so graph edges, pruning and the exhaustive code
+// scan follow inner-product order; binary codes see directions only, and the
+// recall check rejects them when norms matter.
+//
 // Lifecycle: empty -> exact float scan (below quantize_threshold vectors) ->
 // exhaustive code scan (INT8 ranges fitted) -> graph (from graph_threshold;
 // later vectors are inserted incrementally).
@@ -219,6 +225,9 @@ class VectorPartition {
   // Appends one node's data (float, codes) and publishes it.
   void AppendNode(uint64_t id, const float* vector, const uint8_t* attributes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  // Stores |vector|^2 of a node whose vector is written, and raises M^2.
+  void RecordSquaredNorm(uint32_t node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  float max_squared_norm() const { return max_squared_norm_.load(std::memory_order_acquire); }
   void FitQuantizer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   // Measures the sample recall again after growth; builds the graph again
   // when binary codes no longer reach the target.
@@ -268,6 +277,11 @@ class VectorPartition {
   ChunkedArray<uint8_t> int8_;        // written once the quantizer is fitted
   ChunkedArray<uint8_t> attributes_;  // attribute_bytes per node (see PartitionOptions)
   ChunkedArray<std::atomic<uint8_t>> deleted_;
+  // |vector|^2 per node, and the largest (M^2): the inner-product graph
+  // space's reduction to L2 (see Int8Space) needs them. Not in snapshots:
+  // recomputed from the vectors when one is loaded.
+  ChunkedArray<float> squared_norms_;
+  std::atomic<float> max_squared_norm_{0};
   std::atomic<uint32_t> node_count_{0};
   std::atomic<uint64_t> deleted_count_{0};
   std::atomic<uint64_t> changes_{0};

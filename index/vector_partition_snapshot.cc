@@ -19,7 +19,9 @@ namespace {
 
 constexpr uint64_t kMagic = 0x50564d4152474e45ull;  // "ENGRAMVP"
 // 2: node data in runs of the geometric chunks (16, 32, 64, ... nodes).
-constexpr uint32_t kFormatVersion = 2;
+// 3: inner-product graphs are built in the MIPS-to-L2 reduced space; the
+//    graphs of version 2 were built over clamped distances and are rebuilt.
+constexpr uint32_t kFormatVersion = 3;
 
 // Calls `run(first_node, count)` for consecutive nodes below `node_count`
 // that share a chunk (so their data is contiguous).
@@ -132,6 +134,7 @@ absl::StatusOr<std::unique_ptr<VectorPartition>> VectorPartition::Load(
   p.int8_.Reserve(count);
   p.attributes_.Reserve(count);
   p.deleted_.Reserve(count);
+  p.squared_norms_.Reserve(count);
   bool ok = true;
   uint64_t deleted = 0;
   ForEachRun(count, [&](uint32_t first, uint32_t n) {
@@ -150,6 +153,7 @@ absl::StatusOr<std::unique_ptr<VectorPartition>> VectorPartition::Load(
     }
   });
   if (!ok) return corrupt("truncated vectors");
+  for (uint32_t node = 0; node < count; ++node) p.RecordSquaredNorm(node);
   uint8_t has_quantizer = 0;
   if (!in.Get(&has_quantizer)) return corrupt("truncated quantizer");
   if (has_quantizer) {

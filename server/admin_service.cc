@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/status_convert.h"
+#include "server/tenant.h"
 
 namespace engram::server {
 namespace {
@@ -118,7 +119,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
   bool finished_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
-void PartitionToProto(const PartitionReport& report, v1::PartitionStats* out) {
+void PartitionToProto(const retrieval::PartitionReport& report, v1::PartitionStats* out) {
   out->set_space(report.space);
   out->set_agent_id(report.agent_id);
   out->set_vectors(report.stats.vectors);
@@ -140,7 +141,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
                                                   const v1::StatsRequest*,
                                                   v1::StatsResponse* response) {
   return runner_->Unary(context, "Stats", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::vector<SpaceInfo>> spaces = store_->ListSpaces(kDefaultTenant);
+    const std::string& tenant = TenantOf(context);
+    absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(tenant);
     if (!spaces.ok()) return spaces.status();
     for (const SpaceInfo& space : *spaces) {
       v1::SpaceStats* out = response->add_spaces();
@@ -159,17 +161,25 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
     response->set_sync_writes(config_.store.sync_writes);
     response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
     response->set_version(kVersion);
-    index_->Flush();  // report every acknowledged write
-    for (const PartitionReport& report : index_->Stats(kDefaultTenant)) {
+    // What the partitions hold now; writes still queued are counted in
+    // index_health.queued (Stats never waits for the indexer).
+    for (const retrieval::PartitionReport& report : engine_->IndexStats(tenant)) {
       PartitionToProto(report, response->add_partitions());
     }
-    const EpisodeIndex::LoadReport load = index_->last_load();
+    const retrieval::IndexHealth health = engine_->Health();
+    v1::IndexHealth* index_health = response->mutable_index_health();
+    index_health->set_queued(health.queued);
+    index_health->set_add_failures(health.add_failures);
+    index_health->set_healed(health.healed);
+    index_health->set_snapshot_failures(health.snapshot_failures);
+    index_health->set_last_error(health.last_error);
+    const retrieval::EpisodeIndex::LoadReport load = engine_->IndexLoadReport();
     v1::IndexLoadStats* index_load = response->mutable_index_load();
     index_load->set_partitions_from_snapshots(load.partitions_from_snapshots);
     index_load->set_vectors_from_snapshots(load.vectors_from_snapshots);
     index_load->set_vectors_read_from_store(load.vectors_read_from_store);
     index_load->set_spaces_rebuilt(load.spaces_rebuilt);
-    const index::ScannerStats scan = index_->ScanStats();
+    const index::ScannerStats scan = engine_->ScanStats();
     v1::ScanStats* out = response->mutable_scan();
     out->set_backend(scan.backend);
     out->set_reason(scan.reason);
@@ -202,20 +212,20 @@ grpc::ServerWriteReactor<v1::CompactProgress>* AdminServiceImpl::Compact(
 }
 
 grpc::ServerWriteReactor<v1::RebuildIndexProgress>* AdminServiceImpl::RebuildIndex(
-    grpc::CallbackServerContext*, const v1::RebuildIndexRequest* request) {
+    grpc::CallbackServerContext* context, const v1::RebuildIndexRequest* request) {
   using Reactor = ProgressReactor<v1::RebuildIndexProgress>;
   return new Reactor(runner_, "RebuildIndex",
-                     [index = index_, space = request->space()](const Reactor::Report& report,
-                                                                std::atomic<bool>*) {
+                     [engine = engine_, tenant = TenantOf(context), space = request->space()](
+                         const Reactor::Report& report, std::atomic<bool>*) {
                        uint64_t total = 0;
-                       absl::Status status = index->Rebuild(kDefaultTenant, space,
-                                                            [&](uint64_t indexed, uint64_t of) {
-                                                              total = of;
-                                                              v1::RebuildIndexProgress progress;
-                                                              progress.set_indexed(indexed);
-                                                              progress.set_total(of);
-                                                              report(std::move(progress));
-                                                            });
+                       absl::Status status =
+                           engine->RebuildIndex(tenant, space, [&](uint64_t indexed, uint64_t of) {
+                             total = of;
+                             v1::RebuildIndexProgress progress;
+                             progress.set_indexed(indexed);
+                             progress.set_total(of);
+                             report(std::move(progress));
+                           });
                        if (status.ok()) {
                          v1::RebuildIndexProgress progress;
                          progress.set_indexed(total);

@@ -5,8 +5,8 @@
 
 #include "absl/time/time.h"
 #include "engram/v1/admin.grpc.pb.h"
+#include "retrieval/engine.h"
 #include "server/config.h"
-#include "server/episode_index.h"
 #include "server/rpc_runner.h"
 #include "storage/episode_store.h"
 
@@ -14,9 +14,12 @@ namespace engram::server {
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(storage::EpisodeStore* store, EpisodeIndex* index, RpcRunner* runner,
-                   const ServerConfig& config)
-      : store_(store), index_(index), runner_(runner), config_(config), started_(absl::Now()) {}
+  AdminServiceImpl(retrieval::Engine* engine, RpcRunner* runner, const ServerConfig& config)
+      : engine_(engine),
+        store_(&engine->store()),
+        runner_(runner),
+        config_(config),
+        started_(absl::Now()) {}
 
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
                                   const v1::StatsRequest* request,
@@ -42,8 +45,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
       grpc::CallbackServerContext* context, const v1::RebuildIndexRequest* request) override;
 
  private:
-  storage::EpisodeStore* store_;
-  EpisodeIndex* index_;
+  retrieval::Engine* engine_;
+  storage::EpisodeStore* store_;  // the engine's: compaction, checkpoints, backups
   RpcRunner* runner_;
   const ServerConfig config_;
   const absl::Time started_;

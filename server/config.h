@@ -7,40 +7,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "retrieval/episode_index.h"
 #include "storage/episode_store.h"
 
 namespace engram::server {
 
-// The vector index (server/episode_index.h, index/vector_partition.h).
-struct IndexConfig {
-  // Vectors an agent's partition needs before its INT8 ranges are fitted;
-  // smaller partitions are scanned with exact float distances. Default: 256.
-  uint32_t quantize_threshold = 256;
-  // Vectors at which a partition gets a Vamana graph; below it its codes are
-  // scanned exhaustively. Default: 4096.
-  uint32_t graph_threshold = 4096;
-  // R: most out-edges per graph node. Default: 64.
-  uint32_t max_degree = 64;
-  // L while building: beam width of the search that finds a new node's
-  // neighbours. Default: 128.
-  uint32_t build_beam_width = 128;
-  // RobustPrune's alpha. Default: 1.2.
-  float alpha = 1.2f;
-  // Search beam width before calibration; each graph doubles it until its
-  // sample recall reaches target_recall. Default: 64.
-  uint32_t default_beam_width = 64;
-  // Recall@10 each graph must reach on a sample of its own vectors; binary
-  // codes that cannot make the partition use INT8 codes. Default: 0.95.
-  float target_recall = 0.95f;
-  // Threads that build a graph; 0: all hardware threads. Default: 0.
-  int build_threads = 0;
-  // Where partition snapshots are written; "" means <data_dir>/index.
-  // Default: "".
-  std::string snapshot_dir;
-  // Seconds between snapshots of partitions that changed; 0 disables the
-  // periodic snapshot (one is still written at shutdown). Default: 300.
-  int snapshot_interval_s = 300;
-};
+// The vector index (retrieval/episode_index.h, index/vector_partition.h).
+using IndexConfig = retrieval::IndexOptions;
 
 // The KV cache store (storage/kvcache, server/kv_cache_service.h).
 struct KvConfig {

@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "retrieval/engine.h"
 #include "server/admin_service.h"
-#include "server/episode_index.h"
 #include "server/kv_cache_service.h"
 #include "server/memory_service.h"
 #include "server/metrics.h"
@@ -27,21 +27,24 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
-  index::ScannerOptions scanner;
-  scanner.use_gpu = config.gpu.enabled;
-  scanner.budget_bytes = config.gpu.budget_mb << 20;
-  scanner.precision =
+  retrieval::EngineOptions engine_options;
+  engine_options.index = config.index;
+  engine_options.default_snapshot_dir =
+      (std::filesystem::path(config.store.data_dir) / "index").string();
+  engine_options.scanner.use_gpu = config.gpu.enabled;
+  engine_options.scanner.budget_bytes = config.gpu.budget_mb << 20;
+  engine_options.scanner.precision =
       config.gpu.precision == "fp32" ? index::Precision::kFp32 : index::Precision::kFp16;
-  scanner.batch_window = absl::Microseconds(config.gpu.batch_window_us);
-  scanner.max_batch = static_cast<size_t>(config.gpu.max_batch);
-  server->index_ = std::make_unique<EpisodeIndex>(
-      config.index, server->store_.get(),
-      (std::filesystem::path(config.store.data_dir) / "index").string(), std::move(scanner));
-  const index::ScannerStats scan = server->index_->ScanStats();
-  spdlog::info("event=scan_backend backend={} reason=\"{}\"", scan.backend, scan.reason);
-  server->index_->set_max_k(static_cast<uint32_t>(config.max_k));
+  engine_options.scanner.batch_window = absl::Microseconds(config.gpu.batch_window_us);
+  engine_options.scanner.max_batch = static_cast<size_t>(config.gpu.max_batch);
+  engine_options.max_k = static_cast<uint32_t>(config.max_k);
   absl::Time index_start = absl::Now();
-  if (absl::Status loaded = server->index_->Load(); !loaded.ok()) return loaded;
+  absl::StatusOr<std::unique_ptr<retrieval::Engine>> engine =
+      retrieval::Engine::Open(server->store_.get(), std::move(engine_options));
+  if (!engine.ok()) return engine.status();
+  server->engine_ = *std::move(engine);
+  const index::ScannerStats scan = server->engine_->ScanStats();
+  spdlog::info("event=scan_backend backend={} reason=\"{}\"", scan.backend, scan.reason);
   spdlog::info("event=index_ready seconds={:.2f}",
                absl::ToDoubleSeconds(absl::Now() - index_start));
   storage::EpisodeStore::KvColumnFamilies kv_cfs = server->store_->kv_column_families();
@@ -77,10 +80,10 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   });
   server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
   server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
-  server->memory_service_ = std::make_unique<MemoryServiceImpl>(
-      server->store_.get(), server->index_.get(), server->runner_.get(), config);
-  server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->store_.get(), server->index_.get(), server->runner_.get(), config);
+  server->memory_service_ =
+      std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
+  server->admin_service_ =
+      std::make_unique<AdminServiceImpl>(server->engine_.get(), server->runner_.get(), config);
   server->kv_service_ =
       std::make_unique<KvCacheServiceImpl>(server->kv_store_.get(), server->runner_.get(), config);
 
@@ -120,12 +123,12 @@ absl::Status EngramServer::Shutdown() {
   grpc_server_->Wait();
   pool_.reset();
   metrics_.reset();  // its scrape sources read the stores closed below
-  index_->Flush();
-  absl::Status snapshotted = index_->SaveSnapshots();
+  engine_->FlushIndex();
+  absl::Status snapshotted = engine_->SaveSnapshots();
   if (!snapshotted.ok()) {
     spdlog::error("event=index_snapshot_failed error=\"{}\"", snapshotted.ToString());
   }
-  index_.reset();
+  engine_.reset();
   kv_store_.reset();
   absl::Status synced = store_->SyncWal();
   store_.reset();

@@ -16,12 +16,14 @@ class EpisodeStore;
 namespace engram::kvcache {
 class KvCacheStore;
 }
+namespace engram::retrieval {
+class Engine;
+}
 
 namespace engram::server {
 
 class AdminServiceImpl;
 class KvCacheServiceImpl;
-class EpisodeIndex;
 class MemoryServiceImpl;
 class Metrics;
 class RpcRunner;
@@ -49,7 +51,7 @@ class EngramServer {
   int port_ = 0;
   bool shut_down_ = false;
   std::unique_ptr<storage::EpisodeStore> store_;
-  std::unique_ptr<EpisodeIndex> index_;
+  std::unique_ptr<retrieval::Engine> engine_;
   std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ThreadPool> pool_;

@@ -1,6 +1,5 @@
 #include "server/memory_service.h"
 
-#include "server/exact_search.h"
 #include "server/proto_convert.h"
 #include "server/tenant.h"
 
@@ -16,7 +15,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerCon
     space.name = request->space().name();
     space.dimension = request->space().dimension();
     space.metric = *metric;
-    absl::StatusOr<SpaceInfo> created = store_->CreateSpace(TenantOf(context), space);
+    absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
     if (!created.ok()) return created.status();
     SpaceToProto(*created, response->mutable_space());
     return absl::OkStatus();
@@ -27,7 +26,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetSpace(grpc::CallbackServerContex
                                                       const v1::GetSpaceRequest* request,
                                                       v1::GetSpaceResponse* response) {
   return runner_->Unary(context, "GetSpace", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<SpaceInfo> space = store_->GetSpace(TenantOf(context), request->name());
+    absl::StatusOr<SpaceInfo> space = engine_->GetSpace(TenantOf(context), request->name());
     if (!space.ok()) return space.status();
     SpaceToProto(*space, response->mutable_space());
     return absl::OkStatus();
@@ -38,7 +37,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListSpaces(grpc::CallbackServerCont
                                                         const v1::ListSpacesRequest*,
                                                         v1::ListSpacesResponse* response) {
   return runner_->Unary(context, "ListSpaces", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::vector<SpaceInfo>> spaces = store_->ListSpaces(TenantOf(context));
+    absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(TenantOf(context));
     if (!spaces.ok()) return spaces.status();
     for (const SpaceInfo& space : *spaces) SpaceToProto(space, response->add_spaces());
     return absl::OkStatus();
@@ -49,9 +48,8 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteSpace(grpc::CallbackServerCon
                                                          const v1::DeleteSpaceRequest* request,
                                                          v1::DeleteSpaceResponse* response) {
   return runner_->Unary(context, "DeleteSpace", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<uint64_t> deleted = store_->DeleteSpace(TenantOf(context), request->name());
+    absl::StatusOr<uint64_t> deleted = engine_->DeleteSpace(TenantOf(context), request->name());
     if (!deleted.ok()) return deleted.status();
-    index_->DropSpace(TenantOf(context), request->name());
     response->set_deleted_episodes(*deleted);
     return absl::OkStatus();
   });
@@ -71,27 +69,12 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
       }
       writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
     }
-    std::vector<Episode> written;
-    written.reserve(writes.size());
-    for (const EpisodeWrite& write : writes) written.push_back(write.episode);
-    const std::string& tenant = TenantOf(context);
     absl::StatusOr<std::vector<PutResult>> results =
-        store_->PutEpisodes(tenant, request->space(), std::move(writes));
+        engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes));
     if (!results.ok()) return results.status();
-    std::vector<Episode> indexed;
-    for (size_t i = 0; i < results->size(); ++i) {
-      const PutResult& result = (*results)[i];
+    for (const PutResult& result : *results) {
       response->add_ids(result.id);
       response->add_deduplicated(result.deduplicated);
-      if (!result.deduplicated) {
-        written[i].id = result.id;
-        written[i].version = 1;
-        indexed.push_back(std::move(written[i]));
-      }
-    }
-    if (!indexed.empty()) {
-      absl::StatusOr<SpaceInfo> space = store_->GetSpace(tenant, request->space());
-      if (space.ok()) index_->Upsert(tenant, *space, indexed);
     }
     return absl::OkStatus();
   });
@@ -102,7 +85,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetEpisode(grpc::CallbackServerCont
                                                         v1::GetEpisodeResponse* response) {
   return runner_->Unary(context, "GetEpisode", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<Episode> episode =
-        store_->GetEpisode(TenantOf(context), request->space(), request->id());
+        engine_->GetEpisode(TenantOf(context), request->space(), request->id());
     if (!episode.ok()) return episode.status();
     EpisodeToProto(*episode, /*include_embedding=*/true, response->mutable_episode());
     return absl::OkStatus();
@@ -125,11 +108,9 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
     if (!fields.ok()) return fields.status();
     EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                          *std::move(fields)};
-    const std::string& tenant = TenantOf(context);
-    absl::StatusOr<Episode> updated = store_->UpdateEpisode(tenant, request->space(), update);
+    absl::StatusOr<Episode> updated =
+        engine_->UpdateEpisode(TenantOf(context), request->space(), update);
     if (!updated.ok()) return updated.status();
-    absl::StatusOr<SpaceInfo> space = store_->GetSpace(tenant, request->space());
-    if (space.ok()) index_->Upsert(tenant, *space, {*updated});
     EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
     return absl::OkStatus();
   });
@@ -140,7 +121,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetHistory(grpc::CallbackServerCont
                                                         v1::GetHistoryResponse* response) {
   return runner_->Unary(context, "GetHistory", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<std::vector<Episode>> versions =
-        store_->GetHistory(TenantOf(context), request->space(), request->id());
+        engine_->GetHistory(TenantOf(context), request->space(), request->id());
     if (!versions.ok()) return versions.status();
     for (const Episode& version : *versions) {
       EpisodeToProto(version, /*include_embedding=*/true, response->add_versions());
@@ -172,11 +153,9 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
       case v1::DeleteEpisodesRequest::TARGET_NOT_SET:
         return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
     }
-    std::vector<uint64_t> deleted_ids;
     absl::StatusOr<uint64_t> deleted =
-        store_->DeleteEpisodes(TenantOf(context), request->space(), target, &deleted_ids);
+        engine_->DeleteEpisodes(TenantOf(context), request->space(), target);
     if (!deleted.ok()) return deleted.status();
-    index_->Remove(TenantOf(context), request->space(), deleted_ids);
     response->set_deleted(*deleted);
     return absl::OkStatus();
   });
@@ -188,7 +167,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerCo
   return runner_->Unary(context, "ListEpisodes", [=, this](absl::Time) -> absl::Status {
     absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
     if (!filter.ok()) return filter.status();
-    absl::StatusOr<EpisodePage> page = store_->ListEpisodes(
+    absl::StatusOr<EpisodePage> page = engine_->ListEpisodes(
         TenantOf(context), request->space(), *filter, request->page_size(), request->page_token());
     if (!page.ok()) return page.status();
     for (const Episode& episode : page->episodes) {
@@ -205,36 +184,19 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
   return runner_->Unary(context, "Search", [=, this](absl::Time deadline) -> absl::Status {
     absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
     if (!filter.ok()) return filter.status();
-    const std::span<const float> query(request->query().data(), request->query().size());
-    if (request->exact()) {
-      absl::StatusOr<SearchResult> result =
-          ExactSearch(*store_, TenantOf(context), request->space(), query, request->k(), max_k_,
-                      *filter, deadline);
-      if (!result.ok()) return result.status();
-      for (const auto& [score, episode] : result->hits) {
-        v1::SearchHit* hit = response->add_hits();
-        hit->set_score(score);
-        EpisodeToProto(episode, request->include_embedding(), hit->mutable_episode());
-      }
-      response->set_route("exact");
-      response->set_scanned(result->scanned);
-      return absl::OkStatus();
-    }
-    absl::StatusOr<IndexSearchResult> result = index_->Search(TenantOf(context), request->space(),
-                                                              {.query = query,
-                                                               .k = request->k(),
-                                                               .beam_width = request->beam_width(),
-                                                               .scan = request->scan(),
-                                                               .filter = *std::move(filter),
-                                                               .deadline = deadline});
+    retrieval::SearchRequest search;
+    search.query = std::span<const float>(request->query().data(), request->query().size());
+    search.k = request->k();
+    search.beam_width = request->beam_width();
+    search.route = request->exact()  ? retrieval::Route::kExact
+                   : request->scan() ? retrieval::Route::kScan
+                                     : retrieval::Route::kIndex;
+    search.filter = *std::move(filter);
+    search.deadline = deadline;
+    absl::StatusOr<retrieval::SearchResult> result =
+        engine_->Search(TenantOf(context), request->space(), search);
     if (!result.ok()) return result.status();
-    for (const auto& [score, episode] : result->hits) {
-      v1::SearchHit* hit = response->add_hits();
-      hit->set_score(score);
-      EpisodeToProto(episode, request->include_embedding(), hit->mutable_episode());
-    }
-    response->set_route(result->route);
-    response->set_scanned(result->candidates);
+    SearchResultToProto(*result, request->include_embedding(), response);
     return absl::OkStatus();
   });
 }

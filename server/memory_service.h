@@ -1,25 +1,19 @@
-// engram.v1.MemoryService: translates requests to EpisodeStore and
-// EpisodeIndex calls and results back to protos; writes reach the index after
-// the store acknowledged them. No business logic lives here; every handler
-// runs on the worker pool through RpcRunner.
+// engram.v1.MemoryService: translates requests to calls of the retrieval
+// engine (retrieval/engine.h) and its results back to protos. No business
+// logic lives here; every handler runs on the worker pool through RpcRunner.
 #pragma once
 
 #include "engram/v1/memory.grpc.pb.h"
+#include "retrieval/engine.h"
 #include "server/config.h"
-#include "server/episode_index.h"
 #include "server/rpc_runner.h"
-#include "storage/episode_store.h"
 
 namespace engram::server {
 
 class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
  public:
-  MemoryServiceImpl(storage::EpisodeStore* store, EpisodeIndex* index, RpcRunner* runner,
-                    const ServerConfig& config)
-      : store_(store),
-        index_(index),
-        runner_(runner),
-        max_k_(static_cast<uint32_t>(config.max_k)) {}
+  MemoryServiceImpl(retrieval::Engine* engine, RpcRunner* runner)
+      : engine_(engine), runner_(runner) {}
 
   grpc::ServerUnaryReactor* CreateSpace(grpc::CallbackServerContext* context,
                                         const v1::CreateSpaceRequest* request,
@@ -56,10 +50,8 @@ class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
                                    v1::SearchResponse* response) override;
 
  private:
-  storage::EpisodeStore* store_;
-  EpisodeIndex* index_;
+  retrieval::Engine* engine_;
   RpcRunner* runner_;
-  uint32_t max_k_;
 };
 
 }  // namespace engram::server

@@ -112,6 +112,24 @@ void EpisodeToProto(const Episode& e, bool include_embedding, v1::Episode* out) 
   out->set_updated_at_us(e.updated_at_us);
 }
 
+void SearchResultToProto(const retrieval::SearchResult& result, bool include_embedding,
+                         v1::SearchResponse* out) {
+  out->mutable_hits()->Reserve(static_cast<int>(result.hits.size()));
+  for (const retrieval::SearchHit& hit : result.hits) {
+    v1::SearchHit* wire = out->add_hits();
+    wire->set_score(hit.score);
+    EpisodeToProto(hit.episode, include_embedding, wire->mutable_episode());
+  }
+  out->set_route(retrieval::RouteName(result.route));
+  out->set_scanned(result.candidates);
+  for (const retrieval::StageReport& stage : result.stages) {
+    v1::SearchStage* wire = out->add_stages();
+    wire->set_name(stage.name);
+    wire->set_candidates(stage.candidates);
+    wire->set_micros(absl::ToInt64Microseconds(stage.time));
+  }
+}
+
 absl::StatusOr<EpisodeFilter> FilterFromProto(const v1::EpisodeFilter& in) {
   EpisodeFilter filter;
   filter.agent_id = in.agent_id();

@@ -1,10 +1,11 @@
 // Translation between the wire contract (engram.v1 protos) and the domain
-// types of storage/episode.h. Malformed wire values (an unset oneof, an
+// types of storage/episode.h and retrieval/search.h. Malformed wire values (an unset oneof, an
 // unknown enum or update-mask path) are INVALID_ARGUMENT naming the field.
 #pragma once
 
 #include "absl/status/statusor.h"
 #include "engram/v1/memory.pb.h"
+#include "retrieval/search.h"
 #include "storage/episode.h"
 
 namespace engram::server {
@@ -16,6 +17,10 @@ void SpaceToProto(const SpaceInfo& space, v1::Space* out);
 
 absl::StatusOr<Episode> EpisodeFromProto(const v1::Episode& episode);
 void EpisodeToProto(const Episode& episode, bool include_embedding, v1::Episode* out);
+
+// Hits, route, candidates and stages.
+void SearchResultToProto(const retrieval::SearchResult& result, bool include_embedding,
+                         v1::SearchResponse* out);
 
 absl::StatusOr<EpisodeFilter> FilterFromProto(const v1::EpisodeFilter& filter);
 

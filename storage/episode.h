@@ -55,6 +55,16 @@ struct EpisodeWrite {
 struct PutResult {
   uint64_t id = 0;
   bool deduplicated = false;
+  // The record as written (defaults filled in, id, version and timestamps
+  // assigned): what the indexes must hold. Empty when deduplicated.
+  Episode written;
+};
+
+// Where an episode lives: its agent is part of the record's key, so a reader
+// that knows it (the index does) reads the record with one lookup.
+struct EpisodeRef {
+  std::string agent_id;
+  uint64_t id = 0;
 };
 
 // Fields of an episode that UpdateEpisode can replace.

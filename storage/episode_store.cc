@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
@@ -294,6 +295,30 @@ absl::StatusOr<SpaceInfo> EpisodeStore::GetSpace(const std::string& tenant,
   return space;
 }
 
+absl::StatusOr<SpaceInfo> EpisodeStore::LookupSpace(const std::string& tenant,
+                                                    const std::string& name) {
+  absl::ReaderMutexLock lock(&space_mutex_);
+  return FindSpace(tenant, name);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, SpaceInfo>>> EpisodeStore::ListAllSpaces() {
+  std::vector<std::pair<std::string, SpaceInfo>> spaces;
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    for (const auto& [key, space] : spaces_) {
+      KeyReader reader(key);
+      absl::StatusOr<std::string> tenant = reader.ReadString();
+      if (!tenant.ok()) return absl::DataLossError("malformed space key");
+      spaces.emplace_back(*std::move(tenant), space);
+    }
+  }
+  for (auto& [tenant, space] : spaces) space.episode_count = EpisodeCount(tenant, space.name);
+  std::sort(spaces.begin(), spaces.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first, a.second.name) < std::tie(b.first, b.second.name);
+  });
+  return spaces;
+}
+
 absl::StatusOr<std::vector<SpaceInfo>> EpisodeStore::ListSpaces(const std::string& tenant) {
   absl::ReaderMutexLock lock(&space_mutex_);
   std::string prefix = KeyBuilder().AddString(tenant).Release();
@@ -449,7 +474,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     if (!writes[i].request_id.empty()) {
       const rocksdb::Status& lookup = lookups[request_index];
       if (lookup.ok()) {
-        results[i] = {DecodeFixed64(found_ids[request_index]), true};
+        results[i] = {DecodeFixed64(found_ids[request_index]), true, {}};
         ++request_index;
         continue;
       }
@@ -466,7 +491,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     if (!writes[i].request_id.empty()) {
       batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
     }
-    results[i] = {e.id, false};
+    results[i] = {e.id, false, {}};
     ++new_count;
     max_id = std::max(max_id, e.id);
   }
@@ -474,6 +499,9 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
   batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (!results[i].deduplicated) results[i].written = std::move(writes[i].episode);
+  }
   return results;
 }
 
@@ -510,6 +538,36 @@ absl::StatusOr<Episode> EpisodeStore::GetEpisode(const std::string& tenant,
         absl::StrCat("episode ", id, " expired at ", episode->expires_at_us, " us"));
   }
   return episode;
+}
+
+absl::StatusOr<std::vector<std::optional<Episode>>> EpisodeStore::GetEpisodes(
+    const std::string& tenant, const std::string& space, std::span<const EpisodeRef> refs) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  std::vector<std::string> keys;
+  keys.reserve(refs.size());
+  for (const EpisodeRef& ref : refs)
+    keys.push_back(EpisodeKey(tenant, space, ref.agent_id, ref.id));
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), handles_[kEpisodes], slices.size(), slices.data(),
+                values.data(), statuses.data());
+  const int64_t now_us = NowMicros();
+  std::vector<std::optional<Episode>> episodes(refs.size());
+  for (size_t i = 0; i < refs.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "reading episodes");
+    absl::StatusOr<Episode> episode = DecodeEpisode(values[i].ToStringView());
+    if (!episode.ok()) return episode.status();
+    if (episode->expires_at_us != 0 && episode->expires_at_us <= now_us) continue;
+    episodes[i] = *std::move(episode);
+  }
+  return episodes;
 }
 
 absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,

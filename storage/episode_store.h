@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -117,11 +119,17 @@ class EpisodeStore {
   // removes the space and all its episodes atomically and returns their count.
   absl::StatusOr<SpaceInfo> CreateSpace(const std::string& tenant, const SpaceInfo& space);
   absl::StatusOr<SpaceInfo> GetSpace(const std::string& tenant, const std::string& name);
+  // The space's fixed settings from memory, without the episode count (no
+  // disk read): what a search or a write needs to validate against.
+  absl::StatusOr<SpaceInfo> LookupSpace(const std::string& tenant, const std::string& name);
   absl::StatusOr<std::vector<SpaceInfo>> ListSpaces(const std::string& tenant);
   absl::StatusOr<uint64_t> DeleteSpace(const std::string& tenant, const std::string& name);
+  // Every space of every tenant, as (tenant, space) in key order, with counts.
+  absl::StatusOr<std::vector<std::pair<std::string, SpaceInfo>>> ListAllSpaces();
 
-  // Stores a batch all-or-nothing; results are in input order. A write whose
-  // request_id was applied before is not written again (deduplicated=true).
+  // Stores a batch all-or-nothing; results are in input order, each with the
+  // record as written. A write whose request_id was applied before is not
+  // written again (deduplicated=true).
   absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
                                                      const std::string& space,
                                                      std::vector<EpisodeWrite> writes);
@@ -129,6 +137,14 @@ class EpisodeStore {
   // NOT_FOUND for unknown, deleted or expired episodes.
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
                                      uint64_t id);
+
+  // Reads many episodes with one batched lookup (RocksDB MultiGet), in the
+  // order of `refs`; an entry is nullopt when the episode does not exist
+  // under that agent, was deleted or has expired. NOT_FOUND for an unknown
+  // space.
+  absl::StatusOr<std::vector<std::optional<Episode>>> GetEpisodes(const std::string& tenant,
+                                                                  const std::string& space,
+                                                                  std::span<const EpisodeRef> refs);
 
   // Replaces the selected fields, keeps the previous version in the history
   // and returns the new version. FAILED_PRECONDITION on a version mismatch.

@@ -112,12 +112,22 @@ class IndexTest : public testing::DaemonTest {
     return total == 0 ? 1.0 : static_cast<double>(hits) / total;
   }
 
+  // Stats once the background indexer has every acknowledged write in a
+  // partition (Stats itself never waits for it).
+  absl::StatusOr<v1::StatsResponse> IndexedStats() {
+    for (;;) {
+      auto stats = client_->Stats();
+      if (!stats.ok() || stats->index_health().queued() == 0) return stats;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
   std::string config_;
 };
 
 TEST_F(IndexTest, GraphSearchAgreesWithExactSearchUnderFilters) {
   Populate();
-  auto stats = client_->Stats();
+  auto stats = IndexedStats();
   ASSERT_TRUE(stats.ok());
   ASSERT_EQ(stats->partitions_size(), 2);
   const v1::PartitionStats& a = stats->partitions(0);
@@ -367,6 +377,7 @@ TEST_F(IndexTest, SnapshotsAreCheckedAgainstTheStore) {
 
   // Corrupt agent b's snapshot too: it must be detected and not trusted.
   for (const auto& tenant : std::filesystem::directory_iterator(dir_.Sub("data/index"))) {
+    if (!tenant.is_directory()) continue;  // the LAYOUT file
     for (const auto& space : std::filesystem::directory_iterator(tenant.path())) {
       const auto file = space.path() / "62.eix";  // hex of "b"
       ASSERT_TRUE(std::filesystem::exists(file));

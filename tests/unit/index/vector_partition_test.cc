@@ -132,6 +132,92 @@ TEST(VectorPartitionTest, ScoresAreExactForEveryMetric) {
   }
 }
 
+// Unclustered standard-normal rows, each scaled to a random norm in
+// [0.5, 2] x sqrt(dim): the data on which inner product once broke (every
+// INT8 distance clamped to 0 for inner products above 1).
+std::vector<float> RowsOfVariedNorm(size_t rows, size_t dim, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+  std::vector<float> data(rows * dim);
+  for (size_t r = 0; r < rows; ++r) {
+    double norm = 0;
+    for (size_t i = 0; i < dim; ++i) {
+      data[r * dim + i] = gauss(rng);
+      norm += double{data[r * dim + i]} * data[r * dim + i];
+    }
+    const float factor = scale(rng) * std::sqrt(static_cast<float>(dim) / norm);
+    for (size_t i = 0; i < dim; ++i) data[r * dim + i] *= factor;
+  }
+  return data;
+}
+
+// Every metric at every stage (exact scan, INT8 code scan, graph), on data
+// that is not unit length, with the calibrated default beam: recall@10
+// against the partition's exact search, for queries that are stored vectors
+// and for fresh ones.
+TEST(VectorPartitionTest, EveryMetricAndStageReachesRecallOnVectorsOfVariedNorm) {
+  const size_t dim = 64;
+  struct Stage {
+    size_t rows;
+    FirstStage expected;
+    bool graph;
+  };
+  for (Metric metric : {Metric::kInnerProduct, Metric::kL2, Metric::kCosine}) {
+    for (Stage stage :
+         {Stage{200, FirstStage::kExact, false}, Stage{1500, FirstStage::kInt8, false},
+          Stage{5000, FirstStage::kInt8, true}}) {
+      SCOPED_TRACE(testing::Message()
+                   << "metric " << static_cast<int>(metric) << ", " << stage.rows << " rows");
+      PartitionOptions options;
+      options.metric = metric;
+      options.dimension = dim;
+      options.quantize_threshold = 256;
+      options.graph_threshold = 4096;
+      options.graph.max_degree = 32;
+      options.graph.build_beam_width = 64;
+      auto partition = MakePartition(options);
+      std::vector<float> data = RowsOfVariedNorm(stage.rows, dim, 7);
+      ASSERT_TRUE(partition->AddBatch(Ids(stage.rows), data).ok());
+      PartitionStats stats = partition->Stats();
+      ASSERT_EQ(stats.has_graph, stage.graph);
+      if (!stage.graph) {
+        ASSERT_EQ(stats.first_stage, stage.expected);
+      }
+      std::vector<float> stored(data.begin(), data.begin() + 20 * dim);
+      EXPECT_GE(RecallAgainstExact(*partition, stored, dim), 0.95);
+      EXPECT_GE(RecallAgainstExact(*partition, RowsOfVariedNorm(20, dim, 8), dim), 0.95);
+    }
+  }
+}
+
+// The reproduction from the bug report: 300 standard-normal vectors (norms
+// about 8) in an inner-product partition past the quantize threshold; a
+// stored vector as the query must come back first.
+TEST(VectorPartitionTest, InnerProductFindsAStoredVectorPastTheQuantizeThreshold) {
+  const size_t dim = 64, rows = 300;
+  PartitionOptions options;
+  options.metric = Metric::kInnerProduct;
+  options.dimension = dim;
+  auto partition = MakePartition(options);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  std::vector<float> data(rows * dim);
+  for (float& v : data) v = gauss(rng);
+  ASSERT_TRUE(partition->AddBatch(Ids(rows), data).ok());
+  ASSERT_EQ(partition->Stats().first_stage, FirstStage::kInt8);
+  for (size_t q = 0; q < 20; ++q) {
+    PartitionSearch search;
+    search.query = {&data[q * dim], dim};
+    search.k = 10;
+    absl::StatusOr<std::vector<ScoredId>> found = partition->Search(search);
+    ASSERT_TRUE(found.ok()) << found.status();
+    ASSERT_FALSE(found->empty());
+    EXPECT_EQ(found->front().id, q + 1);
+  }
+  EXPECT_GE(RecallAgainstExact(*partition, data, dim), 0.95);
+}
+
 TEST(VectorPartitionTest, FiltersApplyDuringSearchAndFallBackWhenSelective) {
   const size_t dim = 16;
   PartitionOptions options;

@@ -1,20 +1,22 @@
-#include "server/episode_index.h"
+#include "retrieval/episode_index.h"
 
 #include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "index/exact_scorer.h"
-#include "server/exact_search.h"
+#include "index/snapshot_file.h"
 #include "storage/episode_filter.h"
 
-namespace engram::server {
+namespace engram::retrieval {
 namespace {
 
 // What graph traversal checks per vector (the rest of a filter is checked on
@@ -57,13 +59,15 @@ std::string SpaceKey(const std::string& tenant, const std::string& space) {
 }  // namespace
 
 struct EpisodeIndex::SpaceIndex {
-  explicit SpaceIndex(SpaceInfo space_info) : info(std::move(space_info)) {}
+  SpaceIndex(std::string tenant_name, SpaceInfo space_info)
+      : tenant(std::move(tenant_name)), info(std::move(space_info)) {}
 
   struct Entry {
     index::VectorPartition* partition;
     uint64_t version;
   };
 
+  const std::string tenant;
   const SpaceInfo info;
   mutable absl::Mutex mutex;
   absl::flat_hash_map<std::string, std::shared_ptr<index::VectorPartition>> partitions
@@ -91,50 +95,49 @@ struct EpisodeIndex::SpaceIndex {
   };
   std::vector<Pending> queued ABSL_GUARDED_BY(mutex);
   std::vector<Pending> applying ABSL_GUARDED_BY(mutex);
+  // Ids whose vectors must be re-read from the store (writes that landed
+  // just as a rebuild swapped this space in); the indexer does it.
+  std::vector<uint64_t> stale ABSL_GUARDED_BY(mutex);
 
-  std::vector<std::shared_ptr<index::VectorPartition>> Partitions(const std::string& agent) const
-      ABSL_LOCKS_EXCLUDED(mutex) {
+  // (agent, partition) of one agent, or of all when `agent` is empty.
+  std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> Partitions(
+      const std::string& agent) const ABSL_LOCKS_EXCLUDED(mutex) {
     absl::ReaderMutexLock lock(&mutex);
-    std::vector<std::shared_ptr<index::VectorPartition>> list;
+    std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> list;
     if (!agent.empty()) {
       auto found = partitions.find(agent);
-      if (found != partitions.end()) list.push_back(found->second);
+      if (found != partitions.end()) list.emplace_back(*found);
     } else {
-      for (const auto& [name, partition] : partitions) list.push_back(partition);
+      for (const auto& entry : partitions) list.emplace_back(entry);
     }
     return list;
   }
 
-  // Adds or replaces one episode's vector. Caller holds `mutex`.
-  void UpsertLocked(const Episode& episode, const index::PartitionOptions& options)
+  // Adds or replaces one episode's vector (from its stored record); the
+  // failure, if any. Caller holds `mutex`.
+  absl::Status UpsertLocked(const Episode& episode, const index::PartitionOptions& options)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
-    if (removed.contains(episode.id)) return;
+    if (removed.contains(episode.id)) return absl::OkStatus();
     auto existing = entries.find(episode.id);
     if (existing != entries.end()) {
-      if (existing->second.version >= episode.version) return;
+      if (existing->second.version >= episode.version) return absl::OkStatus();
       existing->second.partition->Remove(episode.id);
       entries.erase(existing);
     }
-    std::shared_ptr<index::VectorPartition>& partition = partitions[episode.agent_id];
+    std::shared_ptr<index::VectorPartition> partition = PartitionFor(episode.agent_id, options);
     if (partition == nullptr) {
-      absl::StatusOr<std::unique_ptr<index::VectorPartition>> created =
-          index::VectorPartition::Create(options);
-      if (!created.ok()) {
-        spdlog::error("event=index_partition_failed space={} agent={} error=\"{}\"", info.name,
-                      episode.agent_id, created.status().ToString());
-        return;
-      }
-      partition = *std::move(created);
+      return absl::InternalError(
+          absl::StrCat("cannot create the partition of agent '", episode.agent_id, "'"));
     }
     FilterAttributes attributes = AttributesOf(episode);
+    // A vector under this id the entries do not know (a drifted partition):
+    // the stored record replaces it.
+    partition->Remove(episode.id);
     absl::Status added = partition->Add(episode.id, episode.embedding, AsBytes(attributes));
-    if (!added.ok()) {
-      spdlog::error("event=index_add_failed space={} id={} error=\"{}\"", info.name, episode.id,
-                    added.ToString());
-      return;
-    }
+    if (!added.ok()) return added;
     entries[episode.id] = {partition.get(), episode.version};
     if (rebuild_log != nullptr) rebuild_log->push_back(episode.id);
+    return absl::OkStatus();
   }
 
   std::shared_ptr<index::VectorPartition> PartitionFor(const std::string& agent,
@@ -167,13 +170,13 @@ struct EpisodeIndex::SpaceIndex {
   }
 };
 
-EpisodeIndex::EpisodeIndex(const IndexConfig& config, storage::EpisodeStore* store,
+EpisodeIndex::EpisodeIndex(const IndexOptions& options, storage::EpisodeStore* store,
                            const std::string& default_snapshot_dir,
                            index::ScannerOptions scanner_options)
-    : config_(config),
+    : options_(options),
       scanner_(std::move(scanner_options)),
       store_(store),
-      snapshot_root_(config.snapshot_dir.empty() ? default_snapshot_dir : config.snapshot_dir) {}
+      snapshot_root_(options.snapshot_dir.empty() ? default_snapshot_dir : options.snapshot_dir) {}
 
 EpisodeIndex::~EpisodeIndex() {
   {
@@ -196,7 +199,7 @@ std::string EpisodeIndex::SpaceSnapshotDir(const std::string& tenant, const Spac
 
 void EpisodeIndex::SnapshotLoop(absl::Duration first_wait) {
   absl::MutexLock lock(&stop_mutex_);
-  for (absl::Duration wait = first_wait;; wait = absl::Seconds(config_.snapshot_interval_s)) {
+  for (absl::Duration wait = first_wait;; wait = absl::Seconds(options_.snapshot_interval_s)) {
     auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stop_mutex_) { return stopping_; };
     if (stop_mutex_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
     stop_mutex_.Unlock();
@@ -207,6 +210,42 @@ void EpisodeIndex::SnapshotLoop(absl::Duration first_wait) {
     stop_mutex_.Lock();
   }
 }
+
+namespace {
+
+// The LAYOUT file in the snapshot root names the layout of the attributes
+// the engine stores with each vector. Layout 1 (no file) was written when
+// the index copied request episodes before the store filled their defaults,
+// so its attributes may be wrong: such snapshots are never trusted.
+std::filesystem::path LayoutFile(const std::string& snapshot_root) {
+  return std::filesystem::path(snapshot_root) / "LAYOUT";
+}
+
+int ReadSnapshotLayout(const std::string& snapshot_root) {
+  std::ifstream in(LayoutFile(snapshot_root));
+  int layout = 1;
+  if (!(in >> layout)) return 1;
+  return layout;
+}
+
+absl::Status WriteSnapshotLayout(const std::string& snapshot_root, int layout) {
+  std::error_code ec;
+  std::filesystem::create_directories(snapshot_root, ec);
+  const std::filesystem::path path = LayoutFile(snapshot_root);
+  const std::filesystem::path temp = path.string() + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << layout << "\n";
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", temp.string()));
+  }
+  std::filesystem::rename(temp, path, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot rename ", temp.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status EpisodeIndex::SaveSnapshots() {
   absl::MutexLock save_lock(&save_mutex_);
@@ -272,10 +311,14 @@ absl::Status EpisodeIndex::SaveSnapshots() {
       }
     }
   }
+  // Written after the partitions: a crash before it leaves snapshots that the
+  // next start does not trust (and rebuilds), never trusted wrong ones.
+  if (first_error.ok()) first_error = WriteSnapshotLayout(snapshot_root_, kSnapshotLayout);
   if (written > 0) {
     spdlog::info("event=index_snapshot partitions={} seconds={:.2f}", written,
                  absl::ToDoubleSeconds(absl::Now() - start));
   }
+  if (!first_error.ok()) RecordFailure(first_error, true);
   return first_error;
 }
 
@@ -283,14 +326,14 @@ index::PartitionOptions EpisodeIndex::PartitionOptionsFor(const SpaceInfo& info)
   index::PartitionOptions options;
   options.metric = info.metric;
   options.dimension = info.dimension;
-  options.quantize_threshold = config_.quantize_threshold;
-  options.graph_threshold = config_.graph_threshold;
-  options.graph.max_degree = config_.max_degree;
-  options.graph.build_beam_width = config_.build_beam_width;
-  options.graph.alpha = config_.alpha;
-  options.default_beam_width = config_.default_beam_width;
-  options.target_recall = config_.target_recall;
-  options.build_threads = config_.build_threads;
+  options.quantize_threshold = options_.quantize_threshold;
+  options.graph_threshold = options_.graph_threshold;
+  options.graph.max_degree = options_.max_degree;
+  options.graph.build_beam_width = options_.build_beam_width;
+  options.graph.alpha = options_.alpha;
+  options.default_beam_width = options_.default_beam_width;
+  options.target_recall = options_.target_recall;
+  options.build_threads = options_.build_threads;
   options.attribute_bytes = sizeof(FilterAttributes);
   return options;
 }
@@ -312,7 +355,7 @@ std::shared_ptr<EpisodeIndex::SpaceIndex> EpisodeIndex::GetOrCreateSpace(const s
       absl::MutexLock retire(&space->mutex);
       space->retired = true;
     }
-    space = std::make_shared<SpaceIndex>(info);
+    space = std::make_shared<SpaceIndex>(tenant, info);
   }
   return space;
 }
@@ -377,6 +420,25 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
     std::vector<uint8_t> attributes;
   };
   absl::flat_hash_map<std::string, Batch> batches;
+  std::vector<uint64_t> stale;
+  {
+    absl::MutexLock lock(&space.mutex);
+    stale.swap(space.stale);
+  }
+  for (uint64_t id : stale) {
+    absl::StatusOr<Episode> episode = store_->GetEpisode(space.tenant, space.info.name, id);
+    absl::MutexLock lock(&space.mutex);
+    if (episode.ok()) {
+      if (absl::Status added = space.UpsertLocked(*episode, options); !added.ok()) {
+        RecordFailure(added, false);
+      }
+    } else if (absl::IsNotFound(episode.status())) {
+      space.RemoveLocked(id);
+    } else {
+      RecordFailure(episode.status(), false);
+      space.stale.push_back(id);  // the next round tries again
+    }
+  }
   {
     absl::MutexLock lock(&space.mutex);
     if (space.queued.empty()) return false;
@@ -413,8 +475,7 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
   for (auto& [agent, batch] : batches) {
     absl::Status added = batch.partition->AddBatch(batch.ids, batch.vectors, batch.attributes);
     if (!added.ok()) {
-      spdlog::error("event=index_add_failed space={} agent={} error=\"{}\"", space.info.name, agent,
-                    added.ToString());
+      Heal(space, agent, batch.ids, added);
       batch.ids.clear();
     }
   }
@@ -430,6 +491,62 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
   }
   space.applying.clear();
   return true;
+}
+
+void EpisodeIndex::RecordFailure(const absl::Status& failure, bool snapshot) {
+  absl::MutexLock lock(&health_mutex_);
+  if (snapshot) {
+    ++health_.snapshot_failures;
+  } else {
+    ++health_.add_failures;
+  }
+  health_.last_error = failure.ToString();
+}
+
+void EpisodeIndex::Heal(SpaceIndex& space, const std::string& agent, std::span<const uint64_t> ids,
+                        const absl::Status& failure) {
+  spdlog::warn("event=index_add_failed space={} agent={} episodes={} error=\"{}\" action=heal",
+               space.info.name, agent, ids.size(), failure.ToString());
+  std::vector<EpisodeRef> refs;
+  for (uint64_t id : ids) refs.push_back({agent, id});
+  // Not under the space's lock: the reads may take a while.
+  absl::StatusOr<std::vector<std::optional<Episode>>> stored =
+      store_->GetEpisodes(space.tenant, space.info.name, refs);
+  if (!stored.ok()) {
+    RecordFailure(stored.status(), false);
+    return;
+  }
+  const index::PartitionOptions options = PartitionOptionsFor(space.info);
+  uint64_t healed = 0;
+  absl::MutexLock lock(&space.mutex);
+  for (std::optional<Episode>& episode : *stored) {
+    if (!episode.has_value()) continue;  // deleted or expired since
+    absl::Status added = space.UpsertLocked(*episode, options);
+    if (added.ok()) {
+      ++healed;
+    } else {
+      spdlog::error("event=index_add_failed space={} id={} error=\"{}\"", space.info.name,
+                    episode->id, added.ToString());
+      RecordFailure(added, false);
+    }
+  }
+  absl::MutexLock health_lock(&health_mutex_);
+  health_.healed += healed;
+}
+
+IndexHealth EpisodeIndex::Health() const {
+  uint64_t queued = 0;
+  {
+    absl::ReaderMutexLock lock(&spaces_mutex_);
+    for (const auto& [key, space] : spaces_) {
+      absl::ReaderMutexLock space_lock(&space->mutex);
+      queued += space->queued.size() + space->applying.size();
+    }
+  }
+  absl::MutexLock lock(&health_mutex_);
+  IndexHealth health = health_;
+  health.queued = queued;
+  return health;
 }
 
 void EpisodeIndex::Flush() {
@@ -470,7 +587,7 @@ void EpisodeIndex::DropSpace(const std::string& tenant, const std::string& space
 absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::BuildSpace(
     const std::string& tenant, const SpaceInfo& info,
     const std::function<void(uint64_t, uint64_t)>& progress) {
-  auto space = std::make_shared<SpaceIndex>(info);
+  auto space = std::make_shared<SpaceIndex>(tenant, info);
   const index::PartitionOptions options = PartitionOptionsFor(info);
   // Episodes come in key order, agent by agent: each agent's are indexed in
   // one batch (one graph build) when the next agent starts.
@@ -522,7 +639,7 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::BuildSpa
 }
 
 absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpace(
-    const std::string& tenant, const SpaceInfo& info) {
+    const std::string& tenant, const SpaceInfo& info, bool trust_snapshots) {
   // What the store holds: (id, version) per episode.
   absl::flat_hash_map<uint64_t, uint64_t> versions;
   absl::Status scanned = store_->ForEachEpisodeVersion(
@@ -533,11 +650,12 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpac
     ++last_load_.spaces_rebuilt;
     return BuildSpace(tenant, info, {});
   };
+  if (!trust_snapshots) return rebuild("the snapshots are of an older layout");
   if (versions.size() != info.episode_count) {
     return rebuild(absl::StrCat("the store lists ", versions.size(), " versions for ",
                                 info.episode_count, " episodes"));
   }
-  auto space = std::make_shared<SpaceIndex>(info);
+  auto space = std::make_shared<SpaceIndex>(tenant, info);
   const index::PartitionOptions options = PartitionOptionsFor(info);
   const std::string dir = SpaceSnapshotDir(tenant, info);
   absl::flat_hash_set<uint64_t> covered;
@@ -620,20 +738,26 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpac
 
 absl::Status EpisodeIndex::Load() {
   last_load_ = LoadReport();
-  absl::StatusOr<std::vector<SpaceInfo>> spaces = store_->ListSpaces(kDefaultTenant);
+  const int layout = ReadSnapshotLayout(snapshot_root_);
+  const bool trust_snapshots = layout == kSnapshotLayout;
+  if (!trust_snapshots && std::filesystem::exists(snapshot_root_)) {
+    spdlog::info("event=index_snapshots_ignored layout={} expected={} action=rebuild", layout,
+                 kSnapshotLayout);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, SpaceInfo>>> spaces = store_->ListAllSpaces();
   if (!spaces.ok()) return spaces.status();
-  for (const SpaceInfo& info : *spaces) {
+  for (const auto& [tenant, info] : *spaces) {
     absl::Time start = absl::Now();
-    absl::StatusOr<std::shared_ptr<SpaceIndex>> loaded = LoadSpace(kDefaultTenant, info);
+    absl::StatusOr<std::shared_ptr<SpaceIndex>> loaded = LoadSpace(tenant, info, trust_snapshots);
     if (!loaded.ok()) {
       return absl::Status(loaded.status().code(), absl::StrCat("indexing space '", info.name,
                                                                "': ", loaded.status().message()));
     }
     ++last_load_.spaces;
     absl::MutexLock lock(&spaces_mutex_);
-    spaces_[SpaceKey(kDefaultTenant, info.name)] = *std::move(loaded);
-    spdlog::info("event=index_loaded space={} episodes={} seconds={:.2f}", info.name,
-                 info.episode_count, absl::ToDoubleSeconds(absl::Now() - start));
+    spaces_[SpaceKey(tenant, info.name)] = *std::move(loaded);
+    spdlog::info("event=index_loaded tenant={} space={} episodes={} seconds={:.2f}", tenant,
+                 info.name, info.episode_count, absl::ToDoubleSeconds(absl::Now() - start));
   }
   spdlog::info(
       "event=index_load_done spaces={} partitions_from_snapshots={} vectors_from_snapshots={} "
@@ -641,12 +765,12 @@ absl::Status EpisodeIndex::Load() {
       last_load_.spaces, last_load_.partitions_from_snapshots, last_load_.vectors_from_snapshots,
       last_load_.vectors_read_from_store, last_load_.spaces_rebuilt);
   indexer_ = std::thread([this] { IndexLoop(); });
-  if (config_.snapshot_interval_s > 0) {
+  if (options_.snapshot_interval_s > 0) {
     // After a crash the index was (partly) rebuilt from the store: snapshot
     // it soon rather than an interval later, so the next restart is quick.
     const bool rebuilt = last_load_.spaces_rebuilt > 0 || last_load_.vectors_read_from_store > 0;
     const absl::Duration first_wait =
-        rebuilt ? absl::Seconds(1) : absl::Seconds(config_.snapshot_interval_s);
+        rebuilt ? absl::Seconds(1) : absl::Seconds(options_.snapshot_interval_s);
     snapshot_thread_ = std::thread([this, first_wait] { SnapshotLoop(first_wait); });
   }
   return absl::OkStatus();
@@ -668,73 +792,83 @@ absl::Status EpisodeIndex::Rebuild(const std::string& tenant, const std::string&
     old->rebuild_log = &changed;
   }
   absl::StatusOr<std::shared_ptr<SpaceIndex>> built = BuildSpace(tenant, *info, progress);
-  // Lock order everywhere: spaces_mutex_, then a space's mutex.
-  absl::MutexLock spaces_lock(&spaces_mutex_);
-  absl::MutexLock old_lock(&old->mutex);
-  old->rebuild_log = nullptr;
-  if (!built.ok()) return built.status();
-  if (old->retired) return absl::AbortedError("the space was deleted during the rebuild");
-  // Writes that landed while building: re-read them from the store.
+  auto stop_logging = [&] {
+    absl::MutexLock lock(&old->mutex);
+    old->rebuild_log = nullptr;
+  };
+  if (!built.ok()) {
+    stop_logging();
+    return built.status();
+  }
   std::shared_ptr<SpaceIndex> fresh = *std::move(built);
   const index::PartitionOptions options = PartitionOptionsFor(*info);
-  {
-    absl::MutexLock lock(&fresh->mutex);
-    fresh->removed = old->removed;
-    fresh->queued = std::move(old->queued);  // the indexer adds them to the new partitions
-    old->queued.clear();
-    for (uint64_t id : changed) {
+  // Writes that landed while building are re-read from the store and
+  // applied to the new partitions. The reads happen without the index's
+  // locks (searches and writes go on); writes that land during them are
+  // logged again and read in the next round, until a round finds the log
+  // empty while holding the locks for the swap.
+  for (;;) {
+    std::vector<uint64_t> ids;
+    {
+      absl::MutexLock lock(&old->mutex);
+      ids.swap(changed);
+    }
+    if (ids.empty()) break;
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (uint64_t id : ids) {
       absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
+      absl::MutexLock lock(&fresh->mutex);
       if (episode.ok()) {
-        fresh->UpsertLocked(*episode, options);
+        if (absl::Status added = fresh->UpsertLocked(*episode, options); !added.ok()) {
+          RecordFailure(added, false);
+        }
       } else if (absl::IsNotFound(episode.status())) {
         fresh->RemoveLocked(id);
       } else {
+        stop_logging();
         return episode.status();
       }
     }
   }
-  spaces_[SpaceKey(tenant, space_name)] = fresh;
-  old->retired = true;
+  {
+    absl::MutexLock spaces_lock(&spaces_mutex_);
+    absl::MutexLock old_lock(&old->mutex);
+    old->rebuild_log = nullptr;
+    if (old->retired) return absl::AbortedError("the space was deleted during the rebuild");
+    if (!changed.empty()) {
+      // Writes that slipped in after the last round: rare, and few. Their
+      // vectors are in the old space's entries or queue; re-queue them from
+      // the store through the indexer instead of reading under the locks.
+      absl::MutexLock lock(&fresh->mutex);
+      for (uint64_t id : changed) fresh->stale.push_back(id);
+    }
+    {
+      absl::MutexLock lock(&fresh->mutex);
+      fresh->removed = old->removed;
+      fresh->queued = std::move(old->queued);  // the indexer adds them to the new partitions
+      old->queued.clear();
+    }
+    spaces_[SpaceKey(tenant, space_name)] = fresh;
+    old->retired = true;
+  }
+  // Wake the indexer for the queue and any stale ids the new space holds.
+  absl::MutexLock lock(&work_mutex_);
+  ++work_generation_;
   return absl::OkStatus();
 }
 
-absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant,
-                                                       const std::string& space_name,
-                                                       const IndexSearchRequest& request) {
-  absl::StatusOr<SpaceInfo> info = store_->GetSpace(tenant, space_name);
-  if (!info.ok()) return info.status();
-  if (request.k == 0 || request.k > max_k_) {
-    return absl::InvalidArgumentError(absl::StrCat("k is ", request.k, "; must be in 1..", max_k_));
-  }
-  if (request.query.size() != info->dimension) {
-    return absl::InvalidArgumentError(absl::StrCat("query has ", request.query.size(),
-                                                   " dimensions; space '", space_name, "' expects ",
-                                                   info->dimension));
-  }
-  for (size_t i = 0; i < request.query.size(); ++i) {
-    if (!std::isfinite(request.query[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query[", i, "] is ", request.query[i], "; values must be finite"));
-    }
-  }
-  if (request.beam_width > index::VectorPartition::kMaxBeamWidth) {
-    return absl::InvalidArgumentError(absl::StrCat("beam_width is ", request.beam_width,
-                                                   "; must be at most ",
-                                                   index::VectorPartition::kMaxBeamWidth));
-  }
-  if (absl::Status valid = storage::ValidateFilter(request.filter); !valid.ok()) return valid;
+absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext& context,
+                                                             uint32_t count, bool scan) {
+  std::shared_ptr<SpaceIndex> space = FindSpace(context.tenant, context.space.name);
+  if (space == nullptr || space->info.created_at_us != context.space.created_at_us)
+    return std::vector<Candidate>();
 
-  IndexSearchResult result;
-  result.route = request.scan ? "scan" : "index";
-  std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
-  if (space == nullptr || space->info.created_at_us != info->created_at_us) return result;
-
-  const EpisodeFilter& filter = request.filter;
+  const EpisodeFilter& filter = context.filter;
   const int64_t now_us = NowMicros();
   const uint64_t session_hash = StableHash(filter.session_id);
   std::vector<uint64_t> kind_hashes;
   for (const std::string& kind : filter.kinds) kind_hashes.push_back(StableHash(kind));
-  const index::ExactScorer scorer(info->metric, request.query);
   const index::AcceptFunction accept = [&](uint64_t, const uint8_t* bytes) {
     FilterAttributes a;
     std::memcpy(&a, bytes, sizeof(a));
@@ -748,70 +882,62 @@ absl::StatusOr<IndexSearchResult> EpisodeIndex::Search(const std::string& tenant
     if (filter.event_time_to_us && a.event_time_us >= *filter.event_time_to_us) return false;
     return true;
   };
-
   // Scans leave expiry to the read-back check, so that unfiltered scans of a
   // partition can share one batched launch (index/partition_scanner.h).
   const bool attribute_filter = !filter.session_id.empty() || !kind_hashes.empty() ||
                                 filter.event_time_from_us.has_value() ||
                                 filter.event_time_to_us.has_value();
+  const uint32_t asked = std::min(count, index::VectorPartition::kMaxK);
+  const index::ExactScorer scorer(context.space.metric, context.query);
 
-  // Ask the partitions for k; if read-back checks (metadata predicates, races
-  // with writes) leave fewer than k, ask for 4x more, up to the index's k
-  // limit, then fall back to an exact scan of the store.
-  uint32_t asked = request.k;
-  for (;;) {
-    index::TopK<uint64_t> merged(asked);
-    {
-      // Writes the indexer has not added yet, scored exactly. Read before the
-      // partitions: a write moves from here into a partition, never back.
-      absl::ReaderMutexLock lock(&space->mutex);
-      for (const auto* list : {&space->queued, &space->applying}) {
-        for (const SpaceIndex::Pending& item : *list) {
-          if (!filter.agent_id.empty() && item.agent_id != filter.agent_id) continue;
-          if (!accept(item.id, reinterpret_cast<const uint8_t*>(&item.attributes))) continue;
-          merged.Push(scorer.Score(item.vector), item.id);
-        }
+  // The agent strings live in `pending_agents` (queued writes) or in
+  // `partitions` (keys), both alive until the candidates are made.
+  struct Proposed {
+    uint64_t id;
+    const std::string* agent;
+  };
+  index::TopK<Proposed> merged(asked);
+  std::deque<std::string> pending_agents;
+  // An id being added is both queued and in its partition: counted once, or
+  // duplicates would crowd unique candidates out of the top `count`.
+  absl::flat_hash_set<uint64_t> pending_ids;
+  {
+    // Writes the indexer has not added yet, scored exactly. Read before the
+    // partitions: a write moves from here into a partition, never back.
+    absl::ReaderMutexLock lock(&space->mutex);
+    for (const auto* list : {&space->queued, &space->applying}) {
+      for (const SpaceIndex::Pending& item : *list) {
+        if (!filter.agent_id.empty() && item.agent_id != filter.agent_id) continue;
+        if (!accept(item.id, reinterpret_cast<const uint8_t*>(&item.attributes))) continue;
+        if (!pending_ids.insert(item.id).second) continue;
+        pending_agents.push_back(item.agent_id);
+        merged.Push(scorer.Score(item.vector), {item.id, &pending_agents.back()});
       }
     }
-    // Listed after the queue: a partition created meanwhile holds what left it.
-    for (const auto& partition : space->Partitions(request.filter.agent_id)) {
-      absl::StatusOr<std::vector<index::ScoredId>> found =
-          request.scan
-              ? scanner_.Scan(partition, request.query, asked, attribute_filter ? &accept : nullptr)
-              : partition->Search({.query = request.query,
-                                   .k = asked,
-                                   .beam_width = request.beam_width,
-                                   .accept = &accept});
-      if (!found.ok()) return found.status();
-      for (const index::ScoredId& hit : *found) merged.Push(hit.score, hit.id);
+  }
+  // Listed after the queue: a partition created meanwhile holds what left it.
+  std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> partitions =
+      space->Partitions(filter.agent_id);
+  for (const auto& [agent, partition] : partitions) {
+    absl::StatusOr<std::vector<index::ScoredId>> found =
+        scan ? scanner_.Scan(partition, context.query, asked, attribute_filter ? &accept : nullptr)
+             : partition->Search({.query = context.query,
+                                  .k = asked,
+                                  .beam_width = context.beam_width,
+                                  .accept = &accept});
+    if (!found.ok()) return found.status();
+    for (const index::ScoredId& hit : *found) {
+      if (!pending_ids.contains(hit.id)) merged.Push(hit.score, {hit.id, &agent});
     }
-    if (absl::Now() > request.deadline) {
+    if (absl::Now() > context.deadline) {
       return absl::DeadlineExceededError("deadline passed while searching the index");
     }
-    std::vector<std::pair<float, uint64_t>> proposed = merged.TakeSorted();
-    result.candidates += proposed.size();
-    result.hits.clear();
-    absl::flat_hash_set<uint64_t> returned;  // an id being indexed can be found twice
-    for (const auto& [score, id] : proposed) {
-      if (!returned.insert(id).second) continue;
-      absl::StatusOr<Episode> episode = store_->GetEpisode(tenant, space_name, id);
-      if (absl::IsNotFound(episode.status())) continue;  // deleted since
-      if (!episode.ok()) return episode.status();
-      if (!storage::MatchesFilter(filter, *episode, now_us)) continue;
-      result.hits.emplace_back(score, *std::move(episode));
-      if (result.hits.size() == request.k) break;
-    }
-    const bool exhausted = proposed.size() < asked;
-    if (result.hits.size() == request.k || exhausted) return result;
-    if (asked == index::VectorPartition::kMaxK) break;
-    asked = std::min(asked * 4, index::VectorPartition::kMaxK);
   }
-  absl::StatusOr<SearchResult> exact = ExactSearch(*store_, tenant, space_name, request.query,
-                                                   request.k, max_k_, filter, request.deadline);
-  if (!exact.ok()) return exact.status();
-  result.hits = std::move(exact->hits);
-  result.route = "exact";
-  return result;
+  std::vector<Candidate> candidates;
+  for (auto& [score, item] : merged.TakeSorted()) {
+    candidates.push_back({item.id, score, *item.agent});
+  }
+  return candidates;
 }
 
 std::vector<PartitionReport> EpisodeIndex::Stats(const std::string& tenant) const {
@@ -835,4 +961,4 @@ std::vector<PartitionReport> EpisodeIndex::Stats(const std::string& tenant) cons
   return reports;
 }
 
-}  // namespace engram::server
+}  // namespace engram::retrieval

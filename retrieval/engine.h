@@ -1,0 +1,123 @@
+// Engine: Engram's retrieval engine, the one layer that knows both the store
+// (storage/) and the indexes (index/). The gRPC services translate protos to
+// these calls and back and hold no logic of their own; everything between a
+// request and the bytes on disk happens here:
+//
+//   write path   validate -> EpisodeStore (one WriteBatch, synced) -> the
+//                records the store returned -> EpisodeIndex. Nothing is
+//                indexed from a request: only what the store wrote.
+//   read path    validate once -> route -> candidate source(s)
+//                (retrieval/candidate_source.h) -> one batched read-back that
+//                checks the whole filter (retrieval/hydrator.h) -> widen or
+//                fall back to the exact scan when a filter leaves fewer than
+//                k -> a result naming its route and each stage's time and
+//                candidates (retrieval/search.h).
+//
+// The lexical index, the router and auth plug in here: a new candidate
+// source, a route decision before the sources run, the tenant every call
+// already takes.
+//
+// Thread safety: every method may be called concurrently. Durability is the
+// store's: a write returns once its WriteBatch is committed (synced unless
+// StoreOptions::sync_writes is off) and then reaches the index, which can
+// always be rebuilt from the store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "index/partition_scanner.h"
+#include "retrieval/episode_index.h"
+#include "retrieval/search.h"
+#include "storage/episode_store.h"
+
+namespace engram::retrieval {
+
+struct EngineOptions {
+  // The vector index's settings.
+  IndexOptions index;
+  // Where snapshots go when index.snapshot_dir is empty.
+  std::string default_snapshot_dir;
+  // The exhaustive scan's backend (GPU or the CPU twin) and its budget.
+  index::ScannerOptions scanner;
+  // Largest k a search may ask for. Default: 1000.
+  uint32_t max_k = 1000;
+};
+
+class Engine {
+ public:
+  // Takes an open store (which must outlive the engine) and indexes every
+  // space of every tenant, from snapshots where they are good.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(storage::EpisodeStore* store,
+                                                      EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Spaces (storage/episode_store.h has the rules); deleting a space drops
+  // its index and snapshots.
+  absl::StatusOr<SpaceInfo> CreateSpace(const std::string& tenant, const SpaceInfo& space);
+  absl::StatusOr<SpaceInfo> GetSpace(const std::string& tenant, const std::string& name);
+  absl::StatusOr<std::vector<SpaceInfo>> ListSpaces(const std::string& tenant);
+  absl::StatusOr<uint64_t> DeleteSpace(const std::string& tenant, const std::string& name);
+
+  // Writes: stored first (all or nothing), then indexed from the stored
+  // records. Results are the store's (PutResult::written included).
+  absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
+                                                     const std::string& space,
+                                                     std::vector<EpisodeWrite> writes);
+  absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,
+                                        const EpisodeUpdate& update);
+  absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
+                                          const DeleteTarget& target);
+
+  // Reads straight from the store.
+  absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
+                                     uint64_t id);
+  absl::StatusOr<std::vector<Episode>> GetHistory(const std::string& tenant,
+                                                  const std::string& space, uint64_t id);
+  absl::StatusOr<EpisodePage> ListEpisodes(const std::string& tenant, const std::string& space,
+                                           const EpisodeFilter& filter, uint32_t page_size,
+                                           const std::string& page_token);
+
+  // The k best episodes for the query. NOT_FOUND for an unknown space;
+  // INVALID_ARGUMENT for a query of the wrong dimension or with NaN/Inf, k
+  // outside 1..max_k, a beam width above the index's limit, or a malformed
+  // filter; DEADLINE_EXCEEDED when the deadline passes. The index and scan
+  // routes fall back to the exact route (and say so) when filters leave
+  // their widest candidate list short of k.
+  absl::StatusOr<SearchResult> Search(const std::string& tenant, const std::string& space,
+                                      const SearchRequest& request);
+
+  // Index operations.
+  absl::Status RebuildIndex(const std::string& tenant, const std::string& space,
+                            const std::function<void(uint64_t, uint64_t)>& progress = {});
+  std::vector<PartitionReport> IndexStats(const std::string& tenant) const;
+  IndexHealth Health() const;
+  EpisodeIndex::LoadReport IndexLoadReport() const;
+  index::ScannerStats ScanStats();
+  // Waits until every acknowledged write is in a partition (tests, shutdown).
+  void FlushIndex();
+  absl::Status SaveSnapshots();
+
+  storage::EpisodeStore& store() { return *store_; }
+  uint32_t max_k() const { return max_k_; }
+
+ private:
+  Engine(storage::EpisodeStore* store, EngineOptions options);
+  // The index or scan route: propose, read back, widen, fall back.
+  absl::StatusOr<SearchResult> SearchVectors(const std::string& tenant, const SpaceInfo& space,
+                                             const SearchRequest& request);
+  absl::StatusOr<SearchResult> SearchExact(const std::string& tenant, const SpaceInfo& space,
+                                           const SearchRequest& request);
+
+  storage::EpisodeStore* const store_;
+  const uint32_t max_k_;
+  EpisodeIndex index_;
+};
+
+}  // namespace engram::retrieval
