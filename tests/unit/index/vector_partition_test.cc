@@ -176,6 +176,7 @@ TEST(VectorPartitionTest, EveryMetricAndStageReachesRecallOnVectorsOfVariedNorm)
       options.graph_threshold = 4096;
       options.graph.max_degree = 32;
       options.graph.build_beam_width = 64;
+      options.target_recall = 0.98f;  // calibrated on its own sample; checked on others at 0.95
       auto partition = MakePartition(options);
       std::vector<float> data = RowsOfVariedNorm(stage.rows, dim, 7);
       ASSERT_TRUE(partition->AddBatch(Ids(stage.rows), data).ok());
