@@ -40,9 +40,7 @@ __attribute__((target("avx2,f16c"))) void ToHalfF16c(const float* values, float 
 
 using ToHalfFunction = void (*)(const float*, float, size_t, uint16_t*, float*);
 ToHalfFunction SelectToHalf() {
-  static const ToHalfFunction kFunction =
-      (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) ? ToHalfF16c
-                                                                         : ToHalfScalar;
+  static const ToHalfFunction kFunction = CpuHasAvx2AndF16c() ? ToHalfF16c : ToHalfScalar;
   return kFunction;
 }
 }  // namespace

@@ -42,8 +42,7 @@ __attribute__((target("avx2,fma,f16c"))) float DotAvx2(const float* query, const
 }
 
 DotFunction SelectDot(bool allow_simd) {
-  if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+  if (allow_simd && CpuHasAvx2AndF16c() && __builtin_cpu_supports("fma")) {
     return DotAvx2;
   }
   return DotScalar;

@@ -78,6 +78,14 @@ struct EpisodeIndex::SpaceIndex {
   absl::flat_hash_set<uint64_t> removed ABSL_GUARDED_BY(mutex);
   // While a rebuild runs: ids changed since it began, re-read before the swap.
   std::vector<uint64_t>* rebuild_log ABSL_GUARDED_BY(mutex) = nullptr;
+  // Whether any episode indexed here ever had an expiry: only then must
+  // traversal check attributes when the filter has none (expired episodes
+  // would otherwise crowd the top k until the read-back drops them). Never
+  // cleared: a rebuild starts a new space.
+  std::atomic<bool> has_expiring{false};
+  void NoteAttributes(const FilterAttributes& attributes) {
+    if (attributes.expires_at_us != 0) has_expiring.store(true, std::memory_order_relaxed);
+  }
   // Replaced by a rebuild (or dropped): writers look the space up again.
   bool retired ABSL_GUARDED_BY(mutex) = false;
   // Per agent: the partition's change_count() when its snapshot was written.
@@ -130,6 +138,7 @@ struct EpisodeIndex::SpaceIndex {
           absl::StrCat("cannot create the partition of agent '", episode.agent_id, "'"));
     }
     FilterAttributes attributes = AttributesOf(episode);
+    NoteAttributes(attributes);
     // A vector under this id the entries do not know (a drifted partition):
     // the stored record replaces it.
     partition->Remove(episode.id);
@@ -377,6 +386,7 @@ void EpisodeIndex::Upsert(const std::string& tenant, const SpaceInfo& info,
       if (space->removed.contains(episode.id)) continue;
       space->queued.push_back({episode.id, episode.version, episode.agent_id, episode.embedding,
                                AttributesOf(episode)});
+      space->NoteAttributes(space->queued.back().attributes);
       if (space->rebuild_log != nullptr) space->rebuild_log->push_back(episode.id);
     }
     break;
@@ -629,6 +639,7 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::BuildSpa
         versions.push_back(episode.version);
         vectors.insert(vectors.end(), episode.embedding.begin(), episode.embedding.end());
         FilterAttributes a = AttributesOf(episode);
+        space->NoteAttributes(a);
         attributes.insert(attributes.end(), AsBytes(a).begin(), AsBytes(a).end());
         return true;
       });
@@ -674,18 +685,21 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpac
     std::shared_ptr<index::VectorPartition> partition = *std::move(loaded);
     std::vector<uint64_t> stale;
     absl::MutexLock lock(&space->mutex);
-    partition->ForEachLive([&](uint64_t id, const uint8_t* bytes) {
-      FilterAttributes attributes;
-      std::memcpy(&attributes, bytes, sizeof(attributes));
-      auto current = versions.find(id);
-      if (current == versions.end() || current->second != attributes.version ||
-          covered.contains(id)) {
-        stale.push_back(id);
-        return;
-      }
-      covered.insert(id);
-      space->entries[id] = {partition.get(), attributes.version};
-    });
+    SpaceIndex* loading = space.get();
+    partition->ForEachLive(
+        [&](uint64_t id, const uint8_t* bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loading->mutex) {
+          FilterAttributes attributes;
+          std::memcpy(&attributes, bytes, sizeof(attributes));
+          loading->NoteAttributes(attributes);
+          auto current = versions.find(id);
+          if (current == versions.end() || current->second != attributes.version ||
+              covered.contains(id)) {
+            stale.push_back(id);
+            return;
+          }
+          covered.insert(id);
+          loading->entries[id] = {partition.get(), attributes.version};
+        });
     for (uint64_t id : stale) partition->Remove(id);
     ++last_load_.partitions_from_snapshots;
     last_load_.vectors_from_snapshots += partition->size();
@@ -719,6 +733,7 @@ absl::StatusOr<std::shared_ptr<EpisodeIndex::SpaceIndex>> EpisodeIndex::LoadSpac
     batch.versions.push_back(episode->version);
     batch.vectors.insert(batch.vectors.end(), episode->embedding.begin(), episode->embedding.end());
     const FilterAttributes attributes = AttributesOf(*episode);
+    space->NoteAttributes(attributes);
     batch.attributes.insert(batch.attributes.end(), AsBytes(attributes).begin(),
                             AsBytes(attributes).end());
   }
@@ -887,6 +902,10 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   const bool attribute_filter = !filter.session_id.empty() || !kind_hashes.empty() ||
                                 filter.event_time_from_us.has_value() ||
                                 filter.event_time_to_us.has_value();
+  // Graph traversal calls the check per visited node: only when it can
+  // reject something (a filter, or expiries in the space).
+  const index::AcceptFunction* traversal_accept =
+      attribute_filter || space->has_expiring.load(std::memory_order_relaxed) ? &accept : nullptr;
   const uint32_t asked = std::min(count, index::VectorPartition::kMaxK);
   const index::ExactScorer scorer(context.space.metric, context.query);
 
@@ -924,7 +943,7 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
              : partition->Search({.query = context.query,
                                   .k = asked,
                                   .beam_width = context.beam_width,
-                                  .accept = &accept});
+                                  .accept = traversal_accept});
     if (!found.ok()) return found.status();
     for (const index::ScoredId& hit : *found) {
       if (!pending_ids.contains(hit.id)) merged.Push(hit.score, {hit.id, &agent});

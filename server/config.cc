@@ -84,6 +84,10 @@ const std::vector<Option>& Options() {
                        "fsync the WAL before acknowledging a write (false: faster, but the "
                        "last writes may be lost on power loss)",
                        ENGRAM_FIELD(store.sync_writes)),
+      MakeOption<size_t>("block_cache_mb",
+                         "MiB of RocksDB block cache (decompressed blocks shared by every "
+                         "column family): searches read their hits back through it",
+                         ENGRAM_FIELD(store.block_cache_mb)),
       MakeOption<int>("worker_threads", "threads that run requests", ENGRAM_FIELD(worker_threads),
                       1),
       MakeOption<int>("max_queued_requests", "requests waiting beyond this get RESOURCE_EXHAUSTED",

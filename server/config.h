@@ -79,7 +79,8 @@ struct ServerConfig {
   std::string restore_dir = "engram-restores";
   // trace, debug, info, warn, error. Default: info.
   std::string log_level = "info";
-  // data_dir, sync_writes and the request limits (storage/episode_store.h).
+  // data_dir, sync_writes, block_cache_mb and the request limits
+  // (storage/episode_store.h).
   storage::StoreOptions store;
   IndexConfig index;
   KvConfig kv;

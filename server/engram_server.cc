@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "retrieval/engine.h"
@@ -103,9 +104,19 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
         absl::StrCat("cannot listen on '", config.listen_address, "' (in use or invalid)"));
   }
   server->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
-  spdlog::info("event=serving listen={} port={} data_dir={} sync_writes={} metrics={}",
-               config.listen_address, server->port_, config.store.data_dir,
-               config.store.sync_writes, config.metrics_address);
+  // Relative directories resolve against the working directory: say where
+  // each one actually is.
+  auto absolute = [](const std::string& path) {
+    std::error_code ec;
+    std::filesystem::path resolved = std::filesystem::absolute(path, ec);
+    return ec ? path : resolved.string();
+  };
+  spdlog::info(
+      "event=serving listen={} port={} metrics={} metrics_port={} data_dir={} "
+      "checkpoint_dir={} backup_dir={} restore_dir={} kv_export_dir={} sync_writes={}",
+      config.listen_address, server->port_, config.metrics_address, server->metrics_port(),
+      absolute(config.store.data_dir), absolute(config.checkpoint_dir), absolute(config.backup_dir),
+      absolute(config.restore_dir), absolute(config.kv.export_dir), config.store.sync_writes);
   return server;
 }
 
@@ -122,7 +133,10 @@ absl::Status EngramServer::Shutdown() {
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
   pool_.reset();
-  metrics_.reset();  // its scrape sources read the stores closed below
+  // The scrape sources read the stores closed below: detach them, then let
+  // the endpoint stop (civetweb takes up to ~2 s) while the index snapshots.
+  metrics_->RemoveSources();
+  std::thread stop_metrics([metrics = std::move(metrics_)]() mutable { metrics.reset(); });
   engine_->FlushIndex();
   absl::Status snapshotted = engine_->SaveSnapshots();
   if (!snapshotted.ok()) {
@@ -132,6 +146,7 @@ absl::Status EngramServer::Shutdown() {
   kv_store_.reset();
   absl::Status synced = store_->SyncWal();
   store_.reset();
+  stop_metrics.join();
   spdlog::info("event=shutdown_done wal_synced={}", synced.ok());
   return synced;
 }

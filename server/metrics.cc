@@ -52,10 +52,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Register(*registry_);
 }
 
-Metrics::~Metrics() {
+Metrics::~Metrics() { RemoveSources(); }
+
+void Metrics::RemoveSources() {
   if (exposer_ != nullptr) {
     for (const auto& source : sources_) exposer_->RemoveCollectable(source);
   }
+  sources_.clear();
 }
 
 void Metrics::AddSource(std::function<std::vector<Sample>()> source) {

@@ -49,8 +49,12 @@ class Metrics {
     bool counter = false;  // monotonic (a counter) or not (a gauge)
   };
   // `source` is called at every scrape, from the exposer's thread; it must
-  // stay valid until the Metrics object is destroyed.
+  // stay valid until RemoveSources or the Metrics object's destruction.
   void AddSource(std::function<std::vector<Sample>()> source);
+  // Unregisters every source; when it returns, no scrape is calling one.
+  // (Shutdown closes the stores the sources read while the endpoint stops,
+  // which takes civetweb up to a couple of seconds.)
+  void RemoveSources();
 
  private:
   Metrics();

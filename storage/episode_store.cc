@@ -7,8 +7,11 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/merge_operator.h"
+#include "rocksdb/table.h"
 #include "rocksdb/utilities/backup_engine.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
@@ -175,9 +178,21 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
   // holds; KV blocks fill WALs quickly while small families rarely flush, so
   // cap the total and let RocksDB flush the laggards.
   db_options.max_total_wal_size = 512 << 20;
+  // One block cache for every column family; bloom filters for the point
+  // lookups (reads back, id index, request ids); index and filter blocks
+  // cached with a high priority so they are not evicted by data blocks.
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_mb << 20);
+  table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table_options.cache_index_and_filter_blocks = true;
+  table_options.cache_index_and_filter_blocks_with_high_priority = true;
+  table_options.pin_l0_filter_and_index_blocks_in_cache = true;
+  std::shared_ptr<rocksdb::TableFactory> table_factory(
+      rocksdb::NewBlockBasedTableFactory(table_options));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (int cf = 0; cf < kNumCfs; ++cf) {
     rocksdb::ColumnFamilyOptions cf_options(db_options);
+    cf_options.table_factory = table_factory;
     if (cf == kDefault) cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(true);
     if (cf == kCounters) {
       cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(false);

@@ -82,6 +82,10 @@ struct StoreOptions {
   // last few may be lost on power loss or kernel crash; throughput rises.
   // Default: true.
   bool sync_writes = true;
+  // MiB of RocksDB's block cache (uncompressed data blocks, shared by every
+  // column family). Search hits are read back through it, so it should hold
+  // the hot agents' episodes. Default: 256.
+  size_t block_cache_mb = 256;
   StoreLimits limits;
 };
 

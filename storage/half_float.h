@@ -4,11 +4,25 @@
 // C++17, no dependencies, like metric.h.
 #pragma once
 
+#include <cpuid.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 namespace engram {
+
+// Whether the CPU has AVX2 and the F16C conversions (CPUID leaf 1, ECX bit
+// 29; asked directly because clang 14's __builtin_cpu_supports has no
+// "f16c"). Kernels that use both dispatch on this.
+inline bool CpuHasAvx2AndF16c() {
+  static const bool have = [] {
+    unsigned eax, ebx, ecx, edx;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+    return f16c && __builtin_cpu_supports("avx2");
+  }();
+  return have;
+}
 
 inline uint32_t FloatBits(float value) {
   uint32_t bits;

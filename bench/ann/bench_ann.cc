@@ -25,6 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/common/synthetic.h"
+#include "bench/common/vector_files.h"
 #include "faiss/IndexBinaryFlat.h"
 #include "faiss/IndexBinaryHNSW.h"
 #include "faiss/IndexFlat.h"
@@ -40,45 +41,12 @@ using engram::Metric;
 using engram::bench::MakeSynthetic;
 using engram::bench::Matrix;
 using engram::bench::Normalise;
+using engram::bench::ReadIds;
+using engram::bench::ReadVectors;
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
-}
-
-// Reads *.f16bin, *.fbin (as float) or *.ibin (as int32 cast to float is
-// wrong, so ids come through ReadIds).
-Matrix ReadVectors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  int32_t header[2];
-  in.read(reinterpret_cast<char*>(header), sizeof(header));
-  Matrix m;
-  m.rows = header[0];
-  m.cols = header[1];
-  m.values.resize(m.rows * m.cols);
-  if (path.ends_with(".f16bin")) {
-    std::vector<uint16_t> halves(m.values.size());
-    in.read(reinterpret_cast<char*>(halves.data()), halves.size() * 2);
-    for (size_t i = 0; i < halves.size(); ++i) {
-      m.values[i] = engram::HalfToFloat(halves[i]);
-    }
-  } else {
-    in.read(reinterpret_cast<char*>(m.values.data()), m.values.size() * 4);
-  }
-  if (!in) throw std::runtime_error("short read in " + path);
-  return m;
-}
-
-std::vector<std::vector<int32_t>> ReadIds(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  int32_t header[2];
-  in.read(reinterpret_cast<char*>(header), sizeof(header));
-  std::vector<std::vector<int32_t>> ids(header[0], std::vector<int32_t>(header[1]));
-  for (auto& row : ids) in.read(reinterpret_cast<char*>(row.data()), row.size() * 4);
-  if (!in) throw std::runtime_error("short read in " + path);
-  return ids;
 }
 
 // Exact top-k ids by brute force with FAISS's flat index (BLAS).
@@ -163,6 +131,10 @@ struct Options {
   std::string base_path, query_path, gt_path, metric_name = "cosine";
   size_t synthetic = 0, synthetic_queries = 1000, synthetic_dim = 768, synthetic_clusters = 1000;
   std::string systems = "engram,faiss-flat,faiss-hnswflat,faiss-hnswsq,faiss-binaryhnsw";
+  // Scale each base vector by a random factor in [low, high] (after cosine
+  // normalisation): vectors of varied norm for inner product (MIPS). The
+  // ground truth is then computed here, not read from --gt.
+  std::vector<float> scale_norms;
   std::string threads_list = "1,2";
   std::string beams = "16,24,32,48,64,96,128,192";
   std::string efs = "16,24,32,48,64,96,128,192,256";
@@ -260,6 +232,11 @@ int main(int argc, char** argv) {
   app.add_option("--alpha", o.alpha, "Engram RobustPrune alpha");
   app.add_option("--rerank", o.rerank, "Engram candidates reranked exactly (0: default)");
   app.add_option("--max-queries", o.max_queries, "use only the first N queries");
+  app.add_option("--scale-norms", o.scale_norms,
+                 "LOW,HIGH: scale each base vector by a random factor in [LOW, HIGH] "
+                 "(vectors of varied norm; ground truth recomputed)")
+      ->delimiter(',')
+      ->expected(2);
   app.add_option("--build-threads", o.build_threads, "0: all hardware threads");
   app.add_option("--min-seconds", o.min_seconds, "time each configuration at least this long");
   app.add_option("--snapshot", o.snapshot_path,
@@ -290,7 +267,15 @@ int main(int argc, char** argv) {
       Normalise(base);
       Normalise(query);
     }
-    if (!o.gt_path.empty()) {
+    if (!o.scale_norms.empty()) {
+      std::mt19937 rng(17);
+      std::uniform_real_distribution<float> factor(o.scale_norms[0], o.scale_norms[1]);
+      for (size_t r = 0; r < base.rows; ++r) {
+        const float f = factor(rng);
+        for (size_t i = 0; i < base.cols; ++i) base.values[r * base.cols + i] *= f;
+      }
+    }
+    if (!o.gt_path.empty() && o.scale_norms.empty()) {
       truth = ReadIds(o.gt_path);
       truth.resize(query.rows);
     } else {

@@ -203,14 +203,7 @@ ENGRAM_AVX2 void DequantizeAvx2(const uint32_t* words, const uint16_t* scales,
 
 #undef ENGRAM_AVX2
 
-bool HaveAvx2() {
-  static const bool have = [] {
-    unsigned eax, ebx, ecx, edx;  // F16C: CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" name)
-    bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
-    return f16c && __builtin_cpu_supports("avx2");
-  }();
-  return have;
-}
+bool HaveAvx2() { return CpuHasAvx2AndF16c(); }
 
 bool UseAvx2(CodecKernel kernel) {
   return (kernel == CodecKernel::kAuto || kernel == CodecKernel::kAvx2) && HaveAvx2();

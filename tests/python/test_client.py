@@ -55,6 +55,17 @@ class MemoryClientTest(unittest.TestCase):
         self.addCleanup(m.close)
         return m
 
+    def test_spaces_are_dataclasses_and_a_missing_space_is_named(self):
+        m = self.memory("py_spaces")
+        created = m.create_space(dimension=3, metric="ip")
+        self.assertEqual((created.name, created.dimension, created.metric), ("py_spaces", 3, "ip"))
+        self.assertIn("py_spaces", [space.name for space in m.list_spaces()])
+        self.assertEqual(m.get_space().episode_count, 0)
+        nameless = Memory(self.server.address, agent="a")
+        self.addCleanup(nameless.close)
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "no space given"):
+            nameless.search([1.0, 0.0, 0.0], k=1)
+
     def test_add_search_get_update_history_delete(self):
         m = self.memory("py_roundtrip")
         m.create_space(dimension=4)
@@ -72,6 +83,11 @@ class MemoryClientTest(unittest.TestCase):
 
         filtered = m.search(vectors[7], k=20, where=[("i", ">=", 15), ("even", "==", True)])
         self.assertEqual(sorted(h.episode.metadata["i"] for h in filtered), [16, 18])
+
+        self.assertEqual(hits.route, "index")
+        self.assertEqual([stage.name for stage in hits.stages], ["index", "hydrate"])
+        self.assertEqual(hits.stages[1].candidates, 3)
+        self.assertEqual(m.search(vectors[7], k=3, exact=True).route, "exact")
 
         exact = [h.episode.id for h in m.search(vectors[7], k=5, exact=True)]
         self.assertEqual(exact, [h.episode.id for h in m.search(vectors[7], k=5)])
@@ -96,6 +112,10 @@ class MemoryClientTest(unittest.TestCase):
         with self.assertRaises(engram.NotFoundError):
             m.get(ids[0])
         self.assertEqual(len(list(m.list(page_size=7))), 18)
+        # list() fetches pages as it is iterated.
+        pages = m.list(page_size=7)
+        self.assertEqual(next(pages).id, ids[2])
+        self.assertEqual(len(list(pages)), 17)
         self.assertEqual(m.forget_agent(), 18)
 
     def test_idempotent_retry_returns_the_same_id(self):

@@ -13,11 +13,11 @@ from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramErro
                            FailedPreconditionError, InvalidArgumentError, NotFoundError,
                            PermissionDeniedError, ResourceExhaustedError, UnavailableError)
 from engram.kvcache import CacheInfo, KVCache, KVModel
-from engram.memory import Episode, Hit, Memory
+from engram.memory import Episode, Hit, Memory, SearchResults, Space, Stage
 
 __all__ = [
     "AlreadyExistsError", "CacheInfo", "DeadlineExceededError", "EngramError", "Episode",
     "FailedPreconditionError", "Hit", "InvalidArgumentError", "KVCache", "KVModel", "Memory",
-    "NotFoundError",
+    "NotFoundError", "SearchResults", "Space", "Stage",
     "PermissionDeniedError", "ResourceExhaustedError", "UnavailableError",
 ]

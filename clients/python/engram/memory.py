@@ -54,6 +54,50 @@ class Hit:
     episode: Episode
 
 
+@dataclasses.dataclass
+class Space:
+    name: str
+    dimension: int
+    metric: str  # "cosine", "ip" or "l2"
+    created_at_us: int
+    episode_count: int
+
+
+@dataclasses.dataclass
+class Stage:
+    """One step of a search: a candidate source ("index", "scan"), the
+    read-back ("hydrate") or the exact scan ("exact")."""
+    name: str
+    candidates: int
+    micros: int
+
+
+class SearchResults(list):
+    """The hits of a search, best first (a list of Hit), with how they were
+    found: `route` ("index", "scan" or "exact"), `scanned` (candidates
+    proposed or episodes scored) and `stages` (each step's candidates and
+    time)."""
+
+    def __init__(self, hits, route: str, scanned: int, stages: List[Stage]):
+        super().__init__(hits)
+        self.route = route
+        self.scanned = scanned
+        self.stages = stages
+
+
+_METRIC_NAMES = {
+    memory_pb2.METRIC_COSINE: "cosine",
+    memory_pb2.METRIC_INNER_PRODUCT: "ip",
+    memory_pb2.METRIC_L2: "l2",
+}
+
+
+def _space_from_proto(space) -> Space:
+    return Space(name=space.name, dimension=space.dimension,
+                 metric=_METRIC_NAMES.get(space.metric, "unknown"),
+                 created_at_us=space.created_at_us, episode_count=space.episode_count)
+
+
 def _value_to_proto(value, out):
     # bool first: bool is a subclass of int in Python.
     if isinstance(value, bool):
@@ -93,10 +137,23 @@ class Memory(GrpcClient):
     def __init__(self, address: str = "127.0.0.1:50051", space: Optional[str] = None,
                  agent: Optional[str] = None, session: str = "", timeout: float = 30.0):
         super().__init__(address, timeout)
-        self.space = space
+        self._space = space
         self.agent = agent
         self.session = session
         self._stub = memory_pb2_grpc.MemoryServiceStub(self._channel)
+
+    @property
+    def space(self) -> str:
+        """The space this Memory works in; InvalidArgumentError when none was given."""
+        if not self._space:
+            raise InvalidArgumentError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "no space given: pass space= to Memory(...) or set memory.space")
+        return self._space
+
+    @space.setter
+    def space(self, name: str):
+        self._space = name
 
     # Spaces ---------------------------------------------------------------
 
@@ -107,13 +164,19 @@ class Memory(GrpcClient):
                                        f"metric {metric!r} is not one of {sorted(_METRICS)}")
         space = memory_pb2.Space(name=name or self.space, dimension=dimension,
                                  metric=_METRICS[metric])
-        return self._stub.CreateSpace(memory_pb2.CreateSpaceRequest(space=space),
-                                      timeout=self.timeout).space
+        return _space_from_proto(self._stub.CreateSpace(
+            memory_pb2.CreateSpaceRequest(space=space), timeout=self.timeout).space)
 
     @translate_errors
-    def get_space(self, name: Optional[str] = None):
-        return self._stub.GetSpace(memory_pb2.GetSpaceRequest(name=name or self.space),
-                                   timeout=self.timeout).space
+    def get_space(self, name: Optional[str] = None) -> Space:
+        return _space_from_proto(self._stub.GetSpace(
+            memory_pb2.GetSpaceRequest(name=name or self.space), timeout=self.timeout).space)
+
+    @translate_errors
+    def list_spaces(self) -> List[Space]:
+        """Every space of the caller's tenant, by name."""
+        response = self._stub.ListSpaces(memory_pb2.ListSpacesRequest(), timeout=self.timeout)
+        return [_space_from_proto(space) for space in response.spaces]
 
     @translate_errors
     def delete_space(self, name: Optional[str] = None) -> int:
@@ -231,7 +294,7 @@ class Memory(GrpcClient):
     def search(self, embedding: Sequence[float], k: int = 10, *, agent: Optional[str] = None,
                session: str = "", kinds=None, since_us=None, until_us=None, where=None,
                include_embedding: bool = False, beam_width: int = 0,
-               exact: bool = False, scan: bool = False) -> List[Hit]:
+               exact: bool = False, scan: bool = False) -> SearchResults:
         """The k episodes closest to `embedding`, best first. agent="" searches the
         whole space; the default is this Memory's agent. beam_width widens the
         index's graph search (0: the index's calibrated default); exact=True
@@ -242,21 +305,30 @@ class Memory(GrpcClient):
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
             include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan)
         response = self._stub.Search(request, timeout=self.timeout)
-        return [Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits]
+        return SearchResults([Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits],
+                             route=response.route, scanned=response.scanned,
+                             stages=[Stage(s.name, s.candidates, s.micros)
+                                     for s in response.stages])
 
     @translate_errors
     def list(self, *, agent: Optional[str] = None, session: str = "", kinds=None,
              since_us=None, until_us=None, where=None, page_size: int = 100,
              include_embedding: bool = False) -> Iterator[Episode]:
-        """Every matching episode, fetched page by page."""
+        """Every matching episode, fetched a page at a time as the result is
+        iterated (arguments are checked at the first page)."""
         request = memory_pb2.ListEpisodesRequest(
             space=self.space,
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
             page_size=page_size, include_embedding=include_embedding)
-        episodes = []
+        return self._pages(request)
+
+    def _pages(self, request) -> Iterator[Episode]:
+        list_page = translate_errors(
+            lambda: self._stub.ListEpisodes(request, timeout=self.timeout))
         while True:
-            response = self._stub.ListEpisodes(request, timeout=self.timeout)
-            episodes.extend(_episode_from_proto(e) for e in response.episodes)
+            response = list_page()
+            for episode in response.episodes:
+                yield _episode_from_proto(episode)
             if not response.next_page_token:
-                return iter(episodes)
+                return
             request.page_token = response.next_page_token

@@ -167,8 +167,8 @@ TEST_F(EngineTest, BadSearchesAreRejectedOnce) {
 TEST_F(EngineTest, IndexAgreesWithTheStoreUnderConcurrentWritesRestartAndRebuild) {
   ASSERT_TRUE(engine_->CreateSpace(kDefaultTenant, {.name = "mem", .dimension = kDim}).ok());
   absl::Mutex mutex;
-  std::map<uint64_t, std::vector<float>> live ABSL_GUARDED_BY(mutex);
-  std::set<uint64_t> deleted ABSL_GUARDED_BY(mutex);
+  std::map<uint64_t, std::vector<float>> live;  // guarded by mutex
+  std::set<uint64_t> deleted;                   // guarded by mutex
   std::atomic<bool> stop{false};
   std::atomic<int> violations{0};
   auto writer = [&](int seed, int count) {

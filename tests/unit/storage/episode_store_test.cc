@@ -247,7 +247,9 @@ TEST_F(EpisodeStoreTest, ListPagesThroughFilteredEpisodes) {
   EXPECT_EQ(store_->ListEpisodes(kTenant, "notes", filter, 2001, "").status().code(),
             absl::StatusCode::kInvalidArgument);
   filter.agent_id = "odd";  // a token from another agent's scan is refused
-  auto first = *store_->ListEpisodes(kTenant, "notes", EpisodeFilter{"even"}, 1, "");
+  EpisodeFilter even;
+  even.agent_id = "even";
+  auto first = *store_->ListEpisodes(kTenant, "notes", even, 1, "");
   EXPECT_EQ(
       store_->ListEpisodes(kTenant, "notes", filter, 2, first.next_page_token).status().code(),
       absl::StatusCode::kInvalidArgument);
