@@ -26,7 +26,11 @@
 // Consolidate is serialised with itself by consolidate_mutex_. The locks are
 // std::mutex rather than absl::Mutex so that ThreadSanitizer, which the
 // concurrency test runs under, understands them (Debian's Abseil is not
-// built with its annotations).
+// built with its annotations). They carry no thread-safety annotations: a
+// stripe guards "the lists of the nodes that hash to it", which clang's
+// analysis cannot name, and the data they protect (edge slots) are atomics
+// that searches read without any lock; scripts/check-thread-safety.sh
+// checks the rest of the index.
 #pragma once
 
 #include <atomic>

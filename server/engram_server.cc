@@ -79,6 +79,21 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
         {"engram_kv_pool_evictions_total", "KV blocks evicted from the RAM pool",
          value(stats.pool.evictions), true}};
   });
+  server->metrics_->AddSource([engine = server->engine_.get()] {
+    const retrieval::IndexHealth health = engine->Health();
+    auto value = [](uint64_t v) { return static_cast<double>(v); };
+    return std::vector<Metrics::Sample>{
+        {"engram_index_queued_writes",
+         "acknowledged writes waiting for the background indexer (searched exactly meanwhile)",
+         value(health.queued)},
+        {"engram_index_add_failures_total",
+         "index adds that failed even when retried from the store's record",
+         value(health.add_failures), true},
+        {"engram_index_healed_total", "index adds that failed once and succeeded from the store",
+         value(health.healed), true},
+        {"engram_index_snapshot_failures_total", "index snapshot writes that failed",
+         value(health.snapshot_failures), true}};
+  });
   server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
   server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
   server->memory_service_ =

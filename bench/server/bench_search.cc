@@ -26,11 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/common/closed_loop.h"
+#include "bench/common/engramd_target.h"
 #include "bench/common/vector_files.h"
 #include "clients/cpp/engram_client.h"
 #include "index/vector_partition.h"
-#include "tests/util/daemon_process.h"
-#include "tests/util/temp_dir.h"
 
 namespace engram::bench {
 namespace {
@@ -139,7 +138,10 @@ std::vector<Row> MeasureService(client::Client& c, const std::string& space, con
                                      done(status.ok());
                                    });
       });
-      Row row{"engramd", beam_width, concurrency};
+      Row row;
+      row.system = "engramd";
+      row.beam_width = beam_width;
+      row.concurrency = concurrency;
       row.recall = scored == 0 ? 0 : recall_sum / scored;
       row.qps = m.calls / m.seconds;
       row.p50_ms = Percentile(m.latencies_ms, 0.50);
@@ -192,7 +194,9 @@ std::vector<Row> MeasureInProcess(const Matrix& base, int batch, const Matrix& q
       }
       recall_sum += RecallAt10(truth[q], rows_found);
     }
-    Row row{"in-process", beam_width, 1};
+    Row row;
+    row.system = "in-process";
+    row.beam_width = beam_width;
     row.recall = recall_sum / calls;
     row.qps = calls / absl::ToDoubleSeconds(absl::Now() - start);
     row.p50_ms = Percentile(latencies, 0.50);
@@ -251,26 +255,13 @@ int main(int argc, char** argv) {
               << " queries\n";
     return 1;
   }
-  std::unique_ptr<testing::TempDir> dir;
-  std::unique_ptr<testing::DaemonProcess> daemon;
-  if (address.empty()) {
-    dir = std::make_unique<testing::TempDir>();
-    auto started = testing::DaemonProcess::Start(
-        dir->Sub("data"), {"--sync-writes", sync_writes ? "true" : "false"}, engramd_path);
-    if (!started.ok()) {
-      std::cerr << "bench_search: " << started.status() << "\n";
-      return 1;
-    }
-    daemon = *std::move(started);
-    address = daemon->address();
-  }
-  client::ClientOptions options;
-  options.address = address;
-  client::Client c(options);
-  if (!c.WaitForConnected(absl::Seconds(10))) {
-    std::cerr << "bench_search: cannot connect to " << address << "\n";
+  absl::StatusOr<EngramdTarget> target =
+      ConnectOrStart(address, engramd_path, {"--sync-writes", sync_writes ? "true" : "false"});
+  if (!target.ok()) {
+    std::cerr << "bench_search: " << target.status() << "\n";
     return 1;
   }
+  client::Client& c = *target->client;
   const std::string space = absl::StrCat("bench_search_", absl::ToUnixMicros(absl::Now()));
   if (auto s = c.CreateSpace(space, static_cast<uint32_t>(base.cols), MetricFromName(metric_name));
       !s.ok()) {

@@ -35,13 +35,14 @@ def read_matrix(path):
     return data.reshape(int(rows), int(cols))
 
 
-def wait_for_index(memory):
+def settle(memory):
+    """Waits until the index holds every write, then compacts the store so
+    RocksDB's background work does not share the cores with the searches."""
     admin = admin_pb2_grpc.AdminServiceStub(memory._channel)
-    while True:
-        stats = admin.Stats(admin_pb2.StatsRequest())
-        if stats.index_health.queued == 0:
-            return stats
+    while admin.Stats(admin_pb2.StatsRequest()).index_health.queued != 0:
         time.sleep(0.2)
+    for _ in admin.Compact(admin_pb2.CompactRequest()):
+        pass
 
 
 def main():
@@ -68,7 +69,7 @@ def main():
         for first in range(0, len(base), args.batch):
             rows = base[first:first + args.batch]
             ids.extend(memory.add_many([dict(text="", embedding=row.tolist()) for row in rows]))
-        wait_for_index(memory)
+        settle(memory)
         load_s = time.time() - start
         row_of_id = {episode_id: row for row, episode_id in enumerate(ids)}
         query_lists = [q.tolist() for q in queries]

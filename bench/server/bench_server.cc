@@ -21,9 +21,8 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "bench/common/closed_loop.h"
+#include "bench/common/engramd_target.h"
 #include "clients/cpp/engram_client.h"
-#include "tests/util/daemon_process.h"
-#include "tests/util/temp_dir.h"
 
 namespace engram::bench {
 namespace {
@@ -77,26 +76,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::unique_ptr<testing::TempDir> dir;
-  std::unique_ptr<testing::DaemonProcess> daemon;
-  if (address.empty()) {
-    dir = std::make_unique<testing::TempDir>();
-    auto started = testing::DaemonProcess::Start(
-        dir->Sub("data"), {"--sync-writes", sync_writes ? "true" : "false"}, engramd_path);
-    if (!started.ok()) {
-      std::cerr << "bench_server: " << started.status() << "\n";
-      return 1;
-    }
-    daemon = *std::move(started);
-    address = daemon->address();
-  }
-  client::ClientOptions options;
-  options.address = address;
-  client::Client c(options);
-  if (!c.WaitForConnected(absl::Seconds(10))) {
-    std::cerr << "bench_server: cannot connect to " << address << "\n";
+  absl::StatusOr<EngramdTarget> target =
+      ConnectOrStart(address, engramd_path, {"--sync-writes", sync_writes ? "true" : "false"});
+  if (!target.ok()) {
+    std::cerr << "bench_server: " << target.status() << "\n";
     return 1;
   }
+  client::Client& c = *target->client;
   std::string run_id = absl::StrCat(absl::ToUnixMicros(absl::Now()));
   std::string put_space = "bench_put_" + run_id, search_space = "bench_search_" + run_id;
   for (const std::string& space : {put_space, search_space}) {

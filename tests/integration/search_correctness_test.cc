@@ -81,6 +81,22 @@ class SearchCorrectnessTest : public testing::DaemonTest {
     return {truth.empty() ? 1.0 : static_cast<double>(hits) / truth.size(), truth.size()};
   }
 
+  // Searching with an episode's own vector and kinds = ["message"] (the
+  // store's default kind) must find that episode first, from the index.
+  void ExpectFoundFirstAsDefaultKind(const std::vector<float>& vector, uint64_t id) {
+    v1::SearchRequest search;
+    search.set_space("mem");
+    search.set_k(5);
+    search.mutable_query()->Add(vector.begin(), vector.end());
+    search.mutable_filter()->add_kinds("message");
+    auto found = client_->Search(search);
+    ASSERT_TRUE(found.ok()) << found.status();
+    ASSERT_EQ(found->hits_size(), 5);
+    EXPECT_EQ(found->route(), "index");
+    EXPECT_EQ(found->hits(0).episode().id(), id);
+    EXPECT_EQ(found->hits(0).episode().kind(), "message");
+  }
+
   std::string config_;
 };
 
@@ -117,16 +133,8 @@ TEST_F(SearchCorrectnessTest, EveryIndexedAttributeAgreesWithExactWithAndWithout
   // The reproduction from the bug report: an episode of the default kind,
   // found by its own vector with kinds = ["message"].
   for (int i : {0, 4, 6, 100}) {
-    v1::SearchRequest search;
-    search.set_space("mem");
-    search.set_k(5);
-    search.mutable_query()->Add(vectors[i].begin(), vectors[i].end());
-    search.mutable_filter()->add_kinds("message");
-    auto found = client_->Search(search);
-    ASSERT_TRUE(found.ok()) << found.status();
-    ASSERT_GT(found->hits_size(), 0);
-    EXPECT_EQ(found->hits(0).episode().id(), ids[i]) << "episode " << i;
-    EXPECT_EQ(found->hits(0).episode().kind(), "message");
+    SCOPED_TRACE(absl::StrCat("episode ", i));
+    ExpectFoundFirstAsDefaultKind(vectors[i], ids[i]);
   }
 
   absl::SleepFor(absl::Seconds(1.2));  // the short-lived ones expire
@@ -290,16 +298,8 @@ TEST_F(SearchCorrectnessTest, SnapshotsOfAnOlderLayoutAreRebuiltFromTheStore) {
   EXPECT_EQ(stats->index_load().spaces_rebuilt(), 1u);
   EXPECT_EQ(stats->index_load().partitions_from_snapshots(), 0u);
   for (int i : {0, 7, 150}) {
-    v1::SearchRequest search;
-    search.set_space("mem");
-    search.set_k(5);
-    search.mutable_query()->Add(vectors[i].begin(), vectors[i].end());
-    search.mutable_filter()->add_kinds("message");
-    auto found = client_->Search(search);
-    ASSERT_TRUE(found.ok()) << found.status();
-    ASSERT_EQ(found->hits_size(), 5);
-    EXPECT_EQ(found->route(), "index");
-    EXPECT_EQ(found->hits(0).episode().id(), ids[i]);
+    SCOPED_TRACE(absl::StrCat("episode ", i));
+    ExpectFoundFirstAsDefaultKind(vectors[i], ids[i]);
   }
   // The next shutdown writes the new layout, and the start after trusts it.
   StopDaemon();

@@ -320,6 +320,8 @@ TEST_F(ServerTest, MetricsCountCallsByMethodAndCode) {
   EXPECT_NE(metrics.find("engram_kv_pool_budget_bytes 2147483648"), std::string::npos)
       << "KV cache gauges (default kv.pool_mb 2048)";
   EXPECT_NE(metrics.find("engram_kv_pool_misses_total 0"), std::string::npos);
+  EXPECT_NE(metrics.find("engram_index_add_failures_total 0"), std::string::npos) << "index health";
+  EXPECT_NE(metrics.find("engram_index_queued_writes "), std::string::npos);
 }
 
 TEST_F(ServerTest, EngramctlRoundTripAndErrors) {
