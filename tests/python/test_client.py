@@ -21,8 +21,13 @@ class EngramdProcess:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="engram-py-")
         port_file = os.path.join(self.dir, "port")
+        config = os.path.join(self.dir, "engramd.yaml")
+        with open(config, "w") as f:  # backups and checkpoints inside the temp dir
+            for key in ("backup_dir", "checkpoint_dir", "restore_dir"):
+                f.write(f"{key}: {os.path.join(self.dir, key)}\n")
         self.process = subprocess.Popen(
-            [os.environ["ENGRAMD"], "--listen", "127.0.0.1:0", "--port-file", port_file,
+            [os.environ["ENGRAMD"], "--config", config,
+             "--listen", "127.0.0.1:0", "--port-file", port_file,
              "--data-dir", os.path.join(self.dir, "data"), "--metrics-address", "off",
              "--log-level", "warn"])
         deadline = time.time() + 30
@@ -54,6 +59,37 @@ class MemoryClientTest(unittest.TestCase):
         m.wait_ready()
         self.addCleanup(m.close)
         return m
+
+    def test_a_retried_write_says_it_was_deduplicated(self):
+        m = self.memory("py_dedup")
+        m.create_space(dimension=2)
+        first = m.add("once", [1.0, 0.0], request_id="req-1")
+        again = m.add("once", [1.0, 0.0], request_id="req-1")
+        self.assertFalse(first.deduplicated)
+        self.assertTrue(again.deduplicated)
+        self.assertEqual(first, again)
+        self.assertEqual(m.get_space().episode_count, 1)
+
+    def test_admin_reports_stats_compacts_backs_up_and_rebuilds(self):
+        m = self.memory("py_admin")
+        m.create_space(dimension=2)
+        m.add_many([dict(text=str(i), embedding=[1.0, float(i)]) for i in range(10)])
+        admin = engram.Admin(self.server.address)
+        self.addCleanup(admin.close)
+        stats = admin.stats()
+        self.assertIn("py_admin", [space["name"] for space in stats["spaces"]])
+        self.assertEqual(int(stats["index_health"]["add_failures"]), 0)
+        fractions = []
+        admin.compact(lambda fraction, stage: fractions.append(fraction))
+        self.assertEqual(fractions[-1], 1.0)
+        progress = []
+        admin.rebuild_index("py_admin", lambda indexed, total: progress.append((indexed, total)))
+        self.assertEqual(progress[-1], (10, 10))
+        backup = admin.backup()
+        self.assertIn(backup.backup_id, [b.backup_id for b in admin.list_backups()])
+        admin.verify_backup(backup.backup_id)
+        with self.assertRaises(engram.NotFoundError):
+            admin.rebuild_index("no_such_space")
 
     def test_spaces_are_dataclasses_and_a_missing_space_is_named(self):
         m = self.memory("py_spaces")

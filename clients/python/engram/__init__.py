@@ -12,12 +12,14 @@ next to a copy of this package; put build/python on sys.path.
 from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramError,
                            FailedPreconditionError, InvalidArgumentError, NotFoundError,
                            PermissionDeniedError, ResourceExhaustedError, UnavailableError)
+from engram.admin import Admin, BackupInfo
 from engram.kvcache import CacheInfo, KVCache, KVModel
-from engram.memory import Episode, Hit, Memory, SearchResults, Space, Stage
+from engram.memory import Episode, EpisodeId, Hit, Memory, SearchResults, Space, Stage
 
 __all__ = [
-    "AlreadyExistsError", "CacheInfo", "DeadlineExceededError", "EngramError", "Episode",
-    "FailedPreconditionError", "Hit", "InvalidArgumentError", "KVCache", "KVModel", "Memory",
-    "NotFoundError", "SearchResults", "Space", "Stage",
-    "PermissionDeniedError", "ResourceExhaustedError", "UnavailableError",
+    "Admin", "AlreadyExistsError", "BackupInfo", "CacheInfo", "DeadlineExceededError",
+    "EngramError", "Episode", "EpisodeId", "FailedPreconditionError", "Hit",
+    "InvalidArgumentError", "KVCache", "KVModel", "Memory", "NotFoundError",
+    "PermissionDeniedError", "ResourceExhaustedError", "SearchResults", "Space", "Stage",
+    "UnavailableError",
 ]

@@ -54,6 +54,17 @@ class Hit:
     episode: Episode
 
 
+class EpisodeId(int):
+    """An episode id as add() and add_many() return it: an int, with
+    `deduplicated` True when the write's request_id had been applied before
+    (the id is the original write's, and nothing new was stored)."""
+
+    def __new__(cls, value: int, deduplicated: bool = False):
+        episode_id = super().__new__(cls, value)
+        episode_id.deduplicated = deduplicated
+        return episode_id
+
+
 @dataclasses.dataclass
 class Space:
     name: str
@@ -199,14 +210,15 @@ class Memory(GrpcClient):
 
     @translate_errors
     def add(self, text: str, embedding: Sequence[float], *, request_id: str = "",
-            **fields) -> int:
-        """Stores one episode; returns its id. `fields`: agent, session, kind, metadata,
-        event_time_us, expires_at_us, importance, links."""
+            **fields) -> EpisodeId:
+        """Stores one episode; returns its id (`.deduplicated` when request_id was
+        seen before). `fields`: agent, session, kind, metadata, event_time_us,
+        expires_at_us, importance, links."""
         return self.add_many([dict(text=text, embedding=embedding, request_id=request_id,
                                    **fields)])[0]
 
     @translate_errors
-    def add_many(self, episodes: Sequence[dict]) -> List[int]:
+    def add_many(self, episodes: Sequence[dict]) -> List[EpisodeId]:
         """Stores a batch all-or-nothing; each dict holds add()'s arguments."""
         request = memory_pb2.PutEpisodesRequest(space=self.space)
         for fields in episodes:
@@ -214,7 +226,9 @@ class Memory(GrpcClient):
             request_id = fields.pop("request_id", "")
             request.episodes.add(request_id=request_id,
                                  episode=self._episode_proto(**fields))
-        return list(self._stub.PutEpisodes(request, timeout=self.timeout).ids)
+        response = self._stub.PutEpisodes(request, timeout=self.timeout)
+        return [EpisodeId(episode_id, deduplicated)
+                for episode_id, deduplicated in zip(response.ids, response.deduplicated)]
 
     @translate_errors
     def get(self, episode_id: int) -> Episode:
