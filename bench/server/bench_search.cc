@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   CLI::App app{"bench_search: Search through engramd vs the index in-process, on a dataset"};
   std::string address, engramd_path = ENGRAMD_PATH, base_path, query_path, gt_path;
   std::string metric_name = "cosine";
-  bool json = false, in_process = true, sync_writes = true;
+  bool json = false, in_process = true, sync_writes = true, rebuild = false;
   double duration_s = 5;
   int batch = 512;
   std::vector<uint32_t> beam_widths = {0};
@@ -237,6 +237,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "episodes per PutEpisodes while loading")->capture_default_str();
   app.add_option("--in-process", in_process, "also measure the index in this process")
       ->capture_default_str();
+  app.add_flag("--rebuild", rebuild,
+               "rebuild the index after loading (one batch build instead of the "
+               "incremental one the puts made); the in-process baseline likewise");
   app.add_flag("--json", json, "print one JSON object per measurement on stdout");
   CLI11_PARSE(app, argc, argv);
 
@@ -280,6 +283,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double load_s = absl::ToDoubleSeconds(absl::Now() - load_start);
+  if (rebuild) {
+    if (absl::Status rebuilt =
+            c.RebuildIndex(space, [](const v1::RebuildIndexProgress&) { return true; });
+        !rebuilt.ok()) {
+      std::cerr << "bench_search: rebuilding: " << rebuilt << "\n";
+      return 1;
+    }
+    partition = WaitForIndex(c);
+    if (!partition.ok()) {
+      std::cerr << "bench_search: " << partition.status() << "\n";
+      return 1;
+    }
+  }
   // Settle the store first: RocksDB's flushes and compactions after a bulk
   // load would otherwise share the cores with the searches being measured.
   if (absl::Status compacted = c.Compact([](const v1::CompactProgress&) { return true; });
@@ -300,8 +316,8 @@ int main(int argc, char** argv) {
     const Metric metric = metric_name == "ip"   ? Metric::kInnerProduct
                           : metric_name == "l2" ? Metric::kL2
                                                 : Metric::kCosine;
-    std::vector<Row> local =
-        MeasureInProcess(base, batch, queries, truth, metric, beam_widths, duration);
+    std::vector<Row> local = MeasureInProcess(base, rebuild ? static_cast<int>(base.rows) : batch,
+                                              queries, truth, metric, beam_widths, duration);
     rows.insert(rows.end(), local.begin(), local.end());
   }
 
@@ -329,7 +345,9 @@ int main(int argc, char** argv) {
                              {"stage_p50_ms", row.stage_p50_ms},
                              {"calls", row.calls},
                              {"errors", row.errors},
-                             {"load_s", load_s}};
+                             {"load_s", load_s},
+                             {"rebuilt", rebuild},
+                             {"address", address.empty() ? "tcp loopback" : address}};
       std::cout << line.dump() << "\n";
     }
   }

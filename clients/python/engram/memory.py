@@ -4,6 +4,7 @@ import dataclasses
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import grpc
+import numpy as np
 
 from engram._client import GrpcClient
 from engram.errors import InvalidArgumentError, translate_errors
@@ -109,6 +110,17 @@ def _space_from_proto(space) -> Space:
                  created_at_us=space.created_at_us, episode_count=space.episode_count)
 
 
+def _floats(values) -> List[float]:
+    """A vector as the list of floats protobuf takes, converted in C (numpy)
+    rather than element by element: a third of the client's time per search
+    went to a Python loop over 768 values."""
+    try:
+        return np.asarray(values, dtype=np.float32).ravel().tolist()
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"a vector must be numbers: {error}") from None
+
+
 def _value_to_proto(value, out):
     # bool first: bool is a subclass of int in Python.
     if isinstance(value, bool):
@@ -201,7 +213,7 @@ class Memory(GrpcClient):
                        links=()):
         episode = memory_pb2.Episode(
             agent_id=agent or self.agent or "", session_id=session or self.session,
-            kind=kind, text=text, embedding=[float(x) for x in embedding],
+            kind=kind, text=text, embedding=_floats(embedding),
             event_time_us=event_time_us, expires_at_us=expires_at_us,
             importance=importance, links=list(links))
         for key, value in (metadata or {}).items():
@@ -315,7 +327,7 @@ class Memory(GrpcClient):
         scores every episode instead of using the index; scan=True scans every
         vector in memory (on engramd's GPU when it has one) instead of the graph."""
         request = memory_pb2.SearchRequest(
-            space=self.space, query=[float(x) for x in embedding], k=k,
+            space=self.space, query=_floats(embedding), k=k,
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
             include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan)
         response = self._stub.Search(request, timeout=self.timeout)
