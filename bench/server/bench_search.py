@@ -39,10 +39,14 @@ def settle(memory):
     """Waits until the index holds every write, then compacts the store so
     RocksDB's background work does not share the cores with the searches."""
     admin = admin_pb2_grpc.AdminServiceStub(memory._channel)
-    while admin.Stats(admin_pb2.StatsRequest()).index_health.queued != 0:
+    while True:
+        stats = admin.Stats(admin_pb2.StatsRequest())
+        if stats.index_health.queued == 0:
+            break
         time.sleep(0.2)
     for _ in admin.Compact(admin_pb2.CompactRequest()):
         pass
+    return [p for p in stats.partitions if p.space == memory.space][0]
 
 
 def main():
@@ -69,7 +73,7 @@ def main():
         for first in range(0, len(base), args.batch):
             rows = base[first:first + args.batch]
             ids.extend(memory.add_many([dict(text="", embedding=row.tolist()) for row in rows]))
-        settle(memory)
+        partition = settle(memory)
         load_s = time.time() - start
         row_of_id = {episode_id: row for row, episode_id in enumerate(ids)}
         query_lists = [q.tolist() for q in queries]
@@ -92,11 +96,13 @@ def main():
             "recall_at_10": float(np.mean(recalls)), "qps": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(latencies, 50)),
             "p99_ms": float(np.percentile(latencies, 99)), "calls": len(latencies),
-            "load_s": load_s,
+            "load_s": load_s, "calibrated_beam_width": partition.beam_width,
+            "first_stage": partition.first_stage,
         }
         print(f"python client, 1 caller: recall@10 {result['recall_at_10']:.4f}, "
               f"{result['qps']:.0f} QPS, p50 {result['p50_ms']:.3f} ms, "
-              f"p99 {result['p99_ms']:.3f} ms (loaded in {load_s:.1f} s)", file=sys.stderr)
+              f"p99 {result['p99_ms']:.3f} ms (loaded in {load_s:.1f} s; {partition.first_stage} "
+              f"codes, calibrated L {partition.beam_width})", file=sys.stderr)
         if args.json:
             print(json.dumps(result))
     finally:
