@@ -66,8 +66,8 @@ struct PartitionOptions {
   // scanned exhaustively. Default: 4096
   uint32_t graph_threshold = 4096;
   // Beam width L of searches that do not name one, before calibration: the
-  // graph build doubles it until the sample recall reaches target_recall
-  // and keeps the first that does. Default: 64
+  // graph build raises it by 1.5x until the sample recall reaches
+  // target_recall and keeps the first that does. Default: 64
   uint32_t default_beam_width = 64;
   // Candidates scored with exact float distances when the search does not
   // say: this many times k, at least 40, and at least half the beam width
@@ -258,8 +258,9 @@ class VectorPartition {
   SampleTruth ComputeSampleTruth(uint32_t node_count, uint32_t sample) const;
   float SampleRecall(const Structure& structure, uint32_t node_count, const SampleTruth& truth,
                      uint32_t beam_width) const;
-  // Doubles the structure's default beam width from options' default until
-  // the sample recall reaches the target or max_beam_width; true if reached.
+  // Raises the structure's default beam width by 1.5x from options' default
+  // until the sample recall reaches the target or max_beam_width; true if
+  // reached.
   bool Calibrate(Structure& structure, uint32_t node_count, const SampleTruth& truth,
                  uint32_t max_beam_width) const;
   float ExactScore(const float* query, uint32_t node) const;

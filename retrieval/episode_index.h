@@ -74,7 +74,7 @@ struct IndexOptions {
   uint32_t build_beam_width = 128;
   // RobustPrune's alpha. Default: 1.2.
   float alpha = 1.2f;
-  // Search beam width before calibration; each graph doubles it until its
+  // Search beam width before calibration; each graph raises it by 1.5x until its
   // sample recall reaches target_recall. Default: 64.
   uint32_t default_beam_width = 64;
   // Recall@10 each graph must reach on a sample of its own vectors; binary
