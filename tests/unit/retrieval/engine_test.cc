@@ -159,6 +159,36 @@ TEST_F(EngineTest, BadSearchesAreRejectedOnce) {
   EXPECT_TRUE(empty->hits.empty());
 }
 
+// A write the index receives after the delete of the same id (a put whose
+// indexing was overtaken by the delete) is recognised and dropped: ids are
+// never reused, so it can only be stale.
+TEST_F(EngineTest, AnUpsertArrivingAfterItsDeleteIsDropped) {
+  ASSERT_TRUE(engine_->CreateSpace(kDefaultTenant, {.name = "mem", .dimension = kDim}).ok());
+  std::mt19937 rng(9);
+  std::vector<float> vector = RandomVector(rng);
+  Episode episode;
+  episode.agent_id = "a";
+  episode.embedding = vector;
+  auto stored = store_->PutEpisodes(kDefaultTenant, "mem", {{"", episode}});
+  ASSERT_TRUE(stored.ok());
+  const Episode record = (*stored)[0].written;
+  auto space = store_->LookupSpace(kDefaultTenant, "mem");
+  ASSERT_TRUE(space.ok());
+  // A second index over the same store, driven by hand in the racing order.
+  EpisodeIndex index(IndexOptions{}, store_.get(), dir_.Sub("other-index"));
+  ASSERT_TRUE(index.Load().ok());
+  index.Remove(kDefaultTenant, "mem", {record.id});
+  index.Upsert(kDefaultTenant, *space, {record});
+  index.Flush();
+  const EpisodeFilter no_filter;
+  const SearchContext context{kDefaultTenant, *space, vector, no_filter};
+  for (bool scan : {false, true}) {
+    auto candidates = index.Propose(context, 10, scan);
+    ASSERT_TRUE(candidates.ok());
+    for (const Candidate& candidate : *candidates) EXPECT_NE(candidate.id, record.id);
+  }
+}
+
 // Writers put, update and delete while searchers run. A search never
 // returns an episode whose delete was acknowledged before it started; at
 // the end (and after a restart, and after a rebuild that races more writes)
