@@ -47,7 +47,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
 
   ProgressReactor(RpcRunner* runner, std::string rpc, Task task)
       : runner_(runner), rpc_(std::move(rpc)) {
-    bool queued = runner->pool()->TrySubmit([this, task = std::move(task)] {
+    bool queued = runner->pool(CallClass::kAdmin)->TrySubmit([this, task = std::move(task)] {
       absl::Status status = task(
           [this](Progress progress) {
             absl::MutexLock lock(&mutex_);
@@ -140,7 +140,7 @@ void PartitionToProto(const retrieval::PartitionReport& report, v1::PartitionSta
 grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* context,
                                                   const v1::StatsRequest*,
                                                   v1::StatsResponse* response) {
-  return runner_->Unary(context, "Stats", [=, this](absl::Time) -> absl::Status {
+  return runner_->Unary(context, "Stats", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
     const std::string& tenant = TenantOf(context);
     absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(tenant);
     if (!spaces.ok()) return spaces.status();
@@ -240,65 +240,71 @@ grpc::ServerWriteReactor<v1::RebuildIndexProgress>* AdminServiceImpl::RebuildInd
 grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
                                                        const v1::CheckpointRequest* request,
                                                        v1::CheckpointResponse* response) {
-  return runner_->Unary(context, "Checkpoint", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::string> path =
-        NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint");
-    if (!path.ok()) return path.status();
-    if (absl::Status s = store_->Checkpoint(*path); !s.ok()) return s;
-    response->set_path(*path);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(context, "Checkpoint", CallClass::kAdmin,
+                        [=, this](absl::Time) -> absl::Status {
+                          absl::StatusOr<std::string> path =
+                              NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint");
+                          if (!path.ok()) return path.status();
+                          if (absl::Status s = store_->Checkpoint(*path); !s.ok()) return s;
+                          response->set_path(*path);
+                          return absl::OkStatus();
+                        });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Backup(grpc::CallbackServerContext* context,
                                                    const v1::BackupRequest*,
                                                    v1::BackupResponse* response) {
-  return runner_->Unary(context, "Backup", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<storage::BackupInfo> info = store_->CreateBackup(config_.backup_dir);
-    if (!info.ok()) return info.status();
-    BackupToProto(*info, response->mutable_backup());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "Backup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<storage::BackupInfo> info = store_->CreateBackup(config_.backup_dir);
+        if (!info.ok()) return info.status();
+        BackupToProto(*info, response->mutable_backup());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerContext* context,
                                                         const v1::ListBackupsRequest*,
                                                         v1::ListBackupsResponse* response) {
-  return runner_->Unary(context, "ListBackups", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::vector<storage::BackupInfo>> backups =
-        store_->ListBackups(config_.backup_dir);
-    if (!backups.ok()) return backups.status();
-    for (const storage::BackupInfo& info : *backups) BackupToProto(info, response->add_backups());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(context, "ListBackups", CallClass::kRead,
+                        [=, this](absl::Time) -> absl::Status {
+                          absl::StatusOr<std::vector<storage::BackupInfo>> backups =
+                              store_->ListBackups(config_.backup_dir);
+                          if (!backups.ok()) return backups.status();
+                          for (const storage::BackupInfo& info : *backups)
+                            BackupToProto(info, response->add_backups());
+                          return absl::OkStatus();
+                        });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(grpc::CallbackServerContext* context,
                                                           const v1::RestoreBackupRequest* request,
                                                           v1::RestoreBackupResponse* response) {
-  return runner_->Unary(context, "RestoreBackup", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::string> path =
-        NewEntryPath(config_.restore_dir, request->name(), "restore");
-    if (!path.ok()) return path.status();
-    absl::Status s =
-        storage::EpisodeStore::RestoreBackup(config_.backup_dir, request->backup_id(), *path);
-    if (!s.ok()) return s;
-    response->set_path(*path);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "RestoreBackup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<std::string> path =
+            NewEntryPath(config_.restore_dir, request->name(), "restore");
+        if (!path.ok()) return path.status();
+        absl::Status s =
+            storage::EpisodeStore::RestoreBackup(config_.backup_dir, request->backup_id(), *path);
+        if (!s.ok()) return s;
+        response->set_path(*path);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::VerifyBackup(grpc::CallbackServerContext* context,
                                                          const v1::VerifyBackupRequest* request,
                                                          v1::VerifyBackupResponse* response) {
-  return runner_->Unary(context, "VerifyBackup", [=, this](absl::Time) -> absl::Status {
-    absl::Status s = store_->VerifyBackup(config_.backup_dir, request->backup_id());
-    if (absl::IsNotFound(s)) return s;
-    response->set_ok(s.ok());
-    response->set_message(s.ok() ? "backup verified (sizes and checksums)"
-                                 : std::string(s.message()));
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "VerifyBackup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+        absl::Status s = store_->VerifyBackup(config_.backup_dir, request->backup_id());
+        if (absl::IsNotFound(s)) return s;
+        response->set_ok(s.ok());
+        response->set_message(s.ok() ? "backup verified (sizes and checksums)"
+                                     : std::string(s.message()));
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace engram::server

@@ -88,10 +88,17 @@ const std::vector<Option>& Options() {
                          "MiB of RocksDB block cache (decompressed blocks shared by every "
                          "column family): searches read their hits back through it",
                          ENGRAM_FIELD(store.block_cache_mb)),
-      MakeOption<int>("worker_threads", "threads that run requests", ENGRAM_FIELD(worker_threads),
-                      1),
-      MakeOption<int>("max_queued_requests", "requests waiting beyond this get RESOURCE_EXHAUSTED",
-                      ENGRAM_FIELD(max_queued_requests), 1),
+      MakeOption<int>("read_threads",
+                      "threads that run reads and searches (apart from the writers)",
+                      ENGRAM_FIELD(read_threads), 1),
+      MakeOption<int>("admin_threads",
+                      "threads that run compaction, checkpoints, backups, rebuilds, KV export",
+                      ENGRAM_FIELD(admin_threads), 1),
+      MakeOption<int>("worker_threads", "threads that run writes", ENGRAM_FIELD(worker_threads), 1),
+      MakeOption<int>(
+          "max_queued_requests",
+          "calls of one class (read, write, admin) waiting beyond this get RESOURCE_EXHAUSTED",
+          ENGRAM_FIELD(max_queued_requests), 1),
       MakeOption<int>("max_message_bytes", "largest request or response message",
                       ENGRAM_FIELD(max_message_bytes), 1024),
       MakeOption<int>("max_k", "largest k a Search may ask for", ENGRAM_FIELD(max_k), 1),
@@ -252,8 +259,10 @@ absl::Status ValidateConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("gpu.precision '", config.gpu.precision, "' is not one of fp16, fp32"));
   }
-  if (config.worker_threads < 1 || config.max_k < 1) {
-    return absl::InvalidArgumentError("worker_threads and max_k must be at least 1");
+  if (config.worker_threads < 1 || config.read_threads < 1 || config.admin_threads < 1 ||
+      config.max_k < 1) {
+    return absl::InvalidArgumentError(
+        "worker_threads, read_threads, admin_threads and max_k must be at least 1");
   }
   if (config.max_k > static_cast<int>(index::VectorPartition::kMaxK)) {
     return absl::InvalidArgumentError(absl::StrCat("max_k is ", config.max_k, "; the index allows ",

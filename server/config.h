@@ -59,11 +59,19 @@ struct ServerConfig {
   // If set, the metrics endpoint's bound port is written here before
   // port_file is. Default: "" (not written).
   std::string metrics_port_file;
-  // Threads that run requests (RocksDB reads/writes, scans). Writers block on
-  // fsync, so more threads give group commit more to share. Default: 16.
+  // Threads that run writes (puts, updates, deletes, space changes, KV
+  // saves). Writers block on fsync, so more threads give group commit more
+  // to share. Default: 16.
   int worker_threads = 16;
-  // Requests waiting for a worker beyond this are refused with
-  // RESOURCE_EXHAUSTED instead of queueing without bound. Default: 4096.
+  // Threads that run reads (gets, lists, searches, stats, KV loads), apart
+  // from the writers so that saturated writes never delay a read. Default: 8.
+  int read_threads = 8;
+  // Threads that run admin calls (compaction, checkpoints, backups, index
+  // rebuilds, KV export/import). Default: 2.
+  int admin_threads = 2;
+  // Calls of one class (read, write, admin) waiting for its threads beyond
+  // this are refused at once with RESOURCE_EXHAUSTED instead of queueing
+  // without bound. Default: 4096.
   int max_queued_requests = 4096;
   // Largest request or response message, in bytes. Default: 64 MiB.
   int max_message_bytes = 64 << 20;

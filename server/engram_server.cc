@@ -94,8 +94,14 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
         {"engram_index_snapshot_failures_total", "index snapshot writes that failed",
          value(health.snapshot_failures), true}};
   });
-  server->pool_ = std::make_unique<ThreadPool>(config.worker_threads, config.max_queued_requests);
-  server->runner_ = std::make_unique<RpcRunner>(server->pool_.get(), server->metrics_.get());
+  const size_t queue = static_cast<size_t>(config.max_queued_requests);
+  server->read_pool_ = std::make_unique<ThreadPool>(config.read_threads, queue);
+  server->write_pool_ = std::make_unique<ThreadPool>(config.worker_threads, queue);
+  server->admin_pool_ = std::make_unique<ThreadPool>(config.admin_threads, queue);
+  server->runner_ = std::make_unique<RpcRunner>(
+      RpcRunner::Pools{server->read_pool_.get(), server->write_pool_.get(),
+                       server->admin_pool_.get()},
+      server->metrics_.get());
   server->memory_service_ =
       std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
   server->admin_service_ =
@@ -147,7 +153,9 @@ absl::Status EngramServer::Shutdown() {
   grpc_server_->Shutdown(std::chrono::system_clock::now() +
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
-  pool_.reset();
+  read_pool_.reset();
+  write_pool_.reset();
+  admin_pool_.reset();
   // The scrape sources read the stores closed below: detach them, then let
   // the endpoint stop (civetweb takes up to ~2 s) while the index snapshots.
   metrics_->RemoveSources();

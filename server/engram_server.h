@@ -54,7 +54,10 @@ class EngramServer {
   std::unique_ptr<retrieval::Engine> engine_;
   std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;
-  std::unique_ptr<ThreadPool> pool_;
+  // One pool per call class (server/rpc_runner.h).
+  std::unique_ptr<ThreadPool> read_pool_;
+  std::unique_ptr<ThreadPool> write_pool_;
+  std::unique_ptr<ThreadPool> admin_pool_;
   std::unique_ptr<RpcRunner> runner_;
   std::unique_ptr<MemoryServiceImpl> memory_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;

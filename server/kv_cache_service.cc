@@ -57,7 +57,7 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
   }
 
   void OnReadDone(bool ok) override {
-    bool queued = service_->runner()->pool()->TrySubmit([this, ok] {
+    bool queued = service_->runner()->pool(CallClass::kWrite)->TrySubmit([this, ok] {
       if (!ok) {
         Done(Commit());
         return;
@@ -75,7 +75,9 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
   void OnDone() override {
     service_->runner()->metrics()->RecordRpc("SaveCache", status_.code(), absl::Now() - start_);
     // Dropping an uncommitted save deletes what it staged: not on gRPC's thread.
-    if (!service_->runner()->pool()->TrySubmit([this] { delete this; })) delete this;
+    if (!service_->runner()->pool(CallClass::kWrite)->TrySubmit([this] { delete this; })) {
+      delete this;
+    }
   }
 
  private:
@@ -168,7 +170,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   LoadReactor(KvCacheServiceImpl* service, grpc::CallbackServerContext* context,
               const v1::LoadCacheRequest* request)
       : service_(service), context_(context), request_(*request), deadline_(CallDeadline(context)) {
-    if (!service_->runner()->pool()->TrySubmit([this] { Produce(); })) {
+    if (!service_->runner()->pool(CallClass::kRead)->TrySubmit([this] { Produce(); })) {
       absl::MutexLock lock(&mutex_);
       result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
       MaybeWriteLocked();
@@ -213,7 +215,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
     // Half empty before the producer runs again: fewer, longer producer runs.
     if (!parked_ || (queue_.size() > kQueueDepth / 2 && !cancelled_)) return false;
     parked_ = false;
-    if (service_->runner()->pool()->TrySubmit([this] { Produce(); })) return false;
+    if (service_->runner()->pool(CallClass::kRead)->TrySubmit([this] { Produce(); })) return false;
     result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
     MaybeWriteLocked();
     return true;
@@ -451,96 +453,103 @@ grpc::ServerWriteReactor<v1::LoadCacheResponse>* KvCacheServiceImpl::LoadCache(
 grpc::ServerUnaryReactor* KvCacheServiceImpl::MatchPrefix(grpc::CallbackServerContext* context,
                                                           const v1::MatchPrefixRequest* request,
                                                           v1::MatchPrefixResponse* response) {
-  return runner_->Unary(context, "MatchPrefix", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<ModelSpec> model = ModelFromProto(request->model());
-    if (!model.ok()) return model.status();
-    std::span<const uint32_t> tokens(request->token_ids().data(), request->token_ids().size());
-    const std::string& tenant = TenantOf(context);
-    if (!request->agent_id().empty() || !request->any_agent()) {
-      absl::StatusOr<uint64_t> own =
-          store_->MatchAgentPrefix(tenant, request->agent_id(), *model, tokens);
-      if (!own.ok()) return own.status();
-      response->set_agent_tokens(*own);
-    }
-    if (request->any_agent()) {
-      response->set_shared_tokens(store_->MatchSharedPrefix(tenant, *model, tokens));
-    }
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "MatchPrefix", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<ModelSpec> model = ModelFromProto(request->model());
+        if (!model.ok()) return model.status();
+        std::span<const uint32_t> tokens(request->token_ids().data(), request->token_ids().size());
+        const std::string& tenant = TenantOf(context);
+        if (!request->agent_id().empty() || !request->any_agent()) {
+          absl::StatusOr<uint64_t> own =
+              store_->MatchAgentPrefix(tenant, request->agent_id(), *model, tokens);
+          if (!own.ok()) return own.status();
+          response->set_agent_tokens(*own);
+        }
+        if (request->any_agent()) {
+          response->set_shared_tokens(store_->MatchSharedPrefix(tenant, *model, tokens));
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* KvCacheServiceImpl::ListCaches(grpc::CallbackServerContext* context,
                                                          const v1::ListCachesRequest* request,
                                                          v1::ListCachesResponse* response) {
-  return runner_->Unary(context, "ListCaches", [=, this](absl::Time) -> absl::Status {
-    auto page = store_->ListCaches(TenantOf(context), request->agent_id(), request->page_size(),
-                                   request->page_token());
-    if (!page.ok()) return page.status();
-    for (const kvcache::CacheManifest& manifest : page->caches) {
-      CacheInfoToProto(manifest, response->add_caches());
-    }
-    response->set_next_page_token(page->next_page_token);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "ListCaches", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        auto page = store_->ListCaches(TenantOf(context), request->agent_id(), request->page_size(),
+                                       request->page_token());
+        if (!page.ok()) return page.status();
+        for (const kvcache::CacheManifest& manifest : page->caches) {
+          CacheInfoToProto(manifest, response->add_caches());
+        }
+        response->set_next_page_token(page->next_page_token);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* KvCacheServiceImpl::DeleteCache(grpc::CallbackServerContext* context,
                                                           const v1::DeleteCacheRequest* request,
                                                           v1::DeleteCacheResponse* response) {
-  return runner_->Unary(context, "DeleteCache", [=, this](absl::Time) -> absl::Status {
-    auto deleted = store_->DeleteCache(TenantOf(context), request->agent_id(), request->model_id());
-    if (!deleted.ok()) return deleted.status();
-    response->set_caches(deleted->caches);
-    response->set_blocks_freed(deleted->digests_freed);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "DeleteCache", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        auto deleted =
+            store_->DeleteCache(TenantOf(context), request->agent_id(), request->model_id());
+        if (!deleted.ok()) return deleted.status();
+        response->set_caches(deleted->caches);
+        response->set_blocks_freed(deleted->digests_freed);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* KvCacheServiceImpl::Stats(grpc::CallbackServerContext* context,
                                                     const v1::KvStatsRequest*,
                                                     v1::KvStatsResponse* response) {
-  return runner_->Unary(context, "KvStats", [=, this](absl::Time) -> absl::Status {
-    kvcache::KvStoreStats stats = store_->Stats();
-    response->set_caches(stats.caches);
-    response->set_unique_layer_blocks(stats.unique_blocks);
-    response->set_stored_bytes(stats.stored_bytes);
-    response->set_pool_budget_bytes(stats.pool.budget_bytes);
-    response->set_pool_resident_bytes(stats.pool.resident_bytes);
-    response->set_pool_resident_blocks(stats.pool.resident_blocks);
-    response->set_pool_hits(stats.pool.hits);
-    response->set_pool_misses(stats.pool.misses);
-    response->set_pool_evictions(stats.pool.evictions);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(context, "KvStats", CallClass::kRead,
+                        [=, this](absl::Time) -> absl::Status {
+                          kvcache::KvStoreStats stats = store_->Stats();
+                          response->set_caches(stats.caches);
+                          response->set_unique_layer_blocks(stats.unique_blocks);
+                          response->set_stored_bytes(stats.stored_bytes);
+                          response->set_pool_budget_bytes(stats.pool.budget_bytes);
+                          response->set_pool_resident_bytes(stats.pool.resident_bytes);
+                          response->set_pool_resident_blocks(stats.pool.resident_blocks);
+                          response->set_pool_hits(stats.pool.hits);
+                          response->set_pool_misses(stats.pool.misses);
+                          response->set_pool_evictions(stats.pool.evictions);
+                          return absl::OkStatus();
+                        });
 }
 
 grpc::ServerUnaryReactor* KvCacheServiceImpl::ExportCache(grpc::CallbackServerContext* context,
                                                           const v1::ExportCacheRequest* request,
                                                           v1::ExportCacheResponse* response) {
-  return runner_->Unary(context, "ExportCache", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
-    if (!path.ok()) return path.status();
-    auto exported = kvcache::ExportCache(store_, TenantOf(context), request->agent_id(),
-                                         request->model_id(), *path);
-    if (!exported.ok()) return exported.status();
-    response->set_path(request->path());
-    response->set_bytes(exported->bytes);
-    response->set_tokens(exported->tokens);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "ExportCache", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+        if (!path.ok()) return path.status();
+        auto exported = kvcache::ExportCache(store_, TenantOf(context), request->agent_id(),
+                                             request->model_id(), *path);
+        if (!exported.ok()) return exported.status();
+        response->set_path(request->path());
+        response->set_bytes(exported->bytes);
+        response->set_tokens(exported->tokens);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* KvCacheServiceImpl::ImportCache(grpc::CallbackServerContext* context,
                                                           const v1::ImportCacheRequest* request,
                                                           v1::ImportCacheResponse* response) {
-  return runner_->Unary(context, "ImportCache", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
-    if (!path.ok()) return path.status();
-    auto imported = kvcache::ImportCache(store_, TenantOf(context), *path, request->agent_id());
-    if (!imported.ok()) return imported.status();
-    CacheInfoToProto(*imported, response->mutable_cache());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "ImportCache", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+        if (!path.ok()) return path.status();
+        auto imported = kvcache::ImportCache(store_, TenantOf(context), *path, request->agent_id());
+        if (!imported.ok()) return imported.status();
+        CacheInfoToProto(*imported, response->mutable_cache());
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace engram::server

@@ -8,197 +8,209 @@ namespace engram::server {
 grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerContext* context,
                                                          const v1::CreateSpaceRequest* request,
                                                          v1::CreateSpaceResponse* response) {
-  return runner_->Unary(context, "CreateSpace", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<Metric> metric = MetricFromProto(request->space().metric());
-    if (!metric.ok()) return metric.status();
-    SpaceInfo space;
-    space.name = request->space().name();
-    space.dimension = request->space().dimension();
-    space.metric = *metric;
-    absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
-    if (!created.ok()) return created.status();
-    SpaceToProto(*created, response->mutable_space());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "CreateSpace", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<Metric> metric = MetricFromProto(request->space().metric());
+        if (!metric.ok()) return metric.status();
+        SpaceInfo space;
+        space.name = request->space().name();
+        space.dimension = request->space().dimension();
+        space.metric = *metric;
+        absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
+        if (!created.ok()) return created.status();
+        SpaceToProto(*created, response->mutable_space());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::GetSpace(grpc::CallbackServerContext* context,
                                                       const v1::GetSpaceRequest* request,
                                                       v1::GetSpaceResponse* response) {
-  return runner_->Unary(context, "GetSpace", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<SpaceInfo> space = engine_->GetSpace(TenantOf(context), request->name());
-    if (!space.ok()) return space.status();
-    SpaceToProto(*space, response->mutable_space());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "GetSpace", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<SpaceInfo> space = engine_->GetSpace(TenantOf(context), request->name());
+        if (!space.ok()) return space.status();
+        SpaceToProto(*space, response->mutable_space());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::ListSpaces(grpc::CallbackServerContext* context,
                                                         const v1::ListSpacesRequest*,
                                                         v1::ListSpacesResponse* response) {
-  return runner_->Unary(context, "ListSpaces", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(TenantOf(context));
-    if (!spaces.ok()) return spaces.status();
-    for (const SpaceInfo& space : *spaces) SpaceToProto(space, response->add_spaces());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "ListSpaces", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(TenantOf(context));
+        if (!spaces.ok()) return spaces.status();
+        for (const SpaceInfo& space : *spaces) SpaceToProto(space, response->add_spaces());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteSpace(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSpaceRequest* request,
                                                          v1::DeleteSpaceResponse* response) {
-  return runner_->Unary(context, "DeleteSpace", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<uint64_t> deleted = engine_->DeleteSpace(TenantOf(context), request->name());
-    if (!deleted.ok()) return deleted.status();
-    response->set_deleted_episodes(*deleted);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "DeleteSpace", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<uint64_t> deleted = engine_->DeleteSpace(TenantOf(context), request->name());
+        if (!deleted.ok()) return deleted.status();
+        response->set_deleted_episodes(*deleted);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerContext* context,
                                                          const v1::PutEpisodesRequest* request,
                                                          v1::PutEpisodesResponse* response) {
-  return runner_->Unary(context, "PutEpisodes", [=, this](absl::Time) -> absl::Status {
-    std::vector<EpisodeWrite> writes;
-    writes.reserve(request->episodes_size());
-    for (int i = 0; i < request->episodes_size(); ++i) {
-      absl::StatusOr<Episode> episode = EpisodeFromProto(request->episodes(i).episode());
-      if (!episode.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("episodes[", i, "]: ", episode.status().message()));
-      }
-      writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
-    }
-    absl::StatusOr<std::vector<PutResult>> results =
-        engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes));
-    if (!results.ok()) return results.status();
-    for (const PutResult& result : *results) {
-      response->add_ids(result.id);
-      response->add_deduplicated(result.deduplicated);
-    }
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "PutEpisodes", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        std::vector<EpisodeWrite> writes;
+        writes.reserve(request->episodes_size());
+        for (int i = 0; i < request->episodes_size(); ++i) {
+          absl::StatusOr<Episode> episode = EpisodeFromProto(request->episodes(i).episode());
+          if (!episode.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("episodes[", i, "]: ", episode.status().message()));
+          }
+          writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
+        }
+        absl::StatusOr<std::vector<PutResult>> results =
+            engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes));
+        if (!results.ok()) return results.status();
+        for (const PutResult& result : *results) {
+          response->add_ids(result.id);
+          response->add_deduplicated(result.deduplicated);
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::GetEpisode(grpc::CallbackServerContext* context,
                                                         const v1::GetEpisodeRequest* request,
                                                         v1::GetEpisodeResponse* response) {
-  return runner_->Unary(context, "GetEpisode", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<Episode> episode =
-        engine_->GetEpisode(TenantOf(context), request->space(), request->id());
-    if (!episode.ok()) return episode.status();
-    EpisodeToProto(*episode, /*include_embedding=*/true, response->mutable_episode());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "GetEpisode", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<Episode> episode =
+            engine_->GetEpisode(TenantOf(context), request->space(), request->id());
+        if (!episode.ok()) return episode.status();
+        EpisodeToProto(*episode, /*include_embedding=*/true, response->mutable_episode());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerContext* context,
                                                            const v1::UpdateEpisodeRequest* request,
                                                            v1::UpdateEpisodeResponse* response) {
-  return runner_->Unary(context, "UpdateEpisode", [=, this](absl::Time) -> absl::Status {
-    const v1::Episode& values = request->episode();
-    if (!values.agent_id().empty() || values.id() != 0 || values.version() != 0) {
-      return absl::InvalidArgumentError(
-          "an update cannot change agent_id, id or version; leave them unset");
-    }
-    absl::StatusOr<Episode> episode = EpisodeFromProto(values);
-    if (!episode.ok()) return episode.status();
-    absl::StatusOr<std::vector<UpdatableField>> fields =
-        UpdateMaskFromProto(request->update_mask());
-    if (!fields.ok()) return fields.status();
-    EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
-                         *std::move(fields)};
-    absl::StatusOr<Episode> updated =
-        engine_->UpdateEpisode(TenantOf(context), request->space(), update);
-    if (!updated.ok()) return updated.status();
-    EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "UpdateEpisode", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        const v1::Episode& values = request->episode();
+        if (!values.agent_id().empty() || values.id() != 0 || values.version() != 0) {
+          return absl::InvalidArgumentError(
+              "an update cannot change agent_id, id or version; leave them unset");
+        }
+        absl::StatusOr<Episode> episode = EpisodeFromProto(values);
+        if (!episode.ok()) return episode.status();
+        absl::StatusOr<std::vector<UpdatableField>> fields =
+            UpdateMaskFromProto(request->update_mask());
+        if (!fields.ok()) return fields.status();
+        EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
+                             *std::move(fields)};
+        absl::StatusOr<Episode> updated =
+            engine_->UpdateEpisode(TenantOf(context), request->space(), update);
+        if (!updated.ok()) return updated.status();
+        EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::GetHistory(grpc::CallbackServerContext* context,
                                                         const v1::GetHistoryRequest* request,
                                                         v1::GetHistoryResponse* response) {
-  return runner_->Unary(context, "GetHistory", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<std::vector<Episode>> versions =
-        engine_->GetHistory(TenantOf(context), request->space(), request->id());
-    if (!versions.ok()) return versions.status();
-    for (const Episode& version : *versions) {
-      EpisodeToProto(version, /*include_embedding=*/true, response->add_versions());
-    }
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "GetHistory", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<std::vector<Episode>> versions =
+            engine_->GetHistory(TenantOf(context), request->space(), request->id());
+        if (!versions.ok()) return versions.status();
+        for (const Episode& version : *versions) {
+          EpisodeToProto(version, /*include_embedding=*/true, response->add_versions());
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
     grpc::CallbackServerContext* context, const v1::DeleteEpisodesRequest* request,
     v1::DeleteEpisodesResponse* response) {
-  return runner_->Unary(context, "DeleteEpisodes", [=, this](absl::Time) -> absl::Status {
-    DeleteTarget target;
-    switch (request->target_case()) {
-      case v1::DeleteEpisodesRequest::kIds:
-        target.ids.assign(request->ids().ids().begin(), request->ids().ids().end());
-        break;
-      case v1::DeleteEpisodesRequest::kAgentId:
-        if (request->agent_id().empty()) return absl::InvalidArgumentError("agent_id is empty");
-        target.agent_id = request->agent_id();
-        break;
-      case v1::DeleteEpisodesRequest::kSession:
-        if (request->session().agent_id().empty() || request->session().session_id().empty()) {
-          return absl::InvalidArgumentError("session delete needs agent_id and session_id");
+  return runner_->Unary(
+      context, "DeleteEpisodes", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+        DeleteTarget target;
+        switch (request->target_case()) {
+          case v1::DeleteEpisodesRequest::kIds:
+            target.ids.assign(request->ids().ids().begin(), request->ids().ids().end());
+            break;
+          case v1::DeleteEpisodesRequest::kAgentId:
+            if (request->agent_id().empty()) return absl::InvalidArgumentError("agent_id is empty");
+            target.agent_id = request->agent_id();
+            break;
+          case v1::DeleteEpisodesRequest::kSession:
+            if (request->session().agent_id().empty() || request->session().session_id().empty()) {
+              return absl::InvalidArgumentError("session delete needs agent_id and session_id");
+            }
+            target.agent_id = request->session().agent_id();
+            target.session_id = request->session().session_id();
+            break;
+          case v1::DeleteEpisodesRequest::TARGET_NOT_SET:
+            return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
         }
-        target.agent_id = request->session().agent_id();
-        target.session_id = request->session().session_id();
-        break;
-      case v1::DeleteEpisodesRequest::TARGET_NOT_SET:
-        return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
-    }
-    absl::StatusOr<uint64_t> deleted =
-        engine_->DeleteEpisodes(TenantOf(context), request->space(), target);
-    if (!deleted.ok()) return deleted.status();
-    response->set_deleted(*deleted);
-    return absl::OkStatus();
-  });
+        absl::StatusOr<uint64_t> deleted =
+            engine_->DeleteEpisodes(TenantOf(context), request->space(), target);
+        if (!deleted.ok()) return deleted.status();
+        response->set_deleted(*deleted);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerContext* context,
                                                           const v1::ListEpisodesRequest* request,
                                                           v1::ListEpisodesResponse* response) {
-  return runner_->Unary(context, "ListEpisodes", [=, this](absl::Time) -> absl::Status {
-    absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
-    if (!filter.ok()) return filter.status();
-    absl::StatusOr<EpisodePage> page = engine_->ListEpisodes(
-        TenantOf(context), request->space(), *filter, request->page_size(), request->page_token());
-    if (!page.ok()) return page.status();
-    for (const Episode& episode : page->episodes) {
-      EpisodeToProto(episode, request->include_embedding(), response->add_episodes());
-    }
-    response->set_next_page_token(page->next_page_token);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "ListEpisodes", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
+        if (!filter.ok()) return filter.status();
+        absl::StatusOr<EpisodePage> page =
+            engine_->ListEpisodes(TenantOf(context), request->space(), *filter,
+                                  request->page_size(), request->page_token());
+        if (!page.ok()) return page.status();
+        for (const Episode& episode : page->episodes) {
+          EpisodeToProto(episode, request->include_embedding(), response->add_episodes());
+        }
+        response->set_next_page_token(page->next_page_token);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext* context,
                                                     const v1::SearchRequest* request,
                                                     v1::SearchResponse* response) {
-  return runner_->Unary(context, "Search", [=, this](absl::Time deadline) -> absl::Status {
-    absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
-    if (!filter.ok()) return filter.status();
-    retrieval::SearchRequest search;
-    search.query = std::span<const float>(request->query().data(), request->query().size());
-    search.k = request->k();
-    search.beam_width = request->beam_width();
-    search.route = request->exact()  ? retrieval::Route::kExact
-                   : request->scan() ? retrieval::Route::kScan
-                                     : retrieval::Route::kIndex;
-    search.filter = *std::move(filter);
-    search.deadline = deadline;
-    absl::StatusOr<retrieval::SearchResult> result =
-        engine_->Search(TenantOf(context), request->space(), search);
-    if (!result.ok()) return result.status();
-    SearchResultToProto(*result, request->include_embedding(), response);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "Search", CallClass::kRead, [=, this](absl::Time deadline) -> absl::Status {
+        absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
+        if (!filter.ok()) return filter.status();
+        retrieval::SearchRequest search;
+        search.query = std::span<const float>(request->query().data(), request->query().size());
+        search.k = request->k();
+        search.beam_width = request->beam_width();
+        search.route = request->exact()  ? retrieval::Route::kExact
+                       : request->scan() ? retrieval::Route::kScan
+                                         : retrieval::Route::kIndex;
+        search.filter = *std::move(filter);
+        search.deadline = deadline;
+        absl::StatusOr<retrieval::SearchResult> result =
+            engine_->Search(TenantOf(context), request->space(), search);
+        if (!result.ok()) return result.status();
+        SearchResultToProto(*result, request->include_embedding(), response);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace engram::server

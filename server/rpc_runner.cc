@@ -12,8 +12,20 @@ absl::Time CallDeadline(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(deadline);
 }
 
+ThreadPool* RpcRunner::pool(CallClass call_class) {
+  switch (call_class) {
+    case CallClass::kRead:
+      return pools_.read;
+    case CallClass::kWrite:
+      return pools_.write;
+    case CallClass::kAdmin:
+      return pools_.admin;
+  }
+  return pools_.read;
+}
+
 grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
-                                           std::string_view rpc,
+                                           std::string_view rpc, CallClass call_class,
                                            std::function<absl::Status(absl::Time)> work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
@@ -26,7 +38,7 @@ grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
     finish(absl::DeadlineExceededError("the call's deadline passed before it started"));
     return reactor;
   }
-  bool queued = pool_->TrySubmit([work = std::move(work), finish, deadline, context] {
+  bool queued = pool(call_class)->TrySubmit([work = std::move(work), finish, deadline, context] {
     if (context->IsCancelled()) {
       finish(absl::CancelledError("the client cancelled the call"));
       return;

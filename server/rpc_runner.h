@@ -1,6 +1,10 @@
-// RpcRunner: how every unary handler runs. The gRPC callback thread only
-// checks the deadline and queues the work; a pool thread runs it, records
-// metrics and finishes the reactor. A full queue is RESOURCE_EXHAUSTED.
+// RpcRunner: how every handler runs. The gRPC callback thread only checks
+// the deadline and queues the work; a pool thread runs it, records metrics
+// and finishes the reactor. A full queue is RESOURCE_EXHAUSTED at once.
+//
+// Calls are queued by class, each with its own pool and queue: writers that
+// wait on fsync or on the indexer's backpressure can fill the write pool,
+// never the threads that answer reads, searches and admin calls.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -15,22 +19,36 @@
 
 namespace engram::server {
 
+// Which pool runs a call.
+enum class CallClass {
+  kRead,   // gets, lists, searches, stats, KV loads: never wait behind writers
+  kWrite,  // puts, updates, deletes, space changes, KV saves: may block on fsync
+  kAdmin,  // compaction, checkpoints, backups, index rebuilds, KV export/import
+};
+
 // The call's deadline as absl::Time (InfiniteFuture when the client set none).
 absl::Time CallDeadline(const grpc::CallbackServerContext* context);
 
 class RpcRunner {
  public:
-  RpcRunner(ThreadPool* pool, Metrics* metrics) : pool_(pool), metrics_(metrics) {}
+  struct Pools {
+    ThreadPool* read;
+    ThreadPool* write;
+    ThreadPool* admin;
+  };
+  RpcRunner(Pools pools, Metrics* metrics) : pools_(pools), metrics_(metrics) {}
 
-  // `work` gets the call's deadline and fills the response before returning OK.
+  // `work` runs on the pool of `call_class`; it gets the call's deadline and
+  // fills the response before returning OK.
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, std::string_view rpc,
+                                  CallClass call_class,
                                   std::function<absl::Status(absl::Time deadline)> work);
 
-  ThreadPool* pool() { return pool_; }
+  ThreadPool* pool(CallClass call_class);
   Metrics* metrics() { return metrics_; }
 
  private:
-  ThreadPool* pool_;
+  const Pools pools_;
   Metrics* metrics_;
 };
 
