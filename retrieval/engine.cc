@@ -154,9 +154,10 @@ absl::StatusOr<Episode> Engine::GetEpisode(const std::string& tenant, const std:
   return store_->GetEpisode(tenant, space, id);
 }
 
-absl::StatusOr<std::vector<Episode>> Engine::GetHistory(const std::string& tenant,
-                                                        const std::string& space, uint64_t id) {
-  return store_->GetHistory(tenant, space, id);
+absl::StatusOr<HistoryPage> Engine::GetHistory(const std::string& tenant, const std::string& space,
+                                               uint64_t id, uint32_t page_size,
+                                               const std::string& page_token) {
+  return store_->GetHistory(tenant, space, id, page_size, page_token);
 }
 
 absl::StatusOr<EpisodePage> Engine::ListEpisodes(const std::string& tenant,

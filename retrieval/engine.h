@@ -78,8 +78,9 @@ class Engine {
   // Reads straight from the store.
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
                                      uint64_t id);
-  absl::StatusOr<std::vector<Episode>> GetHistory(const std::string& tenant,
-                                                  const std::string& space, uint64_t id);
+  absl::StatusOr<HistoryPage> GetHistory(const std::string& tenant, const std::string& space,
+                                         uint64_t id, uint32_t page_size,
+                                         const std::string& page_token);
   absl::StatusOr<EpisodePage> ListEpisodes(const std::string& tenant, const std::string& space,
                                            const EpisodeFilter& filter, uint32_t page_size,
                                            const std::string& page_token);

@@ -128,12 +128,14 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetHistory(grpc::CallbackServerCont
                                                         v1::GetHistoryResponse* response) {
   return runner_->Unary(
       context, "GetHistory", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<std::vector<Episode>> versions =
-            engine_->GetHistory(TenantOf(context), request->space(), request->id());
-        if (!versions.ok()) return versions.status();
-        for (const Episode& version : *versions) {
+        absl::StatusOr<HistoryPage> page =
+            engine_->GetHistory(TenantOf(context), request->space(), request->id(),
+                                request->page_size(), request->page_token());
+        if (!page.ok()) return page.status();
+        for (const Episode& version : page->versions) {
           EpisodeToProto(version, /*include_embedding=*/true, response->add_versions());
         }
+        response->set_next_page_token(page->next_page_token);
         return absl::OkStatus();
       });
 }

@@ -110,6 +110,11 @@ struct DeleteTarget {
   std::string session_id;  // with agent_id: only this session
 };
 
+struct HistoryPage {
+  std::vector<Episode> versions;  // oldest first; the last page ends with the current one
+  std::string next_page_token;    // empty on the last page
+};
+
 struct EpisodePage {
   std::vector<Episode> episodes;
   std::string next_page_token;  // empty on the last page

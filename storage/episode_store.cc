@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <tuple>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -621,53 +622,81 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
   return next;
 }
 
-absl::StatusOr<std::vector<Episode>> EpisodeStore::GetHistory(const std::string& tenant,
-                                                              const std::string& space,
-                                                              uint64_t id) {
+absl::StatusOr<HistoryPage> EpisodeStore::GetHistory(const std::string& tenant,
+                                                     const std::string& space, uint64_t id,
+                                                     uint32_t page_size,
+                                                     const std::string& page_token) {
   {
     absl::ReaderMutexLock lock(&space_mutex_);
     if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
       return found.status();
     }
   }
-  // One snapshot for both reads, so a concurrent update is seen entirely or not at all.
+  if (page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
+  }
+  if (page_size == 0) page_size = kDefaultPageSize;
+  const std::string prefix = IdIndexKey(tenant, space, id);
+  std::string start_after;
+  if (!page_token.empty()) {
+    absl::StatusOr<std::string> key = DecodePageToken(page_token, prefix, "this episode's history");
+    if (!key.ok()) return key.status();
+    start_after = *std::move(key);
+  }
+  // One snapshot for every read, so a concurrent update is seen entirely or
+  // not at all.
   const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
   rocksdb::ReadOptions read_options;
   read_options.snapshot = snapshot;
-  std::vector<Episode> versions;
-  std::string prefix = IdIndexKey(tenant, space, id);
-  std::string end = PrefixSuccessor(prefix);
-  rocksdb::Slice upper(end);
-  read_options.iterate_upper_bound = &upper;
-  absl::Status status;
-  {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kHistory]));
-    for (it->Seek(prefix); it->Valid() && status.ok(); it->Next()) {
-      absl::StatusOr<Episode> version = DecodeEpisode(it->value().ToStringView());
-      if (version.ok()) {
-        versions.push_back(*std::move(version));
-      } else {
-        status = version.status();
-      }
-    }
-    if (status.ok()) status = FromRocks(it->status(), "reading history");
-  }
-  std::string agent, record;
-  read_options.iterate_upper_bound = nullptr;
+  auto release = absl::MakeCleanup([&] { db_->ReleaseSnapshot(snapshot); });
+  std::string agent;
   rocksdb::Status s = db_->Get(read_options, handles_[kIdIndex], prefix, &agent);
-  if (s.ok()) {
-    s = db_->Get(read_options, handles_[kEpisodes], EpisodeKey(tenant, space, agent, id), &record);
-  }
-  db_->ReleaseSnapshot(snapshot);
-  if (!status.ok()) return status;
   if (s.IsNotFound()) {
     return absl::NotFoundError(absl::StrCat("episode ", id, " not found in space '", space, "'"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading the id index");
+
+  HistoryPage page;
+  const std::string end = PrefixSuccessor(prefix);
+  rocksdb::Slice upper(end);
+  read_options.iterate_upper_bound = &upper;
+  std::string last_key;
+  bool more = false;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kHistory]));
+    it->Seek(start_after.empty() ? prefix : start_after);
+    if (!start_after.empty() && it->Valid() && it->key() == start_after) it->Next();
+    for (; it->Valid(); it->Next()) {
+      if (page.versions.size() == page_size) {
+        more = true;
+        break;
+      }
+      absl::StatusOr<Episode> version = DecodeEpisode(it->value().ToStringView());
+      if (!version.ok()) return version.status();
+      page.versions.push_back(*std::move(version));
+      last_key = it->key().ToString();
+    }
+    if (absl::Status status = FromRocks(it->status(), "reading history"); !status.ok()) {
+      return status;
+    }
+  }
+  // The current version closes the last page, when there is room for it.
+  if (more || page.versions.size() == page_size) {
+    page.next_page_token = EncodePageToken(last_key.empty() ? start_after : last_key);
+    return page;
+  }
+  read_options.iterate_upper_bound = nullptr;
+  std::string record;
+  s = db_->Get(read_options, handles_[kEpisodes], EpisodeKey(tenant, space, agent, id), &record);
+  if (s.IsNotFound()) {
+    return absl::DataLossError(absl::StrCat("episode ", id, " is indexed but has no record"));
   }
   if (!s.ok()) return FromRocks(s, "reading an episode");
   absl::StatusOr<Episode> current = DecodeEpisode(record);
   if (!current.ok()) return current.status();
-  versions.push_back(*std::move(current));
-  return versions;
+  page.versions.push_back(*std::move(current));
+  return page;
 }
 
 absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,

@@ -155,9 +155,13 @@ class EpisodeStore {
   absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,
                                         const EpisodeUpdate& update);
 
-  // Every version of an episode, oldest first, ending with the current one.
-  absl::StatusOr<std::vector<Episode>> GetHistory(const std::string& tenant,
-                                                  const std::string& space, uint64_t id);
+  // One page of an episode's versions, oldest first; the last page ends with
+  // the current one. page_size 0 means 100; at most 1000. NOT_FOUND for an
+  // unknown or deleted episode; INVALID_ARGUMENT for a malformed token or
+  // one of another episode.
+  absl::StatusOr<HistoryPage> GetHistory(const std::string& tenant, const std::string& space,
+                                         uint64_t id, uint32_t page_size = 0,
+                                         const std::string& page_token = "");
 
   // Deletes by ids (all must exist, else NOT_FOUND and nothing changes), or
   // every episode of an agent, or of one agent's session. Returns the count.

@@ -291,9 +291,13 @@ int main(int argc, char** argv) {
     if (!episode.ok()) return Fail(episode.status());
     PrintJson(*episode);
   } else if (*history) {
-    auto versions = client.GetHistory(space, id);
-    if (!versions.ok()) return Fail(versions.status());
-    for (const v1::Episode& e : versions->versions()) PrintJson(e);
+    std::string page_token;
+    do {  // every page, oldest first
+      auto versions = client.GetHistory(space, id, 0, page_token);
+      if (!versions.ok()) return Fail(versions.status());
+      for (const v1::Episode& e : versions->versions()) PrintJson(e);
+      page_token = versions->next_page_token();
+    } while (!page_token.empty());
   } else if (*list) {
     v1::ListEpisodesRequest request;
     request.set_space(space);

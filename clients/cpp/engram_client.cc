@@ -96,10 +96,14 @@ absl::StatusOr<v1::Episode> Client::UpdateEpisode(const v1::UpdateEpisodeRequest
   return response->episode();
 }
 
-absl::StatusOr<v1::GetHistoryResponse> Client::GetHistory(const std::string& space, uint64_t id) {
+absl::StatusOr<v1::GetHistoryResponse> Client::GetHistory(const std::string& space, uint64_t id,
+                                                          uint32_t page_size,
+                                                          const std::string& page_token) {
   v1::GetHistoryRequest request;
   request.set_space(space);
   request.set_id(id);
+  request.set_page_size(page_size);
+  request.set_page_token(page_token);
   return Call(*memory_, &v1::MemoryService::Stub::GetHistory, request);
 }
 

@@ -48,7 +48,10 @@ class Client {
   absl::StatusOr<v1::PutEpisodesResponse> PutEpisodes(const v1::PutEpisodesRequest& request);
   absl::StatusOr<v1::Episode> GetEpisode(const std::string& space, uint64_t id);
   absl::StatusOr<v1::Episode> UpdateEpisode(const v1::UpdateEpisodeRequest& request);
-  absl::StatusOr<v1::GetHistoryResponse> GetHistory(const std::string& space, uint64_t id);
+  // One page of versions (page_size 0: the server's default of 100).
+  absl::StatusOr<v1::GetHistoryResponse> GetHistory(const std::string& space, uint64_t id,
+                                                    uint32_t page_size = 0,
+                                                    const std::string& page_token = "");
   absl::StatusOr<uint64_t> DeleteEpisodes(const v1::DeleteEpisodesRequest& request);
   absl::StatusOr<v1::ListEpisodesResponse> ListEpisodes(const v1::ListEpisodesRequest& request);
   absl::StatusOr<v1::SearchResponse> Search(const v1::SearchRequest& request);

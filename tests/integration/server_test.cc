@@ -147,6 +147,17 @@ TEST_F(ServerTest, EpisodeLifecycleThroughTheClient) {
   auto history = client_->GetHistory("life", ids->ids(0));
   ASSERT_TRUE(history.ok());
   ASSERT_EQ(history->versions_size(), 2);
+  EXPECT_TRUE(history->next_page_token().empty());
+  // One version a page: the first page hands a token to the current one.
+  auto first_page = client_->GetHistory("life", ids->ids(0), 1);
+  ASSERT_TRUE(first_page.ok());
+  ASSERT_EQ(first_page->versions_size(), 1);
+  EXPECT_EQ(first_page->versions(0).version(), 1u);
+  auto second_page = client_->GetHistory("life", ids->ids(0), 1, first_page->next_page_token());
+  ASSERT_TRUE(second_page.ok()) << second_page.status();
+  ASSERT_EQ(second_page->versions_size(), 1);
+  EXPECT_EQ(second_page->versions(0).version(), 2u);
+  EXPECT_TRUE(second_page->next_page_token().empty());
   EXPECT_EQ(history->versions(0).text(), "tea");
 
   v1::DeleteEpisodesRequest remove;

@@ -141,6 +141,7 @@ class MemoryClientTest(unittest.TestCase):
         updated = m.update(ids[3], text="note three", expected_version=1)
         self.assertEqual(updated.version, 2)
         self.assertEqual([v.text for v in m.history(ids[3])], ["note 3", "note three"])
+        self.assertEqual([v.version for v in m.history(ids[3], page_size=1)], [1, 2])
         with self.assertRaises(engram.FailedPreconditionError):
             m.update(ids[3], text="stale", expected_version=1)
 

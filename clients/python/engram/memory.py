@@ -272,10 +272,18 @@ class Memory(GrpcClient):
                                                             timeout=self.timeout).episode)
 
     @translate_errors
-    def history(self, episode_id: int) -> List[Episode]:
-        response = self._stub.GetHistory(
-            memory_pb2.GetHistoryRequest(space=self.space, id=episode_id), timeout=self.timeout)
-        return [_episode_from_proto(e) for e in response.versions]
+    def history(self, episode_id: int, page_size: int = 100) -> List[Episode]:
+        """Every version, oldest first, ending with the current one (fetched
+        page_size versions a call, so a long history never exceeds a message)."""
+        request = memory_pb2.GetHistoryRequest(space=self.space, id=episode_id,
+                                               page_size=page_size)
+        versions = []
+        while True:
+            response = self._stub.GetHistory(request, timeout=self.timeout)
+            versions.extend(_episode_from_proto(e) for e in response.versions)
+            if not response.next_page_token:
+                return versions
+            request.page_token = response.next_page_token
 
     @translate_errors
     def delete(self, episode_ids: Union[int, Sequence[int]]) -> int:

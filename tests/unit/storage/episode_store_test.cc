@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "tests/util/temp_dir.h"
 
 namespace engram::storage {
@@ -183,13 +184,55 @@ TEST_F(EpisodeStoreTest, UpdateKeepsHistoryAndChecksVersions) {
 
   auto history = store_->GetHistory(kTenant, "notes", id);
   ASSERT_TRUE(history.ok()) << history.status();
-  ASSERT_EQ(history->size(), 3u);
-  EXPECT_EQ((*history)[0].text, "v1");
-  EXPECT_EQ((*history)[1].text, "v2");
-  EXPECT_EQ((*history)[2].text, "v3");
-  EXPECT_EQ((*history)[2].version, 3u);
+  ASSERT_EQ(history->versions.size(), 3u);
+  EXPECT_EQ(history->versions[0].text, "v1");
+  EXPECT_EQ(history->versions[1].text, "v2");
+  EXPECT_EQ(history->versions[2].text, "v3");
+  EXPECT_EQ(history->versions[2].version, 3u);
+  EXPECT_TRUE(history->next_page_token.empty());
   update.id = 999;
   EXPECT_EQ(store_->UpdateEpisode(kTenant, "notes", update).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// A history too long for one message is read page by page: every page size
+// yields every version once, in order, ending with the current one; tokens
+// of another episode or malformed ones are refused.
+TEST_F(EpisodeStoreTest, HistoryPagesCoverEveryVersionOnce) {
+  CreateSpace();
+  const uint64_t id = Put({Write("a", {1, 0, 0}, "v1")})[0];
+  const uint64_t other = Put({Write("a", {0, 1, 0}, "other")})[0];
+  EpisodeUpdate update;
+  update.id = id;
+  update.fields = {UpdatableField::kText};
+  for (int v = 2; v <= 7; ++v) {
+    update.values.text = absl::StrCat("v", v);
+    ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  }
+  for (uint32_t page_size : {1u, 2u, 3u, 6u, 7u, 100u}) {
+    SCOPED_TRACE(page_size);
+    std::vector<std::string> texts;
+    std::string token;
+    int pages = 0;
+    do {
+      auto page = store_->GetHistory(kTenant, "notes", id, page_size, token);
+      ASSERT_TRUE(page.ok()) << page.status();
+      ASSERT_LE(page->versions.size(), page_size);
+      for (const Episode& version : page->versions) texts.push_back(version.text);
+      token = page->next_page_token;
+      ASSERT_LT(++pages, 20);
+    } while (!token.empty());
+    EXPECT_EQ(texts, (std::vector<std::string>{"v1", "v2", "v3", "v4", "v5", "v6", "v7"}));
+  }
+  auto first = store_->GetHistory(kTenant, "notes", id, 2);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(store_->GetHistory(kTenant, "notes", other, 2, first->next_page_token).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetHistory(kTenant, "notes", id, 2, "zz").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetHistory(kTenant, "notes", id, 1001).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetHistory(kTenant, "notes", 999999).status().code(),
             absl::StatusCode::kNotFound);
 }
 
