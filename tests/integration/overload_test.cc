@@ -92,10 +92,11 @@ TEST_F(OverloadTest, ReadsAnswerInMillisecondsWhileWritersSaturate) {
   const double p90 = latencies_ms[latencies_ms.size() * 9 / 10];
   EXPECT_GT(puts.load(), 0) << "the writers made progress";
   EXPECT_EQ(other_errors.load(), 0);
-  // Generous for a loaded 2-core CI machine; queued behind the writes, the
-  // same reads take hundreds of milliseconds to seconds.
-  EXPECT_LT(median, 50.0) << "p90 " << p90 << " ms";
-  EXPECT_LT(p90, 150.0) << "median " << median << " ms";
+  // Generous for a loaded 2-core CI machine (11-25 ms median, under 40 ms at
+  // p90 on the dev machine); queued behind the writes through one shared
+  // pool, the same reads took 243 ms at the median and 5.6 s at p90.
+  EXPECT_LT(median, 100.0) << "p90 " << p90 << " ms";
+  EXPECT_LT(p90, 500.0) << "median " << median << " ms";
   std::cerr << "reads under write saturation: median " << median << " ms, p90 " << p90
             << " ms; puts " << puts.load() << ", refused " << overloaded.load() << "\n";
 }
