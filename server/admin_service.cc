@@ -64,7 +64,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
     });
     if (!queued) {
       absl::MutexLock lock(&mutex_);
-      result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+      result_ = RpcRunner::Overloaded(CallClass::kAdmin);
       MaybeWriteLocked();
       refs_.fetch_sub(1);  // no task holds a reference
     }

@@ -69,7 +69,7 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
       }
       StartRead(&request_);
     });
-    if (!queued) Done(absl::ResourceExhaustedError("server overloaded: request queue is full"));
+    if (!queued) Done(RpcRunner::Overloaded(CallClass::kWrite));
   }
 
   void OnDone() override {
@@ -172,7 +172,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
       : service_(service), context_(context), request_(*request), deadline_(CallDeadline(context)) {
     if (!service_->runner()->pool(CallClass::kRead)->TrySubmit([this] { Produce(); })) {
       absl::MutexLock lock(&mutex_);
-      result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+      result_ = RpcRunner::Overloaded(CallClass::kRead);
       MaybeWriteLocked();
       refs_.fetch_sub(1);  // no producer holds a reference
     }
@@ -216,7 +216,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
     if (!parked_ || (queue_.size() > kQueueDepth / 2 && !cancelled_)) return false;
     parked_ = false;
     if (service_->runner()->pool(CallClass::kRead)->TrySubmit([this] { Produce(); })) return false;
-    result_ = absl::ResourceExhaustedError("server overloaded: request queue is full");
+    result_ = RpcRunner::Overloaded(CallClass::kRead);
     MaybeWriteLocked();
     return true;
   }

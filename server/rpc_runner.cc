@@ -1,5 +1,6 @@
 #include "server/rpc_runner.h"
 
+#include "absl/strings/str_cat.h"
 #include "server/status_convert.h"
 
 namespace engram::server {
@@ -22,6 +23,14 @@ ThreadPool* RpcRunner::pool(CallClass call_class) {
       return pools_.admin;
   }
   return pools_.read;
+}
+
+absl::Status RpcRunner::Overloaded(CallClass call_class) {
+  const char* name = call_class == CallClass::kRead    ? "read"
+                     : call_class == CallClass::kWrite ? "write"
+                                                       : "admin";
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "server overloaded: the ", name, " queue is full (max_queued_requests); retry later"));
 }
 
 grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
@@ -50,7 +59,7 @@ grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
     finish(work(deadline));
   });
   if (!queued) {
-    finish(absl::ResourceExhaustedError("server overloaded: request queue is full"));
+    finish(Overloaded(call_class));
   }
   return reactor;
 }

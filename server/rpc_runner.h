@@ -45,6 +45,9 @@ class RpcRunner {
                                   std::function<absl::Status(absl::Time deadline)> work);
 
   ThreadPool* pool(CallClass call_class);
+  // RESOURCE_EXHAUSTED naming the class whose queue is full, e.g.
+  // "server overloaded: the write queue is full (max_queued_requests)".
+  static absl::Status Overloaded(CallClass call_class);
   Metrics* metrics() { return metrics_; }
 
  private:

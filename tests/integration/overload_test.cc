@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/engram_client.h"
@@ -99,6 +101,46 @@ TEST_F(OverloadTest, ReadsAnswerInMillisecondsWhileWritersSaturate) {
   EXPECT_LT(p90, 500.0) << "median " << median << " ms";
   std::cerr << "reads under write saturation: median " << median << " ms, p90 " << p90
             << " ms; puts " << puts.load() << ", refused " << overloaded.load() << "\n";
+}
+
+// A full write queue refuses at once with RESOURCE_EXHAUSTED naming the
+// queue, and nothing of the refused batch is stored; reads are unaffected.
+TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
+  const std::string config = dir_.Sub("engramd.yaml");
+  FILE* file = fopen(config.c_str(), "w");
+  fprintf(file, "worker_threads: 1\nmax_queued_requests: 1\n");
+  fclose(file);
+  StartDaemonWith({"--config", config});
+  ASSERT_TRUE(client_->CreateSpace("load", kDim, v1::METRIC_COSINE).ok());
+  std::atomic<int> stored{0}, refused{0}, other{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 16; ++w) {
+    writers.emplace_back([&, w] {
+      client::ClientOptions options;
+      options.address = daemon_->address();
+      client::Client writer(options);
+      std::mt19937 rng(w);
+      v1::PutEpisodesRequest put = Batch(rng, 64);
+      for (int i = 0; i < 4; ++i) {
+        auto result = writer.PutEpisodes(put);
+        if (result.ok()) {
+          stored.fetch_add(64);
+        } else if (absl::IsResourceExhausted(result.status()) &&
+                   absl::StrContains(result.status().message(), "write queue is full")) {
+          refused.fetch_add(1);
+        } else {
+          other.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  EXPECT_GT(refused.load(), 0) << "16 writers against a queue of 1";
+  EXPECT_EQ(other.load(), 0);
+  auto space = client_->GetSpace("load");
+  ASSERT_TRUE(space.ok()) << space.status();
+  EXPECT_EQ(space->episode_count(), static_cast<uint64_t>(stored.load()))
+      << "a refused batch stores nothing";
 }
 
 }  // namespace
