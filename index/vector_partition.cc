@@ -145,9 +145,12 @@ class VectorPartition::Int8Space final : public GraphSpace {
                      ExtraCoordinate(squared_norm, max_squared_norm), max_squared_norm);
   }
   std::unique_ptr<Point> QueryPoint(const float* query) const {
-    const size_t dim = partition_.options_.dimension;
+    // Only the inner-product reduction uses the norms (see FloatPoint).
     float squared_norm = 0;
-    for (size_t i = 0; i < dim; ++i) squared_norm += query[i] * query[i];
+    if (partition_.options_.metric == Metric::kInnerProduct) {
+      squared_norm =
+          partition_.kernels_.inner_product(query, query, partition_.options_.dimension);
+    }
     return MakePoint(query, squared_norm, 0.0f, partition_.max_squared_norm());
   }
 

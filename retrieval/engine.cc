@@ -113,21 +113,12 @@ absl::StatusOr<uint64_t> Engine::DeleteSpace(const std::string& tenant, const st
 absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& tenant,
                                                            const std::string& space_name,
                                                            std::vector<EpisodeWrite> writes) {
+  std::vector<Episode> written;
   absl::StatusOr<std::vector<PutResult>> results =
-      store_->PutEpisodes(tenant, space_name, std::move(writes));
-  if (!results.ok()) return results.status();
+      store_->PutEpisodes(tenant, space_name, std::move(writes), &written);
+  if (!results.ok() || written.empty()) return results;
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
-  if (!space.ok()) return results;  // deleted meanwhile: nothing to index
-  std::vector<Episode> stored;
-  for (PutResult& result : *results) {
-    if (!result.deduplicated) stored.push_back(std::move(result.written));
-  }
-  if (!stored.empty()) index_.Upsert(tenant, *space, stored);
-  // Hand the records back to the caller (moved, not copied).
-  size_t next = 0;
-  for (PutResult& result : *results) {
-    if (!result.deduplicated) result.written = std::move(stored[next++]);
-  }
+  if (space.ok()) index_.Upsert(tenant, *space, written);  // else deleted meanwhile
   return results;
 }
 
@@ -176,22 +167,25 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   if (absl::Status valid = ValidateQuery(*space, request, max_k_); !valid.ok()) {
     return valid;
   }
-  if (request.route == Route::kExact) return SearchExact(tenant, *space, request);
-  return SearchVectors(tenant, *space, request);
+  if (request.route != Route::kExact) return SearchVectors(tenant, *space, request);
+  SearchResult result;
+  if (absl::Status searched = SearchExact(tenant, *space, request, result); !searched.ok()) {
+    return searched;
+  }
+  return result;
 }
 
-absl::StatusOr<SearchResult> Engine::SearchExact(const std::string& tenant, const SpaceInfo& space,
-                                                 const SearchRequest& request) {
+absl::Status Engine::SearchExact(const std::string& tenant, const SpaceInfo& space,
+                                 const SearchRequest& request, SearchResult& result) {
   const absl::Time start = absl::Now();
   absl::StatusOr<ExactSearchResult> exact = ExactSearch(
       *store_, tenant, space, request.query, request.k, request.filter, request.deadline);
   if (!exact.ok()) return exact.status();
-  SearchResult result;
   result.route = Route::kExact;
-  result.candidates = exact->scanned;
   result.hits = std::move(exact->hits);
+  result.candidates += exact->scanned;
   Account(result, "exact", exact->scanned, absl::Now() - start);
-  return result;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SearchResult> Engine::SearchVectors(const std::string& tenant,
@@ -229,13 +223,9 @@ absl::StatusOr<SearchResult> Engine::SearchVectors(const std::string& tenant,
     if (asked == index::VectorPartition::kMaxK) break;
     asked = std::min(asked * 4, index::VectorPartition::kMaxK);
   }
-  const absl::Time start = absl::Now();
-  absl::StatusOr<ExactSearchResult> exact = ExactSearch(
-      *store_, tenant, space, request.query, request.k, request.filter, request.deadline);
-  if (!exact.ok()) return exact.status();
-  result.hits = std::move(exact->hits);
-  result.route = Route::kExact;
-  Account(result, "exact", exact->scanned, absl::Now() - start);
+  if (absl::Status searched = SearchExact(tenant, space, request, result); !searched.ok()) {
+    return searched;
+  }
   return result;
 }
 

@@ -65,8 +65,8 @@ class Engine {
   absl::StatusOr<std::vector<SpaceInfo>> ListSpaces(const std::string& tenant);
   absl::StatusOr<uint64_t> DeleteSpace(const std::string& tenant, const std::string& name);
 
-  // Writes: stored first (all or nothing), then indexed from the stored
-  // records. Results are the store's (PutResult::written included).
+  // Writes: stored first (all or nothing), then indexed from the records the
+  // store wrote. Results are the store's.
   absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
                                                      const std::string& space,
                                                      std::vector<EpisodeWrite> writes);
@@ -113,8 +113,9 @@ class Engine {
   // The index or scan route: propose, read back, widen, fall back.
   absl::StatusOr<SearchResult> SearchVectors(const std::string& tenant, const SpaceInfo& space,
                                              const SearchRequest& request);
-  absl::StatusOr<SearchResult> SearchExact(const std::string& tenant, const SpaceInfo& space,
-                                           const SearchRequest& request);
+  // The exact route, into `result` (alone, or as the vector routes' fallback).
+  absl::Status SearchExact(const std::string& tenant, const SpaceInfo& space,
+                           const SearchRequest& request, SearchResult& result);
 
   storage::EpisodeStore* const store_;
   const uint32_t max_k_;

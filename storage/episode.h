@@ -55,9 +55,6 @@ struct EpisodeWrite {
 struct PutResult {
   uint64_t id = 0;
   bool deduplicated = false;
-  // The record as written (defaults filled in, id, version and timestamps
-  // assigned): what the indexes must hold. Empty when deduplicated.
-  Episode written;
 };
 
 // Where an episode lives: its agent is part of the record's key, so a reader

@@ -436,7 +436,8 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
 
 absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::string& tenant,
                                                                  const std::string& space_name,
-                                                                 std::vector<EpisodeWrite> writes) {
+                                                                 std::vector<EpisodeWrite> writes,
+                                                                 std::vector<Episode>* written) {
   absl::ReaderMutexLock space_lock(&space_mutex_);
   absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
   if (!space.ok()) return space.status();
@@ -490,7 +491,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     if (!writes[i].request_id.empty()) {
       const rocksdb::Status& lookup = lookups[request_index];
       if (lookup.ok()) {
-        results[i] = {DecodeFixed64(found_ids[request_index]), true, {}};
+        results[i] = {DecodeFixed64(found_ids[request_index]), true};
         ++request_index;
         continue;
       }
@@ -507,7 +508,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     if (!writes[i].request_id.empty()) {
       batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
     }
-    results[i] = {e.id, false, {}};
+    results[i] = {e.id, false};
     ++new_count;
     max_id = std::max(max_id, e.id);
   }
@@ -515,8 +516,10 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
   batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
-  for (size_t i = 0; i < writes.size(); ++i) {
-    if (!results[i].deduplicated) results[i].written = std::move(writes[i].episode);
+  if (written != nullptr) {
+    for (size_t i = 0; i < writes.size(); ++i) {
+      if (!results[i].deduplicated) written->push_back(std::move(writes[i].episode));
+    }
   }
   return results;
 }

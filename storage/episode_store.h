@@ -131,12 +131,15 @@ class EpisodeStore {
   // Every space of every tenant, as (tenant, space) in key order, with counts.
   absl::StatusOr<std::vector<std::pair<std::string, SpaceInfo>>> ListAllSpaces();
 
-  // Stores a batch all-or-nothing; results are in input order, each with the
-  // record as written. A write whose request_id was applied before is not
-  // written again (deduplicated=true).
+  // Stores a batch all-or-nothing; results are in input order. A write whose
+  // request_id was applied before is not written again (deduplicated=true).
+  // When `written` is given, it receives the records as written (defaults
+  // filled in, ids, versions and timestamps assigned), deduplicated ones left
+  // out: what the indexes must hold.
   absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
                                                      const std::string& space,
-                                                     std::vector<EpisodeWrite> writes);
+                                                     std::vector<EpisodeWrite> writes,
+                                                     std::vector<Episode>* written = nullptr);
 
   // NOT_FOUND for unknown, deleted or expired episodes.
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,

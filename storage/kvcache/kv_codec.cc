@@ -1,6 +1,5 @@
 #include "storage/kvcache/kv_codec.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>

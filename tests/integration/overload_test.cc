@@ -48,13 +48,11 @@ TEST_F(OverloadTest, ReadsAnswerInMillisecondsWhileWritersSaturate) {
   std::vector<std::thread> writers;
   for (int w = 0; w < 48; ++w) {
     writers.emplace_back([&, w] {
-      client::ClientOptions options;
-      options.address = daemon_->address();
-      client::Client writer(options);
+      std::unique_ptr<client::Client> writer = NewClient();
       std::mt19937 rng(100 + w);
       const v1::PutEpisodesRequest put = Batch(rng, 64);
       while (!stop.load()) {
-        auto result = writer.PutEpisodes(put);
+        auto result = writer->PutEpisodes(put);
         if (result.ok()) {
           puts.fetch_add(1);
         } else if (absl::IsResourceExhausted(result.status())) {
@@ -116,13 +114,11 @@ TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
   std::vector<std::thread> writers;
   for (int w = 0; w < 16; ++w) {
     writers.emplace_back([&, w] {
-      client::ClientOptions options;
-      options.address = daemon_->address();
-      client::Client writer(options);
+      std::unique_ptr<client::Client> writer = NewClient();
       std::mt19937 rng(w);
       v1::PutEpisodesRequest put = Batch(rng, 64);
       for (int i = 0; i < 4; ++i) {
-        auto result = writer.PutEpisodes(put);
+        auto result = writer->PutEpisodes(put);
         if (result.ok()) {
           stored.fetch_add(64);
         } else if (absl::IsResourceExhausted(result.status()) &&

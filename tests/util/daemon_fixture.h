@@ -23,10 +23,16 @@ class DaemonTest : public ::testing::Test {
     auto daemon = DaemonProcess::Start(dir_.Sub("data"), args);
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = *std::move(daemon);
+    client_ = NewClient();
+    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
+  }
+
+  // Another client of the running daemon (its own channel), e.g. one per
+  // thread of a load test.
+  std::unique_ptr<client::Client> NewClient() const {
     client::ClientOptions options;
     options.address = daemon_->address();
-    client_ = std::make_unique<client::Client>(options);
-    ASSERT_TRUE(client_->WaitForConnected(absl::Seconds(10)));
+    return std::make_unique<client::Client>(options);
   }
 
   // Graceful shutdown; the daemon must exit 0.

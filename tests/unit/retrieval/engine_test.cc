@@ -169,9 +169,10 @@ TEST_F(EngineTest, AnUpsertArrivingAfterItsDeleteIsDropped) {
   Episode episode;
   episode.agent_id = "a";
   episode.embedding = vector;
-  auto stored = store_->PutEpisodes(kDefaultTenant, "mem", {{"", episode}});
-  ASSERT_TRUE(stored.ok());
-  const Episode record = (*stored)[0].written;
+  std::vector<Episode> written;
+  ASSERT_TRUE(store_->PutEpisodes(kDefaultTenant, "mem", {{"", episode}}, &written).ok());
+  ASSERT_EQ(written.size(), 1u);
+  const Episode record = written[0];
   auto space = store_->LookupSpace(kDefaultTenant, "mem");
   ASSERT_TRUE(space.ok());
   // A second index over the same store, driven by hand in the racing order.
