@@ -148,8 +148,7 @@ class VectorPartition::Int8Space final : public GraphSpace {
     // Only the inner-product reduction uses the norms (see FloatPoint).
     float squared_norm = 0;
     if (partition_.options_.metric == Metric::kInnerProduct) {
-      squared_norm =
-          partition_.kernels_.inner_product(query, query, partition_.options_.dimension);
+      squared_norm = partition_.kernels_.inner_product(query, query, partition_.options_.dimension);
     }
     return MakePoint(query, squared_norm, 0.0f, partition_.max_squared_norm());
   }
@@ -524,6 +523,22 @@ std::vector<ScoredId> VectorPartition::ExactIn(uint32_t node_count, const float*
   return results;
 }
 
+double VectorPartition::EstimateSelectivity(uint32_t node_count,
+                                            const AcceptFunction& accept) const {
+  constexpr uint32_t kSample = 256;
+  const uint32_t sample = std::min(node_count, kSample);
+  uint32_t live = 0, accepted = 0;
+  for (uint32_t i = 0; i < sample; ++i) {
+    const uint32_t node = static_cast<uint32_t>(uint64_t{i} * node_count / sample);
+    if (deleted_.At(node)->load(std::memory_order_acquire)) continue;
+    ++live;
+    accepted += accept(*ids_.At(node), attributes_.At(node)) ? 1 : 0;
+  }
+  if (live == 0) return 1.0;
+  // Half a node when none was seen: small but not zero.
+  return std::max(0.5, static_cast<double>(accepted)) / live;
+}
+
 std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint32_t node_count,
                                                 const float* query, uint32_t k, uint32_t beam_width,
                                                 uint32_t rerank,
@@ -553,19 +568,45 @@ std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint
     point = Int8Space(*this, *quantizer).QueryPoint(query);
   }
 
-  // First stage: the graph's beam, or every code while there is no graph (or
-  // when a selective filter left the graph search short of k).
+  // First stage: the graph's beam, or every accepted code. A beam walks the
+  // unfiltered neighbourhood and keeps the accepted nodes it passes, so a
+  // filter that accepts a fraction s of the nodes leaves a beam of width L
+  // about s * L of them: the walk is widened to L / s (s estimated on a
+  // sample). When that walk would cost more than scanning the accepted
+  // nodes' codes outright (or exceed the index's beam limit), or still finds
+  // fewer than L accepted nodes, the codes are scanned: with only the
+  // unwidened beam, 1 filter in 10 gave recall@10 0.59.
   std::vector<Neighbor> candidates;
-  if (structure.graph != nullptr) {
-    candidates = structure.graph->Search(*point, beam_width, beam_width, live);
+  bool scan_codes = structure.graph == nullptr;
+  uint32_t walk_width = beam_width;
+  if (accept != nullptr && structure.graph != nullptr) {
+    const double selectivity = EstimateSelectivity(node_count, *accept);
+    const double widened = std::ceil(beam_width / selectivity);
+    if (widened > kMaxBeamWidth || selectivity * node_count <= 8 * widened) {
+      scan_codes = true;
+    } else {
+      walk_width = static_cast<uint32_t>(widened);
+    }
   }
-  if (structure.graph == nullptr || (accept != nullptr && candidates.size() < k)) {
+  if (!scan_codes) {
+    candidates = structure.graph->Search(*point, walk_width, walk_width, live);
+    scan_codes = accept != nullptr && candidates.size() < beam_width;
+  }
+  if (scan_codes) {
     std::vector<uint32_t> nodes;
     for (uint32_t node = 0; node < node_count; ++node) {
       if (live(node)) nodes.push_back(node);
     }
+    // Scanned with INT8 codes even in binary mode: the scan is already
+    // exhaustive, and binary distances are too coarse to keep the true
+    // neighbours within the beam (recall@10 0.86 with 1 filter in 2).
+    std::unique_ptr<GraphSpace::Point> int8_point;
+    if (structure.first_stage == FirstStage::kBinary) {
+      int8_point = Int8Space(*this, *quantizer).QueryPoint(query);
+    }
+    const GraphSpace::Point& scan_point = int8_point != nullptr ? *int8_point : *point;
     std::vector<float> distances(nodes.size());
-    point->Distances(nodes.data(), nodes.size(), distances.data());
+    scan_point.Distances(nodes.data(), nodes.size(), distances.data());
     candidates.resize(nodes.size());
     for (size_t i = 0; i < nodes.size(); ++i) candidates[i] = {nodes[i], distances[i]};
     auto by_distance = [](const Neighbor& a, const Neighbor& b) { return a.distance < b.distance; };

@@ -248,6 +248,8 @@ class VectorPartition {
   std::vector<ScoredId> SearchIn(const Structure& structure, uint32_t node_count,
                                  const float* query, uint32_t k, uint32_t beam_width,
                                  uint32_t rerank, const AcceptFunction* accept) const;
+  // The fraction of live nodes `accept` takes, on an evenly spaced sample.
+  double EstimateSelectivity(uint32_t node_count, const AcceptFunction& accept) const;
   std::vector<ScoredId> ExactIn(uint32_t node_count, const float* query, uint32_t k,
                                 const AcceptFunction* accept) const;
   // Exact neighbours of a sample of the partition's own vectors.

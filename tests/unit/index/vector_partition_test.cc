@@ -243,6 +243,48 @@ TEST(VectorPartitionTest, FiltersApplyDuringSearchAndFallBackWhenSelective) {
   for (size_t i = 0; i < found.size(); ++i) EXPECT_EQ(found[i].id, exact[i].id);
 }
 
+// Filters of every selectivity on graph partitions, against the exact top
+// 10 of the vectors they accept: the beam is widened for a filter (the
+// larger partition takes that path for the looser filters) or the accepted
+// codes are scanned (the selective ones), and neither may leave the answer to
+// whatever an unfiltered beam happened to pass.
+TEST(VectorPartitionTest, FiltersOfEverySelectivityReachRecallOnTheGraph) {
+  const size_t dim = 32;
+  for (size_t rows : {6000u, 24000u}) {
+    PartitionOptions options;
+    options.dimension = dim;
+    options.graph_threshold = 1000;
+    options.graph.max_degree = 24;
+    auto partition = MakePartition(options);
+    std::vector<float> data = RandomRows(rows, dim, 21);
+    ASSERT_TRUE(partition->AddBatch(Ids(rows), data).ok());
+    ASSERT_TRUE(partition->Stats().has_graph);
+    const std::vector<float> queries = RandomRows(20, dim, 22);
+    for (uint64_t modulus : {2u, 4u, 10u, 50u, 200u}) {
+      SCOPED_TRACE(testing::Message() << rows << " rows, 1 in " << modulus << " accepted");
+      const AcceptFunction accept = [modulus](uint64_t id, const uint8_t*) {
+        return id % modulus == 1;
+      };
+      size_t hits = 0, total = 0;
+      for (size_t q = 0; q < 20; ++q) {
+        std::span<const float> query(&queries[q * dim], dim);
+        std::vector<ScoredId> exact = partition->ExactSearch(query, 10, &accept);
+        absl::StatusOr<std::vector<ScoredId>> found =
+            partition->Search({.query = query, .k = 10, .accept = &accept});
+        ASSERT_TRUE(found.ok());
+        std::set<uint64_t> truth;
+        for (const ScoredId& hit : exact) truth.insert(hit.id);
+        for (const ScoredId& hit : *found) {
+          EXPECT_EQ(hit.id % modulus, 1u);
+          hits += truth.count(hit.id);
+        }
+        total += truth.size();
+      }
+      EXPECT_GE(static_cast<double>(hits) / total, 0.95);
+    }
+  }
+}
+
 TEST(VectorPartitionTest, RemovedVectorsAreNeverReturned) {
   const size_t dim = 16;
   PartitionOptions options;
