@@ -6,6 +6,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   librocksdb-dev libabsl-dev libyaml-cpp-dev libcli11-dev libspdlog-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libicu-dev libstemmer-dev libxapian-dev
   libfaiss-dev libopenblas-dev gnuplot-nox zlib1g-dev libssl-dev clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-numpy
   curl
