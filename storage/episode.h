@@ -18,12 +18,31 @@ namespace engram {
 // The tenant of every request while authentication is off.
 inline constexpr char kDefaultTenant[] = "default";
 
+inline constexpr float kDefaultBm25K1 = 1.2f;
+inline constexpr float kDefaultBm25B = 0.75f;
+
+// How a space's episode text is indexed and scored for lexical search
+// (storage/lexical_index.h).
+struct TextSettings {
+  // A Snowball stemming language ("english", ...), or empty for none.
+  std::string stem_language;
+  // BM25 term-frequency saturation (>= 0) and length normalisation (0..1).
+  float bm25_k1 = kDefaultBm25K1;
+  float bm25_b = kDefaultBm25B;
+  // Set by the server: the tokenizer scheme the space's postings were built
+  // with (text/tokenizer.h, Tokenizer::version()).
+  std::string tokenizer_version;
+
+  bool operator==(const TextSettings&) const = default;
+};
+
 struct SpaceInfo {
   std::string name;
   uint32_t dimension = 0;
   Metric metric = Metric::kCosine;
   int64_t created_at_us = 0;
   uint64_t episode_count = 0;  // filled in on reads
+  TextSettings text{};
 };
 
 using MetadataValue = std::variant<std::string, int64_t, double, bool>;

@@ -37,21 +37,17 @@ enum Cf {
   kVersions,
   kKvBlocks,
   kKvMeta,
+  kPostings,
   kNumCfs
 };
 constexpr const char* kCfNames[kNumCfs] = {"default",   "spaces",   "episodes", "id_index",
                                            "history",   "requests", "counters", "versions",
-                                           "kv_blocks", "kv_meta"};
+                                           "kv_blocks", "kv_meta",  "postings"};
+// Episodes re-tokenized per WriteBatch when a space's postings are rebuilt.
+constexpr size_t kTextRebuildBatch = 512;
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
-
-std::string EncodeFixed64(uint64_t value) { return KeyBuilder().AddUint64(value).Release(); }
-
-uint64_t DecodeFixed64(const rocksdb::Slice& bytes) {
-  absl::StatusOr<uint64_t> value = KeyReader(bytes.ToStringView()).ReadUint64();
-  return value.ok() ? *value : 0;
-}
 
 // Merge operators over 8-byte big-endian integers: running maximum (the id
 // high-water mark) and signed sum (episode counters). Merges let concurrent
@@ -61,8 +57,8 @@ class Fixed64MergeOperator : public rocksdb::AssociativeMergeOperator {
   explicit Fixed64MergeOperator(bool take_max) : take_max_(take_max) {}
   bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
              std::string* new_value, rocksdb::Logger*) const override {
-    uint64_t current = existing ? DecodeFixed64(*existing) : 0;
-    uint64_t operand = DecodeFixed64(value);
+    uint64_t current = existing ? DecodeFixed64(existing->ToStringView()) : 0;
+    uint64_t operand = DecodeFixed64(value.ToStringView());
     *new_value = EncodeFixed64(take_max_ ? std::max(current, operand) : current + operand);
     return true;
   }
@@ -154,6 +150,17 @@ void FillDefaults(Episode& episode, int64_t now_us) {
   if (episode.event_time_us == 0) episode.event_time_us = now_us;
 }
 
+absl::Status ValidateTextSettings(const TextSettings& text) {
+  if (!std::isfinite(text.bm25_k1) || text.bm25_k1 < 0 || text.bm25_k1 > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bm25_k1 is ", text.bm25_k1, "; must be in 0..100"));
+  }
+  if (!std::isfinite(text.bm25_b) || text.bm25_b < 0 || text.bm25_b > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("bm25_b is ", text.bm25_b, "; must be in 0..1"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsValidName(std::string_view name) {
@@ -221,6 +228,7 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
   }
   std::unique_ptr<EpisodeStore> store(new EpisodeStore(options, db, std::move(handles)));
   if (absl::Status loaded = store->LoadSpaces(); !loaded.ok()) return loaded;
+  if (absl::Status rebuilt = store->RebuildStaleTextIndexes(); !rebuilt.ok()) return rebuilt;
   std::string high_water;
   s = db->Get(rocksdb::ReadOptions(), store->handles_[kDefault], kIdHighWaterKey, &high_water);
   if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the episode id high-water mark");
@@ -230,7 +238,10 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
 
 EpisodeStore::EpisodeStore(StoreOptions options, rocksdb::DB* db,
                            std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(std::move(options)), db_(db), handles_(std::move(handles)) {}
+    : options_(std::move(options)),
+      db_(db),
+      handles_(std::move(handles)),
+      lexical_(db_, handles_[kPostings], handles_[kCounters]) {}
 
 EpisodeStore::~EpisodeStore() {
   // A clean shutdown leaves no WAL to replay (and frees its disk space).
@@ -254,6 +265,74 @@ absl::Status EpisodeStore::LoadSpaces() {
     spaces_[it->key().ToString()] = *std::move(space);
   }
   return FromRocks(it->status(), "loading spaces");
+}
+
+absl::StatusOr<std::shared_ptr<const text::Tokenizer>> EpisodeStore::TokenizerFor(
+    const std::string& stem_language) {
+  absl::MutexLock lock(&tokenizer_mutex_);
+  auto it = tokenizers_.find(stem_language);
+  if (it != tokenizers_.end()) return it->second;
+  absl::StatusOr<std::unique_ptr<text::Tokenizer>> created =
+      text::Tokenizer::Create({stem_language});
+  if (!created.ok()) return created.status();
+  std::shared_ptr<const text::Tokenizer> tokenizer = *std::move(created);
+  tokenizers_.emplace(stem_language, tokenizer);
+  return tokenizer;
+}
+
+absl::Status EpisodeStore::RebuildStaleTextIndexes() {
+  // Open runs this before the store is shared, but the annotations ask for
+  // the lock, and holding it costs nothing here.
+  absl::MutexLock lock(&space_mutex_);
+  for (auto& [key, space] : spaces_) {
+    if (absl::Status rebuilt = RebuildTextIndex(key, space); !rebuilt.ok()) {
+      return absl::Status(rebuilt.code(), absl::StrCat("rebuilding the text index of space '",
+                                                       space.name, "': ", rebuilt.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EpisodeStore::RebuildTextIndex(const std::string& space_key, SpaceInfo& space) {
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      TokenizerFor(space.text.stem_language);
+  if (!tokenizer.ok()) return tokenizer.status();
+  if (space.text.tokenizer_version == (*tokenizer)->version()) return absl::OkStatus();
+  // Drop the old postings, index every episode again in batches, and only
+  // then record the new version: a crash midway leaves the old version in
+  // the record, so the next Open starts over.
+  rocksdb::WriteBatch drop;
+  lexical_.DropSpace(drop, space_key);
+  if (absl::Status s = Commit(&drop); !s.ok()) return s;
+  const std::string end = PrefixSuccessor(space_key);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
+  it->Seek(space_key);
+  while (true) {
+    rocksdb::WriteBatch batch;
+    LexicalBatch lexical(lexical_, batch, space_key, **tokenizer);
+    size_t in_batch = 0;
+    for (; it->Valid() && in_batch < kTextRebuildBatch; it->Next(), ++in_batch) {
+      absl::StatusOr<Episode> episode = DecodeEpisode(it->value().ToStringView());
+      if (!episode.ok()) return episode.status();
+      lexical.Add(*episode);
+    }
+    if (absl::Status s = FromRocks(it->status(), "scanning episodes"); !s.ok()) return s;
+    if (in_batch == 0) break;
+    lexical.Finish();
+    if (absl::Status s = Commit(&batch); !s.ok()) return s;
+    text_report_.episodes_indexed += in_batch;
+  }
+  SpaceInfo updated = space;
+  updated.text.tokenizer_version = (*tokenizer)->version();
+  rocksdb::WriteBatch record;
+  record.Put(handles_[kSpaces], space_key, EncodeSpace(updated));
+  if (absl::Status s = Commit(&record); !s.ok()) return s;
+  space = std::move(updated);
+  ++text_report_.spaces_rebuilt;
+  return absl::OkStatus();
 }
 
 absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch) {
@@ -288,12 +367,17 @@ absl::StatusOr<SpaceInfo> EpisodeStore::CreateSpace(const std::string& tenant,
     return absl::InvalidArgumentError(absl::StrCat(
         "space dimension ", requested.dimension, " is outside 1..", options_.limits.max_dimension));
   }
+  if (absl::Status valid = ValidateTextSettings(requested.text); !valid.ok()) return valid;
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      TokenizerFor(requested.text.stem_language);
+  if (!tokenizer.ok()) return tokenizer.status();
   absl::MutexLock lock(&space_mutex_);
   std::string key = SpaceKey(tenant, requested.name);
   if (spaces_.contains(key)) {
     return absl::AlreadyExistsError(absl::StrCat("space '", requested.name, "' already exists"));
   }
   SpaceInfo space = requested;
+  space.text.tokenizer_version = (*tokenizer)->version();
   space.created_at_us = NowMicros();
   space.episode_count = 0;
   rocksdb::WriteBatch batch;
@@ -365,6 +449,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteSpace(const std::string& tenant,
   for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests, kVersions}) {
     batch.DeleteRange(handles_[cf], key, end);
   }
+  lexical_.DropSpace(batch, key);
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
   spaces_.erase(key);
   return count;
@@ -472,6 +557,10 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     return absl::InvalidArgumentError("two episodes of the batch share a request_id");
   }
 
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      TokenizerFor(space->text.stem_language);
+  if (!tokenizer.ok()) return tokenizer.status();
+
   // Held until the commit, so a concurrent retry waits and then sees our write.
   std::vector<std::string> lock_keys;
   for (const std::string& key : request_keys) lock_keys.push_back("r" + key);
@@ -485,6 +574,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
       db_->MultiGet(rocksdb::ReadOptions(), cfs, lookup_keys, &found_ids);
 
   rocksdb::WriteBatch batch;
+  LexicalBatch lexical(lexical_, batch, SpaceKey(tenant, space_name), **tokenizer);
   uint64_t new_count = 0, max_id = 0;
   size_t request_index = 0;
   for (size_t i = 0; i < writes.size(); ++i) {
@@ -505,6 +595,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
               EncodeEpisode(e));
     batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
     batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, e.id), EncodeFixed64(1));
+    lexical.Add(e);
     if (!writes[i].request_id.empty()) {
       batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
     }
@@ -513,6 +604,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     max_id = std::max(max_id, e.id);
   }
   if (new_count == 0) return results;
+  lexical.Finish();
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
   batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
@@ -615,6 +707,15 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
   next.version = current->version + 1;
   next.updated_at_us = now_us;
   rocksdb::WriteBatch batch;
+  if (next.text != current->text) {
+    absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+        TokenizerFor(space->text.stem_language);
+    if (!tokenizer.ok()) return tokenizer.status();
+    LexicalBatch lexical(lexical_, batch, SpaceKey(tenant, space_name), **tokenizer);
+    lexical.Remove(*current);
+    lexical.Add(next);
+    lexical.Finish();
+  }
   batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, update.id, current->version),
             EncodeEpisode(*current));
   batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, next.agent_id, next.id),
@@ -707,9 +808,11 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
                                                       const DeleteTarget& target,
                                                       std::vector<uint64_t>* deleted_ids) {
   absl::ReaderMutexLock space_lock(&space_mutex_);
-  if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-    return found.status();
-  }
+  absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space);
+  if (!found.ok()) return found.status();
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      TokenizerFor(found->text.stem_language);
+  if (!tokenizer.ok()) return tokenizer.status();
   std::vector<uint64_t> ids = target.ids;
   if (target.agent_id.empty()) {
     if (!target.session_id.empty()) {
@@ -747,13 +850,14 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
   KeyLockTable::Guard guard = key_locks_.Lock(std::move(lock_keys));
 
   rocksdb::WriteBatch batch;
+  // The postings to remove come from the text as stored: the record is read
+  // under the episode's lock, so no update slips in between.
+  LexicalBatch lexical(lexical_, batch, SpaceKey(tenant, space), **tokenizer);
   uint64_t deleted = 0;
   std::vector<uint64_t> deleting;
   for (uint64_t id : ids) {
-    std::string agent;
-    rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
-    if (s.IsNotFound()) {
+    absl::StatusOr<Episode> current = ReadCurrent(tenant, space, id);
+    if (absl::IsNotFound(current.status())) {
       // Gone since the scan (another delete): nothing to do for an agent-wide
       // delete, but an explicit id must exist.
       if (target.agent_id.empty()) {
@@ -762,7 +866,9 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
       }
       continue;
     }
-    if (!s.ok()) return FromRocks(s, "reading the id index");
+    if (!current.ok()) return current.status();
+    const std::string& agent = current->agent_id;
+    lexical.Remove(*current);
     batch.Delete(handles_[kEpisodes], EpisodeKey(tenant, space, agent, id));
     batch.Delete(handles_[kIdIndex], IdIndexKey(tenant, space, id));
     batch.Delete(handles_[kVersions], IdIndexKey(tenant, space, id));
@@ -772,6 +878,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     deleting.push_back(id);
   }
   if (deleted == 0) return 0;
+  lexical.Finish();
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space), EncodeFixed64(-deleted));
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
   if (deleted_ids != nullptr) *deleted_ids = std::move(deleting);
@@ -822,6 +929,30 @@ absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::
       [&visit](std::string_view, Episode&& episode) { return visit(std::move(episode)); });
 }
 
+absl::StatusOr<LexicalResult> EpisodeStore::SearchText(const std::string& tenant,
+                                                       const std::string& space,
+                                                       const LexicalQuery& query) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  return lexical_.Search(SpaceKey(tenant, space), query);
+}
+
+absl::StatusOr<std::shared_ptr<const text::Tokenizer>> EpisodeStore::SpaceTokenizer(
+    const std::string& tenant, const std::string& space) {
+  std::string stem_language;
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space);
+    if (!found.ok()) return found.status();
+    stem_language = found->text.stem_language;
+  }
+  return TokenizerFor(stem_language);
+}
+
 absl::Status EpisodeStore::ForEachEpisodeVersion(
     const std::string& tenant, const std::string& space,
     const std::function<void(uint64_t id, uint64_t version)>& visit) {
@@ -841,7 +972,7 @@ absl::Status EpisodeStore::ForEachEpisodeVersion(
     KeyReader reader(it->key().ToStringView().substr(prefix.size()));
     absl::StatusOr<uint64_t> id = reader.ReadUint64();
     if (!id.ok()) return absl::DataLossError("malformed version key");
-    visit(*id, DecodeFixed64(it->value()));
+    visit(*id, DecodeFixed64(it->value().ToStringView()));
   }
   return FromRocks(it->status(), "scanning episode versions");
 }

@@ -8,6 +8,9 @@
 //   history   (tenant, space, id, version)       -> EpisodeRecord (older versions)
 //   requests  (tenant, space, request id)        -> episode id (idempotent writes)
 //   counters  (tenant, space)                    -> live episode count (merge: add)
+//             (tenant, space, "lexical", ...)    -> text statistics (merge: add)
+//   postings  (tenant, space, term, agent, id)   -> BM25 posting (storage/lexical_index.h),
+//                                                   in the same WriteBatch as the episode
 //   versions  (tenant, space, id)                -> current version (8 bytes); lets the
 //                                                   index check its snapshots cheaply
 //   default   "episode_id_high_water"            -> highest id ever assigned (merge: max)
@@ -44,6 +47,8 @@
 #include "absl/time/time.h"
 #include "storage/episode.h"
 #include "storage/key_lock_table.h"
+#include "storage/lexical_index.h"
+#include "text/tokenizer.h"
 
 namespace rocksdb {
 class DB;
@@ -119,8 +124,11 @@ class EpisodeStore {
 
   const StoreOptions& options() const { return options_; }
 
-  // Spaces. CreateSpace fails with ALREADY_EXISTS for a taken name; DeleteSpace
-  // removes the space and all its episodes atomically and returns their count.
+  // Spaces. CreateSpace fails with ALREADY_EXISTS for a taken name and
+  // INVALID_ARGUMENT for bad settings (text: an unknown stemming language,
+  // k1 outside 0..100, b outside 0..1); it records the tokenizer version.
+  // DeleteSpace removes the space and all its episodes and postings
+  // atomically and returns the episode count.
   absl::StatusOr<SpaceInfo> CreateSpace(const std::string& tenant, const SpaceInfo& space);
   absl::StatusOr<SpaceInfo> GetSpace(const std::string& tenant, const std::string& name);
   // The space's fixed settings from memory, without the episode count (no
@@ -185,6 +193,21 @@ class EpisodeStore {
                               const EpisodeFilter& filter, absl::Time deadline,
                               const std::function<bool(Episode&&)>& visit);
 
+  // Lexical search (storage/lexical_index.h) over a space's postings.
+  // NOT_FOUND for an unknown space.
+  absl::StatusOr<LexicalResult> SearchText(const std::string& tenant, const std::string& space,
+                                           const LexicalQuery& query);
+  // The tokenizer a space's text is indexed with: queries must use it too.
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> SpaceTokenizer(const std::string& tenant,
+                                                                        const std::string& space);
+  // What Open did to the lexical index: spaces whose postings were (re)built
+  // because they predate it or were built by another tokenizer version.
+  struct TextIndexReport {
+    uint32_t spaces_rebuilt = 0;
+    uint64_t episodes_indexed = 0;
+  };
+  TextIndexReport text_index_report() const { return text_report_; }
+
   // Operations.
   // (id, current version) of every episode of a space, in id order, expired
   // ones included. Reads only small keys: the index uses it to check its
@@ -223,6 +246,13 @@ class EpisodeStore {
   EpisodeStore(StoreOptions options, rocksdb::DB* db,
                std::vector<rocksdb::ColumnFamilyHandle*> handles);
   absl::Status LoadSpaces();
+  // Rebuilds the postings of every space whose recorded tokenizer version is
+  // not the current one (or is absent). Runs inside Open, before any writer.
+  absl::Status RebuildStaleTextIndexes();
+  absl::Status RebuildTextIndex(const std::string& space_key, SpaceInfo& space);
+  // One tokenizer per stemming language, shared by every space using it.
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> TokenizerFor(
+      const std::string& stem_language);
   absl::StatusOr<SpaceInfo> FindSpace(const std::string& tenant, const std::string& name)
       ABSL_SHARED_LOCKS_REQUIRED(space_mutex_);
   absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
@@ -240,9 +270,15 @@ class EpisodeStore {
   const StoreOptions options_;
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  LexicalIndex lexical_;
+  TextIndexReport text_report_;
   std::atomic<uint64_t> next_episode_id_{1};
   KeyLockTable key_locks_;
   absl::Mutex backup_mutex_;
+
+  absl::Mutex tokenizer_mutex_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const text::Tokenizer>> tokenizers_
+      ABSL_GUARDED_BY(tokenizer_mutex_);
 
   absl::Mutex space_mutex_;
   // (tenant, space) key -> space.

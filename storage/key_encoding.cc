@@ -35,6 +35,13 @@ KeyBuilder& KeyBuilder::AddInt64(int64_t value) {
   return *this;
 }
 
+std::string EncodeFixed64(uint64_t value) { return KeyBuilder().AddUint64(value).Release(); }
+
+uint64_t DecodeFixed64(std::string_view bytes) {
+  absl::StatusOr<uint64_t> value = KeyReader(bytes).ReadUint64();
+  return value.ok() ? *value : 0;
+}
+
 absl::StatusOr<std::string> KeyReader::ReadString() {
   std::string out;
   for (size_t i = 0; i < rest_.size(); ++i) {

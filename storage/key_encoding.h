@@ -48,6 +48,12 @@ class KeyReader {
   std::string_view rest_;
 };
 
+// Counter values (the `counters` column family and the id high-water mark):
+// 8 bytes big-endian, as AddUint64 writes them. Decoding anything but 8
+// bytes gives 0.
+std::string EncodeFixed64(uint64_t value);
+uint64_t DecodeFixed64(std::string_view bytes);
+
 // The smallest key greater than every key that starts with `prefix`, or an
 // empty string when there is none (prefix of all 0xFF bytes): the exclusive
 // upper bound of a prefix scan.

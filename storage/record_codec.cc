@@ -90,6 +90,10 @@ std::string EncodeSpace(const SpaceInfo& space) {
   r.set_dimension(space.dimension);
   r.set_metric(static_cast<uint32_t>(space.metric));
   r.set_created_at_us(space.created_at_us);
+  r.set_stem_language(space.text.stem_language);
+  r.set_bm25_k1(space.text.bm25_k1);
+  r.set_bm25_b(space.text.bm25_b);
+  r.set_tokenizer_version(space.text.tokenizer_version);
   return r.SerializeAsString();
 }
 
@@ -103,6 +107,10 @@ absl::StatusOr<SpaceInfo> DecodeSpace(std::string_view bytes) {
   space.dimension = r.dimension();
   space.metric = static_cast<Metric>(r.metric());
   space.created_at_us = r.created_at_us();
+  space.text.stem_language = r.stem_language();
+  if (r.has_bm25_k1()) space.text.bm25_k1 = r.bm25_k1();
+  if (r.has_bm25_b()) space.text.bm25_b = r.bm25_b();
+  space.text.tokenizer_version = r.tokenizer_version();
   return space;
 }
 
