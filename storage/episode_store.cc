@@ -205,6 +205,7 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
     if (cf == kCounters) {
       cf_options.merge_operator = std::make_shared<Fixed64MergeOperator>(false);
     }
+    if (cf == kPostings) cf_options.merge_operator = LexicalIndex::NewPostingsMergeOperator();
     if (cf == kKvBlocks) {
       // KV cache blocks are large (~288 KiB for a 256-token Llama-8B layer):
       // BlobDB keeps them out of the LSM tree, so compactions move only keys.
@@ -297,7 +298,8 @@ absl::Status EpisodeStore::RebuildTextIndex(const std::string& space_key, SpaceI
   absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
       TokenizerFor(space.text.stem_language);
   if (!tokenizer.ok()) return tokenizer.status();
-  if (space.text.tokenizer_version == (*tokenizer)->version()) return absl::OkStatus();
+  const std::string version = LexicalIndex::IndexedVersion(**tokenizer);
+  if (space.text.tokenizer_version == version) return absl::OkStatus();
   // Drop the old postings, index every episode again in batches, and only
   // then record the new version: a crash midway leaves the old version in
   // the record, so the next Open starts over.
@@ -326,7 +328,7 @@ absl::Status EpisodeStore::RebuildTextIndex(const std::string& space_key, SpaceI
     text_report_.episodes_indexed += in_batch;
   }
   SpaceInfo updated = space;
-  updated.text.tokenizer_version = (*tokenizer)->version();
+  updated.text.tokenizer_version = version;
   rocksdb::WriteBatch record;
   record.Put(handles_[kSpaces], space_key, EncodeSpace(updated));
   if (absl::Status s = Commit(&record); !s.ok()) return s;
@@ -377,7 +379,7 @@ absl::StatusOr<SpaceInfo> EpisodeStore::CreateSpace(const std::string& tenant,
     return absl::AlreadyExistsError(absl::StrCat("space '", requested.name, "' already exists"));
   }
   SpaceInfo space = requested;
-  space.text.tokenizer_version = (*tokenizer)->version();
+  space.text.tokenizer_version = LexicalIndex::IndexedVersion(**tokenizer);
   space.created_at_us = NowMicros();
   space.episode_count = 0;
   rocksdb::WriteBatch batch;

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/db.h"
+#include "rocksdb/merge_operator.h"
 #include "rocksdb/write_batch.h"
 #include "storage/key_encoding.h"
 #include "storage/rocks_status.h"
@@ -16,7 +18,7 @@ namespace {
 constexpr char kStatsComponent[] = "lexical";
 constexpr uint64_t kDocumentsField = 0;
 constexpr uint64_t kTermsField = 1;
-constexpr size_t kIdBytes = 8;  // a posting key ends with the id, big-endian
+constexpr size_t kBlockBytes = 8;  // a posting key ends with the block number, big-endian
 
 std::string StatsKey(std::string_view space_key, std::string_view scope, uint64_t field) {
   return KeyBuilder(space_key)
@@ -50,20 +52,147 @@ bool ReadVarint(std::string_view& in, uint64_t& value) {
   return false;
 }
 
-uint64_t ReadBigEndian(std::string_view bytes) {
-  uint64_t value = 0;
-  for (char c : bytes) value = (value << 8) | static_cast<unsigned char>(c);
-  return value;
-}
-
-struct Posting {
+// One entry of a posting block or merge operand; tf 0 removes the id.
+struct BlockEntry {
   uint64_t id;
-  uint32_t agent;  // index into the search's agent table
   uint32_t tf;
   uint32_t length;
 };
 
+void AppendEntries(std::string& out, const std::vector<BlockEntry>& entries) {
+  uint64_t previous = 0;
+  for (const BlockEntry& entry : entries) {
+    AppendVarint(out, entry.id - previous);
+    AppendVarint(out, entry.tf);
+    AppendVarint(out, entry.length);
+    previous = entry.id;
+  }
+}
+
+// Appends the entries of one block or operand to `out`; false when malformed.
+bool DecodeEntries(std::string_view bytes, std::vector<BlockEntry>& out) {
+  uint64_t id = 0;
+  while (!bytes.empty()) {
+    uint64_t delta = 0, tf = 0, length = 0;
+    if (!ReadVarint(bytes, delta) || !ReadVarint(bytes, tf) || !ReadVarint(bytes, length)) {
+      return false;
+    }
+    id += delta;
+    out.push_back({id, static_cast<uint32_t>(tf), static_cast<uint32_t>(length)});
+  }
+  return true;
+}
+
+// Folds operands (oldest first) into one list, in id order, the last change
+// of each id winning. A full merge drops removals; a partial merge keeps
+// them, since they may cancel an entry of a block it does not see.
+class PostingsMergeOperator final : public rocksdb::MergeOperator {
+ public:
+  const char* Name() const override { return "engram.PostingBlock"; }
+
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    std::vector<rocksdb::Slice> lists;
+    if (in.existing_value != nullptr) lists.push_back(*in.existing_value);
+    lists.insert(lists.end(), in.operand_list.begin(), in.operand_list.end());
+    return Fold(lists, /*keep_removals=*/false, out->new_value);
+  }
+
+  bool PartialMergeMulti(const rocksdb::Slice&, const std::deque<rocksdb::Slice>& operands,
+                         std::string* new_value, rocksdb::Logger*) const override {
+    std::vector<rocksdb::Slice> lists(operands.begin(), operands.end());
+    return Fold(lists, /*keep_removals=*/true, *new_value);
+  }
+
+ private:
+  static bool Fold(const std::vector<rocksdb::Slice>& lists, bool keep_removals,
+                   std::string& result) {
+    std::vector<BlockEntry> entries;
+    for (const rocksdb::Slice& list : lists) {
+      if (!DecodeEntries(list.ToStringView(), entries)) return false;
+    }
+    // Stable: among equal ids the later list's entry comes last and wins.
+    std::stable_sort(entries.begin(), entries.end(),
+                     [](const BlockEntry& a, const BlockEntry& b) { return a.id < b.id; });
+    std::vector<BlockEntry> folded;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (i + 1 < entries.size() && entries[i + 1].id == entries[i].id) continue;
+      if (entries[i].tf == 0 && !keep_removals) continue;
+      folded.push_back(entries[i]);
+    }
+    result.clear();
+    AppendEntries(result, folded);
+    return true;
+  }
+};
+
+struct Accumulator {
+  double score = 0;  // > 0 once any term matched: every BM25 contribution is positive
+  uint32_t agent = 0;
+};
+
+// Adds every term's BM25 contributions to the accumulator `slot(id)` returns.
+template <typename Slot>
+void Accumulate(const std::vector<std::vector<BlockEntry>>& lists,
+                const std::vector<std::vector<uint32_t>>& list_agents, double documents,
+                double average_length, double k1, double b, Slot&& slot) {
+  const double length_weight = k1 * b / average_length;
+  const double base_norm = k1 * (1.0 - b);
+  for (size_t t = 0; t < lists.size(); ++t) {
+    const std::vector<BlockEntry>& postings = lists[t];
+    if (postings.empty()) continue;
+    const double df = static_cast<double>(postings.size());
+    const double idf = std::log(1.0 + (documents - df + 0.5) / (df + 0.5));
+    for (size_t i = 0; i < postings.size(); ++i) {
+      const double tf = postings[i].tf;
+      Accumulator& accumulator = slot(postings[i].id);
+      accumulator.score +=
+          idf * tf * (k1 + 1.0) / (tf + base_norm + length_weight * postings[i].length);
+      accumulator.agent = list_agents[t][i];
+    }
+  }
+}
+
+// The best `limit` of the offered (id, accumulator) pairs, in a heap whose
+// top is the worst of them; ties go to the lower id.
+class TopScores {
+ public:
+  explicit TopScores(size_t limit) : limit_(limit) {}
+  void Offer(uint64_t id, const Accumulator& accumulator) {
+    const Scored scored{id, accumulator};
+    if (best_.size() < limit_) {
+      best_.push_back(scored);
+      std::push_heap(best_.begin(), best_.end(), Better);
+    } else if (Better(scored, best_.front())) {
+      std::pop_heap(best_.begin(), best_.end(), Better);
+      best_.back() = scored;
+      std::push_heap(best_.begin(), best_.end(), Better);
+    }
+  }
+  // Best first.
+  std::vector<std::pair<uint64_t, Accumulator>> Take() {
+    std::sort_heap(best_.begin(), best_.end(), Better);
+    return std::move(best_);
+  }
+
+ private:
+  using Scored = std::pair<uint64_t, Accumulator>;
+  static bool Better(const Scored& x, const Scored& y) {
+    if (x.second.score != y.second.score) return x.second.score > y.second.score;
+    return x.first < y.first;
+  }
+  const size_t limit_;
+  std::vector<Scored> best_;
+};
+
 }  // namespace
+
+std::shared_ptr<rocksdb::MergeOperator> LexicalIndex::NewPostingsMergeOperator() {
+  return std::make_shared<PostingsMergeOperator>();
+}
+
+std::string LexicalIndex::IndexedVersion(const text::Tokenizer& tokenizer) {
+  return absl::StrCat(tokenizer.version(), "/postings-", kLayoutVersion);
+}
 
 void LexicalBatch::Add(const Episode& episode) { Apply(episode, +1); }
 void LexicalBatch::Remove(const Episode& episode) { Apply(episode, -1); }
@@ -78,16 +207,13 @@ void LexicalBatch::Apply(const Episode& episode, int sign) {
     while (j < terms_.size() && terms_[j] == terms_[i]) ++j;
     const std::string key = KeyBuilder(TermPrefix(space_key_, terms_[i]))
                                 .AddString(episode.agent_id)
-                                .AddUint64(episode.id)
+                                .AddUint64(episode.id >> LexicalIndex::kBlockBits)
                                 .Release();
-    if (sign > 0) {
-      std::string value;
-      AppendVarint(value, j - i);
-      AppendVarint(value, static_cast<uint64_t>(length));
-      batch_.Put(index_.postings(), key, value);
-    } else {
-      batch_.Delete(index_.postings(), key);
-    }
+    const BlockEntry change{episode.id, sign > 0 ? static_cast<uint32_t>(j - i) : 0,
+                            static_cast<uint32_t>(length)};
+    std::string operand;
+    AppendEntries(operand, {change});
+    batch_.Merge(index_.postings(), key, operand);
     i = j;
   }
   for (const std::string& scope : {std::string(), episode.agent_id}) {
@@ -140,78 +266,83 @@ absl::StatusOr<LexicalResult> LexicalIndex::Search(std::string_view space_key,
   const double average_length =
       std::max(1e-9, static_cast<double>(static_cast<int64_t>(stats[kTermsField])) / documents);
 
-  struct Accumulator {
-    double score = 0;
-    uint32_t agent = 0;
-  };
-  absl::flat_hash_map<uint64_t, Accumulator> scores;
   std::vector<std::string> agents;          // decoded agent ids, by table index
   std::vector<std::string> encoded_agents;  // their key encodings (space-wide search)
   const std::string encoded_query_agent =
       query.agent_id.empty() ? "" : KeyBuilder().AddString(query.agent_id).Release();
   if (!query.agent_id.empty()) agents.push_back(query.agent_id);
-  std::vector<Posting> postings;
-  for (const std::string& term : query.terms) {
+  // Every term's postings first (their count is the term's document
+  // frequency), then one scoring pass into a map sized for them all.
+  std::vector<std::vector<BlockEntry>> lists(query.terms.size());
+  std::vector<std::vector<uint32_t>> list_agents(query.terms.size());  // parallel to lists
+  for (size_t t = 0; t < query.terms.size(); ++t) {
+    const std::string& term = query.terms[t];
+    std::vector<BlockEntry>& postings = lists[t];
+    std::vector<uint32_t>& posting_agents = list_agents[t];
     const std::string prefix = TermPrefix(space_key, term) + encoded_query_agent;
     const std::string end = PrefixSuccessor(prefix);
     rocksdb::Slice upper(end);
     read_options.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, postings_));
-    postings.clear();
+    uint64_t blocks = 0;
     for (it->Seek(prefix); it->Valid(); it->Next()) {
-      if (postings.size() % 1024 == 1023 && absl::Now() > query.deadline) {
+      if (++blocks % 64 == 0 && absl::Now() > query.deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
             "deadline passed after reading ", result.postings_read + postings.size(), " postings"));
       }
       std::string_view suffix = it->key().ToStringView().substr(prefix.size());
-      if (suffix.size() < kIdBytes) return absl::DataLossError("malformed posting key");
-      Posting posting{};
-      posting.id = ReadBigEndian(suffix.substr(suffix.size() - kIdBytes));
+      if (suffix.size() < kBlockBytes) return absl::DataLossError("malformed posting key");
+      uint32_t agent = 0;
       if (query.agent_id.empty()) {
-        const std::string_view encoded_agent = suffix.substr(0, suffix.size() - kIdBytes);
+        const std::string_view encoded_agent = suffix.substr(0, suffix.size() - kBlockBytes);
         if (encoded_agents.empty() || encoded_agents.back() != encoded_agent) {
-          absl::StatusOr<std::string> agent = KeyReader(encoded_agent).ReadString();
-          if (!agent.ok()) return absl::DataLossError("malformed posting key");
-          agents.push_back(*std::move(agent));
+          absl::StatusOr<std::string> decoded = KeyReader(encoded_agent).ReadString();
+          if (!decoded.ok()) return absl::DataLossError("malformed posting key");
+          agents.push_back(*std::move(decoded));
           encoded_agents.emplace_back(encoded_agent);
         }
-        posting.agent = static_cast<uint32_t>(agents.size() - 1);
+        agent = static_cast<uint32_t>(agents.size() - 1);
       }
-      std::string_view value = it->value().ToStringView();
-      uint64_t tf = 0, length = 0;
-      if (!ReadVarint(value, tf) || !ReadVarint(value, length)) {
-        return absl::DataLossError("malformed posting value");
+      if (!DecodeEntries(it->value().ToStringView(), postings)) {
+        return absl::DataLossError("malformed posting block");
       }
-      posting.tf = static_cast<uint32_t>(tf);
-      posting.length = static_cast<uint32_t>(length);
-      postings.push_back(posting);
+      posting_agents.resize(postings.size(), agent);
     }
     if (absl::Status s = FromRocks(it->status(), "reading postings"); !s.ok()) return s;
     result.postings_read += postings.size();
-    if (postings.empty()) continue;
-    const double df = static_cast<double>(postings.size());
-    const double idf = std::log(1.0 + (documents - df + 0.5) / (df + 0.5));
-    const double k1 = query.k1, b = query.b;
-    for (const Posting& posting : postings) {
-      const double tf = posting.tf;
-      const double norm = k1 * (1.0 - b + b * posting.length / average_length);
-      Accumulator& accumulator = scores[posting.id];
-      accumulator.score += idf * tf * (k1 + 1.0) / (tf + norm);
-      accumulator.agent = posting.agent;
+  }
+  // Accumulate into a dense array over the ids the postings span when that
+  // is not much larger than the postings (ids of a space are mostly
+  // consecutive), else into a hash map.
+  uint64_t min_id = UINT64_MAX, max_id = 0;
+  for (const std::vector<BlockEntry>& postings : lists) {
+    for (const BlockEntry& posting : postings) {
+      min_id = std::min(min_id, posting.id);
+      max_id = std::max(max_id, posting.id);
     }
   }
-  result.matched = scores.size();
-  std::vector<std::pair<uint64_t, Accumulator>> ranked(scores.begin(), scores.end());
-  auto better = [](const auto& x, const auto& y) {
-    if (x.second.score != y.second.score) return x.second.score > y.second.score;
-    return x.first < y.first;
-  };
-  const size_t keep = std::min<size_t>(query.limit, ranked.size());
-  std::partial_sort(ranked.begin(), ranked.begin() + keep, ranked.end(), better);
-  result.hits.reserve(keep);
-  for (size_t i = 0; i < keep; ++i) {
-    result.hits.push_back({ranked[i].first, static_cast<float>(ranked[i].second.score),
-                           agents[ranked[i].second.agent]});
+  if (result.postings_read == 0) return result;
+  TopScores top(query.limit);
+  const uint64_t span = max_id - min_id + 1;
+  if (span <= std::max<uint64_t>(4 * result.postings_read, 1 << 14)) {
+    std::vector<Accumulator> dense(span);
+    Accumulate(lists, list_agents, documents, average_length, query.k1, query.b,
+               [&](uint64_t id) -> Accumulator& { return dense[id - min_id]; });
+    for (uint64_t offset = 0; offset < span; ++offset) {
+      if (dense[offset].score <= 0) continue;
+      ++result.matched;
+      top.Offer(min_id + offset, dense[offset]);
+    }
+  } else {
+    absl::flat_hash_map<uint64_t, Accumulator> scores;
+    scores.reserve(result.postings_read);
+    Accumulate(lists, list_agents, documents, average_length, query.k1, query.b,
+               [&](uint64_t id) -> Accumulator& { return scores[id]; });
+    result.matched = scores.size();
+    for (const auto& [id, accumulator] : scores) top.Offer(id, accumulator);
+  }
+  for (const auto& [id, accumulator] : top.Take()) {
+    result.hits.push_back({id, static_cast<float>(accumulator.score), agents[accumulator.agent]});
   }
   return result;
 }

@@ -6,15 +6,24 @@
 // them.
 //
 // Layout (the store's column families):
-//   postings  (tenant, space, term, agent, id)      -> varint tf, varint doc length
+//   postings  (tenant, space, term, agent, id >> kBlockBits) -> a posting block
 //   counters  (tenant, space, "lexical", scope, 0)  -> documents in scope (merge: add)
 //             (tenant, space, "lexical", scope, 1)  -> terms in scope     (merge: add)
 // where scope is an agent id, or "" for the whole space. Term before agent:
 // one term's postings in a space are one contiguous key range, which a
 // space-wide search reads once per query term; inside it each agent's
 // postings are a sub-range, which an agent's search seeks straight to,
-// reading nothing of other agents. The document length rides in each
-// posting, so scoring never reads an episode.
+// reading nothing of other agents.
+//
+// A posting block holds the postings of up to 2^kBlockBits consecutive
+// episode ids: (id delta, tf, document length) as varints, in id order, so a
+// search decodes a few bytes per posting instead of stepping a RocksDB
+// iterator per posting (4x less time on LoCoMo's questions), and the
+// document length rides along, so scoring never reads an episode. Writers
+// never read a block: each adds a merge operand (the same encoding, with tf
+// 0 marking a removal) and the postings merge operator folds operands into
+// the block at read and compaction time, so concurrent writers to one block
+// need no lock and a WriteBatch stays the unit of atomicity.
 //
 // Statistics: document counts and lengths are merge-operator counters, exact
 // under concurrent writers. Document frequencies are not stored: a search
@@ -36,6 +45,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -49,6 +59,7 @@
 
 namespace rocksdb {
 class DB;
+class MergeOperator;
 class ColumnFamilyHandle;
 class WriteBatch;
 class Snapshot;
@@ -79,6 +90,16 @@ struct LexicalResult {
 
 class LexicalIndex {
  public:
+  // Ids per posting block: 2^kBlockBits.
+  static constexpr int kBlockBits = 12;
+  // Bumped when the postings' layout changes; part of the version a space
+  // records (with the tokenizer's), so an old layout is rebuilt at Open.
+  static constexpr int kLayoutVersion = 2;
+  // The merge operator of the postings column family.
+  static std::shared_ptr<rocksdb::MergeOperator> NewPostingsMergeOperator();
+  // What a space records as the scheme of its postings.
+  static std::string IndexedVersion(const text::Tokenizer& tokenizer);
+
   LexicalIndex(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* postings,
                rocksdb::ColumnFamilyHandle* counters)
       : db_(db), postings_(postings), counters_(counters) {}

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <thread>
@@ -121,6 +122,13 @@ TEST_F(LexicalIndexTest, UpdatesReplaceAndDeletesRemovePostings) {
   // Statistics follow: one document of two terms is left, so "coffee"
   // scores as in a one-document corpus.
   EXPECT_NEAR(Search("coffee")[a], Bm25(1, 1, 1, 2, 2), 1e-5);
+  // Compaction folds the blocks' merge operands (removals included) into
+  // one value each and changes no result.
+  std::atomic<bool> cancel{false};
+  ASSERT_TRUE(store_->Compact([](double, const std::string&) {}, &cancel).ok());
+  EXPECT_TRUE(Search("tea").empty());
+  EXPECT_TRUE(Search("green").empty());
+  EXPECT_NEAR(Search("coffee")[a], Bm25(1, 1, 1, 2, 2), 1e-5);
 }
 
 TEST_F(LexicalIndexTest, AgentAndSessionDeletesRemoveOnlyTheirPostings) {
@@ -179,6 +187,29 @@ TEST_F(LexicalIndexTest, TiesAndLimitsAreDeterministic) {
   EXPECT_EQ(result->matched, 5u);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(result->hits[i].id, ids[i]);
   EXPECT_EQ(result->hits[0].agent_id, "ann");
+}
+
+TEST_F(LexicalIndexTest, SparseIdsScoreTheSameAsDenseOnes) {
+  // Matches far apart in id (other writes between them) take the search's
+  // hash-map path instead of its dense array; the scores must not change.
+  const uint64_t first = Put("ann", "alpha beta");
+  std::vector<EpisodeWrite> filler(1000);
+  for (EpisodeWrite& write : filler) {
+    write.episode.agent_id = "bob";
+    write.episode.text = "gamma";
+    write.episode.embedding = {1, 0};
+  }
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_TRUE(store_->PutEpisodes(kTenant, "notes", filler).ok());
+  }
+  const uint64_t last = Put("ann", "alpha");
+  ASSERT_GT(last - first, 20000u);
+  const double docs = 20002, average = (2 + 20000 + 1) / docs;
+  std::map<uint64_t, float> scores = Search("alpha");
+  ASSERT_EQ(scores.size(), 2u);
+  EXPECT_NEAR(scores[first], Bm25(1, 2, docs, 2, average), 1e-5);
+  EXPECT_NEAR(scores[last], Bm25(1, 2, docs, 1, average), 1e-5);
+  EXPECT_GT(scores[last], scores[first]);  // the shorter document
 }
 
 TEST_F(LexicalIndexTest, PostingsSurviveReopen) {
