@@ -1,9 +1,12 @@
 #include "retrieval/engine.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "retrieval/exact_search.h"
+#include "retrieval/fusion.h"
 #include "retrieval/hydrator.h"
 #include "storage/episode_filter.h"
 
@@ -17,6 +20,10 @@ const char* RouteName(Route route) {
       return "scan";
     case Route::kExact:
       return "exact";
+    case Route::kLexical:
+      return "lexical";
+    case Route::kHybrid:
+      return "hybrid";
   }
   return "unknown";
 }
@@ -39,6 +46,38 @@ class VectorSource final : public CandidateSource {
   const bool scan_;
 };
 
+// The lexical index as a candidate source: the top episodes of the space (or
+// of the filter's agent) by BM25 over the query's terms.
+class LexicalSource final : public CandidateSource {
+ public:
+  LexicalSource(storage::EpisodeStore& store, const std::vector<std::string>& terms)
+      : store_(store), terms_(terms) {}
+  const char* name() const override { return "lexical"; }
+  absl::StatusOr<std::vector<Candidate>> Propose(const SearchContext& context,
+                                                 uint32_t count) override {
+    storage::LexicalQuery query;
+    query.terms = terms_;
+    query.agent_id = context.filter.agent_id;
+    query.limit = count;
+    query.k1 = context.space.text.bm25_k1;
+    query.b = context.space.text.bm25_b;
+    query.deadline = context.deadline;
+    absl::StatusOr<storage::LexicalResult> found =
+        store_.SearchText(context.tenant, context.space.name, query);
+    if (!found.ok()) return found.status();
+    std::vector<Candidate> candidates;
+    candidates.reserve(found->hits.size());
+    for (storage::LexicalHit& hit : found->hits) {
+      candidates.push_back({hit.id, hit.score, std::move(hit.agent_id)});
+    }
+    return candidates;
+  }
+
+ private:
+  storage::EpisodeStore& store_;
+  const std::vector<std::string>& terms_;
+};
+
 // Adds a step's count and time to the stage of that name (one entry per
 // stage however many widening rounds ran).
 void Account(SearchResult& result, const std::string& stage, uint64_t candidates,
@@ -53,11 +92,19 @@ void Account(SearchResult& result, const std::string& stage, uint64_t candidates
   result.stages.push_back({stage, candidates, time});
 }
 
-absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request, uint32_t max_k) {
+absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request, uint32_t max_k,
+                           size_t max_text_bytes) {
   if (request.k == 0 || request.k > max_k) {
     return absl::InvalidArgumentError(absl::StrCat("k is ", request.k, "; must be in 1..", max_k));
   }
-  if (request.query.size() != space.dimension) {
+  if (request.query.empty() && request.query_text.empty()) {
+    return absl::InvalidArgumentError("a search needs a query vector, query_text, or both");
+  }
+  if (request.query_text.size() > max_text_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("query_text is ", request.query_text.size(),
+                                                   " bytes; the limit is ", max_text_bytes));
+  }
+  if (!request.query.empty() && request.query.size() != space.dimension) {
     return absl::InvalidArgumentError(absl::StrCat("query has ", request.query.size(),
                                                    " dimensions; space '", space.name, "' expects ",
                                                    space.dimension));
@@ -164,14 +211,116 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   // The space's settings come from memory: no disk read per search.
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (!space.ok()) return space.status();
-  if (absl::Status valid = ValidateQuery(*space, request, max_k_); !valid.ok()) {
+  if (absl::Status valid =
+          ValidateQuery(*space, request, max_k_, store_->options().limits.max_text_bytes);
+      !valid.ok()) {
     return valid;
   }
-  if (request.route != Route::kExact) return SearchVectors(tenant, *space, request);
+  if (request.query_text.empty()) return SearchVectorRoute(tenant, *space, request);
+
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      store_->SpaceTokenizer(tenant, space_name);
+  if (!tokenizer.ok()) return tokenizer.status();
+  std::vector<std::string> terms = (*tokenizer)->Tokenize(request.query_text);
+  std::sort(terms.begin(), terms.end());
+  terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
+  if (terms.size() > kMaxQueryTerms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "query_text has ", terms.size(), " distinct words; the limit is ", kMaxQueryTerms));
+  }
+  if (request.query.empty()) {
+    if (terms.empty()) {
+      return absl::InvalidArgumentError(
+          "query_text has no words to search for (only spaces, punctuation or symbols)");
+    }
+    return SearchLexical(tenant, *space, request, std::move(terms));
+  }
+
+  // Hybrid: each side ranks max(k, kFusionDepth) episodes that pass the
+  // filter, and reciprocal rank fusion picks k.
+  SearchRequest deep = request;
+  deep.k = std::min(std::max(request.k, kFusionDepth), max_k_);
+  absl::StatusOr<SearchResult> vectors = SearchVectorRoute(tenant, *space, deep);
+  if (!vectors.ok()) return vectors.status();
+  absl::StatusOr<SearchResult> lexical = SearchLexical(tenant, *space, deep, std::move(terms));
+  if (!lexical.ok()) return lexical.status();
+  const absl::Time start = absl::Now();
   SearchResult result;
-  if (absl::Status searched = SearchExact(tenant, *space, request, result); !searched.ok()) {
+  result.route = Route::kHybrid;
+  result.candidates = vectors->candidates + lexical->candidates;
+  for (const SearchResult* part : {&*vectors, &*lexical}) {
+    for (const StageReport& stage : part->stages) {
+      Account(result, stage.name, stage.candidates, stage.time);
+    }
+  }
+  result.query_terms = std::move(lexical->query_terms);
+  const uint64_t fused = vectors->hits.size() + lexical->hits.size();
+  std::vector<RankedList> lists;
+  lists.push_back({"vector", std::move(vectors->hits)});
+  lists.push_back({"lexical", std::move(lexical->hits)});
+  result.hits = FuseByReciprocalRank(std::move(lists), request.k);
+  Account(result, "fuse", fused, absl::Now() - start);
+  return result;
+}
+
+absl::StatusOr<SearchResult> Engine::SearchVectorRoute(const std::string& tenant,
+                                                       const SpaceInfo& space,
+                                                       const SearchRequest& request) {
+  if (request.route != Route::kExact) return SearchVectors(tenant, space, request);
+  SearchResult result;
+  if (absl::Status searched = SearchExact(tenant, space, request, result); !searched.ok()) {
     return searched;
   }
+  return result;
+}
+
+absl::StatusOr<bool> Engine::Gather(CandidateSource& source, const SearchContext& context,
+                                    Hydrator& hydrator, uint32_t k, uint32_t max_count,
+                                    SearchResult& result) {
+  // Ask for k; when the read-back (filters the source cannot check, races
+  // with writes) leaves fewer than k, ask for 4x more, up to max_count.
+  uint32_t asked = std::min(k, max_count);
+  for (;;) {
+    absl::Time start = absl::Now();
+    absl::StatusOr<std::vector<Candidate>> candidates = source.Propose(context, asked);
+    if (!candidates.ok()) return candidates.status();
+    const absl::Time proposed = absl::Now();
+    Account(result, source.name(), candidates->size(), proposed - start);
+    result.candidates += candidates->size();
+    if (proposed > context.deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("deadline passed while searching (", source.name(), ")"));
+    }
+    const uint64_t read_before = hydrator.read();
+    absl::StatusOr<size_t> found = hydrator.Hydrate(*candidates, k);
+    if (!found.ok()) return found.status();
+    Account(result, "hydrate", hydrator.read() - read_before, absl::Now() - proposed);
+    const bool exhausted = candidates->size() < asked;
+    if (*found == k || exhausted) {
+      result.hits = hydrator.TakeHits();
+      return true;
+    }
+    if (asked == max_count) return false;
+    asked = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{asked} * 4, max_count));
+  }
+}
+
+absl::StatusOr<SearchResult> Engine::SearchLexical(const std::string& tenant,
+                                                   const SpaceInfo& space,
+                                                   const SearchRequest& request,
+                                                   std::vector<std::string> terms) {
+  LexicalSource source(*store_, terms);
+  const SearchContext context{
+      tenant, space, request.query, request.filter, request.beam_width, request.deadline};
+  Hydrator hydrator(store_, tenant, space.name, request.filter);
+  SearchResult result;
+  result.route = Route::kLexical;
+  // BM25 ranks every matching episode, so widening ends with all of them:
+  // the list is never short of what the filter allows.
+  absl::StatusOr<bool> gathered =
+      Gather(source, context, hydrator, request.k, std::numeric_limits<uint32_t>::max(), result);
+  if (!gathered.ok()) return gathered.status();
+  result.query_terms = std::move(terms);
   return result;
 }
 
@@ -197,32 +346,11 @@ absl::StatusOr<SearchResult> Engine::SearchVectors(const std::string& tenant,
   Hydrator hydrator(store_, tenant, space.name, request.filter);
   SearchResult result;
   result.route = request.route;
-  // Ask for k; when the read-back (metadata predicates, races with writes)
-  // leaves fewer than k, ask for 4x more, up to the index's k limit, then
-  // fall back to an exact scan of the store.
-  uint32_t asked = request.k;
-  for (;;) {
-    absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<Candidate>> candidates = source.Propose(context, asked);
-    if (!candidates.ok()) return candidates.status();
-    const absl::Time proposed = absl::Now();
-    Account(result, source.name(), candidates->size(), proposed - start);
-    result.candidates += candidates->size();
-    if (proposed > request.deadline) {
-      return absl::DeadlineExceededError("deadline passed while searching the index");
-    }
-    const uint64_t read_before = hydrator.read();
-    absl::StatusOr<size_t> found = hydrator.Hydrate(*candidates, request.k);
-    if (!found.ok()) return found.status();
-    Account(result, "hydrate", hydrator.read() - read_before, absl::Now() - proposed);
-    const bool exhausted = candidates->size() < asked;
-    if (*found == request.k || exhausted) {
-      result.hits = hydrator.TakeHits();
-      return result;
-    }
-    if (asked == index::VectorPartition::kMaxK) break;
-    asked = std::min(asked * 4, index::VectorPartition::kMaxK);
-  }
+  absl::StatusOr<bool> gathered =
+      Gather(source, context, hydrator, request.k, index::VectorPartition::kMaxK, result);
+  if (!gathered.ok()) return gathered.status();
+  if (*gathered) return result;
+  // The widest candidate list left fewer than k after the filter.
   if (absl::Status searched = SearchExact(tenant, space, request, result); !searched.ok()) {
     return searched;
   }

@@ -31,11 +31,16 @@
 
 #include "absl/status/statusor.h"
 #include "index/partition_scanner.h"
+#include "retrieval/candidate_source.h"
 #include "retrieval/episode_index.h"
+#include "retrieval/hydrator.h"
 #include "retrieval/search.h"
 #include "storage/episode_store.h"
 
 namespace engram::retrieval {
+
+// Most distinct words a query_text may have.
+inline constexpr size_t kMaxQueryTerms = 1024;
 
 struct EngineOptions {
   // The vector index's settings.
@@ -85,12 +90,16 @@ class Engine {
                                            const EpisodeFilter& filter, uint32_t page_size,
                                            const std::string& page_token);
 
-  // The k best episodes for the query. NOT_FOUND for an unknown space;
-  // INVALID_ARGUMENT for a query of the wrong dimension or with NaN/Inf, k
-  // outside 1..max_k, a beam width above the index's limit, or a malformed
-  // filter; DEADLINE_EXCEEDED when the deadline passes. The index and scan
-  // routes fall back to the exact route (and say so) when filters leave
-  // their widest candidate list short of k.
+  // The k best episodes for the query: by the vector route asked for (a
+  // query vector alone), by BM25 (query_text alone), or both fused by
+  // reciprocal rank (retrieval/fusion.h). NOT_FOUND for an unknown space;
+  // INVALID_ARGUMENT for no query at all, a query of the wrong dimension or
+  // with NaN/Inf, a query_text over the store's text limit, with more than
+  // kMaxQueryTerms distinct words or (text alone) none, k outside
+  // 1..max_k, a beam width above the index's limit, or a malformed filter;
+  // DEADLINE_EXCEEDED when the deadline passes. The index and scan routes
+  // fall back to the exact route (and say so) when filters leave their
+  // widest candidate list short of k.
   absl::StatusOr<SearchResult> Search(const std::string& tenant, const std::string& space,
                                       const SearchRequest& request);
 
@@ -110,6 +119,20 @@ class Engine {
 
  private:
   Engine(storage::EpisodeStore* store, EngineOptions options);
+  // The vector route the request names (index, scan or exact).
+  absl::StatusOr<SearchResult> SearchVectorRoute(const std::string& tenant, const SpaceInfo& space,
+                                                 const SearchRequest& request);
+  // BM25 over the postings of `terms`, read back and widened until k pass.
+  absl::StatusOr<SearchResult> SearchLexical(const std::string& tenant, const SpaceInfo& space,
+                                             const SearchRequest& request,
+                                             std::vector<std::string> terms);
+  // Proposes, reads back and widens (4x per round, up to max_count
+  // candidates) until k hits pass the filter: true, with result.hits set,
+  // when k were found or the source ran out; false when max_count
+  // candidates still left fewer than k.
+  absl::StatusOr<bool> Gather(CandidateSource& source, const SearchContext& context,
+                              Hydrator& hydrator, uint32_t k, uint32_t max_count,
+                              SearchResult& result);
   // The index or scan route: propose, read back, widen, fall back.
   absl::StatusOr<SearchResult> SearchVectors(const std::string& tenant, const SpaceInfo& space,
                                              const SearchRequest& request);

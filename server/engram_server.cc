@@ -28,6 +28,12 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
+  const storage::EpisodeStore::TextIndexReport text = server->store_->text_index_report();
+  if (text.spaces_rebuilt > 0) {
+    spdlog::info(
+        "event=text_index_rebuilt spaces={} episodes={} reason=\"new tokenizer or layout\"",
+        text.spaces_rebuilt, text.episodes_indexed);
+  }
   retrieval::EngineOptions engine_options;
   engine_options.index = config.index;
   engine_options.default_snapshot_dir =

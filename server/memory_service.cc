@@ -16,6 +16,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerCon
         space.name = request->space().name();
         space.dimension = request->space().dimension();
         space.metric = *metric;
+        space.text = TextSettingsFromProto(request->space().text());
         absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
         if (!created.ok()) return created.status();
         SpaceToProto(*created, response->mutable_space());
@@ -200,6 +201,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
         if (!filter.ok()) return filter.status();
         retrieval::SearchRequest search;
         search.query = std::span<const float>(request->query().data(), request->query().size());
+        search.query_text = request->query_text();
         search.k = request->k();
         search.beam_width = request->beam_width();
         search.route = request->exact()  ? retrieval::Route::kExact

@@ -70,6 +70,19 @@ void SpaceToProto(const SpaceInfo& space, v1::Space* out) {
   out->set_metric(MetricToProto(space.metric));
   out->set_created_at_us(space.created_at_us);
   out->set_episode_count(space.episode_count);
+  v1::TextIndex* text = out->mutable_text();
+  text->set_stem_language(space.text.stem_language);
+  text->set_bm25_k1(space.text.bm25_k1);
+  text->set_bm25_b(space.text.bm25_b);
+  text->set_tokenizer(space.text.tokenizer_version);
+}
+
+TextSettings TextSettingsFromProto(const v1::TextIndex& in) {
+  TextSettings text;
+  text.stem_language = in.stem_language();
+  if (in.has_bm25_k1()) text.bm25_k1 = in.bm25_k1();
+  if (in.has_bm25_b()) text.bm25_b = in.bm25_b();
+  return text;
 }
 
 absl::StatusOr<Episode> EpisodeFromProto(const v1::Episode& in) {
@@ -119,7 +132,14 @@ void SearchResultToProto(const retrieval::SearchResult& result, bool include_emb
     v1::SearchHit* wire = out->add_hits();
     wire->set_score(hit.score);
     EpisodeToProto(hit.episode, include_embedding, wire->mutable_episode());
+    for (const retrieval::SourceRank& source : hit.sources) {
+      v1::SourceRank* rank = wire->add_sources();
+      rank->set_source(source.source);
+      rank->set_rank(source.rank);
+      rank->set_score(source.score);
+    }
   }
+  for (const std::string& term : result.query_terms) out->add_query_terms(term);
   out->set_route(retrieval::RouteName(result.route));
   out->set_scanned(result.candidates);
   for (const retrieval::StageReport& stage : result.stages) {

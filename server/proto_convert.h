@@ -14,6 +14,8 @@ absl::StatusOr<Metric> MetricFromProto(v1::Metric metric);
 v1::Metric MetricToProto(Metric metric);
 
 void SpaceToProto(const SpaceInfo& space, v1::Space* out);
+// The client's text settings; the tokenizer version is the server's to set.
+TextSettings TextSettingsFromProto(const v1::TextIndex& text);
 
 absl::StatusOr<Episode> EpisodeFromProto(const v1::Episode& episode);
 void EpisodeToProto(const Episode& episode, bool include_embedding, v1::Episode* out);
