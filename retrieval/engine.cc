@@ -263,6 +263,22 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   return result;
 }
 
+absl::StatusOr<AnalyzedText> Engine::AnalyzeText(const std::string& tenant,
+                                                 const std::string& space_name,
+                                                 const std::string& text) {
+  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  const size_t limit = store_->options().limits.max_text_bytes;
+  if (text.size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is ", text.size(), " bytes; the limit is ", limit));
+  }
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      store_->SpaceTokenizer(tenant, space_name);
+  if (!tokenizer.ok()) return tokenizer.status();
+  return AnalyzedText{(*tokenizer)->Tokenize(text), space->text.tokenizer_version};
+}
+
 absl::StatusOr<SearchResult> Engine::SearchVectorRoute(const std::string& tenant,
                                                        const SpaceInfo& space,
                                                        const SearchRequest& request) {

@@ -42,6 +42,11 @@ namespace engram::retrieval {
 // Most distinct words a query_text may have.
 inline constexpr size_t kMaxQueryTerms = 1024;
 
+struct AnalyzedText {
+  std::vector<std::string> terms;
+  std::string tokenizer;  // the space's recorded tokenizer scheme
+};
+
 struct EngineOptions {
   // The vector index's settings.
   IndexOptions index;
@@ -102,6 +107,12 @@ class Engine {
   // widest candidate list short of k.
   absl::StatusOr<SearchResult> Search(const std::string& tenant, const std::string& space,
                                       const SearchRequest& request);
+
+  // The terms `text` becomes in the space's lexical index, in order.
+  // NOT_FOUND for an unknown space; INVALID_ARGUMENT for text over the
+  // store's text limit.
+  absl::StatusOr<AnalyzedText> AnalyzeText(const std::string& tenant, const std::string& space,
+                                           const std::string& text);
 
   // Index operations.
   absl::Status RebuildIndex(const std::string& tenant, const std::string& space,

@@ -192,6 +192,20 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerCo
       });
 }
 
+grpc::ServerUnaryReactor* MemoryServiceImpl::AnalyzeText(grpc::CallbackServerContext* context,
+                                                         const v1::AnalyzeTextRequest* request,
+                                                         v1::AnalyzeTextResponse* response) {
+  return runner_->Unary(
+      context, "AnalyzeText", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+        absl::StatusOr<retrieval::AnalyzedText> analyzed =
+            engine_->AnalyzeText(TenantOf(context), request->space(), request->text());
+        if (!analyzed.ok()) return analyzed.status();
+        for (std::string& term : analyzed->terms) response->add_terms(std::move(term));
+        response->set_tokenizer(analyzed->tokenizer);
+        return absl::OkStatus();
+      });
+}
+
 grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext* context,
                                                     const v1::SearchRequest* request,
                                                     v1::SearchResponse* response) {

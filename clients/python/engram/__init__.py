@@ -14,12 +14,14 @@ from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramErro
                            PermissionDeniedError, ResourceExhaustedError, UnavailableError)
 from engram.admin import Admin, BackupInfo
 from engram.kvcache import CacheInfo, KVCache, KVModel
-from engram.memory import Episode, EpisodeId, Hit, Memory, SearchResults, Space, Stage
+from engram.memory import (Episode, EpisodeId, Hit, Memory, SearchResults, SourceRank, Space,
+                           Stage)
 
 __all__ = [
     "Admin", "AlreadyExistsError", "BackupInfo", "CacheInfo", "DeadlineExceededError",
     "EngramError", "Episode", "EpisodeId", "FailedPreconditionError", "Hit",
     "InvalidArgumentError", "KVCache", "KVModel", "Memory", "NotFoundError",
-    "PermissionDeniedError", "ResourceExhaustedError", "SearchResults", "Space", "Stage",
+    "PermissionDeniedError", "ResourceExhaustedError", "SearchResults", "SourceRank", "Space",
+    "Stage",
     "UnavailableError",
 ]

@@ -50,9 +50,22 @@ class Episode:
 
 
 @dataclasses.dataclass
+class SourceRank:
+    """Where a hybrid hit ranked in one source's list: source ("vector" or
+    "lexical"), rank (from 1) and that source's own score."""
+    source: str
+    rank: int
+    score: float
+
+
+@dataclasses.dataclass
 class Hit:
+    """score: the similarity (vector search), BM25 (text search) or the
+    reciprocal rank fusion score (hybrid, where `sources` says how each
+    list ranked the episode)."""
     score: float
     episode: Episode
+    sources: List[SourceRank] = dataclasses.field(default_factory=list)
 
 
 class EpisodeId(int):
@@ -73,12 +86,16 @@ class Space:
     metric: str  # "cosine", "ip" or "l2"
     created_at_us: int
     episode_count: int
+    stem_language: str = ""  # Snowball stemming of the lexical index ("" none)
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    tokenizer: str = ""  # the tokenizer scheme its postings were built with
 
 
 @dataclasses.dataclass
 class Stage:
-    """One step of a search: a candidate source ("index", "scan"), the
-    read-back ("hydrate") or the exact scan ("exact")."""
+    """One step of a search: a candidate source ("index", "scan", "lexical"),
+    the read-back ("hydrate"), the exact scan ("exact") or the fusion ("fuse")."""
     name: str
     candidates: int
     micros: int
@@ -86,15 +103,18 @@ class Stage:
 
 class SearchResults(list):
     """The hits of a search, best first (a list of Hit), with how they were
-    found: `route` ("index", "scan" or "exact"), `scanned` (candidates
-    proposed or episodes scored) and `stages` (each step's candidates and
-    time)."""
+    found: `route` ("index", "scan", "exact", "lexical" or "hybrid"),
+    `scanned` (candidates proposed or episodes scored), `stages` (each step's
+    candidates and time) and `query_terms` (the words a text query was
+    searched as)."""
 
-    def __init__(self, hits, route: str, scanned: int, stages: List[Stage]):
+    def __init__(self, hits, route: str, scanned: int, stages: List[Stage],
+                 query_terms: Optional[List[str]] = None):
         super().__init__(hits)
         self.route = route
         self.scanned = scanned
         self.stages = stages
+        self.query_terms = query_terms or []
 
 
 _METRIC_NAMES = {
@@ -107,7 +127,11 @@ _METRIC_NAMES = {
 def _space_from_proto(space) -> Space:
     return Space(name=space.name, dimension=space.dimension,
                  metric=_METRIC_NAMES.get(space.metric, "unknown"),
-                 created_at_us=space.created_at_us, episode_count=space.episode_count)
+                 created_at_us=space.created_at_us, episode_count=space.episode_count,
+                 stem_language=space.text.stem_language,
+                 bm25_k1=space.text.bm25_k1 if space.text.HasField("bm25_k1") else 1.2,
+                 bm25_b=space.text.bm25_b if space.text.HasField("bm25_b") else 0.75,
+                 tokenizer=space.text.tokenizer)
 
 
 def _floats(values) -> List[float]:
@@ -181,12 +205,22 @@ class Memory(GrpcClient):
     # Spaces ---------------------------------------------------------------
 
     @translate_errors
-    def create_space(self, dimension: int, metric: str = "cosine", name: Optional[str] = None):
+    def create_space(self, dimension: int, metric: str = "cosine", name: Optional[str] = None,
+                     *, stem_language: str = "", bm25_k1: Optional[float] = None,
+                     bm25_b: Optional[float] = None):
+        """Creates a space. Its episode text is always indexed for BM25;
+        stem_language ("english", ...) turns on Snowball stemming, and
+        bm25_k1 / bm25_b change BM25's parameters (defaults 1.2 and 0.75)."""
         if metric not in _METRICS:
             raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
                                        f"metric {metric!r} is not one of {sorted(_METRICS)}")
+        text = memory_pb2.TextIndex(stem_language=stem_language)
+        if bm25_k1 is not None:
+            text.bm25_k1 = bm25_k1
+        if bm25_b is not None:
+            text.bm25_b = bm25_b
         space = memory_pb2.Space(name=name or self.space, dimension=dimension,
-                                 metric=_METRICS[metric])
+                                 metric=_METRICS[metric], text=text)
         return _space_from_proto(self._stub.CreateSpace(
             memory_pb2.CreateSpaceRequest(space=space), timeout=self.timeout).space)
 
@@ -325,24 +359,41 @@ class Memory(GrpcClient):
         return f
 
     @translate_errors
-    def search(self, embedding: Sequence[float], k: int = 10, *, agent: Optional[str] = None,
+    def search(self, embedding: Optional[Sequence[float]] = None, k: int = 10, *,
+               text: Optional[str] = None, agent: Optional[str] = None,
                session: str = "", kinds=None, since_us=None, until_us=None, where=None,
                include_embedding: bool = False, beam_width: int = 0,
                exact: bool = False, scan: bool = False) -> SearchResults:
-        """The k episodes closest to `embedding`, best first. agent="" searches the
-        whole space; the default is this Memory's agent. beam_width widens the
-        index's graph search (0: the index's calibrated default); exact=True
-        scores every episode instead of using the index; scan=True scans every
-        vector in memory (on engramd's GPU when it has one) instead of the graph."""
+        """The k best episodes, best first: closest to `embedding`, best by BM25
+        for `text`, or, given both, the two lists fused by reciprocal rank
+        (route "hybrid"; each hit's `sources` says where it ranked). agent=""
+        searches the whole space; the default is this Memory's agent.
+        beam_width widens the index's graph search (0: the index's calibrated
+        default); exact=True scores every episode instead of using the index;
+        scan=True scans every vector in memory (on engramd's GPU when it has
+        one) instead of the graph."""
         request = memory_pb2.SearchRequest(
-            space=self.space, query=_floats(embedding), k=k,
+            space=self.space, query=_floats(embedding) if embedding is not None else [], k=k,
+            query_text=text or "",
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
             include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan)
         response = self._stub.Search(request, timeout=self.timeout)
-        return SearchResults([Hit(h.score, _episode_from_proto(h.episode)) for h in response.hits],
-                             route=response.route, scanned=response.scanned,
+        hits = [Hit(h.score, _episode_from_proto(h.episode),
+                    [SourceRank(s.source, s.rank, s.score) for s in h.sources])
+                for h in response.hits]
+        return SearchResults(hits, route=response.route, scanned=response.scanned,
                              stages=[Stage(s.name, s.candidates, s.micros)
-                                     for s in response.stages])
+                                     for s in response.stages],
+                             query_terms=list(response.query_terms))
+
+    @translate_errors
+    def analyze(self, text: str) -> List[str]:
+        """The terms `text` becomes in this space's lexical index, in order:
+        what BM25 stores for an episode with this text and what a text query
+        is searched as."""
+        return list(self._stub.AnalyzeText(
+            memory_pb2.AnalyzeTextRequest(space=self.space, text=text),
+            timeout=self.timeout).terms)
 
     @translate_errors
     def list(self, *, agent: Optional[str] = None, session: str = "", kinds=None,
