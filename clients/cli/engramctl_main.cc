@@ -145,6 +145,9 @@ int main(int argc, char** argv) {
   space_create->add_option("name", name, "space name")->required();
   space_create->add_option("--dim", dimension, "embedding dimension")->required();
   space_create->add_option("--metric", metric, "cosine, ip or l2")->capture_default_str();
+  std::string stem_language;
+  space_create->add_option("--stem", stem_language,
+                           "Snowball stemming for the text index (english, german, ...)");
   auto* space_get = space_cmd->add_subcommand("get", "show a space");
   space_get->add_option("name", name)->required();
   auto* space_list = space_cmd->add_subcommand("list", "list spaces");
@@ -179,8 +182,10 @@ int main(int argc, char** argv) {
   list->add_flag("--all", all_pages, "follow page tokens to the end");
   list->add_flag("--embedding", include_embedding, "include embeddings");
 
-  auto* search = app.add_subcommand("search", "nearest episodes to a query vector");
+  auto* search = app.add_subcommand(
+      "search", "best episodes for a query vector, words (BM25), or both (hybrid)");
   search->add_option("-s,--space", space)->required();
+  search->add_option("--text", text, "words to search for by BM25");
   search->add_option("--vector", vector);
   search->add_option("--vector-file", vector_file, "first line is the query; - for stdin");
   search->add_option("-k", k)->capture_default_str();
@@ -193,6 +198,10 @@ int main(int argc, char** argv) {
   bool scan = false;
   search->add_flag("--scan", scan,
                    "scan every vector in memory (GPU when engramd has one) instead of the graph");
+
+  auto* analyze = app.add_subcommand("analyze", "show the terms a text becomes in a space's index");
+  analyze->add_option("-s,--space", space)->required();
+  analyze->add_option("text", text)->required();
 
   auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
   remove->add_option("-s,--space", space)->required();
@@ -249,7 +258,12 @@ int main(int argc, char** argv) {
   if (*space_create) {
     absl::StatusOr<v1::Metric> m = ParseMetric(metric);
     if (!m.ok()) return Fail(m.status());
-    auto created = client.CreateSpace(name, dimension, *m);
+    v1::Space requested;
+    requested.set_name(name);
+    requested.set_dimension(dimension);
+    requested.set_metric(*m);
+    requested.mutable_text()->set_stem_language(stem_language);
+    auto created = client.CreateSpace(requested);
     if (!created.ok()) return Fail(created.status());
     PrintJson(*created);
   } else if (*space_get) {
@@ -316,18 +330,25 @@ int main(int argc, char** argv) {
       std::cerr << "(more pages; use --all)\n";
     }
   } else if (*search) {
-    auto vectors = ReadVectors(vector, vector_file);
-    if (!vectors.ok()) return Fail(vectors.status());
     v1::SearchRequest request;
     request.set_space(space);
     request.set_k(k);
-    request.mutable_query()->Add(vectors->front().begin(), vectors->front().end());
+    request.set_query_text(text);
+    if (!vector.empty() || !vector_file.empty() || text.empty()) {
+      auto vectors = ReadVectors(vector, vector_file);
+      if (!vectors.ok()) return Fail(vectors.status());
+      request.mutable_query()->Add(vectors->front().begin(), vectors->front().end());
+    }
     request.mutable_filter()->set_agent_id(agent);
     request.mutable_filter()->set_session_id(session);
     request.set_beam_width(beam_width);
     request.set_exact(exact);
     request.set_scan(scan);
     auto response = client.Search(request);
+    if (!response.ok()) return Fail(response.status());
+    PrintJson(*response);
+  } else if (*analyze) {
+    auto response = client.AnalyzeText(space, text);
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);
   } else if (*remove) {

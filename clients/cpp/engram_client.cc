@@ -48,10 +48,16 @@ absl::Status Client::CheckHealth() {
 
 absl::StatusOr<v1::Space> Client::CreateSpace(const std::string& name, uint32_t dimension,
                                               v1::Metric metric) {
+  v1::Space space;
+  space.set_name(name);
+  space.set_dimension(dimension);
+  space.set_metric(metric);
+  return CreateSpace(space);
+}
+
+absl::StatusOr<v1::Space> Client::CreateSpace(const v1::Space& space) {
   v1::CreateSpaceRequest request;
-  request.mutable_space()->set_name(name);
-  request.mutable_space()->set_dimension(dimension);
-  request.mutable_space()->set_metric(metric);
+  *request.mutable_space() = space;
   auto response = Call(*memory_, &v1::MemoryService::Stub::CreateSpace, request);
   if (!response.ok()) return response.status();
   return response->space();
@@ -120,6 +126,14 @@ absl::StatusOr<v1::ListEpisodesResponse> Client::ListEpisodes(
 
 absl::StatusOr<v1::SearchResponse> Client::Search(const v1::SearchRequest& request) {
   return Call(*memory_, &v1::MemoryService::Stub::Search, request);
+}
+
+absl::StatusOr<v1::AnalyzeTextResponse> Client::AnalyzeText(const std::string& space,
+                                                            const std::string& text) {
+  v1::AnalyzeTextRequest request;
+  request.set_space(space);
+  request.set_text(text);
+  return Call(*memory_, &v1::MemoryService::Stub::AnalyzeText, request);
 }
 
 absl::StatusOr<v1::StatsResponse> Client::Stats() {

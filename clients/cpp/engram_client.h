@@ -41,6 +41,9 @@ class Client {
 
   absl::StatusOr<v1::Space> CreateSpace(const std::string& name, uint32_t dimension,
                                         v1::Metric metric);
+  // A space with every setting (text index included); the server fills in
+  // created_at_us, episode_count and text.tokenizer.
+  absl::StatusOr<v1::Space> CreateSpace(const v1::Space& space);
   absl::StatusOr<v1::Space> GetSpace(const std::string& name);
   absl::StatusOr<v1::ListSpacesResponse> ListSpaces();
   absl::StatusOr<uint64_t> DeleteSpace(const std::string& name);
@@ -54,7 +57,11 @@ class Client {
                                                     const std::string& page_token = "");
   absl::StatusOr<uint64_t> DeleteEpisodes(const v1::DeleteEpisodesRequest& request);
   absl::StatusOr<v1::ListEpisodesResponse> ListEpisodes(const v1::ListEpisodesRequest& request);
+  // By vector, by text (query_text), or both (hybrid).
   absl::StatusOr<v1::SearchResponse> Search(const v1::SearchRequest& request);
+  // The terms `text` becomes in the space's lexical index, in order.
+  absl::StatusOr<v1::AnalyzeTextResponse> AnalyzeText(const std::string& space,
+                                                      const std::string& text);
 
   absl::StatusOr<v1::StatsResponse> Stats();
   // Calls `progress` for each update; returns the final status. Cancel by

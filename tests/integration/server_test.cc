@@ -295,7 +295,16 @@ TEST_F(ServerTest, BackupRestoresIntoAnOpenableDirectory) {
   v1::PutEpisodesRequest put;
   put.set_space("saved");
   *put.add_episodes() = MakeWrite("a", {1, 2}, "remember me");
+  *put.add_episodes() = MakeWrite("a", {2, 1}, "remember the green tea");
+  *put.add_episodes() = MakeWrite("b", {0, 1}, "tea for me");
   uint64_t id = client_->PutEpisodes(put)->ids(0);
+  v1::SearchRequest text_search;
+  text_search.set_space("saved");
+  text_search.set_k(10);
+  text_search.set_query_text("remember tea");
+  auto before = client_->Search(text_search);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->hits_size(), 3);
   auto backup = client_->Backup();
   ASSERT_TRUE(backup.ok()) << backup.status();
   auto verified = client_->VerifyBackup(backup->backup_id());
@@ -317,6 +326,14 @@ TEST_F(ServerTest, BackupRestoresIntoAnOpenableDirectory) {
     auto episode = copy_client.GetEpisode("saved", id);
     ASSERT_TRUE(episode.ok()) << episode.status();
     EXPECT_EQ(episode->text(), "remember me");
+    // The postings came along: the same BM25 hits and scores.
+    auto after = copy_client.Search(text_search);
+    ASSERT_TRUE(after.ok()) << after.status();
+    ASSERT_EQ(after->hits_size(), before->hits_size());
+    for (int i = 0; i < after->hits_size(); ++i) {
+      EXPECT_EQ(after->hits(i).episode().id(), before->hits(i).episode().id());
+      EXPECT_FLOAT_EQ(after->hits(i).score(), before->hits(i).score());
+    }
   }  // the client hangs up first: shutdown waits for open connections
   EXPECT_EQ((*copy)->Terminate(), 0);
 }
@@ -345,6 +362,18 @@ TEST_F(ServerTest, EngramctlRoundTripAndErrors) {
   std::tie(code, out) = RunCtl(address, "search -s ctl --vector 3,4 -k 1");
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("\"text\":\"hi\""), std::string::npos) << out;
+  std::tie(code, out) = RunCtl(address, "search -s ctl --text HI -k 1");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"route\":\"lexical\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"text\":\"hi\""), std::string::npos) << out;
+  std::tie(code, out) = RunCtl(address, "space create ctl_stem --dim 2 --stem english");
+  ASSERT_EQ(code, 0) << out;
+  std::tie(code, out) = RunCtl(address, "analyze -s ctl_stem 'Running, MEETINGS'");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"terms\":[\"run\",\"meet\"]"), std::string::npos) << out;
+  std::tie(code, out) = RunCtl(address, "space create ctl_bad --dim 2 --stem klingon");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("unknown stemming language 'klingon'"), std::string::npos) << out;
   std::tie(code, out) = RunCtl(address, "put -s ctl --agent a --vector 1,2,3");
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("INVALID_ARGUMENT: episodes[0]: embedding has 3 dimensions"),
