@@ -5,17 +5,24 @@
 //   - no episode exists that no writer sent,
 //   - every batch whose outcome the writer never learned is either entirely
 //     stored or entirely absent: re-sending it with the same request ids
-//     must come back all-deduplicated or all-new, never mixed.
+//     must come back all-deduplicated or all-new, never mixed;
+//   - the lexical index (written in the episodes' own WriteBatch) agrees
+//     exactly: a text search for an episode's words finds it first, with
+//     the BM25 score its agent's acknowledged episodes imply, so no posting
+//     or statistic was lost or counted twice.
 // ENGRAM_CRASH_CYCLES sets the number of kill -9 cycles (default 10).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "clients/cpp/engram_client.h"
 #include "tests/util/daemon_process.h"
@@ -64,6 +71,26 @@ std::unique_ptr<client::Client> Connect(const testing::DaemonProcess& daemon) {
   auto c = std::make_unique<client::Client>(options);
   EXPECT_TRUE(c->WaitForConnected(absl::Seconds(10)));
   return c;
+}
+
+// The words of a text "w1-c2-b3-4" (its agent, cycle, batch, position).
+std::vector<std::string> Words(const std::string& text) { return absl::StrSplit(text, '-'); }
+
+// BM25 (storage/lexical_index.h) of `text` searched as query_text within
+// its agent, every acknowledged episode of which has four distinct words.
+double ExpectedScore(const std::string& text, const std::vector<std::string>& agent_texts) {
+  const double documents = static_cast<double>(agent_texts.size());
+  double score = 0;
+  for (const std::string& word : Words(text)) {
+    double df = 0;
+    for (const std::string& other : agent_texts) {
+      std::vector<std::string> words = Words(other);
+      df += std::find(words.begin(), words.end(), word) != words.end();
+    }
+    const double idf = std::log(1 + (documents - df + 0.5) / (df + 0.5));
+    score += idf * (1.2 + 1) / (1 + 1.2);  // tf 1, length = average length
+  }
+  return score;
 }
 
 // Every stored episode, by id.
@@ -132,13 +159,39 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
     ASSERT_EQ(stored.size(), expected) << "cycle " << cycle << ": unexpected episodes stored";
     ASSERT_EQ(c->GetSpace("crash")->episode_count(), expected);
     total_acknowledged = expected;
+
+    // 3. Text search agrees with what was acknowledged.
+    std::map<std::string, std::vector<std::string>> texts_by_agent;
+    std::vector<std::pair<uint64_t, std::string>> episodes;
+    for (const Batch& batch : acknowledged) {
+      for (size_t i = 0; i < batch.ids.size(); ++i) {
+        texts_by_agent[Words(batch.texts[i])[0]].push_back(batch.texts[i]);
+        episodes.emplace_back(batch.ids[i], batch.texts[i]);
+      }
+    }
+    std::shuffle(episodes.begin(), episodes.end(), rng);
+    for (size_t i = 0; i < std::min<size_t>(episodes.size(), 12); ++i) {
+      const auto& [id, text] = episodes[i];
+      v1::SearchRequest search;
+      search.set_space("crash");
+      search.set_k(1);
+      search.set_query_text(text);
+      search.mutable_filter()->set_agent_id(Words(text)[0]);
+      auto found = c->Search(search);
+      ASSERT_TRUE(found.ok()) << found.status();
+      ASSERT_EQ(found->hits_size(), 1) << "cycle " << cycle << ": " << text;
+      EXPECT_EQ(found->hits(0).episode().id(), id) << "cycle " << cycle << ": " << text;
+      const double expected_score = ExpectedScore(text, texts_by_agent[Words(text)[0]]);
+      EXPECT_NEAR(found->hits(0).score(), expected_score, 1e-4 * expected_score)
+          << "cycle " << cycle << ": " << text;
+    }
     if (cycle == cycles) {
       c.reset();
       EXPECT_EQ((*daemon)->Terminate(), 0);
       break;
     }
 
-    // 3. Concurrent writers until a random kill -9.
+    // 4. Concurrent writers until a random kill -9.
     absl::Mutex mutex;
     std::vector<std::thread> writers;
     std::atomic<bool> stop{false};
