@@ -52,16 +52,9 @@ bool ReadVarint(std::string_view& in, uint64_t& value) {
   return false;
 }
 
-// One entry of a posting block or merge operand; tf 0 removes the id.
-struct BlockEntry {
-  uint64_t id;
-  uint32_t tf;
-  uint32_t length;
-};
-
-void AppendEntries(std::string& out, const std::vector<BlockEntry>& entries) {
+void AppendEntries(std::string& out, const std::vector<PostingEntry>& entries) {
   uint64_t previous = 0;
-  for (const BlockEntry& entry : entries) {
+  for (const PostingEntry& entry : entries) {
     AppendVarint(out, entry.id - previous);
     AppendVarint(out, entry.tf);
     AppendVarint(out, entry.length);
@@ -70,7 +63,7 @@ void AppendEntries(std::string& out, const std::vector<BlockEntry>& entries) {
 }
 
 // Appends the entries of one block or operand to `out`; false when malformed.
-bool DecodeEntries(std::string_view bytes, std::vector<BlockEntry>& out) {
+bool DecodeEntries(std::string_view bytes, std::vector<PostingEntry>& out) {
   uint64_t id = 0;
   while (!bytes.empty()) {
     uint64_t delta = 0, tf = 0, length = 0;
@@ -81,6 +74,21 @@ bool DecodeEntries(std::string_view bytes, std::vector<BlockEntry>& out) {
     out.push_back({id, static_cast<uint32_t>(tf), static_cast<uint32_t>(length)});
   }
   return true;
+}
+
+// Sorts changes (oldest first) by id, keeping the last change of each id;
+// drops removals unless `keep_removals`.
+void FoldEntries(std::vector<PostingEntry>& entries, bool keep_removals) {
+  // Stable: among equal ids the later change comes last and wins.
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const PostingEntry& a, const PostingEntry& b) { return a.id < b.id; });
+  size_t kept = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i + 1 < entries.size() && entries[i + 1].id == entries[i].id) continue;
+    if (entries[i].tf == 0 && !keep_removals) continue;
+    entries[kept++] = entries[i];
+  }
+  entries.resize(kept);
 }
 
 // Folds operands (oldest first) into one list, in id order, the last change
@@ -106,21 +114,13 @@ class PostingsMergeOperator final : public rocksdb::MergeOperator {
  private:
   static bool Fold(const std::vector<rocksdb::Slice>& lists, bool keep_removals,
                    std::string& result) {
-    std::vector<BlockEntry> entries;
+    std::vector<PostingEntry> entries;
     for (const rocksdb::Slice& list : lists) {
       if (!DecodeEntries(list.ToStringView(), entries)) return false;
     }
-    // Stable: among equal ids the later list's entry comes last and wins.
-    std::stable_sort(entries.begin(), entries.end(),
-                     [](const BlockEntry& a, const BlockEntry& b) { return a.id < b.id; });
-    std::vector<BlockEntry> folded;
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (i + 1 < entries.size() && entries[i + 1].id == entries[i].id) continue;
-      if (entries[i].tf == 0 && !keep_removals) continue;
-      folded.push_back(entries[i]);
-    }
+    FoldEntries(entries, keep_removals);
     result.clear();
-    AppendEntries(result, folded);
+    AppendEntries(result, entries);
     return true;
   }
 };
@@ -132,13 +132,13 @@ struct Accumulator {
 
 // Adds every term's BM25 contributions to the accumulator `slot(id)` returns.
 template <typename Slot>
-void Accumulate(const std::vector<std::vector<BlockEntry>>& lists,
+void Accumulate(const std::vector<std::vector<PostingEntry>>& lists,
                 const std::vector<std::vector<uint32_t>>& list_agents, double documents,
                 double average_length, double k1, double b, Slot&& slot) {
   const double length_weight = k1 * b / average_length;
   const double base_norm = k1 * (1.0 - b);
   for (size_t t = 0; t < lists.size(); ++t) {
-    const std::vector<BlockEntry>& postings = lists[t];
+    const std::vector<PostingEntry>& postings = lists[t];
     if (postings.empty()) continue;
     const double df = static_cast<double>(postings.size());
     const double idf = std::log(1.0 + (documents - df + 0.5) / (df + 0.5));
@@ -209,11 +209,8 @@ void LexicalBatch::Apply(const Episode& episode, int sign) {
                                 .AddString(episode.agent_id)
                                 .AddUint64(episode.id >> LexicalIndex::kBlockBits)
                                 .Release();
-    const BlockEntry change{episode.id, sign > 0 ? static_cast<uint32_t>(j - i) : 0,
-                            static_cast<uint32_t>(length)};
-    std::string operand;
-    AppendEntries(operand, {change});
-    batch_.Merge(index_.postings(), key, operand);
+    changes_[key].push_back(
+        {episode.id, sign > 0 ? static_cast<uint32_t>(j - i) : 0, static_cast<uint32_t>(length)});
     i = j;
   }
   for (const std::string& scope : {std::string(), episode.agent_id}) {
@@ -224,6 +221,14 @@ void LexicalBatch::Apply(const Episode& episode, int sign) {
 }
 
 void LexicalBatch::Finish() {
+  // Removals stay in the operand: they cancel postings of the stored block.
+  for (auto& [key, changes] : changes_) {
+    FoldEntries(changes, /*keep_removals=*/true);
+    std::string operand;
+    AppendEntries(operand, changes);
+    batch_.Merge(index_.postings(), key, operand);
+  }
+  changes_.clear();
   for (const auto& [scope, delta] : deltas_) {
     if (delta.first != 0) {
       batch_.Merge(index_.counters(), StatsKey(space_key_, scope, kDocumentsField),
@@ -273,11 +278,11 @@ absl::StatusOr<LexicalResult> LexicalIndex::Search(std::string_view space_key,
   if (!query.agent_id.empty()) agents.push_back(query.agent_id);
   // Every term's postings first (their count is the term's document
   // frequency), then one scoring pass into a map sized for them all.
-  std::vector<std::vector<BlockEntry>> lists(query.terms.size());
+  std::vector<std::vector<PostingEntry>> lists(query.terms.size());
   std::vector<std::vector<uint32_t>> list_agents(query.terms.size());  // parallel to lists
   for (size_t t = 0; t < query.terms.size(); ++t) {
     const std::string& term = query.terms[t];
-    std::vector<BlockEntry>& postings = lists[t];
+    std::vector<PostingEntry>& postings = lists[t];
     std::vector<uint32_t>& posting_agents = list_agents[t];
     const std::string prefix = TermPrefix(space_key, term) + encoded_query_agent;
     const std::string end = PrefixSuccessor(prefix);
@@ -315,8 +320,8 @@ absl::StatusOr<LexicalResult> LexicalIndex::Search(std::string_view space_key,
   // is not much larger than the postings (ids of a space are mostly
   // consecutive), else into a hash map.
   uint64_t min_id = UINT64_MAX, max_id = 0;
-  for (const std::vector<BlockEntry>& postings : lists) {
-    for (const BlockEntry& posting : postings) {
+  for (const std::vector<PostingEntry>& postings : lists) {
+    for (const PostingEntry& posting : postings) {
       min_id = std::min(min_id, posting.id);
       max_id = std::max(max_id, posting.id);
     }

@@ -67,6 +67,14 @@ class Snapshot;
 
 namespace engram::storage {
 
+// One posting of a block, or one change in a merge operand (tf 0 removes
+// the id from the block).
+struct PostingEntry {
+  uint64_t id = 0;
+  uint32_t tf = 0;
+  uint32_t length = 0;  // the document's length in terms
+};
+
 struct LexicalQuery {
   std::vector<std::string> terms;  // distinct, from the space's tokenizer
   std::string agent_id;            // empty: the whole space
@@ -123,8 +131,9 @@ class LexicalIndex {
 };
 
 // The lexical side of one WriteBatch: postings are added and removed as the
-// batch's episodes are, statistics are summed and merged once per scope by
-// Finish (so a 1000-episode batch adds four counter operands, not 4000).
+// batch's episodes are, collected per posting block and merged by Finish as
+// one operand per block (a 512-turn batch of one agent holds a common word
+// once, not 300 times), and statistics are summed and merged once per scope.
 // Remove an episode's old text before adding its new text.
 class LexicalBatch {
  public:
@@ -146,6 +155,8 @@ class LexicalBatch {
   const text::Tokenizer& tokenizer_;
   // scope ("" or agent) -> (documents, terms) deltas.
   absl::flat_hash_map<std::string, std::pair<int64_t, int64_t>> deltas_;
+  // posting block key -> its changes, in the order they were made.
+  absl::flat_hash_map<std::string, std::vector<PostingEntry>> changes_;
   std::vector<std::string> terms_;  // reused between episodes
 };
 
