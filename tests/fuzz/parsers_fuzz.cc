@@ -1,6 +1,8 @@
 // Fuzz target for the parsers of untrusted or on-disk bytes: the YAML config,
-// the key decoder and the stored record decoders. Each must return a status
-// for any input, never crash, hang or read out of bounds.
+// the key decoder, the stored record decoders, the tokenizer (any bytes a
+// client sends as text) and the posting-block merge operator (on-disk
+// blocks and operands). Each must return a status for any input, never
+// crash, hang or read out of bounds.
 //
 // Built two ways: with clang's libFuzzer (-DENGRAM_FUZZ=ON, see
 // tests/fuzz/README.md) for coverage-guided runs, and as `parsers_fuzz_smoke`
@@ -9,11 +11,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "rocksdb/merge_operator.h"
 #include "server/config.h"
 #include "storage/key_encoding.h"
+#include "storage/lexical_index.h"
 #include "storage/record_codec.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Protobuf logs every invalid UTF-8 string it rejects; rejecting is the point.
@@ -21,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)kSilenced;
   if (size == 0) return 0;
   std::string input(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 6) {
     case 0:
       (void)engram::server::ParseConfig(input);
       break;
@@ -42,6 +50,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3:
       (void)engram::storage::DecodeSpace(input);
       break;
+    case 4: {
+      static const std::unique_ptr<engram::text::Tokenizer> kTokenizer =
+          *engram::text::Tokenizer::Create({"english"});
+      for (const std::string& term : kTokenizer->Tokenize(input)) {
+        if (term.empty()) std::abort();  // a term is never empty
+      }
+      break;
+    }
+    case 5: {
+      // The input as an existing block and operands, split at 0xFF bytes.
+      static const std::shared_ptr<rocksdb::MergeOperator> kMerge =
+          engram::storage::LexicalIndex::NewPostingsMergeOperator();
+      std::vector<std::string> parts(1);
+      for (char c : input) {
+        if (static_cast<unsigned char>(c) == 0xFF) {
+          parts.emplace_back();
+        } else {
+          parts.back().push_back(c);
+        }
+      }
+      std::vector<rocksdb::Slice> operands(parts.begin() + 1, parts.end());
+      rocksdb::Slice existing(parts[0]);
+      std::string merged;
+      rocksdb::Slice unused;
+      rocksdb::MergeOperator::MergeOperationOutput out(merged, unused);
+      const rocksdb::Slice key("key");
+      const rocksdb::MergeOperator::MergeOperationInput in(key, &existing, operands, nullptr);
+      (void)kMerge->FullMergeV2(in, &out);
+      break;
+    }
   }
   return 0;
 }
