@@ -13,7 +13,7 @@ import numpy as np
 
 import engram
 from engram import KVCache, KVModel
-from test_client import EngramdProcess
+from engramd_fixture import EngramdProcess
 
 
 def float32_to_bfloat16_bits(x):

@@ -14,14 +14,12 @@ Run by ctest with ENGRAMD=<path to engramd> and PYTHONPATH=<build>/python.
 
 import math
 import os
-import random
 import unittest
 
 import numpy as np
 
 import engram
-from engram import Memory
-from test_client import EngramdProcess
+from engramd_fixture import EngramdTestCase
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
@@ -64,21 +62,7 @@ class Bm25Reference:
         return ranked[:k]
 
 
-class TextSearchTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = EngramdProcess()
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.server.stop() == 0, "engramd did not shut down cleanly"
-
-    def memory(self, space, agent=""):
-        m = Memory(self.server.address, space=space, agent=agent)
-        m.wait_ready()
-        self.addCleanup(m.close)
-        return m
-
+class TextSearchTest(EngramdTestCase):
     def assertSameRanking(self, hits, expected, context):
         """Hits equal the reference's (score, id) list: same scores in order,
         and the same ids except where scores tie."""
