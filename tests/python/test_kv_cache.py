@@ -13,7 +13,7 @@ import numpy as np
 
 import engram
 from engram import KVCache, KVModel
-from engramd_fixture import EngramdProcess
+from engramd_fixture import EngramdTestCase
 
 
 def float32_to_bfloat16_bits(x):
@@ -86,15 +86,7 @@ def test_tensors(model, tokens, seed):
     return out[:model.n_layers], out[model.n_layers:]
 
 
-class KVCacheTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = EngramdProcess()
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.server.stop() == 0, "engramd did not shut down cleanly"
-
+class KVCacheTest(EngramdTestCase):
     def cache(self, model):
         c = KVCache(self.server.address, model)
         self.addCleanup(c.close)

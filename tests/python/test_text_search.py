@@ -79,19 +79,21 @@ class TextSearchTest(EngramdTestCase):
         analyzed terms in the reference."""
         episodes = []
         for text in texts:
-            episodes.append(dict(
+            episode = dict(
                 text=text, embedding=(rng.standard_normal(dimension) * rng.uniform(0.1, 9)).tolist(),
                 agent=f"agent{rng.integers(3)}", session=f"s{rng.integers(2)}",
-                kind=["message", "fact"][rng.integers(2)],
                 event_time_us=int(rng.integers(1, 1000)),
-                metadata={"n": int(rng.integers(10))}))
+                metadata={"n": int(rng.integers(10))})
+            if rng.random() < 0.5:
+                episode["kind"] = "fact"  # else left to the server's default, "message"
+            episodes.append(episode)
         ids = []
         for start in range(0, len(episodes), 200):
             ids += m.add_many(episodes[start:start + 200])
         for episode_id, episode in zip(ids, episodes):
             reference.docs[episode_id] = dict(
                 terms=m.analyze(episode["text"]), agent=episode["agent"],
-                session=episode["session"], kind=episode["kind"],
+                session=episode["session"], kind=episode.get("kind", "message"),
                 time=episode["event_time_us"], n=episode["metadata"]["n"],
                 embedding=episode["embedding"])
         return ids
@@ -103,6 +105,10 @@ class TextSearchTest(EngramdTestCase):
             ("agent+session", dict(agent="agent2", session="s1"),
              lambda d: d["session"] == "s1"),
             ("kinds", dict(kinds=["fact"]), lambda d: d["kind"] == "fact"),
+            ("default kind", dict(kinds=["message"]), lambda d: d["kind"] == "message"),
+            ("rare", dict(where=[("n", "==", 3)], session="s0", agent="agent0"),
+             lambda d: d["n"] == 3 and d["session"] == "s0"),
+            ("none", dict(kinds=["no-such-kind"]), lambda d: False),
             ("time", dict(since_us=200, until_us=600), lambda d: 200 <= d["time"] < 600),
             ("metadata", dict(where=[("n", ">=", 7)]), lambda d: d["n"] >= 7),
         ]
