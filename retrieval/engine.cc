@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "retrieval/exact_search.h"
 #include "retrieval/fusion.h"
 #include "retrieval/hydrator.h"
@@ -128,6 +129,7 @@ absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request,
 Engine::Engine(storage::EpisodeStore* store, EngineOptions options)
     : store_(store),
       max_k_(options.max_k),
+      embedders_(options.embedders),
       index_(options.index, store, options.default_snapshot_dir, std::move(options.scanner)) {}
 
 Engine::~Engine() = default;
@@ -139,8 +141,39 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(storage::EpisodeStore* stor
   return engine;
 }
 
-absl::StatusOr<SpaceInfo> Engine::CreateSpace(const std::string& tenant, const SpaceInfo& space) {
+absl::StatusOr<SpaceInfo> Engine::CreateSpace(const std::string& tenant,
+                                              const SpaceInfo& requested) {
+  SpaceInfo space = requested;
+  if (!space.embedder.empty()) {
+    embed::Embedder* embedder = embedders_ ? embedders_->Find(space.embedder) : nullptr;
+    if (embedder == nullptr) {
+      std::vector<std::string> offered =
+          embedders_ ? embedders_->Names() : std::vector<std::string>();
+      return absl::InvalidArgumentError(
+          absl::StrCat("embedder '", space.embedder, "' is not offered by this server (offered: ",
+                       offered.empty() ? "none; see embedders in the server configuration"
+                                       : absl::StrJoin(offered, ", "),
+                       ")"));
+    }
+    if (space.dimension == 0) space.dimension = embedder->dimension();
+    if (embedder->dimension() != 0 && space.dimension != embedder->dimension()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("space dimension ", space.dimension, " does not match embedder '",
+                       space.embedder, "', whose vectors have ", embedder->dimension()));
+    }
+  }
   return store_->CreateSpace(tenant, space);
+}
+
+absl::StatusOr<embed::Embedder*> Engine::SpaceEmbedder(const SpaceInfo& space) const {
+  if (space.embedder.empty()) return nullptr;
+  embed::Embedder* embedder = embedders_ ? embedders_->Find(space.embedder) : nullptr;
+  if (embedder == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("space '", space.name, "' embeds with '", space.embedder,
+                     "', which this server's configuration does not set up"));
+  }
+  return embedder;
 }
 
 absl::StatusOr<SpaceInfo> Engine::GetSpace(const std::string& tenant, const std::string& name) {
@@ -159,7 +192,11 @@ absl::StatusOr<uint64_t> Engine::DeleteSpace(const std::string& tenant, const st
 
 absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& tenant,
                                                            const std::string& space_name,
-                                                           std::vector<EpisodeWrite> writes) {
+                                                           std::vector<EpisodeWrite> writes,
+                                                           absl::Time deadline) {
+  if (absl::Status embedded = EmbedWrites(tenant, space_name, writes, deadline); !embedded.ok()) {
+    return embedded;
+  }
   std::vector<Episode> written;
   absl::StatusOr<std::vector<PutResult>> results =
       store_->PutEpisodes(tenant, space_name, std::move(writes), &written);
@@ -171,12 +208,88 @@ absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& te
 
 absl::StatusOr<Episode> Engine::UpdateEpisode(const std::string& tenant,
                                               const std::string& space_name,
-                                              const EpisodeUpdate& update) {
+                                              const EpisodeUpdate& request, absl::Time deadline) {
+  EpisodeUpdate update = request;
+  if (absl::Status embedded = EmbedUpdate(tenant, space_name, update, deadline); !embedded.ok()) {
+    return embedded;
+  }
   absl::StatusOr<Episode> updated = store_->UpdateEpisode(tenant, space_name, update);
   if (!updated.ok()) return updated.status();
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (space.ok()) index_.Upsert(tenant, *space, {*updated});
   return updated;
+}
+
+absl::Status Engine::EmbedWrites(const std::string& tenant, const std::string& space_name,
+                                 std::vector<EpisodeWrite>& writes, absl::Time deadline) {
+  std::vector<size_t> unembedded;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (writes[i].episode.embedding.empty()) unembedded.push_back(i);
+  }
+  if (unembedded.empty()) return absl::OkStatus();
+  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
+  if (!embedder.ok()) return embedder.status();
+  const storage::StoreLimits& limits = store_->options().limits;
+  if (writes.size() > limits.max_batch_size) return absl::OkStatus();  // the store refuses it
+  std::vector<std::string> texts;
+  for (size_t i : unembedded) {
+    const std::string& text = writes[i].episode.text;
+    if (*embedder == nullptr || text.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "episodes[", i, "]: no embedding", text.empty() ? " and no text" : "",
+          *embedder == nullptr
+              ? absl::StrCat("; space '", space_name,
+                             "' has no embedder, so each episode needs an embedding of ",
+                             space->dimension, " dimensions")
+              : "; an embedder needs text to embed"));
+    }
+    if (text.size() > limits.max_text_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("episodes[", i, "]: text is ", text.size(),
+                                                     " bytes; the limit is ",
+                                                     limits.max_text_bytes));
+    }
+    texts.push_back(text);
+  }
+  absl::StatusOr<std::vector<std::vector<float>>> vectors =
+      (*embedder)->Embed(texts, space->dimension, deadline);
+  if (!vectors.ok()) return vectors.status();
+  for (size_t j = 0; j < unembedded.size(); ++j) {
+    writes[unembedded[j]].episode.embedding = std::move((*vectors)[j]);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::EmbedUpdate(const std::string& tenant, const std::string& space_name,
+                                 EpisodeUpdate& update, absl::Time deadline) {
+  auto sets = [&update](UpdatableField field) {
+    return update.fields.empty() ||
+           std::find(update.fields.begin(), update.fields.end(), field) != update.fields.end();
+  };
+  const bool replaces_text = sets(UpdatableField::kText);
+  const bool replaces_embedding = sets(UpdatableField::kEmbedding);
+  // Embedded only when the text changes and the caller sent no vector of
+  // its own: either the mask leaves the embedding out or sets it empty.
+  if (!replaces_text || (replaces_embedding && !update.values.embedding.empty())) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
+  if (!embedder.ok()) return embedder.status();
+  if (*embedder == nullptr || update.values.text.empty()) return absl::OkStatus();
+  const size_t limit = store_->options().limits.max_text_bytes;
+  if (update.values.text.size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is ", update.values.text.size(), " bytes; the limit is ", limit));
+  }
+  absl::StatusOr<std::vector<std::vector<float>>> vectors =
+      (*embedder)->Embed({update.values.text}, space->dimension, deadline);
+  if (!vectors.ok()) return vectors.status();
+  update.values.embedding = std::move(vectors->front());
+  if (!replaces_embedding) update.fields.push_back(UpdatableField::kEmbedding);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> Engine::DeleteEpisodes(const std::string& tenant, const std::string& space,
@@ -228,7 +341,9 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
     return absl::InvalidArgumentError(absl::StrCat(
         "query_text has ", terms.size(), " distinct words; the limit is ", kMaxQueryTerms));
   }
-  if (request.query.empty()) {
+  absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
+  if (!embedder.ok()) return embedder.status();
+  if (request.query.empty() && *embedder == nullptr) {
     if (terms.empty()) {
       return absl::InvalidArgumentError(
           "query_text has no words to search for (only spaces, punctuation or symbols)");
@@ -237,8 +352,29 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   }
 
   // Hybrid: each side ranks max(k, kFusionDepth) episodes that pass the
-  // filter, and reciprocal rank fusion picks k.
+  // filter, and reciprocal rank fusion picks k. A text-only query in a space
+  // with an embedder brings its vector side from the embedder.
   SearchRequest deep = request;
+  std::vector<float> embedded_query;
+  absl::Duration embed_time;
+  if (request.query.empty()) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::vector<std::vector<float>>> vectors =
+        (*embedder)->Embed({request.query_text}, space->dimension, request.deadline);
+    if (!vectors.ok()) return vectors.status();
+    embedded_query = std::move(vectors->front());
+    deep.query = embedded_query;
+    embed_time = absl::Now() - start;
+    if (terms.empty()) {  // nothing for BM25: the vector route alone
+      SearchRequest vector_only = request;
+      vector_only.query = embedded_query;
+      absl::StatusOr<SearchResult> result = SearchVectorRoute(tenant, *space, vector_only);
+      if (result.ok()) {
+        result->stages.insert(result->stages.begin(), StageReport{"embed", 1, embed_time});
+      }
+      return result;
+    }
+  }
   deep.k = std::min(std::max(request.k, kFusionDepth), max_k_);
   absl::StatusOr<SearchResult> vectors = SearchVectorRoute(tenant, *space, deep);
   if (!vectors.ok()) return vectors.status();
@@ -248,6 +384,7 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   SearchResult result;
   result.route = Route::kHybrid;
   result.candidates = vectors->candidates + lexical->candidates;
+  if (!embedded_query.empty()) Account(result, "embed", 1, embed_time);
   for (const SearchResult* part : {&*vectors, &*lexical}) {
     for (const StageReport& stage : part->stages) {
       Account(result, stage.name, stage.candidates, stage.time);
@@ -265,7 +402,8 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
 
 absl::StatusOr<AnalyzedText> Engine::AnalyzeText(const std::string& tenant,
                                                  const std::string& space_name,
-                                                 const std::string& text) {
+                                                 const std::string& text, bool embed,
+                                                 absl::Time deadline) {
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (!space.ok()) return space.status();
   const size_t limit = store_->options().limits.max_text_bytes;
@@ -276,7 +414,19 @@ absl::StatusOr<AnalyzedText> Engine::AnalyzeText(const std::string& tenant,
   absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
       store_->SpaceTokenizer(tenant, space_name);
   if (!tokenizer.ok()) return tokenizer.status();
-  return AnalyzedText{(*tokenizer)->Tokenize(text), space->text.tokenizer_version};
+  AnalyzedText analyzed{(*tokenizer)->Tokenize(text), space->text.tokenizer_version, {}};
+  if (!embed) return analyzed;
+  absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
+  if (!embedder.ok()) return embedder.status();
+  if (*embedder == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("space '", space_name, "' has no embedder to embed the text with"));
+  }
+  absl::StatusOr<std::vector<std::vector<float>>> vectors =
+      (*embedder)->Embed({text}, space->dimension, deadline);
+  if (!vectors.ok()) return vectors.status();
+  analyzed.embedding = std::move(vectors->front());
+  return analyzed;
 }
 
 absl::StatusOr<SearchResult> Engine::SearchVectorRoute(const std::string& tenant,

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "embed/embedder.h"
 #include "index/partition_scanner.h"
 #include "retrieval/candidate_source.h"
 #include "retrieval/episode_index.h"
@@ -44,7 +45,8 @@ inline constexpr size_t kMaxQueryTerms = 1024;
 
 struct AnalyzedText {
   std::vector<std::string> terms;
-  std::string tokenizer;  // the space's recorded tokenizer scheme
+  std::string tokenizer;         // the space's recorded tokenizer scheme
+  std::vector<float> embedding;  // when asked for: the space's embedder's vector
 };
 
 struct EngineOptions {
@@ -56,6 +58,9 @@ struct EngineOptions {
   index::ScannerOptions scanner;
   // Largest k a search may ask for. Default: 1000.
   uint32_t max_k = 1000;
+  // The embedders spaces may name (embed/embedder.h); must outlive the
+  // engine. nullptr: none.
+  const embed::Embedders* embedders = nullptr;
 };
 
 class Engine {
@@ -69,19 +74,28 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Spaces (storage/episode_store.h has the rules); deleting a space drops
-  // its index and snapshots.
+  // its index and snapshots. A space's embedder must be one this server
+  // offers (INVALID_ARGUMENT naming those it does) and of the space's
+  // dimension; a dimension of 0 takes the embedder's.
   absl::StatusOr<SpaceInfo> CreateSpace(const std::string& tenant, const SpaceInfo& space);
   absl::StatusOr<SpaceInfo> GetSpace(const std::string& tenant, const std::string& name);
   absl::StatusOr<std::vector<SpaceInfo>> ListSpaces(const std::string& tenant);
   absl::StatusOr<uint64_t> DeleteSpace(const std::string& tenant, const std::string& name);
 
   // Writes: stored first (all or nothing), then indexed from the records the
-  // store wrote. Results are the store's.
+  // store wrote. Results are the store's. In a space with an embedder, an
+  // episode with text and no embedding is embedded first, and so is an
+  // update that replaces the text and not the embedding; the embedder's
+  // errors (embed/embedder.h: UNAVAILABLE, DEADLINE_EXCEEDED at `deadline`,
+  // INVALID_ARGUMENT) fail the whole call before anything is written.
+  // Without an embedder, an episode with no embedding is INVALID_ARGUMENT.
   absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
                                                      const std::string& space,
-                                                     std::vector<EpisodeWrite> writes);
+                                                     std::vector<EpisodeWrite> writes,
+                                                     absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,
-                                        const EpisodeUpdate& update);
+                                        const EpisodeUpdate& update,
+                                        absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
                                           const DeleteTarget& target);
 
@@ -97,22 +111,25 @@ class Engine {
 
   // The k best episodes for the query: by the vector route asked for (a
   // query vector alone), by BM25 (query_text alone), or both fused by
-  // reciprocal rank (retrieval/fusion.h). NOT_FOUND for an unknown space;
-  // INVALID_ARGUMENT for no query at all, a query of the wrong dimension or
-  // with NaN/Inf, a query_text over the store's text limit, with more than
-  // kMaxQueryTerms distinct words or (text alone) none, k outside
-  // 1..max_k, a beam width above the index's limit, or a malformed filter;
+  // reciprocal rank (retrieval/fusion.h). In a space with an embedder,
+  // query_text alone is embedded and the search is hybrid (vector alone
+  // when the text has no terms); the embedder's errors fail the search. NOT_FOUND for an unknown
+  // space; INVALID_ARGUMENT for no query at all, a query of the wrong dimension or with NaN/Inf, a
+  // query_text over the store's text limit, with more than kMaxQueryTerms distinct words or (text
+  // alone) none, k outside 1..max_k, a beam width above the index's limit, or a malformed filter;
   // DEADLINE_EXCEEDED when the deadline passes. The index and scan routes
   // fall back to the exact route (and say so) when filters leave their
   // widest candidate list short of k.
   absl::StatusOr<SearchResult> Search(const std::string& tenant, const std::string& space,
                                       const SearchRequest& request);
 
-  // The terms `text` becomes in the space's lexical index, in order.
-  // NOT_FOUND for an unknown space; INVALID_ARGUMENT for text over the
-  // store's text limit.
+  // The terms `text` becomes in the space's lexical index, in order, and
+  // with `embed` the vector its embedder makes of it. NOT_FOUND for an
+  // unknown space; INVALID_ARGUMENT for text over the store's text limit or
+  // `embed` in a space without an embedder; the embedder's errors.
   absl::StatusOr<AnalyzedText> AnalyzeText(const std::string& tenant, const std::string& space,
-                                           const std::string& text);
+                                           const std::string& text, bool embed = false,
+                                           absl::Time deadline = absl::InfiniteFuture());
 
   // Index operations.
   absl::Status RebuildIndex(const std::string& tenant, const std::string& space,
@@ -151,8 +168,19 @@ class Engine {
   absl::Status SearchExact(const std::string& tenant, const SpaceInfo& space,
                            const SearchRequest& request, SearchResult& result);
 
+  // Fills in the embedding of each write that has text and none, or of an
+  // update whose text changes without one (see PutEpisodes).
+  absl::Status EmbedWrites(const std::string& tenant, const std::string& space,
+                           std::vector<EpisodeWrite>& writes, absl::Time deadline);
+  absl::Status EmbedUpdate(const std::string& tenant, const std::string& space,
+                           EpisodeUpdate& update, absl::Time deadline);
+  // The embedder of `space`: nullptr when it has none; FAILED_PRECONDITION
+  // when it names one this server does not offer (any more).
+  absl::StatusOr<embed::Embedder*> SpaceEmbedder(const SpaceInfo& space) const;
+
   storage::EpisodeStore* const store_;
   const uint32_t max_k_;
+  const embed::Embedders* const embedders_;
   EpisodeIndex index_;
 };
 

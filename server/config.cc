@@ -171,6 +171,35 @@ const std::vector<Option>& Options() {
       MakeOption<std::string>("kv.export_dir",
                               "where KV cache export/import files live; requests name paths in it",
                               ENGRAM_FIELD(kv.export_dir)),
+      MakeOption<std::string>("embedders.static.path",
+                              "word-vector file of the \"static\" embedder "
+                              "(scripts/fetch-word-vectors.sh); empty: not offered",
+                              ENGRAM_FIELD(embedders.static_vectors.path)),
+      MakeOption<std::string>("embedders.openai.url",
+                              "OpenAI-compatible embeddings URL of the \"openai\" embedder, "
+                              "e.g. http://127.0.0.1:11434/v1/embeddings; empty: not offered",
+                              ENGRAM_FIELD(embedders.openai.url)),
+      MakeOption<std::string>("embedders.openai.model", "model name sent with each request",
+                              ENGRAM_FIELD(embedders.openai.model)),
+      MakeOption<std::string>("embedders.openai.api_key_env",
+                              "environment variable holding the API key (never logged)",
+                              ENGRAM_FIELD(embedders.openai.api_key_env)),
+      MakeOption<std::string>("embedders.openai.api_key_file",
+                              "file holding the API key, if api_key_env is empty",
+                              ENGRAM_FIELD(embedders.openai.api_key_file)),
+      MakeOption<uint32_t>("embedders.openai.dimension",
+                           "the model's vector length, checked at space creation; 0: unknown",
+                           ENGRAM_FIELD(embedders.openai.dimension), 0),
+      MakeOption<uint32_t>("embedders.openai.batch_size", "most texts per HTTP request",
+                           ENGRAM_FIELD(embedders.openai.batch_size), 1),
+      MakeOption<int>("embedders.openai.timeout_ms", "limit on one HTTP attempt",
+                      ENGRAM_FIELD(embedders.openai.timeout_ms), 1),
+      MakeOption<int>("embedders.openai.max_retries",
+                      "retries after a connection error, timeout, HTTP 429 or 5xx",
+                      ENGRAM_FIELD(embedders.openai.max_retries), 0),
+      MakeOption<int>("embedders.openai.retry_backoff_ms",
+                      "first wait before a retry; doubled each time (or Retry-After)",
+                      ENGRAM_FIELD(embedders.openai.retry_backoff_ms), 0),
   };
   return options;
 }
@@ -291,17 +320,17 @@ absl::Status ValidateConfig(const ServerConfig& config) {
 
 std::string DescribeConfig(const ServerConfig& config) {
   std::string out;
-  std::string section;
+  std::vector<std::string> sections;  // the mappings the previous key was in
   for (const Option& option : Options()) {
     std::vector<std::string> parts = absl::StrSplit(option.key, '.');
-    std::string indent;
-    if (parts.size() == 2) {
-      if (section != parts[0]) {
-        section = parts[0];
-        absl::StrAppend(&out, section, ":\n");
-      }
-      indent = "  ";
+    const size_t depth = parts.size() - 1;
+    size_t same = 0;
+    while (same < depth && same < sections.size() && sections[same] == parts[same]) ++same;
+    for (size_t level = same; level < depth; ++level) {
+      absl::StrAppend(&out, std::string(2 * level, ' '), parts[level], ":\n");
     }
+    sections.assign(parts.begin(), parts.end() - 1);
+    const std::string indent(2 * depth, ' ');
     absl::StrAppend(&out, indent, "# ", option.doc, "\n", indent, parts.back(), ": ",
                     option.print(config), "\n");
   }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "embed/embedder.h"
 #include "retrieval/episode_index.h"
 #include "storage/episode_store.h"
 
@@ -93,6 +94,8 @@ struct ServerConfig {
   IndexConfig index;
   KvConfig kv;
   GpuConfig gpu;
+  // The embedders spaces may name (embed/embedder.h): none by default.
+  embed::EmbedderOptions embedders;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

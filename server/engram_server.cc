@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "embed/embedder.h"
 #include "retrieval/engine.h"
 #include "server/admin_service.h"
 #include "server/kv_cache_service.h"
@@ -34,7 +35,16 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
         "event=text_index_rebuilt spaces={} episodes={} reason=\"new tokenizer or layout\"",
         text.spaces_rebuilt, text.episodes_indexed);
   }
+  absl::StatusOr<std::unique_ptr<embed::Embedders>> embedders =
+      embed::Embedders::Create(config.embedders);
+  if (!embedders.ok()) return embedders.status();
+  server->embedders_ = *std::move(embedders);
+  for (const std::string& name : server->embedders_->Names()) {
+    embed::Embedder* embedder = server->embedders_->Find(name);
+    spdlog::info("event=embedder_ready name={} dimension={}", name, embedder->dimension());
+  }
   retrieval::EngineOptions engine_options;
+  engine_options.embedders = server->embedders_.get();
   engine_options.index = config.index;
   engine_options.default_snapshot_dir =
       (std::filesystem::path(config.store.data_dir) / "index").string();

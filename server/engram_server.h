@@ -10,6 +10,9 @@
 #include "absl/status/statusor.h"
 #include "server/config.h"
 
+namespace engram::embed {
+class Embedders;
+}  // namespace engram::embed
 namespace engram::storage {
 class EpisodeStore;
 }
@@ -51,6 +54,7 @@ class EngramServer {
   int port_ = 0;
   bool shut_down_ = false;
   std::unique_ptr<storage::EpisodeStore> store_;
+  std::unique_ptr<embed::Embedders> embedders_;  // outlives engine_, which uses it
   std::unique_ptr<retrieval::Engine> engine_;
   std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;

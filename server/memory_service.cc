@@ -17,6 +17,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerCon
         space.dimension = request->space().dimension();
         space.metric = *metric;
         space.text = TextSettingsFromProto(request->space().text());
+        space.embedder = request->space().embedder();
         absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
         if (!created.ok()) return created.status();
         SpaceToProto(*created, response->mutable_space());
@@ -64,7 +65,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
                                                          const v1::PutEpisodesRequest* request,
                                                          v1::PutEpisodesResponse* response) {
   return runner_->Unary(
-      context, "PutEpisodes", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+      context, "PutEpisodes", CallClass::kWrite, [=, this](absl::Time deadline) -> absl::Status {
         std::vector<EpisodeWrite> writes;
         writes.reserve(request->episodes_size());
         for (int i = 0; i < request->episodes_size(); ++i) {
@@ -76,7 +77,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
           writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
         }
         absl::StatusOr<std::vector<PutResult>> results =
-            engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes));
+            engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes), deadline);
         if (!results.ok()) return results.status();
         for (const PutResult& result : *results) {
           response->add_ids(result.id);
@@ -103,7 +104,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
                                                            const v1::UpdateEpisodeRequest* request,
                                                            v1::UpdateEpisodeResponse* response) {
   return runner_->Unary(
-      context, "UpdateEpisode", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+      context, "UpdateEpisode", CallClass::kWrite, [=, this](absl::Time deadline) -> absl::Status {
         const v1::Episode& values = request->episode();
         if (!values.agent_id().empty() || values.id() != 0 || values.version() != 0) {
           return absl::InvalidArgumentError(
@@ -117,7 +118,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                              *std::move(fields)};
         absl::StatusOr<Episode> updated =
-            engine_->UpdateEpisode(TenantOf(context), request->space(), update);
+            engine_->UpdateEpisode(TenantOf(context), request->space(), update, deadline);
         if (!updated.ok()) return updated.status();
         EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
         return absl::OkStatus();
@@ -196,12 +197,13 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::AnalyzeText(grpc::CallbackServerCon
                                                          const v1::AnalyzeTextRequest* request,
                                                          v1::AnalyzeTextResponse* response) {
   return runner_->Unary(
-      context, "AnalyzeText", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<retrieval::AnalyzedText> analyzed =
-            engine_->AnalyzeText(TenantOf(context), request->space(), request->text());
+      context, "AnalyzeText", CallClass::kRead, [=, this](absl::Time deadline) -> absl::Status {
+        absl::StatusOr<retrieval::AnalyzedText> analyzed = engine_->AnalyzeText(
+            TenantOf(context), request->space(), request->text(), request->embed(), deadline);
         if (!analyzed.ok()) return analyzed.status();
         for (std::string& term : analyzed->terms) response->add_terms(std::move(term));
         response->set_tokenizer(analyzed->tokenizer);
+        response->mutable_embedding()->Add(analyzed->embedding.begin(), analyzed->embedding.end());
         return absl::OkStatus();
       });
 }

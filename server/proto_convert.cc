@@ -75,6 +75,7 @@ void SpaceToProto(const SpaceInfo& space, v1::Space* out) {
   text->set_bm25_k1(space.text.bm25_k1);
   text->set_bm25_b(space.text.bm25_b);
   text->set_tokenizer(space.text.tokenizer_version);
+  out->set_embedder(space.embedder);
 }
 
 TextSettings TextSettingsFromProto(const v1::TextIndex& in) {

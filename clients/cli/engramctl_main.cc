@@ -143,18 +143,23 @@ int main(int argc, char** argv) {
   space_cmd->require_subcommand(1);
   auto* space_create = space_cmd->add_subcommand("create", "create a space");
   space_create->add_option("name", name, "space name")->required();
-  space_create->add_option("--dim", dimension, "embedding dimension")->required();
+  space_create->add_option("--dim", dimension,
+                           "embedding dimension (required unless --embedder gives it)");
   space_create->add_option("--metric", metric, "cosine, ip or l2")->capture_default_str();
   std::string stem_language;
   space_create->add_option("--stem", stem_language,
                            "Snowball stemming for the text index (english, german, ...)");
+  std::string embedder;
+  space_create->add_option("--embedder", embedder,
+                           "static or openai: engramd embeds text-only episodes and queries");
   auto* space_get = space_cmd->add_subcommand("get", "show a space");
   space_get->add_option("name", name)->required();
   auto* space_list = space_cmd->add_subcommand("list", "list spaces");
   auto* space_delete = space_cmd->add_subcommand("delete", "delete a space and its episodes");
   space_delete->add_option("name", name)->required();
 
-  auto* put = app.add_subcommand("put", "store one episode per vector (one batch)");
+  auto* put = app.add_subcommand(
+      "put", "store one episode per vector (one batch), or --text alone in a space that embeds");
   put->add_option("-s,--space", space)->required();
   put->add_option("--agent", agent)->required();
   put->add_option("--session", session);
@@ -202,6 +207,8 @@ int main(int argc, char** argv) {
   auto* analyze = app.add_subcommand("analyze", "show the terms a text becomes in a space's index");
   analyze->add_option("-s,--space", space)->required();
   analyze->add_option("text", text)->required();
+  bool embed_text = false;
+  analyze->add_flag("--embed", embed_text, "also show the vector the space's embedder makes");
 
   auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
   remove->add_option("-s,--space", space)->required();
@@ -263,6 +270,7 @@ int main(int argc, char** argv) {
     requested.set_dimension(dimension);
     requested.set_metric(*m);
     requested.mutable_text()->set_stem_language(stem_language);
+    requested.set_embedder(embedder);
     auto created = client.CreateSpace(requested);
     if (!created.ok()) return Fail(created.status());
     PrintJson(*created);
@@ -279,7 +287,10 @@ int main(int argc, char** argv) {
     if (!deleted.ok()) return Fail(deleted.status());
     std::cout << "{\"deleted_episodes\":" << *deleted << "}\n";
   } else if (*put) {
-    auto vectors = ReadVectors(vector, vector_file);
+    // Text and no vector: one episode, embedded by the space's embedder.
+    const bool text_only = vector.empty() && vector_file.empty() && !text.empty();
+    auto vectors =
+        text_only ? std::vector<std::vector<float>>(1) : ReadVectors(vector, vector_file);
     if (!vectors.ok()) return Fail(vectors.status());
     if (!request_id.empty() && vectors->size() != 1) {
       return Fail(absl::InvalidArgumentError("--request-id needs exactly one vector"));
@@ -348,7 +359,7 @@ int main(int argc, char** argv) {
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);
   } else if (*analyze) {
-    auto response = client.AnalyzeText(space, text);
+    auto response = client.AnalyzeText(space, text, embed_text);
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);
   } else if (*remove) {

@@ -129,10 +129,11 @@ absl::StatusOr<v1::SearchResponse> Client::Search(const v1::SearchRequest& reque
 }
 
 absl::StatusOr<v1::AnalyzeTextResponse> Client::AnalyzeText(const std::string& space,
-                                                            const std::string& text) {
+                                                            const std::string& text, bool embed) {
   v1::AnalyzeTextRequest request;
   request.set_space(space);
   request.set_text(text);
+  request.set_embed(embed);
   return Call(*memory_, &v1::MemoryService::Stub::AnalyzeText, request);
 }
 

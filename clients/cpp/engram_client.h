@@ -59,9 +59,10 @@ class Client {
   absl::StatusOr<v1::ListEpisodesResponse> ListEpisodes(const v1::ListEpisodesRequest& request);
   // By vector, by text (query_text), or both (hybrid).
   absl::StatusOr<v1::SearchResponse> Search(const v1::SearchRequest& request);
-  // The terms `text` becomes in the space's lexical index, in order.
+  // The terms `text` becomes in the space's lexical index, in order; with
+  // `embed`, also the vector the space's embedder makes of it.
   absl::StatusOr<v1::AnalyzeTextResponse> AnalyzeText(const std::string& space,
-                                                      const std::string& text);
+                                                      const std::string& text, bool embed = false);
 
   absl::StatusOr<v1::StatsResponse> Stats();
   // Calls `progress` for each update; returns the final status. Cancel by

@@ -1,7 +1,8 @@
 // Fuzz target for the parsers of untrusted or on-disk bytes: the YAML config,
 // the key decoder, the stored record decoders, the tokenizer (any bytes a
-// client sends as text) and the posting-block merge operator (on-disk
-// blocks and operands). Each must return a status for any input, never
+// client sends as text), the posting-block merge operator (on-disk
+// blocks and operands), the static embedder's word-vector file and an
+// embeddings endpoint's JSON answer. Each must return a status for any input, never
 // crash, hang or read out of bounds.
 //
 // Built two ways: with clang's libFuzzer (-DENGRAM_FUZZ=ON, see
@@ -16,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "embed/openai_embedder.h"
+#include "embed/static_embedder.h"
 #include "rocksdb/merge_operator.h"
 #include "server/config.h"
 #include "storage/key_encoding.h"
@@ -29,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)kSilenced;
   if (size == 0) return 0;
   std::string input(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  switch (data[0] % 8) {
     case 0:
       (void)engram::server::ParseConfig(input);
       break;
@@ -80,6 +83,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)kMerge->FullMergeV2(in, &out);
       break;
     }
+    case 6: {
+      // A word-vector file (embed/static_embedder.h), then a text through it.
+      auto embedder = engram::embed::StaticEmbedder::FromBytes(input);
+      if (embedder.ok()) (void)(*embedder)->EmbedOne("the tea and zyxwv");
+      break;
+    }
+    case 7:
+      // An embeddings endpoint's answer (embed/openai_embedder.h): hostile
+      // bytes from the network. Two texts of 3 dimensions.
+      (void)engram::embed::ParseEmbeddingsAnswer(input, 2, 3);
+      break;
   }
   return 0;
 }

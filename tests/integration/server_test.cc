@@ -374,6 +374,13 @@ TEST_F(ServerTest, EngramctlRoundTripAndErrors) {
   std::tie(code, out) = RunCtl(address, "space create ctl_bad --dim 2 --stem klingon");
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("unknown stemming language 'klingon'"), std::string::npos) << out;
+  // Text alone needs an embedder: this server offers none.
+  std::tie(code, out) = RunCtl(address, "put -s ctl --agent a --text 'no vector'");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("space 'ctl' has no embedder"), std::string::npos) << out;
+  std::tie(code, out) = RunCtl(address, "space create ctl_embed --embedder static");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("embedder 'static' is not offered by this server"), std::string::npos) << out;
   std::tie(code, out) = RunCtl(address, "put -s ctl --agent a --vector 1,2,3");
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("INVALID_ARGUMENT: episodes[0]: embedding has 3 dimensions"),

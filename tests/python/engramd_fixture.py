@@ -17,18 +17,22 @@ from engram import Memory
 
 
 class EngramdProcess:
-    def __init__(self):
+    """`extra_config`: YAML appended to the test's configuration; `env`: variables
+    added to engramd's environment."""
+
+    def __init__(self, extra_config="", env=None):
         self.dir = tempfile.mkdtemp(prefix="engram-py-")
         port_file = os.path.join(self.dir, "port")
         config = os.path.join(self.dir, "engramd.yaml")
         with open(config, "w") as f:  # backups and checkpoints inside the temp dir
             for key in ("backup_dir", "checkpoint_dir", "restore_dir"):
                 f.write(f"{key}: {os.path.join(self.dir, key)}\n")
+            f.write(extra_config)
         self.process = subprocess.Popen(
             [os.environ["ENGRAMD"], "--config", config,
              "--listen", "127.0.0.1:0", "--port-file", port_file,
              "--data-dir", os.path.join(self.dir, "data"), "--metrics-address", "off",
-             "--log-level", "warn"])
+             "--log-level", "warn"], env={**os.environ, **(env or {})})
         deadline = time.time() + 30
         while not os.path.exists(port_file):
             if self.process.poll() is not None or time.time() > deadline:
@@ -45,11 +49,16 @@ class EngramdProcess:
 
 
 class EngramdTestCase(unittest.TestCase):
-    """One engramd per test class; memory() gives a client closed after the test."""
+    """One engramd per test class (configured by the class attributes
+    `engramd_config` and `engramd_env`); memory() gives a client closed after
+    the test."""
+
+    engramd_config = ""
+    engramd_env = None
 
     @classmethod
     def setUpClass(cls):
-        cls.server = EngramdProcess()
+        cls.server = EngramdProcess(cls.engramd_config, cls.engramd_env)
 
     @classmethod
     def tearDownClass(cls):

@@ -90,6 +90,7 @@ class Space:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     tokenizer: str = ""  # the tokenizer scheme its postings were built with
+    embedder: str = ""  # "static" or "openai": engramd embeds text ("" none)
 
 
 @dataclasses.dataclass
@@ -131,7 +132,7 @@ def _space_from_proto(space) -> Space:
                  stem_language=space.text.stem_language,
                  bm25_k1=space.text.bm25_k1 if space.text.HasField("bm25_k1") else 1.2,
                  bm25_b=space.text.bm25_b if space.text.HasField("bm25_b") else 0.75,
-                 tokenizer=space.text.tokenizer)
+                 tokenizer=space.text.tokenizer, embedder=space.embedder)
 
 
 def _floats(values) -> List[float]:
@@ -205,12 +206,16 @@ class Memory(GrpcClient):
     # Spaces ---------------------------------------------------------------
 
     @translate_errors
-    def create_space(self, dimension: int, metric: str = "cosine", name: Optional[str] = None,
-                     *, stem_language: str = "", bm25_k1: Optional[float] = None,
-                     bm25_b: Optional[float] = None):
+    def create_space(self, dimension: int = 0, metric: str = "cosine",
+                     name: Optional[str] = None, *, stem_language: str = "",
+                     bm25_k1: Optional[float] = None, bm25_b: Optional[float] = None,
+                     embedder: str = ""):
         """Creates a space. Its episode text is always indexed for BM25;
         stem_language ("english", ...) turns on Snowball stemming, and
-        bm25_k1 / bm25_b change BM25's parameters (defaults 1.2 and 0.75)."""
+        bm25_k1 / bm25_b change BM25's parameters (defaults 1.2 and 0.75).
+        embedder ("static" or "openai", if engramd's configuration offers it)
+        lets episodes and searches carry text alone: engramd embeds it; with
+        an embedder, dimension 0 takes the embedder's."""
         if metric not in _METRICS:
             raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
                                        f"metric {metric!r} is not one of {sorted(_METRICS)}")
@@ -220,7 +225,7 @@ class Memory(GrpcClient):
         if bm25_b is not None:
             text.bm25_b = bm25_b
         space = memory_pb2.Space(name=name or self.space, dimension=dimension,
-                                 metric=_METRICS[metric], text=text)
+                                 metric=_METRICS[metric], text=text, embedder=embedder)
         return _space_from_proto(self._stub.CreateSpace(
             memory_pb2.CreateSpaceRequest(space=space), timeout=self.timeout).space)
 
@@ -242,12 +247,12 @@ class Memory(GrpcClient):
 
     # Episodes -------------------------------------------------------------
 
-    def _episode_proto(self, text, embedding, agent=None, session=None, kind="",
+    def _episode_proto(self, text="", embedding=None, agent=None, session=None, kind="",
                        metadata=None, event_time_us=0, expires_at_us=0, importance=0.0,
                        links=()):
         episode = memory_pb2.Episode(
             agent_id=agent or self.agent or "", session_id=session or self.session,
-            kind=kind, text=text, embedding=_floats(embedding),
+            kind=kind, text=text, embedding=_floats(embedding) if embedding is not None else [],
             event_time_us=event_time_us, expires_at_us=expires_at_us,
             importance=importance, links=list(links))
         for key, value in (metadata or {}).items():
@@ -255,10 +260,11 @@ class Memory(GrpcClient):
         return episode
 
     @translate_errors
-    def add(self, text: str, embedding: Sequence[float], *, request_id: str = "",
-            **fields) -> EpisodeId:
+    def add(self, text: str, embedding: Optional[Sequence[float]] = None, *,
+            request_id: str = "", **fields) -> EpisodeId:
         """Stores one episode; returns its id (`.deduplicated` when request_id was
-        seen before). `fields`: agent, session, kind, metadata, event_time_us,
+        seen before). Without an embedding, the space's embedder computes one
+        from the text. `fields`: agent, session, kind, metadata, event_time_us,
         expires_at_us, importance, links."""
         return self.add_many([dict(text=text, embedding=embedding, request_id=request_id,
                                    **fields)])[0]
@@ -366,7 +372,8 @@ class Memory(GrpcClient):
                exact: bool = False, scan: bool = False) -> SearchResults:
         """The k best episodes, best first: closest to `embedding`, best by BM25
         for `text`, or, given both, the two lists fused by reciprocal rank
-        (route "hybrid"; each hit's `sources` says where it ranked). agent=""
+        (route "hybrid"; each hit's `sources` says where it ranked). In a
+        space with an embedder, `text` alone is embedded too (hybrid). agent=""
         searches the whole space; the default is this Memory's agent.
         beam_width widens the index's graph search (0: the index's calibrated
         default); exact=True scores every episode instead of using the index;
@@ -394,6 +401,14 @@ class Memory(GrpcClient):
         return list(self._stub.AnalyzeText(
             memory_pb2.AnalyzeTextRequest(space=self.space, text=text),
             timeout=self.timeout).terms)
+
+    @translate_errors
+    def embed(self, text: str) -> List[float]:
+        """The vector this space's embedder makes of `text`: what a text-only
+        episode stores and a text-only search queries with."""
+        return list(self._stub.AnalyzeText(
+            memory_pb2.AnalyzeTextRequest(space=self.space, text=text, embed=True),
+            timeout=self.timeout).embedding)
 
     @translate_errors
     def list(self, *, agent: Optional[str] = None, session: str = "", kinds=None,

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -67,15 +68,19 @@ TEST(ConfigTest, ReadmeDocumentsEveryOption) {
   ASSERT_TRUE(readme) << "README.md not found";
   std::stringstream text;
   text << readme.rdbuf();
-  std::string section;
+  std::vector<std::string> sections;  // the mappings enclosing the current line
   for (absl::string_view line : absl::StrSplit(DescribeConfig(), '\n')) {
-    bool nested = absl::ConsumePrefix(&line, "  ");
+    size_t depth = 0;
+    while (absl::ConsumePrefix(&line, "  ")) ++depth;
     if (line.empty() || line[0] == '#') continue;
+    sections.resize(std::min(sections.size(), depth));
     if (line.back() == ':') {
-      section = std::string(line.substr(0, line.size() - 1)) + ".";
+      sections.emplace_back(line.substr(0, line.size() - 1));
       continue;
     }
-    std::string key = (nested ? section : "") + std::string(line.substr(0, line.find(':')));
+    std::string key = absl::StrJoin(sections, ".");
+    if (!key.empty()) key += ".";
+    key += std::string(line.substr(0, line.find(':')));
     EXPECT_NE(text.str().find("`" + key + "`"), std::string::npos)
         << "README.md does not document config key `" << key << "`";
   }
