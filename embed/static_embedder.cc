@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,13 @@ uint64_t StableHash(std::string_view bytes) {
     hash *= 0x100000001b3ull;
   }
   return hash;
+}
+
+// Code points in UTF-8 text (bytes that do not continue a sequence).
+size_t CodePoints(std::string_view text) {
+  size_t count = 0;
+  for (unsigned char c : text) count += (c & 0xC0) != 0x80 ? 1 : 0;
+  return count;
 }
 
 uint64_t SplitMix64(uint64_t& state) {
@@ -147,16 +155,38 @@ double StaticEmbedder::WordWeight(std::string_view word) const {
   return found == rank_of_.end() ? 0.0 : weights_[found->second];
 }
 
-void StaticEmbedder::AddWord(std::string_view word, std::vector<float>& sum) const {
+std::optional<uint32_t> StaticEmbedder::Row(std::string_view word) const {
   auto found = rank_of_.find(word);
-  if (found != rank_of_.end()) {
-    const float weight = weights_[found->second];
-    const char* row = rows_ + size_t{found->second} * dimension_ * 2;
+  if (found != rank_of_.end()) return found->second;
+  // A contraction the vocabulary lacks ("don't", "it's", "she’s"): the word
+  // before its clitic, when that is known.
+  for (std::string_view apostrophe : {std::string_view("'"), std::string_view("\u2019")}) {
+    const size_t at = word.find(apostrophe);
+    if (at == std::string_view::npos || at == 0) continue;
+    std::string_view stem = word.substr(0, at);
+    if (word.substr(at + apostrophe.size()) == "t" && stem.size() > 1 && stem.back() == 'n') {
+      auto negated = rank_of_.find(stem.substr(0, stem.size() - 1));  // "don't" -> "do"
+      if (negated != rank_of_.end()) return negated->second;
+    }
+    auto before = rank_of_.find(stem);
+    if (before != rank_of_.end()) return before->second;
+  }
+  return std::nullopt;
+}
+
+bool StaticEmbedder::AddWord(std::string_view word, std::vector<float>& sum) const {
+  std::optional<uint32_t> row_index = Row(word);
+  if (row_index.has_value()) {
+    const float weight = weights_[*row_index];
+    const char* row = rows_ + size_t{*row_index} * dimension_ * 2;
     for (uint32_t d = 0; d < dimension_; ++d) {
       sum[d] += weight * HalfToFloat(ReadU16(row + d * 2));
     }
-    return;
+    return true;
   }
+  // A single unknown character ("a" and "i" are not in the vocabulary) says
+  // nothing about the text; at the rarest word's weight it would swamp it.
+  if (CodePoints(word) < 2) return false;
   // An unknown word: a fixed direction from its bytes, of median length.
   uint64_t state = StableHash(word);
   std::vector<float> direction(dimension_);
@@ -169,6 +199,7 @@ void StaticEmbedder::AddWord(std::string_view word, std::vector<float>& sum) con
   }
   const float scale = unknown_weight_ * unknown_norm_ / static_cast<float>(std::sqrt(norm));
   for (uint32_t d = 0; d < dimension_; ++d) sum[d] += scale * direction[d];
+  return true;
 }
 
 absl::StatusOr<std::vector<float>> StaticEmbedder::EmbedOne(std::string_view text) const {
@@ -178,7 +209,12 @@ absl::StatusOr<std::vector<float>> StaticEmbedder::EmbedOne(std::string_view tex
         "the static embedder found no words in the text (only spaces, punctuation or symbols)");
   }
   std::vector<float> sum(dimension_, 0.0f);
-  for (const std::string& word : words) AddWord(word, sum);
+  size_t used = 0;
+  for (const std::string& word : words) used += AddWord(word, sum) ? 1 : 0;
+  if (used == 0) {
+    return absl::InvalidArgumentError(
+        "the static embedder has no vector for any word of the text (single letters only)");
+  }
   double norm = 0;
   for (float v : sum) norm += double{v} * v;
   if (norm == 0 || !std::isfinite(norm)) {

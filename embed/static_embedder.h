@@ -12,11 +12,15 @@
 //
 // Words come from text::Tokenizer without stemming (NFKC case folding, ICU
 // word boundaries), matching the lowercase vocabulary of the GloVe-derived
-// vectors. A word the file lacks (a name, an identifier) gets a fixed
-// pseudo-random direction derived from its bytes (a stable 64-bit FNV-1a
-// hash seeding splitmix64), scaled to the vocabulary's median norm and
-// given the weight of the rarest word: two texts that share an unknown name
-// still come out close. A text with no words at all is INVALID_ARGUMENT.
+// vectors. A contraction the file lacks counts as the word before its
+// apostrophe ("it's" -> "it", "don't" -> "do"). Another word the file lacks
+// (a name, an identifier, a year) gets a fixed pseudo-random direction
+// derived from its bytes (a stable 64-bit FNV-1a hash seeding splitmix64),
+// scaled to the vocabulary's median norm and given the weight of the rarest
+// word: two texts that share an unknown name still come out close. Unknown
+// single characters are skipped (the wink vocabulary has no "a" or "i";
+// weighted as rare words they cost 3 points of LoCoMo R@5). A text with no
+// usable word is INVALID_ARGUMENT.
 //
 // The file ("ENGRAMWV", written by scripts/convert_word_vectors.py),
 // little-endian:
@@ -29,6 +33,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,8 +70,12 @@ class StaticEmbedder final : public Embedder {
  private:
   StaticEmbedder() = default;
   absl::Status Parse();
-  // Adds weight * (the word's vector) to `sum`.
-  void AddWord(std::string_view word, std::vector<float>& sum) const;
+  // The word's row: itself, or for a contraction the file lacks, the word
+  // before the apostrophe ("don't" -> "do", "it's" -> "it").
+  std::optional<uint32_t> Row(std::string_view word) const;
+  // Adds weight * (the word's vector) to `sum`; false when the word is
+  // skipped (a single unknown character).
+  bool AddWord(std::string_view word, std::vector<float>& sum) const;
 
   const std::string name_ = kStaticEmbedder;
   std::string bytes_;  // the whole file; words_ point into it

@@ -101,9 +101,21 @@ TEST_F(StaticEmbedderTest, UnknownWordsAreStableAndShared) {
   EXPECT_GT(Dot(*name_again, *with_name), Dot(*name_again, *with_other));
 }
 
+TEST_F(StaticEmbedderTest, ContractionsCountAsTheirWordAndSingleLettersAreSkipped) {
+  auto plain = embedder_->EmbedOne("tea green");
+  ASSERT_TRUE(plain.ok());
+  for (const char* text : {"tea's green", "tea\u2019s green", "x tea green y", "tean't green"}) {
+    auto contracted = embedder_->EmbedOne(text);
+    ASSERT_TRUE(contracted.ok()) << text;
+    EXPECT_NEAR(Dot(*plain, *contracted), 1.0, 1e-5) << text;
+  }
+}
+
 TEST_F(StaticEmbedderTest, ErrorsAreClear) {
   auto nothing = embedder_->EmbedOne(" ... !!! ");
   EXPECT_EQ(nothing.status().code(), absl::StatusCode::kInvalidArgument);
+  auto letters = embedder_->EmbedOne("x y z");
+  EXPECT_EQ(letters.status().code(), absl::StatusCode::kInvalidArgument);
   auto wrong_dimension = embedder_->Embed({"tea"}, 8, absl::InfiniteFuture());
   EXPECT_EQ(wrong_dimension.status().code(), absl::StatusCode::kUnavailable);
   auto late = embedder_->Embed({"tea"}, 4, absl::InfinitePast());
