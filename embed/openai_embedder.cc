@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
 
@@ -29,8 +30,9 @@ void InitCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// A short, printable excerpt of an answer for an error message.
-std::string Excerpt(const std::string& body) {
+// A short, printable excerpt of an answer for an error message, with the
+// API key blanked out should the endpoint echo the request's headers.
+std::string Excerpt(const std::string& body, const std::string& api_key) {
   std::string message = body;
   nlohmann::json parsed = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_discarded() && parsed.is_object()) {
@@ -44,6 +46,7 @@ std::string Excerpt(const std::string& body) {
       }
     }
   }
+  if (!api_key.empty()) message = absl::StrReplaceAll(message, {{api_key, "[api key]"}});
   if (message.size() > kQuotedBodyChars) message = message.substr(0, kQuotedBodyChars) + "...";
   for (char& c : message) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
@@ -296,17 +299,18 @@ absl::Status OpenAiEmbedder::EmbedBatch(const std::vector<std::string>& texts, s
                          : curl_easy_strerror(reply.transport);
       wait = backoff;
     } else if (reply.http_status == 429 || reply.http_status >= 500) {
-      last_failure = absl::StrCat("HTTP ", reply.http_status, " (", Excerpt(reply.body), ")");
+      last_failure =
+          absl::StrCat("HTTP ", reply.http_status, " (", Excerpt(reply.body, api_key_), ")");
       wait = reply.retry_after.value_or(backoff);
     } else if (reply.http_status == 400 || reply.http_status == 413 || reply.http_status == 422) {
       return absl::InvalidArgumentError(
           absl::StrCat(Prefix(), "the endpoint refused the input (HTTP ", reply.http_status,
-                       "): ", Excerpt(reply.body)));
+                       "): ", Excerpt(reply.body, api_key_)));
     } else if (reply.http_status != 200) {
       return absl::UnavailableError(absl::StrCat(
           Prefix(), "HTTP ", reply.http_status,
           reply.http_status == 401 || reply.http_status == 403 ? " (check the API key)" : "", ": ",
-          Excerpt(reply.body)));
+          Excerpt(reply.body, api_key_)));
     }
     if (wait.has_value()) {
       if (attempt == options_.max_retries) break;

@@ -155,6 +155,8 @@ class OpenAiEmbedderTest(EngramdTestCase):
              engram.InvalidArgumentError, "refused the input (HTTP 400): input too long"),
             ([("status", 401, '{"error": "bad key"}', {})], engram.UnavailableError,
              "HTTP 401 (check the API key)"),
+            ([("status", 403, f'{{"error": "key {API_KEY} revoked"}}', {})],
+             engram.UnavailableError, "key [api key] revoked"),  # an echoed key is blanked
             ([("sleep", 1.0)] * 3, engram.UnavailableError, "no answer within 400 ms after 3"),
         ]
         for script, error, message_part in cases:
