@@ -84,6 +84,14 @@ const std::vector<Option>& Options() {
                        "fsync the WAL before acknowledging a write (false: faster, but the "
                        "last writes may be lost on power loss)",
                        ENGRAM_FIELD(store.sync_writes)),
+      MakeOption<size_t>("min_free_disk_mb",
+                         "writes that grow the database are refused (RESOURCE_EXHAUSTED, disk "
+                         "full) while the data volume has less than this free; deletes pass",
+                         ENGRAM_FIELD(store.min_free_disk_mb)),
+      MakeOption<size_t>("disk_reserve_mb",
+                         "a file this large kept in data_dir, deleted when the volume fills up "
+                         "so a resume, restart or delete has room; 0: none",
+                         ENGRAM_FIELD(store.disk_reserve_mb)),
       MakeOption<size_t>("block_cache_mb",
                          "MiB of RocksDB block cache (decompressed blocks shared by every "
                          "column family): searches read their hits back through it",

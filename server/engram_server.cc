@@ -70,12 +70,30 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   kv_options.max_tokens = config.kv.max_tokens;
   kv_options.max_agent_id_bytes = config.store.limits.max_id_bytes;
   kv_options.sync_writes = config.store.sync_writes;
+  kv_options.disk_guard = &server->store_->disk_guard();
   server->kv_store_ =
       std::make_unique<kvcache::KvCacheStore>(kv_cfs.db, kv_cfs.blocks, kv_cfs.meta, kv_options);
   if (absl::Status recovered = server->kv_store_->Recover(); !recovered.ok()) return recovered;
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create(config.metrics_address);
   if (!metrics.ok()) return metrics.status();
   server->metrics_ = *std::move(metrics);
+  server->metrics_->AddSource([guard = &server->store_->disk_guard()] {
+    storage::DiskGuard::Stats disk = guard->stats();
+    auto value = [](uint64_t v) { return static_cast<double>(v); };
+    return std::vector<Metrics::Sample>{
+        {"engram_disk_free_bytes", "bytes free on the data volume", value(disk.free_bytes)},
+        {"engram_disk_min_free_bytes", "the free-space floor (min_free_disk_mb)",
+         value(disk.min_free_bytes)},
+        {"engram_disk_writes_stopped",
+         "1 while RocksDB has stopped writes after running out of space", value(disk.stopped)},
+        {"engram_disk_reserve_present", "1 while the disk reserve file exists",
+         value(disk.reserve_present)},
+        {"engram_disk_refused_writes_total", "writes refused for lack of disk space",
+         value(disk.refused_writes), true},
+        {"engram_disk_resumes_total", "times writes resumed after a full disk", value(disk.resumes),
+         true},
+    };
+  });
   server->metrics_->AddSource([kv = server->kv_store_.get()] {
     kvcache::KvStoreStats stats = kv->Stats();
     auto value = [](uint64_t v) { return static_cast<double>(v); };

@@ -217,6 +217,18 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
     }
     descriptors.emplace_back(kCfNames[cf], cf_options);
   }
+  DiskGuardOptions guard_options;
+  guard_options.data_dir = options.data_dir;
+  guard_options.min_free_bytes = uint64_t{options.min_free_disk_mb} << 20;
+  guard_options.reserve_bytes = uint64_t{options.disk_reserve_mb} << 20;
+  auto disk_guard = std::make_unique<DiskGuard>(guard_options);
+  // Opening writes a new WAL, a MANIFEST and the recovered memtables. On a
+  // volume below the floor the reserve gives way first: a failed open is
+  // not retried, since RocksDB can abort on a write after a failed one (see
+  // storage/disk_guard.h).
+  if (disk_guard->stats().free_bytes < guard_options.min_free_bytes + guard_options.reserve_bytes) {
+    disk_guard->ReleaseReserve();
+  }
   rocksdb::DB* db = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::Status s = rocksdb::DB::Open(db_options, options.data_dir, descriptors, &handles, &db);
@@ -227,7 +239,10 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
     }
     return FromRocks(s, absl::StrCat("opening data dir '", options.data_dir, "'"));
   }
-  std::unique_ptr<EpisodeStore> store(new EpisodeStore(options, db, std::move(handles)));
+  disk_guard->set_resume([db] { return db->Resume(); });
+  disk_guard->EnsureReserve();
+  std::unique_ptr<EpisodeStore> store(
+      new EpisodeStore(options, std::move(disk_guard), db, std::move(handles)));
   if (absl::Status loaded = store->LoadSpaces(); !loaded.ok()) return loaded;
   if (absl::Status rebuilt = store->RebuildStaleTextIndexes(); !rebuilt.ok()) return rebuilt;
   std::string high_water;
@@ -237,9 +252,10 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
   return store;
 }
 
-EpisodeStore::EpisodeStore(StoreOptions options, rocksdb::DB* db,
-                           std::vector<rocksdb::ColumnFamilyHandle*> handles)
+EpisodeStore::EpisodeStore(StoreOptions options, std::unique_ptr<DiskGuard> disk_guard,
+                           rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
     : options_(std::move(options)),
+      disk_guard_(std::move(disk_guard)),
       db_(db),
       handles_(std::move(handles)),
       lexical_(db_, handles_[kPostings], handles_[kCounters]) {}
@@ -337,10 +353,19 @@ absl::Status EpisodeStore::RebuildTextIndex(const std::string& space_key, SpaceI
   return absl::OkStatus();
 }
 
-absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch) {
+absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch, DiskGuard::Write kind) {
+  if (absl::Status admitted = disk_guard_->Admit(kind, batch->GetDataSize()); !admitted.ok()) {
+    return admitted;
+  }
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync_writes;
-  return FromRocks(db_->Write(write_options, batch), "committing write batch");
+  return disk_guard_->Check(db_->Write(write_options, batch), "committing write batch");
+}
+
+uint64_t EpisodeStore::MemtableBytes() {
+  uint64_t bytes = 0;
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &bytes);
+  return bytes;
 }
 
 uint64_t EpisodeStore::EpisodeCount(const std::string& tenant, const std::string& space) {
@@ -452,7 +477,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteSpace(const std::string& tenant,
     batch.DeleteRange(handles_[cf], key, end);
   }
   lexical_.DropSpace(batch, key);
-  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  if (absl::Status s = Commit(&batch, DiskGuard::Write::kFrees); !s.ok()) return s;
   spaces_.erase(key);
   return count;
 }
@@ -882,7 +907,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
   if (deleted == 0) return 0;
   lexical.Finish();
   batch.Merge(handles_[kCounters], SpaceKey(tenant, space), EncodeFixed64(-deleted));
-  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  if (absl::Status s = Commit(&batch, DiskGuard::Write::kFrees); !s.ok()) return s;
   if (deleted_ids != nullptr) *deleted_ids = std::move(deleting);
   return deleted;
 }
@@ -1050,13 +1075,18 @@ absl::Status EpisodeStore::Checkpoint(const std::string& dir) {
   if (std::filesystem::exists(dir)) {
     return absl::AlreadyExistsError(absl::StrCat("checkpoint directory '", dir, "' exists"));
   }
+  // A checkpoint flushes the memtables first (then hard-links the files).
+  if (absl::Status admitted = disk_guard_->Admit(DiskGuard::Write::kGrows, MemtableBytes());
+      !admitted.ok()) {
+    return admitted;
+  }
   std::filesystem::create_directories(std::filesystem::path(dir).parent_path());
   rocksdb::Checkpoint* raw = nullptr;
   if (absl::Status s = FromRocks(rocksdb::Checkpoint::Create(db_, &raw), "checkpoint"); !s.ok()) {
     return s;
   }
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
-  return FromRocks(checkpoint->CreateCheckpoint(dir), "creating checkpoint");
+  return disk_guard_->Check(checkpoint->CreateCheckpoint(dir), "creating checkpoint");
 }
 
 namespace {
@@ -1077,13 +1107,20 @@ BackupInfo ToBackupInfo(const rocksdb::BackupInfo& info) {
 }  // namespace
 
 absl::StatusOr<BackupInfo> EpisodeStore::CreateBackup(const std::string& backup_dir) {
+  // A backup flushes the memtables first; the copies may go to the same
+  // volume, where the floor applies as it does to any write.
+  if (absl::Status admitted = disk_guard_->Admit(DiskGuard::Write::kGrows, MemtableBytes());
+      !admitted.ok()) {
+    return admitted;
+  }
   absl::MutexLock lock(&backup_mutex_);
   absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> engine = OpenBackupEngine(backup_dir);
   if (!engine.ok()) return engine.status();
   rocksdb::CreateBackupOptions create_options;
   create_options.flush_before_backup = true;
   rocksdb::BackupID id = 0;
-  if (absl::Status s = FromRocks((*engine)->CreateNewBackup(create_options, db_, &id), "backup");
+  if (absl::Status s =
+          disk_guard_->Check((*engine)->CreateNewBackup(create_options, db_, &id), "backup");
       !s.ok()) {
     return s;
   }

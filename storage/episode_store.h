@@ -45,6 +45,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "storage/disk_guard.h"
 #include "storage/episode.h"
 #include "storage/key_lock_table.h"
 #include "storage/lexical_index.h"
@@ -91,6 +92,16 @@ struct StoreOptions {
   // column family). Search hits are read back through it, so it should hold
   // the hot agents' episodes. Default: 256.
   size_t block_cache_mb = 256;
+  // Writes that grow the database are refused with RESOURCE_EXHAUSTED
+  // ("disk full") while the data volume has less than this free, so the
+  // volume never fills up under RocksDB (storage/disk_guard.h). Deletes are
+  // still accepted. Default: 256.
+  size_t min_free_disk_mb = 256;
+  // A file of this size kept in data_dir and deleted when the volume does
+  // fill up (another process, or a floor of 0), so that a resume, a restart
+  // and deletes always have room; made again once there is room. 0: none.
+  // Default: 64.
+  size_t disk_reserve_mb = 64;
   StoreLimits limits;
 };
 
@@ -242,8 +253,12 @@ class EpisodeStore {
   // Makes every write so far durable (matters only with sync_writes=false).
   absl::Status SyncWal();
 
+  // The free-space floor, reserve and resume after a full disk, shared with
+  // the KV cache store, which writes to the same database.
+  DiskGuard& disk_guard() { return *disk_guard_; }
+
  private:
-  EpisodeStore(StoreOptions options, rocksdb::DB* db,
+  EpisodeStore(StoreOptions options, std::unique_ptr<DiskGuard> disk_guard, rocksdb::DB* db,
                std::vector<rocksdb::ColumnFamilyHandle*> handles);
   absl::Status LoadSpaces();
   // Rebuilds the postings of every space whose recorded tokenizer version is
@@ -265,9 +280,14 @@ class EpisodeStore {
                             absl::Time deadline,
                             const std::function<bool(std::string_view, Episode&&)>& visit);
   uint64_t EpisodeCount(const std::string& tenant, const std::string& space);
-  absl::Status Commit(rocksdb::WriteBatch* batch);
+  // Bytes in every memtable: what a flush writes.
+  uint64_t MemtableBytes();
+  // Writes `batch` through the disk guard: a batch that grows the database
+  // is refused below the free-space floor; deletes pass.
+  absl::Status Commit(rocksdb::WriteBatch* batch, DiskGuard::Write kind = DiskGuard::Write::kGrows);
 
   const StoreOptions options_;
+  std::unique_ptr<DiskGuard> disk_guard_;
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   LexicalIndex lexical_;

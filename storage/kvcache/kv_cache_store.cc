@@ -131,9 +131,20 @@ KvCacheStore::KvCacheStore(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* blocks,
 KvCacheStore::~KvCacheStore() = default;
 
 absl::Status KvCacheStore::Write(rocksdb::WriteBatch* batch, bool sync) {
+  storage::DiskGuard* guard = options_.disk_guard;
+  if (guard != nullptr) {
+    // A batch with puts saves something; one without only deletes.
+    const auto kind =
+        batch->HasPut() ? storage::DiskGuard::Write::kGrows : storage::DiskGuard::Write::kFrees;
+    if (absl::Status admitted = guard->Admit(kind, batch->GetDataSize()); !admitted.ok()) {
+      return admitted;
+    }
+  }
   rocksdb::WriteOptions write_options;
   write_options.sync = sync && options_.sync_writes;
-  return FromRocks(db_->Write(write_options, batch), "writing KV cache store batch");
+  rocksdb::Status written = db_->Write(write_options, batch);
+  return guard != nullptr ? guard->Check(written, "writing KV cache store batch")
+                          : FromRocks(written, "writing KV cache store batch");
 }
 
 absl::Status KvCacheStore::LoadCountsLocked() {

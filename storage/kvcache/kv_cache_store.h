@@ -41,6 +41,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "storage/disk_guard.h"
 #include "storage/kvcache/block_pool.h"
 #include "storage/kvcache/kv_model.h"
 #include "storage/kvcache/save_assembler.h"
@@ -62,6 +63,10 @@ struct KvStoreOptions {
   size_t max_agent_id_bytes = 256;
   // Commit manifests with a synced WAL write. Default: true.
   bool sync_writes = true;
+  // The data volume's free-space floor and full-disk recovery
+  // (storage/disk_guard.h), shared with the episode store; must outlive the
+  // store. nullptr: none. Saves are refused below the floor; deletes pass.
+  storage::DiskGuard* disk_guard = nullptr;
 };
 
 struct CacheManifest;

@@ -18,10 +18,12 @@ from engram import Memory
 
 class EngramdProcess:
     """`extra_config`: YAML appended to the test's configuration; `env`: variables
-    added to engramd's environment."""
+    added to engramd's environment; `data_dir`: where the database lives
+    (default: inside the temporary directory)."""
 
-    def __init__(self, extra_config="", env=None):
+    def __init__(self, extra_config="", env=None, data_dir=None):
         self.dir = tempfile.mkdtemp(prefix="engram-py-")
+        self.data_dir = data_dir or os.path.join(self.dir, "data")
         port_file = os.path.join(self.dir, "port")
         config = os.path.join(self.dir, "engramd.yaml")
         with open(config, "w") as f:  # backups and checkpoints inside the temp dir
@@ -31,7 +33,7 @@ class EngramdProcess:
         self.process = subprocess.Popen(
             [os.environ["ENGRAMD"], "--config", config,
              "--listen", "127.0.0.1:0", "--port-file", port_file,
-             "--data-dir", os.path.join(self.dir, "data"), "--metrics-address", "off",
+             "--data-dir", self.data_dir, "--metrics-address", "off",
              "--log-level", "warn"], env={**os.environ, **(env or {})})
         deadline = time.time() + 30
         while not os.path.exists(port_file):
