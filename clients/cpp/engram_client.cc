@@ -1,6 +1,11 @@
 #include "clients/cpp/engram_client.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace engram::client {
 
@@ -83,8 +88,34 @@ absl::StatusOr<uint64_t> Client::DeleteSpace(const std::string& name) {
   return response->deleted_episodes();
 }
 
-absl::StatusOr<v1::PutEpisodesResponse> Client::PutEpisodes(const v1::PutEpisodesRequest& request) {
-  return Call(*memory_, &v1::MemoryService::Stub::PutEpisodes, request);
+absl::StatusOr<v1::PutEpisodesResponse> Client::PutEpisodes(
+    const v1::PutEpisodesRequest& original) {
+  v1::PutEpisodesRequest request = original;
+  std::vector<bool> generated(request.episodes_size(), false);
+  for (int i = 0; i < request.episodes_size(); ++i) {
+    v1::EpisodeWrite* write = request.mutable_episodes(i);
+    if (!write->request_id().empty()) continue;
+    absl::BitGen random;
+    write->set_request_id(absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(random),
+                                          absl::Uniform<uint64_t>(random)));
+    generated[i] = true;
+  }
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::StatusOr<v1::PutEpisodesResponse> response;
+  for (int attempt = 1; attempt <= std::max(1, options_.write_attempts); ++attempt) {
+    if (attempt > 1) {
+      absl::SleepFor(backoff);
+      backoff *= 2;
+    }
+    response = Call(*memory_, &v1::MemoryService::Stub::PutEpisodes, request);
+    if (response.ok() || response.status().code() != absl::StatusCode::kUnavailable) break;
+  }
+  if (!response.ok()) return response;
+  for (int i = 0; i < response->deduplicated_size() && i < static_cast<int>(generated.size());
+       ++i) {
+    if (generated[i]) response->set_deduplicated(i, false);
+  }
+  return response;
 }
 
 absl::StatusOr<v1::Episode> Client::GetEpisode(const std::string& space, uint64_t id) {

@@ -28,6 +28,9 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);
   // Largest message received. Default: 64 MiB (the server's default limit).
   int max_message_bytes = 64 << 20;
+  // Attempts of a PutEpisodes that finds engramd unreachable (UNAVAILABLE),
+  // 100 ms apart and doubling; 1: no retry. Default: 3.
+  int write_attempts = 3;
 };
 
 class Client {
@@ -48,6 +51,11 @@ class Client {
   absl::StatusOr<v1::ListSpacesResponse> ListSpaces();
   absl::StatusOr<uint64_t> DeleteSpace(const std::string& name);
 
+  // Stores a batch all-or-nothing. Safe to retry: an episode without a
+  // request_id gets a random one, and an UNAVAILABLE call is sent again
+  // (ClientOptions::write_attempts), applied at most once. A generated id
+  // never reports `deduplicated` (the earlier attempt was this call's own).
+  // To retry a failed call by hand, set request ids yourself.
   absl::StatusOr<v1::PutEpisodesResponse> PutEpisodes(const v1::PutEpisodesRequest& request);
   absl::StatusOr<v1::Episode> GetEpisode(const std::string& space, uint64_t id);
   absl::StatusOr<v1::Episode> UpdateEpisode(const v1::UpdateEpisodeRequest& request);

@@ -4,11 +4,14 @@ Run by ctest with ENGRAMD=<path to engramd> and PYTHONPATH=<build>/python.
 """
 
 import unittest
+from concurrent import futures
 
+import grpc
 import numpy as np
 
 import engram
 from engram import Memory
+from engram.v1 import memory_pb2, memory_pb2_grpc
 from engramd_fixture import EngramdTestCase
 
 
@@ -142,6 +145,69 @@ class MemoryClientTest(EngramdTestCase):
         bob.add("bob's", [1.0, 0.0])
         self.assertEqual([h.episode.text for h in alice.search([1.0, 0.0], k=5)], ["alice's"])
         self.assertEqual(len(alice.search([1.0, 0.0], k=5, agent="")), 2)
+
+
+class FlakyMemoryService(memory_pb2_grpc.MemoryServiceServicer):
+    """PutEpisodes that fails with UNAVAILABLE `failures` times, then
+    answers as engramd does for a batch its first attempt already applied:
+    the same ids, deduplicated."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.requests = []
+
+    def PutEpisodes(self, request, context):
+        self.requests.append(request)
+        if len(self.requests) <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        n = len(request.episodes)
+        return memory_pb2.PutEpisodesResponse(ids=list(range(1, n + 1)),
+                                              deduplicated=[True] * n)
+
+
+class WriteRetryTest(unittest.TestCase):
+    """The client retries an unreachable write with request ids it generated
+    itself, so the retry is applied at most once."""
+
+    def serve(self, failures):
+        service = FlakyMemoryService(failures)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self.addCleanup(server.stop, None)
+        m = Memory(f"127.0.0.1:{port}", space="s", agent="a", timeout=5)
+        self.addCleanup(m.close)
+        return service, m
+
+    def test_unavailable_is_retried_with_the_same_generated_ids(self):
+        service, m = self.serve(failures=2)
+        ids = m.add_many([dict(text="one", embedding=[1.0]),
+                          dict(text="two", embedding=[1.0], request_id="mine"),
+                          dict(text="three", embedding=[1.0])])
+        self.assertEqual(len(service.requests), 3)
+        sent = [[e.request_id for e in r.episodes] for r in service.requests]
+        self.assertEqual(sent[0], sent[1])
+        self.assertEqual(sent[0], sent[2])
+        self.assertEqual(sent[0][1], "mine")
+        self.assertEqual([len(sent[0][0]), len(sent[0][2])], [32, 32])  # uuid4, hex
+        self.assertNotEqual(sent[0][0], sent[0][2])
+        # The generated ids' dedup is this call's own first attempt; the
+        # caller's own request_id reports what the server said.
+        self.assertEqual([i.deduplicated for i in ids], [False, True, False])
+
+    def test_the_error_carries_the_ids_to_retry_with(self):
+        service, m = self.serve(failures=5)
+        with self.assertRaises(engram.UnavailableError) as raised:
+            m.add_many([dict(text="one", embedding=[1.0])])
+        self.assertEqual(len(service.requests), 3)  # write_attempts
+        self.assertEqual(raised.exception.request_ids,
+                         [service.requests[0].episodes[0].request_id])
+        service, m = self.serve(failures=1)
+        m.write_attempts = 1
+        with self.assertRaises(engram.UnavailableError):
+            m.add("one", [1.0])
+        self.assertEqual(len(service.requests), 1)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """The friendly client: `Memory` remembers and recalls an agent's episodes."""
 
 import dataclasses
+import time
+import uuid
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import grpc
 import numpy as np
 
 from engram._client import GrpcClient
-from engram.errors import InvalidArgumentError, translate_errors
+from engram.errors import InvalidArgumentError, from_rpc_error, translate_errors
 from engram.v1 import memory_pb2, memory_pb2_grpc
 
 MetadataValue = Union[str, int, float, bool]
@@ -183,8 +185,10 @@ class Memory(GrpcClient):
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", space: Optional[str] = None,
-                 agent: Optional[str] = None, session: str = "", timeout: float = 30.0):
+                 agent: Optional[str] = None, session: str = "", timeout: float = 30.0,
+                 write_attempts: int = 3):
         super().__init__(address, timeout)
+        self.write_attempts = max(1, write_attempts)
         self._space = space
         self.agent = agent
         self.session = session
@@ -269,18 +273,43 @@ class Memory(GrpcClient):
         return self.add_many([dict(text=text, embedding=embedding, request_id=request_id,
                                    **fields)])[0]
 
-    @translate_errors
     def add_many(self, episodes: Sequence[dict]) -> List[EpisodeId]:
-        """Stores a batch all-or-nothing; each dict holds add()'s arguments."""
+        """Stores a batch all-or-nothing; each dict holds add()'s arguments.
+
+        Safe to retry: an episode without a request_id gets a random one, so
+        when engramd is unreachable (UNAVAILABLE) the batch is sent again, up
+        to `write_attempts` times in all, and is applied at most once. If the
+        call still fails, the error's `request_ids` are the ids sent: pass
+        them back with the same episodes to retry by hand (a call that timed
+        out may have been applied; the retry then returns the original ids).
+        An id whose request_id was generated here reports `deduplicated` only
+        if a write before this call had used it, which cannot happen."""
         request = memory_pb2.PutEpisodesRequest(space=self.space)
+        generated = []
         for fields in episodes:
             fields = dict(fields)
             request_id = fields.pop("request_id", "")
-            request.episodes.add(request_id=request_id,
+            generated.append(not request_id)
+            request.episodes.add(request_id=request_id or uuid.uuid4().hex,
                                  episode=self._episode_proto(**fields))
-        response = self._stub.PutEpisodes(request, timeout=self.timeout)
-        return [EpisodeId(episode_id, deduplicated)
-                for episode_id, deduplicated in zip(response.ids, response.deduplicated)]
+        backoff = 0.1
+        for attempt in range(1, self.write_attempts + 1):
+            try:
+                response = self._stub.PutEpisodes(request, timeout=self.timeout)
+                break
+            except grpc.RpcError as rpc_error:
+                if rpc_error.code() != grpc.StatusCode.UNAVAILABLE or \
+                        attempt == self.write_attempts:
+                    error = from_rpc_error(rpc_error)
+                    error.request_ids = [e.request_id for e in request.episodes]
+                    raise error from None
+                time.sleep(backoff)
+                backoff *= 2
+        # A retry finds the earlier attempt's write: that is this call's own
+        # write, not a duplicate the caller sent.
+        return [EpisodeId(episode_id, deduplicated and not fresh)
+                for episode_id, deduplicated, fresh in
+                zip(response.ids, response.deduplicated, generated)]
 
     @translate_errors
     def get(self, episode_id: int) -> Episode:
