@@ -377,9 +377,10 @@ void VamanaGraph::Insert(uint32_t node, const GraphSpace& space) {
   AddToNavigation(node, space);
 }
 
-void VamanaGraph::Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
-                        const std::function<void(uint32_t)>& progress) {
-  if (count == 0) return;
+bool VamanaGraph::Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
+                        const std::function<void(uint32_t)>& progress,
+                        const std::atomic<bool>* cancel) {
+  if (count == 0) return true;
   Reserve(count);
   if (entry_point() == kNoNode) {
     SetEntryPoint(entry);
@@ -395,6 +396,7 @@ void VamanaGraph::Build(uint32_t count, uint32_t entry, const GraphSpace& space,
   std::atomic<uint32_t> done{0};
   auto work = [&] {
     for (;;) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;
       size_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= order.size()) return;
       Insert(order[i], space);
@@ -406,9 +408,11 @@ void VamanaGraph::Build(uint32_t count, uint32_t entry, const GraphSpace& space,
   for (int t = 1; t < threads; ++t) workers.emplace_back(work);
   work();
   for (std::thread& worker : workers) worker.join();
+  if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return false;
   PruneToMaxDegree(count, space, threads);
   ConnectUnreachable(space);
   if (progress) progress(static_cast<uint32_t>(order.size()));
+  return true;
 }
 
 uint32_t VamanaGraph::ConnectUnreachable(const GraphSpace& space) {

@@ -95,9 +95,12 @@ class VamanaGraph {
   // Builds the graph over nodes [0, count) using `threads` threads: inserts
   // `entry` first (pass the medoid), then the rest in a shuffled order, and
   // finally prunes every node back to R. `progress` (may be empty) is called
-  // with the number of nodes linked.
-  void Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
-             const std::function<void(uint32_t)>& progress = {});
+  // with the number of nodes linked. When `cancel` (may be null) becomes
+  // true the build stops early and returns false: the graph is then
+  // incomplete and must be discarded.
+  bool Build(uint32_t count, uint32_t entry, const GraphSpace& space, int threads,
+             const std::function<void(uint32_t)>& progress = {},
+             const std::atomic<bool>* cancel = nullptr);
 
   // Greedy beam search of width `beam_width` for `query`. Returns up to
   // `count` closest nodes for which `accept` is true (deleted nodes never),

@@ -454,7 +454,10 @@ std::unique_ptr<VamanaGraph> VectorPartition::BuildGraphIn(
     FirstStage stage, uint32_t node_count, const std::function<void(uint32_t)>& progress) const {
   auto graph = std::make_unique<VamanaGraph>(options_.graph);
   std::unique_ptr<GraphSpace> space = MakeSpace(stage);
-  graph->Build(node_count, Medoid(node_count), *space, build_threads(), progress);
+  if (!graph->Build(node_count, Medoid(node_count), *space, build_threads(), progress,
+                    &builds_cancelled_)) {
+    return nullptr;
+  }
   for (uint32_t node = 0; node < node_count; ++node) {
     if (deleted_.At(node)->load(std::memory_order_acquire)) graph->MarkDeleted(node);
   }
@@ -462,6 +465,7 @@ std::unique_ptr<VamanaGraph> VectorPartition::BuildGraphIn(
 }
 
 void VectorPartition::BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress) {
+  if (builds_cancelled_.load(std::memory_order_relaxed)) return;
   const auto start = std::chrono::steady_clock::now();
   const uint32_t count = node_count_.load(std::memory_order_relaxed);
   auto report = [&](uint32_t done) {
@@ -483,21 +487,24 @@ void VectorPartition::BuildGraph(const std::function<void(uint64_t, uint64_t)>& 
     binary_recall = SampleRecall(scan, count, truth, binary_max_beam);
     stage = binary_recall >= options_.target_recall ? FirstStage::kBinary : FirstStage::kInt8;
   }
-  auto build = [&](FirstStage in) {
+  auto build = [&](FirstStage in) -> std::shared_ptr<Structure> {
     auto structure = std::make_shared<Structure>();
     structure->first_stage = in;
     structure->graph = BuildGraphIn(in, count, report);
+    if (structure->graph == nullptr) return nullptr;  // cancelled
     structure->reached_target = Calibrate(
         *structure, count, truth, in == FirstStage::kBinary ? binary_max_beam : kMaxBeamWidth);
     return structure;
   };
   std::shared_ptr<Structure> built = build(stage);
+  if (built == nullptr) return;  // cancelled: the current structure stays
   if (decide && stage == FirstStage::kBinary) {
     binary_recall = built->sample_recall;
     if (!built->reached_target) {
       // The codes were good but the graph over them is not (binary topology
       // fails on Euclidean-native data such as SIFT): INT8 space instead.
       std::shared_ptr<Structure> int8 = build(FirstStage::kInt8);
+      if (int8 == nullptr) return;
       if (int8->reached_target || int8->sample_recall > built->sample_recall) built = int8;
     }
   }

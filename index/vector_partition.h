@@ -195,6 +195,14 @@ class VectorPartition {
   std::vector<uint64_t> LiveRowBitmap(uint32_t rows, const AcceptFunction* accept) const;
   uint64_t deleted_count() const { return deleted_count_.load(std::memory_order_acquire); }
 
+  // Stops a graph build in progress and skips any later one: the partition
+  // keeps the structure it has (the previous graph, or an exhaustive scan
+  // over every vector), so nothing becomes unsearchable; links of new
+  // vectors into an existing graph still complete. For shutdown, where a
+  // build of a large partition would outlast the grace period; the next
+  // write after a restart builds it.
+  void CancelBuilds() { builds_cancelled_.store(true, std::memory_order_relaxed); }
+
   // Grows with every change (adds, removes, consolidations); a snapshot is
   // stale when this moved on since it was written.
   uint64_t change_count() const { return changes_.load(std::memory_order_acquire); }
@@ -237,6 +245,8 @@ class VectorPartition {
   // Builds a graph over all nodes, choosing the first stage.
   void BuildGraph(const std::function<void(uint64_t, uint64_t)>& progress)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  // The graph over nodes [0, node_count) in `stage`'s space; nullptr when
+  // CancelBuilds stopped it.
   std::unique_ptr<VamanaGraph> BuildGraphIn(FirstStage stage, uint32_t node_count,
                                             const std::function<void(uint32_t)>& progress) const;
   uint32_t Medoid(uint32_t node_count) const;
@@ -288,6 +298,7 @@ class VectorPartition {
   std::atomic<uint32_t> node_count_{0};
   std::atomic<uint64_t> deleted_count_{0};
   std::atomic<uint64_t> changes_{0};
+  std::atomic<bool> builds_cancelled_{false};
 
   // INT8 ranges: fitted once, then fixed (a rebuild makes a new partition).
   std::unique_ptr<ScalarQuantizer> quantizer_;

@@ -341,9 +341,14 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
     return absl::InvalidArgumentError(absl::StrCat(
         "query_text has ", terms.size(), " distinct words; the limit is ", kMaxQueryTerms));
   }
-  absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
-  if (!embedder.ok()) return embedder.status();
-  if (request.query.empty() && *embedder == nullptr) {
+  // Only a query without a vector needs the space's embedder.
+  embed::Embedder* embedder = nullptr;
+  if (request.query.empty()) {
+    absl::StatusOr<embed::Embedder*> found = SpaceEmbedder(*space);
+    if (!found.ok()) return found.status();
+    embedder = *found;
+  }
+  if (request.query.empty() && embedder == nullptr) {
     if (terms.empty()) {
       return absl::InvalidArgumentError(
           "query_text has no words to search for (only spaces, punctuation or symbols)");
@@ -360,7 +365,7 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   if (request.query.empty()) {
     const absl::Time start = absl::Now();
     absl::StatusOr<std::vector<std::vector<float>>> vectors =
-        (*embedder)->Embed({request.query_text}, space->dimension, request.deadline);
+        embedder->Embed({request.query_text}, space->dimension, request.deadline);
     if (!vectors.ok()) return vectors.status();
     embedded_query = std::move(vectors->front());
     deep.query = embedded_query;
@@ -538,7 +543,9 @@ EpisodeIndex::LoadReport Engine::IndexLoadReport() const { return index_.last_lo
 
 index::ScannerStats Engine::ScanStats() { return index_.ScanStats(); }
 
-void Engine::FlushIndex() { index_.Flush(); }
+bool Engine::FlushIndex(absl::Time deadline) { return index_.Flush(deadline); }
+
+uint64_t Engine::StopIndexing() { return index_.StopIndexing(); }
 
 absl::Status Engine::SaveSnapshots() { return index_.SaveSnapshots(); }
 

@@ -139,7 +139,11 @@ class Engine {
   EpisodeIndex::LoadReport IndexLoadReport() const;
   index::ScannerStats ScanStats();
   // Waits until every acknowledged write is in a partition (tests, shutdown).
-  void FlushIndex();
+  // Or until `deadline`; true when drained.
+  bool FlushIndex(absl::Time deadline = absl::InfiniteFuture());
+  // Shutdown past its grace (EpisodeIndex::StopIndexing): cancels graph
+  // builds, leaves unindexed writes to the next start; returns how many.
+  uint64_t StopIndexing();
   absl::Status SaveSnapshots();
 
   storage::EpisodeStore& store() { return *store_; }

@@ -405,6 +405,7 @@ void EpisodeIndex::IndexLoop() {
       };
       work_mutex_.Await(absl::Condition(&ready));
       if (stopping_indexer_ && work_generation_ == seen) return;
+      if (abandon_queue_.load(std::memory_order_relaxed)) return;
       seen = work_generation_;
     }
     std::vector<std::shared_ptr<SpaceIndex>> spaces;
@@ -413,7 +414,7 @@ void EpisodeIndex::IndexLoop() {
       for (const auto& [key, space] : spaces_) spaces.push_back(space);
     }
     for (const auto& space : spaces) {
-      while (DrainQueue(*space)) {
+      while (!abandon_queue_.load(std::memory_order_relaxed) && DrainQueue(*space)) {
       }
     }
     absl::MutexLock lock(&work_mutex_);
@@ -559,13 +560,37 @@ IndexHealth EpisodeIndex::Health() const {
   return health;
 }
 
-void EpisodeIndex::Flush() {
+bool EpisodeIndex::Flush(absl::Time deadline) {
   absl::MutexLock lock(&work_mutex_);
   const uint64_t target = work_generation_;
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mutex_) {
     return drained_generation_ >= target || !indexer_.joinable();
   };
-  work_mutex_.Await(absl::Condition(&done));
+  return work_mutex_.AwaitWithDeadline(absl::Condition(&done), deadline);
+}
+
+uint64_t EpisodeIndex::StopIndexing() {
+  abandon_queue_.store(true, std::memory_order_relaxed);
+  std::vector<std::shared_ptr<SpaceIndex>> spaces;
+  {
+    absl::ReaderMutexLock lock(&spaces_mutex_);
+    for (const auto& [key, space] : spaces_) spaces.push_back(space);
+  }
+  for (const auto& space : spaces) {
+    absl::MutexLock lock(&space->mutex);
+    for (const auto& [agent, partition] : space->partitions) partition->CancelBuilds();
+  }
+  {
+    absl::MutexLock lock(&work_mutex_);
+    stopping_indexer_ = true;
+  }
+  if (indexer_.joinable()) indexer_.join();
+  uint64_t left = 0;
+  for (const auto& space : spaces) {
+    absl::MutexLock lock(&space->mutex);
+    left += space->queued.size();
+  }
+  return left;
 }
 
 void EpisodeIndex::Remove(const std::string& tenant, const std::string& space_name,

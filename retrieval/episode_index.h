@@ -143,8 +143,17 @@ class EpisodeIndex {
   absl::StatusOr<std::vector<Candidate>> Propose(const SearchContext& context, uint32_t count,
                                                  bool scan);
 
-  // Waits until every write queued before the call is in a partition.
-  void Flush() ABSL_LOCKS_EXCLUDED(work_mutex_);
+  // Waits until every write queued before the call is in a partition, or
+  // until `deadline`; true when drained.
+  bool Flush(absl::Time deadline = absl::InfiniteFuture()) ABSL_LOCKS_EXCLUDED(work_mutex_);
+
+  // For a shutdown past its grace: cancels graph builds in progress
+  // (VectorPartition::CancelBuilds) and stops the indexer once the batch it
+  // is applying is in, leaving later writes queued. Nothing is lost: the
+  // store holds every write, and the next start reads back whatever the
+  // snapshots lack. Returns the writes left queued. Writes must have
+  // stopped; the index only serves searches afterwards.
+  uint64_t StopIndexing() ABSL_LOCKS_EXCLUDED(work_mutex_);
 
   // Rebuilds a space's partitions from the store (new graphs, fresh INT8
   // ranges, recalibrated), then swaps them in; writes made meanwhile are
@@ -224,6 +233,7 @@ class EpisodeIndex {
   uint64_t work_generation_ ABSL_GUARDED_BY(work_mutex_) = 0;
   uint64_t drained_generation_ ABSL_GUARDED_BY(work_mutex_) = 0;
   bool stopping_indexer_ ABSL_GUARDED_BY(work_mutex_) = false;
+  std::atomic<bool> abandon_queue_{false};  // StopIndexing: leave the rest queued
   std::thread indexer_;
 
   mutable absl::Mutex spaces_mutex_;

@@ -110,8 +110,11 @@ const std::vector<Option>& Options() {
       MakeOption<int>("max_message_bytes", "largest request or response message",
                       ENGRAM_FIELD(max_message_bytes), 1024),
       MakeOption<int>("max_k", "largest k a Search may ask for", ENGRAM_FIELD(max_k), 1),
-      MakeOption<int>("shutdown_grace_s", "seconds in-flight calls get on SIGTERM/SIGINT",
-                      ENGRAM_FIELD(shutdown_grace_s), 0),
+      MakeOption<int>(
+          "shutdown_grace_s",
+          "seconds in-flight calls, then the index's queued writes, get on SIGTERM/SIGINT; graph "
+          "builds still running then are cancelled",
+          ENGRAM_FIELD(shutdown_grace_s), 0),
       MakeOption<std::string>("checkpoint_dir", "where Checkpoint creates checkpoints",
                               ENGRAM_FIELD(checkpoint_dir)),
       MakeOption<std::string>("backup_dir", "where Backup keeps backups", ENGRAM_FIELD(backup_dir)),

@@ -78,7 +78,10 @@ struct ServerConfig {
   int max_message_bytes = 64 << 20;
   // Largest k a Search may ask for. Default: 1000.
   int max_k = 1000;
-  // On SIGTERM/SIGINT, in-flight calls get this long to finish. Default: 10.
+  // On SIGTERM/SIGINT, in-flight calls get this long to finish, and writes
+  // still queued for the index what is left of it; graph builds still
+  // running then are cancelled (the next start reads back what the
+  // snapshots lack). Default: 10.
   int shutdown_grace_s = 10;
   // Where Checkpoint, Backup and RestoreBackup put their output. Requests name
   // entries inside these directories, never paths.

@@ -181,6 +181,7 @@ absl::Status EngramServer::Shutdown() {
   if (shut_down_) return absl::OkStatus();
   shut_down_ = true;
   spdlog::info("event=shutdown_begin grace_s={}", config_.shutdown_grace_s);
+  const absl::Time grace_end = absl::Now() + absl::Seconds(config_.shutdown_grace_s);
   grpc_server_->GetHealthCheckService()->SetServingStatus(false);
   // Refuses new calls, lets in-flight ones finish until the grace period
   // ends, then cancels the rest; returns when all handlers are done.
@@ -194,7 +195,17 @@ absl::Status EngramServer::Shutdown() {
   // the endpoint stop (civetweb takes up to ~2 s) while the index snapshots.
   metrics_->RemoveSources();
   std::thread stop_metrics([metrics = std::move(metrics_)]() mutable { metrics.reset(); });
-  engine_->FlushIndex();
+  // Writes still queued for the index (a graph build can take minutes on a
+  // large partition) get what is left of the grace period; past it, builds
+  // are cancelled and the rest is left to the next start, which reads back
+  // from the store whatever the snapshots lack.
+  if (!engine_->FlushIndex(grace_end)) {
+    const uint64_t left = engine_->StopIndexing();
+    spdlog::warn(
+        "event=index_flush_abandoned queued_writes={} reason=\"shutdown grace of {} s passed; "
+        "the next start reads them back from the store\"",
+        left, config_.shutdown_grace_s);
+  }
   absl::Status snapshotted = engine_->SaveSnapshots();
   if (!snapshotted.ok()) {
     spdlog::error("event=index_snapshot_failed error=\"{}\"", snapshotted.ToString());

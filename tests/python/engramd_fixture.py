@@ -66,8 +66,8 @@ class EngramdTestCase(unittest.TestCase):
     def tearDownClass(cls):
         assert cls.server.stop() == 0, "engramd did not shut down cleanly"
 
-    def memory(self, space, agent="alice"):
-        m = Memory(self.server.address, space=space, agent=agent)
+    def memory(self, space, agent="alice", **options):
+        m = Memory(self.server.address, space=space, agent=agent, **options)
         m.wait_ready()
         self.addCleanup(m.close)
         return m

@@ -9,11 +9,13 @@ Run by ctest with ENGRAMD=<path to engramd> and PYTHONPATH=<build>/python.
 
 import math
 import os
+import shutil
+import tempfile
 import time
 import unittest
 
 import engram
-from engramd_fixture import EngramdTestCase
+from engramd_fixture import EngramdProcess, EngramdTestCase
 from stub_embeddings import StubEmbeddings, stub_vector
 
 DIMENSION = 8
@@ -47,7 +49,9 @@ class OpenAiEmbedderTest(EngramdTestCase):
         self.stub.reset()
 
     def space(self, name, **kwargs):
-        m = self.memory(name)
+        # One attempt per write: these tests script the endpoint's answers
+        # call by call, and the client would retry an embedder's UNAVAILABLE.
+        m = self.memory(name, write_attempts=1)
         m.create_space(embedder="openai", **kwargs)
         return m
 
@@ -166,7 +170,8 @@ class OpenAiEmbedderTest(EngramdTestCase):
 
     def test_an_answer_past_the_deadline_writes_nothing(self):
         m = self.space("deadline")
-        slow = engram.Memory(self.server.address, space="deadline", agent="alice", timeout=0.2)
+        slow = engram.Memory(self.server.address, space="deadline", agent="alice", timeout=0.2,
+                             write_attempts=1)
         self.addCleanup(slow.close)
         self.stub.then(("sleep", 0.35))  # within timeout_ms, past the call's deadline
         with self.assertRaises(engram.DeadlineExceededError):
@@ -214,6 +219,41 @@ class OpenAiEmbedderTest(EngramdTestCase):
         with self.assertRaises(engram.InvalidArgumentError) as raised:
             m2.add("")
         self.assertIn("no embedding and no text", str(raised.exception))
+
+
+class EmbedderNoLongerOfferedTest(unittest.TestCase):
+    """A space made with an embedder, served by an engramd whose
+    configuration no longer sets it up: vector, text and hybrid searches and
+    writes with vectors work; only text-only calls fail, and say why."""
+
+    def test_only_text_only_calls_fail(self):
+        stub = StubEmbeddings(DIMENSION)
+        self.addCleanup(stub.stop)
+        data_dir = tempfile.mkdtemp(prefix="engram-embedder-gone-")
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        config = f"embedders:\n  openai:\n    url: {stub.url}\n    dimension: {DIMENSION}\n"
+        server = EngramdProcess(config, data_dir=data_dir)
+        with engram.Memory(server.address, space="gone", agent="a") as m:
+            m.create_space(embedder="openai")
+            first = m.add("embedded by the endpoint")
+        self.assertEqual(server.stop(), 0)
+
+        server = EngramdProcess("", data_dir=data_dir)  # no embedders now
+        try:
+            with engram.Memory(server.address, space="gone", agent="a") as m:
+                self.assertEqual(m.get_space().embedder, "openai")
+                vector = stub_vector("embedded by the endpoint", DIMENSION)
+                self.assertEqual(m.search(vector, k=1)[0].episode.id, first)
+                hybrid = m.search(vector, text="endpoint", k=1)
+                self.assertEqual((hybrid.route, hybrid[0].episode.id), ("hybrid", first))
+                m.add("brings its own vector", [1.0] * DIMENSION)
+                for call in (lambda: m.add("text alone"), lambda: m.search(text="endpoint")):
+                    with self.assertRaises(engram.FailedPreconditionError) as raised:
+                        call()
+                    self.assertIn("embeds with 'openai', which this server's configuration "
+                                  "does not set up", str(raised.exception))
+        finally:
+            self.assertEqual(server.stop(), 0)
 
 
 WORD_VECTORS = os.environ.get(
