@@ -194,6 +194,9 @@ absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& te
                                                            const std::string& space_name,
                                                            std::vector<EpisodeWrite> writes,
                                                            absl::Time deadline) {
+  if (absl::Status admitted = AdmitToIndex(tenant, space_name, deadline); !admitted.ok()) {
+    return admitted;
+  }
   if (absl::Status embedded = EmbedWrites(tenant, space_name, writes, deadline); !embedded.ok()) {
     return embedded;
   }
@@ -209,6 +212,9 @@ absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& te
 absl::StatusOr<Episode> Engine::UpdateEpisode(const std::string& tenant,
                                               const std::string& space_name,
                                               const EpisodeUpdate& request, absl::Time deadline) {
+  if (absl::Status admitted = AdmitToIndex(tenant, space_name, deadline); !admitted.ok()) {
+    return admitted;
+  }
   EpisodeUpdate update = request;
   if (absl::Status embedded = EmbedUpdate(tenant, space_name, update, deadline); !embedded.ok()) {
     return embedded;
@@ -218,6 +224,18 @@ absl::StatusOr<Episode> Engine::UpdateEpisode(const std::string& tenant,
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (space.ok()) index_.Upsert(tenant, *space, {*updated});
   return updated;
+}
+
+absl::Status Engine::AdmitToIndex(const std::string& tenant, const std::string& space_name,
+                                  absl::Time deadline) {
+  size_t waiting = 0;
+  if (index_.AwaitRoom(tenant, space_name, std::min(deadline, absl::Now() + kIndexAdmissionWait),
+                       &waiting)) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "space '", space_name, "': the vector index is ", waiting,
+      " writes behind (a graph build is running); nothing was written, retry with backoff"));
 }
 
 absl::Status Engine::EmbedWrites(const std::string& tenant, const std::string& space_name,

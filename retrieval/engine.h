@@ -43,6 +43,12 @@ namespace engram::retrieval {
 // Most distinct words a query_text may have.
 inline constexpr size_t kMaxQueryTerms = 1024;
 
+// How long a write waits for the vector index to catch up (a graph build of
+// a large partition can hold it for minutes) before it is refused with
+// RESOURCE_EXHAUSTED, nothing written; less when the call's deadline is
+// sooner.
+inline constexpr absl::Duration kIndexAdmissionWait = absl::Seconds(5);
+
 struct AnalyzedText {
   std::vector<std::string> terms;
   std::string tokenizer;         // the space's recorded tokenizer scheme
@@ -89,6 +95,9 @@ class Engine {
   // errors (embed/embedder.h: UNAVAILABLE, DEADLINE_EXCEEDED at `deadline`,
   // INVALID_ARGUMENT) fail the whole call before anything is written.
   // Without an embedder, an episode with no embedding is INVALID_ARGUMENT.
+  // When the vector index has fallen far behind (EpisodeIndex::AwaitRoom),
+  // a write waits up to kIndexAdmissionWait (or its deadline), then is
+  // RESOURCE_EXHAUSTED with nothing written.
   absl::StatusOr<std::vector<PutResult>> PutEpisodes(const std::string& tenant,
                                                      const std::string& space,
                                                      std::vector<EpisodeWrite> writes,
@@ -172,6 +181,9 @@ class Engine {
   absl::Status SearchExact(const std::string& tenant, const SpaceInfo& space,
                            const SearchRequest& request, SearchResult& result);
 
+  // Waits for the index to have room for more writes (see PutEpisodes).
+  absl::Status AdmitToIndex(const std::string& tenant, const std::string& space,
+                            absl::Time deadline);
   // Fills in the embedding of each write that has text and none, or of an
   // update whose text changes without one (see PutEpisodes).
   absl::Status EmbedWrites(const std::string& tenant, const std::string& space,

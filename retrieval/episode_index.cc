@@ -378,7 +378,7 @@ void EpisodeIndex::Upsert(const std::string& tenant, const SpaceInfo& info,
     // Backpressure: writers wait while the indexer is this far behind.
     SpaceIndex* raw = space.get();
     auto has_room = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mutex) {
-      return raw->queued.size() < kMaxQueued || raw->retired;
+      return raw->queued.size() < kMaxQueuedHard || raw->retired;
     };
     space->mutex.Await(absl::Condition(&has_room));
     if (space->retired) continue;
@@ -393,6 +393,20 @@ void EpisodeIndex::Upsert(const std::string& tenant, const SpaceInfo& info,
   }
   absl::MutexLock lock(&work_mutex_);
   ++work_generation_;
+}
+
+bool EpisodeIndex::AwaitRoom(const std::string& tenant, const std::string& space_name,
+                             absl::Time deadline, size_t* waiting) {
+  std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
+  if (space == nullptr) return true;
+  SpaceIndex* raw = space.get();
+  absl::MutexLock lock(&raw->mutex);
+  auto has_room = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mutex) {
+    return raw->queued.size() < kMaxQueued || raw->retired;
+  };
+  const bool room = raw->mutex.AwaitWithDeadline(absl::Condition(&has_room), deadline);
+  if (waiting != nullptr) *waiting = raw->queued.size();
+  return room;
 }
 
 void EpisodeIndex::IndexLoop() {

@@ -126,11 +126,17 @@ class EpisodeIndex {
   // returned (never the request's copies) for the index; a new version of an
   // id replaces the old one's vector. They are proposed at once (queued
   // vectors are scored exactly); a background indexer adds them to the
-  // graphs. Blocks while a space has kMaxQueued writes waiting.
+  // graphs. Blocks while a space has kMaxQueuedHard writes waiting (the
+  // engine admits writes at kMaxQueued first: AwaitRoom).
   void Upsert(const std::string& tenant, const SpaceInfo& space, const std::vector<Episode>& stored)
       ABSL_LOCKS_EXCLUDED(spaces_mutex_);
   void Remove(const std::string& tenant, const std::string& space, const std::vector<uint64_t>& ids)
       ABSL_LOCKS_EXCLUDED(spaces_mutex_);
+  // Admission before a write is stored: waits until the space has fewer
+  // than kMaxQueued writes waiting for the indexer (true), or until
+  // `deadline` (false, with how many are waiting in `waiting`).
+  bool AwaitRoom(const std::string& tenant, const std::string& space, absl::Time deadline,
+                 size_t* waiting) ABSL_LOCKS_EXCLUDED(spaces_mutex_);
   // Forgets the space and removes its snapshots.
   void DropSpace(const std::string& tenant, const std::string& space)
       ABSL_LOCKS_EXCLUDED(save_mutex_, spaces_mutex_);
@@ -209,8 +215,11 @@ class EpisodeIndex {
             const absl::Status& failure);
   void RecordFailure(const absl::Status& failure, bool snapshot) ABSL_LOCKS_EXCLUDED(health_mutex_);
 
-  // Writes waiting per space before Upsert blocks.
+  // Writes waiting per space beyond which new writes wait for admission
+  // (AwaitRoom), and beyond which Upsert itself blocks (writes admitted
+  // together may overshoot the first; the second bounds memory).
   static constexpr size_t kMaxQueued = 16384;
+  static constexpr size_t kMaxQueuedHard = 2 * kMaxQueued;
 
   const IndexOptions options_;
   index::PartitionScanner scanner_;

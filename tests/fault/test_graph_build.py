@@ -1,7 +1,15 @@
-"""SIGTERM during a long graph build: engramd exits within its shutdown
-grace period (the build is cancelled, unindexed writes are left to the next
-start), and the restarted engramd has every episode and answers index
-searches exactly as the exact route does.
+"""engramd while a long graph build holds its indexer (30,000 x 128-d
+vectors, `index.graph_threshold: 30000`, so the last put starts one build of
+the whole partition, about 24 s on the 2-core dev machine):
+
+  shutdown  SIGTERM exits within the shutdown grace period (the build is
+            cancelled, unindexed writes are left to the next start), and the
+            restarted engramd has every episode and answers index searches
+            exactly as the exact route does;
+  backlog   writes keep being accepted until the index is 16,384 writes
+            behind, then are refused within seconds with RESOURCE_EXHAUSTED
+            and nothing written (instead of blocking for the whole build),
+            while reads answer in milliseconds.
 
 Run by ctest with ENGRAMD and PYTHONPATH set.
 """
@@ -25,7 +33,7 @@ VECTORS = 30000
 DIMENSION = 128
 
 
-class ShutdownGraceTest(unittest.TestCase):
+class GraphBuildTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="engram-grace-")
         self.addCleanup(shutil.rmtree, self.dir, True)
@@ -61,12 +69,15 @@ class ShutdownGraceTest(unittest.TestCase):
         self.addCleanup(m.close)
         return m
 
-    def test_sigterm_during_a_graph_build_exits_within_the_grace_period(self):
-        m = self.start()
+    def start_a_long_build(self, m, vectors):
         m.create_space(DIMENSION, metric="l2")
-        vectors = numpy.random.default_rng(5).standard_normal((VECTORS, DIMENSION))
         for first in range(0, VECTORS, 1000):
             m.add_many([{"embedding": vectors[i].tolist()} for i in range(first, first + 1000)])
+
+    def test_sigterm_during_a_graph_build_exits_within_the_grace_period(self):
+        m = self.start()
+        vectors = numpy.random.default_rng(5).standard_normal((VECTORS, DIMENSION))
+        self.start_a_long_build(m, vectors)
         time.sleep(0.5)  # the indexer is now building the graph of 30,000 vectors
 
         sent = time.time()
@@ -87,6 +98,32 @@ class ShutdownGraceTest(unittest.TestCase):
             self.assertEqual(indexed, exact)
         self.process.send_signal(signal.SIGTERM)
         self.assertEqual(self.process.wait(timeout=120), 0)
+
+    def test_writes_behind_a_long_build_are_refused_not_stalled(self):
+        m = self.start()
+        vectors = numpy.random.default_rng(6).standard_normal((2 * VECTORS, DIMENSION))
+        self.start_a_long_build(m, vectors)
+        accepted = VECTORS
+        refused = None
+        for first in range(VECTORS, 2 * VECTORS, 1000):
+            started = time.time()
+            try:
+                m.add_many([{"embedding": vectors[i].tolist()}
+                            for i in range(first, first + 1000)])
+                accepted += 1000
+            except engram.ResourceExhaustedError as error:
+                refused = (str(error), time.time() - started)
+                break
+        self.assertIsNotNone(refused, "no write was refused while the index was behind")
+        message, waited = refused
+        self.assertIn("the vector index is", message)
+        self.assertIn("nothing was written", message)
+        self.assertLess(waited, 10)  # kIndexAdmissionWait is 5 s
+        self.assertGreaterEqual(accepted, VECTORS + 16000)  # the backlog allowed first
+        started = time.time()
+        self.assertEqual(m.get_space().episode_count, accepted)  # nothing of the refused
+        self.assertLess(time.time() - started, 1.0)
+        self.assertEqual(len(m.search(vectors[0].tolist(), k=5)), 5)
 
 
 if __name__ == "__main__":
