@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 commands_path, clangxx, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 root = os.getcwd()
-# The libraries: storage, index (CPU sources; CUDA is nvcc's), retrieval, server.
-checked_dirs = ("storage/", "index/", "retrieval/", "server/")
+# The libraries: text, embed, storage, index (CPU sources; CUDA is nvcc's), retrieval, server.
+checked_dirs = ("text/", "embed/", "storage/", "index/", "retrieval/", "server/")
 entries = []
 for entry in json.load(open(commands_path)):
     path = os.path.relpath(entry["file"], root)

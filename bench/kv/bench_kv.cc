@@ -319,8 +319,9 @@ class Bench {
     std::vector<uint32_t> words(rows * params.WordsPerRow(kHeadDim));
     std::vector<uint16_t> scales(rows * params.GroupsPerRow(kHeadDim)), biases(scales.size());
     std::vector<uint16_t> output(aligned.size());
-    for (auto [name, kernel] : {std::pair{"avx2", kvcache::CodecKernel::kAuto},
-                                std::pair{"scalar", kvcache::CodecKernel::kScalar}}) {
+    for (auto [name, binding] : {std::pair{"avx2", kvcache::CodecKernel::kAuto},
+                                 std::pair{"scalar", kvcache::CodecKernel::kScalar}}) {
+      const kvcache::CodecKernel kernel = binding;  // clang 14 cannot capture a binding
       double q = MedianSeconds(5, [&] {
         kvcache::Quantize(aligned.data(), FloatType::kFloat16, rows, kHeadDim, params, words.data(),
                           scales.data(), biases.data(), kernel);
