@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/half_float.h"
+#include "storage/stable_hash.h"
 
 namespace engram::embed {
 namespace {
@@ -28,17 +29,6 @@ uint16_t ReadU16(const char* at) {
   uint16_t value;
   std::memcpy(&value, at, sizeof(value));
   return value;
-}
-
-// FNV-1a, 64 bits: stable across builds and processes (absl::Hash is
-// seeded per process), since stored vectors depend on it.
-uint64_t StableHash(std::string_view bytes) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
 }
 
 // Code points in UTF-8 text (bytes that do not continue a sequence).

@@ -15,6 +15,7 @@
 #include "index/exact_scorer.h"
 #include "index/snapshot_file.h"
 #include "storage/episode_filter.h"
+#include "storage/stable_hash.h"
 
 namespace engram::retrieval {
 namespace {
@@ -31,15 +32,6 @@ struct FilterAttributes {
   uint64_t version;       // of the episode indexed (checked against the store at startup)
 };
 static_assert(sizeof(FilterAttributes) == 40);
-
-uint64_t StableHash(std::string_view text) {
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
 
 FilterAttributes AttributesOf(const Episode& episode) {
   return {StableHash(episode.session_id), StableHash(episode.kind), episode.event_time_us,
