@@ -19,7 +19,7 @@
 // scaled to the vocabulary's median norm and given the weight of the rarest
 // word: two texts that share an unknown name still come out close. Unknown
 // single characters are skipped (the wink vocabulary has no "a" or "i";
-// weighted as rare words they cost 3 points of LoCoMo R@5). A text with no
+// weighted as rare words they cost 2.5 points of LoCoMo R@5). A text with no
 // usable word is INVALID_ARGUMENT.
 //
 // The file ("ENGRAMWV", written by scripts/convert_word_vectors.py),
