@@ -53,6 +53,14 @@ class Embedder {
   //                      retries, a malformed answer, a wrong dimension.
   virtual absl::StatusOr<std::vector<std::vector<float>>> Embed(
       const std::vector<std::string>& texts, uint32_t dimension, absl::Time deadline) = 0;
+
+  // Embed for one text: its vector, or Embed's error.
+  absl::StatusOr<std::vector<float>> EmbedText(const std::string& text, uint32_t dimension,
+                                               absl::Time deadline) {
+    absl::StatusOr<std::vector<std::vector<float>>> vectors = Embed({text}, dimension, deadline);
+    if (!vectors.ok()) return vectors.status();
+    return std::move(vectors->front());
+  }
 };
 
 // An OpenAI-compatible embeddings endpoint (embed/openai_embedder.h).

@@ -302,10 +302,10 @@ absl::Status Engine::EmbedUpdate(const std::string& tenant, const std::string& s
     return absl::InvalidArgumentError(
         absl::StrCat("text is ", update.values.text.size(), " bytes; the limit is ", limit));
   }
-  absl::StatusOr<std::vector<std::vector<float>>> vectors =
-      (*embedder)->Embed({update.values.text}, space->dimension, deadline);
-  if (!vectors.ok()) return vectors.status();
-  update.values.embedding = std::move(vectors->front());
+  absl::StatusOr<std::vector<float>> vector =
+      (*embedder)->EmbedText(update.values.text, space->dimension, deadline);
+  if (!vector.ok()) return vector.status();
+  update.values.embedding = *std::move(vector);
   if (!replaces_embedding) update.fields.push_back(UpdatableField::kEmbedding);
   return absl::OkStatus();
 }
@@ -382,10 +382,10 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   absl::Duration embed_time;
   if (request.query.empty()) {
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<std::vector<float>>> vectors =
-        embedder->Embed({request.query_text}, space->dimension, request.deadline);
-    if (!vectors.ok()) return vectors.status();
-    embedded_query = std::move(vectors->front());
+    absl::StatusOr<std::vector<float>> vector =
+        embedder->EmbedText(request.query_text, space->dimension, request.deadline);
+    if (!vector.ok()) return vector.status();
+    embedded_query = *std::move(vector);
     deep.query = embedded_query;
     embed_time = absl::Now() - start;
     if (terms.empty()) {  // nothing for BM25: the vector route alone
@@ -445,10 +445,10 @@ absl::StatusOr<AnalyzedText> Engine::AnalyzeText(const std::string& tenant,
     return absl::InvalidArgumentError(
         absl::StrCat("space '", space_name, "' has no embedder to embed the text with"));
   }
-  absl::StatusOr<std::vector<std::vector<float>>> vectors =
-      (*embedder)->Embed({text}, space->dimension, deadline);
-  if (!vectors.ok()) return vectors.status();
-  analyzed.embedding = std::move(vectors->front());
+  absl::StatusOr<std::vector<float>> vector =
+      (*embedder)->EmbedText(text, space->dimension, deadline);
+  if (!vector.ok()) return vector.status();
+  analyzed.embedding = *std::move(vector);
   return analyzed;
 }
 
