@@ -111,6 +111,42 @@ class OpenAiEmbedderTest(EngramdTestCase):
         self.assertEqual(only_vector.route, "index")
         self.assertEqual(len(only_vector), 2)
 
+    def test_embedded_text_queries_match_exact_under_filters(self):
+        # Inner product on the stub's vectors, which are not unit length
+        # (their norm grows with the word count); most fields left to their
+        # defaults; filters that keep all, few and none.
+        m = self.space("exact-ip", metric="ip")
+        words = ["tea", "river", "music", "paris", "code", "garden", "winter", "train"]
+        episodes = []
+        for i in range(60):
+            text = " ".join(words[(i * j) % len(words)] for j in range(1 + i % 5))
+            episode = {"text": f"{text} n{i}",  # unique: no two vectors tie
+                       "agent": "alice" if i % 3 else "bob"}
+            if i in (7, 31):
+                episode["kind"] = "rare"
+            episodes.append(episode)
+        m.add_many(episodes)
+        for query in ["tea river", "winter train garden code", "music"]:
+            vector = m.embed(query)
+            for filters in [{}, {"agent": ""}, {"kinds": ["rare"]}, {"agent": "", "kinds": ["rare"]},
+                            {"kinds": ["absent"]}]:
+                with self.subTest(query=query, filters=filters):
+                    hybrid = m.search(text=query, k=5, **filters)
+                    exact = m.search(vector, k=50, exact=True, **filters)
+                    self.assertEqual(len(hybrid), min(5, len(exact)))
+                    for hit in hybrid:
+                        for source in hit.sources:
+                            if source.source != "vector":
+                                continue
+                            expected = exact[source.rank - 1]
+                            self.assertAlmostEqual(source.score, expected.score, places=3)
+                            # Equal scores may come in either order.
+                            tied = {e.episode.id for e in exact
+                                    if abs(e.score - expected.score) < 1e-4}
+                            self.assertIn(hit.episode.id, tied)
+                    if filters.get("kinds") == ["absent"]:
+                        self.assertEqual(len(hybrid), 0)
+
     def test_update_of_text_is_re_embedded(self):
         m = self.space("update")
         episode_id = m.add("first words")
@@ -134,12 +170,13 @@ class OpenAiEmbedderTest(EngramdTestCase):
 
     def assert_fails_writing_nothing(self, m, error, message_part):
         before = m.get_space().episode_count
+        ids_before = [e.id for e in m.list()]
         with self.assertRaises(error) as raised:
             m.add_many([{"text": "one"}, {"text": "two"}])
         self.assertIn(message_part, str(raised.exception))
         self.assertNotIn(API_KEY, str(raised.exception))
         self.assertEqual(m.get_space().episode_count, before)
-        self.assertEqual(list(m.list()), [] if before == 0 else list(m.list()))
+        self.assertEqual([e.id for e in m.list()], ids_before)
         self.stub.reset()
 
     def test_failures_are_clear_statuses_and_write_nothing(self):
