@@ -548,11 +548,16 @@ double VectorPartition::EstimateSelectivity(uint32_t node_count,
 
 std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint32_t node_count,
                                                 const float* query, uint32_t k, uint32_t beam_width,
-                                                uint32_t rerank,
-                                                const AcceptFunction* accept) const {
+                                                uint32_t rerank, const AcceptFunction* accept,
+                                                SearchTrace* trace) const {
   const ScalarQuantizer* quantizer = published_quantizer_.load(std::memory_order_acquire);
   if (structure.first_stage == FirstStage::kExact || quantizer == nullptr) {
-    return ExactIn(node_count, query, k, accept);
+    std::vector<ScoredId> exact = ExactIn(node_count, query, k, accept);
+    if (trace != nullptr) {
+      const uint32_t n = static_cast<uint32_t>(exact.size());
+      *trace = {.exhaustive = true, .window = n, .deepest = n, .agreement = n, .returned = n};
+    }
+    return exact;
   }
   if (beam_width == 0) {
     beam_width = structure.default_beam_width != 0 ? structure.default_beam_width
@@ -638,13 +643,27 @@ std::vector<ScoredId> VectorPartition::SearchIn(const Structure& structure, uint
   }
   if (candidates.size() > rerank) candidates.resize(rerank);
 
-  // Final stage: exact float scores.
-  TopK<uint64_t> top(k);
-  for (const Neighbor& candidate : candidates) {
-    top.Push(ExactScore(query, candidate.node), *ids_.At(candidate.node));
+  // Final stage: exact float scores. Items are positions in the quantized
+  // order, so the trace can say where the final top k came from.
+  TopK<uint32_t> top(k);
+  for (uint32_t i = 0; i < candidates.size(); ++i) {
+    top.Push(ExactScore(query, candidates[i].node), i);
   }
   std::vector<ScoredId> results;
-  for (auto& [score, id] : top.TakeSorted()) results.push_back({id, score});
+  uint32_t deepest = 0, agreement = 0;
+  for (auto& [score, position] : top.TakeSorted()) {
+    results.push_back({*ids_.At(candidates[position].node), score});
+    deepest = std::max(deepest, position + 1);
+    agreement += position < k ? 1 : 0;
+  }
+  if (trace != nullptr) {
+    *trace = {.exhaustive = false,
+              .window = static_cast<uint32_t>(candidates.size()),
+              .deepest = deepest,
+              .agreement = agreement,
+              .returned = static_cast<uint32_t>(results.size()),
+              .sample_recall = structure.sample_recall};
+  }
   return results;
 }
 
@@ -667,7 +686,7 @@ absl::StatusOr<std::vector<ScoredId>> VectorPartition::Search(const PartitionSea
   std::vector<float> query = PrepareQuery(search.query);
   std::shared_ptr<const Structure> current = structure();
   return SearchIn(*current, node_count_.load(std::memory_order_acquire), query.data(), search.k,
-                  search.beam_width, search.rerank, search.accept);
+                  search.beam_width, search.rerank, search.accept, search.trace);
 }
 
 std::vector<ScoredId> VectorPartition::ExactSearch(std::span<const float> query, uint32_t k,

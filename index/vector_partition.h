@@ -101,6 +101,21 @@ struct ScoredId {
 // the attribute bytes stored with it (PartitionOptions::attribute_bytes).
 using AcceptFunction = std::function<bool(uint64_t id, const uint8_t* attributes)>;
 
+// What a search saw on its way, for the router's quality gate
+// (retrieval/quality_gate.h): how far down the quantized order the final
+// top k came from, and how much the quantized and exact orders agreed.
+struct SearchTrace {
+  bool exhaustive = false;  // every vector scored exactly: the answer is exact
+  uint32_t window = 0;      // candidates scored exactly (the rerank window)
+  // 1-based position, in the quantized order, of the deepest of the final
+  // top k: near `window` means true neighbours may lie beyond it.
+  uint32_t deepest = 0;
+  // Of the final top k, how many were in the first k of the quantized order.
+  uint32_t agreement = 0;
+  uint32_t returned = 0;
+  float sample_recall = -1;  // the structure's calibrated recall (-1: none)
+};
+
 struct PartitionSearch {
   std::span<const float> query;
   uint32_t k = 10;
@@ -108,6 +123,8 @@ struct PartitionSearch {
   uint32_t rerank = 0;      // candidates scored exactly; 0: from the rerank factor
   // When set, only ids it accepts are returned (checked during traversal).
   const AcceptFunction* accept = nullptr;
+  // When set, filled in (costs a few comparisons per result).
+  SearchTrace* trace = nullptr;
 };
 
 struct PartitionStats {
@@ -257,7 +274,8 @@ class VectorPartition {
   // The search behind Search, over nodes below `node_count` (query prepared).
   std::vector<ScoredId> SearchIn(const Structure& structure, uint32_t node_count,
                                  const float* query, uint32_t k, uint32_t beam_width,
-                                 uint32_t rerank, const AcceptFunction* accept) const;
+                                 uint32_t rerank, const AcceptFunction* accept,
+                                 SearchTrace* trace = nullptr) const;
   // The fraction of live nodes `accept` takes, on an evenly spaced sample.
   double EstimateSelectivity(uint32_t node_count, const AcceptFunction& accept) const;
   std::vector<ScoredId> ExactIn(uint32_t node_count, const float* query, uint32_t k,

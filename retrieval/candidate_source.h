@@ -24,6 +24,16 @@ struct Candidate {
   std::string agent_id;  // lets the read-back find the record with one lookup
 };
 
+// What a vector proposal saw, over the partitions it searched (the worst
+// of each): read by the router's quality gate (retrieval/quality_gate.h).
+struct VectorTrace {
+  uint32_t partitions = 0;        // searched
+  bool exhaustive = true;         // every one scored exactly (small, or a scan)
+  double rerank_depth = 0;        // deepest / window, the largest
+  double order_disagreement = 0;  // 1 - agreement / returned, the largest
+  float sample_recall = 1;        // the smallest measured (1 when none measured)
+};
+
 // What every source sees of a validated search.
 struct SearchContext {
   const std::string& tenant;
@@ -32,6 +42,8 @@ struct SearchContext {
   const EpisodeFilter& filter;   // validated
   uint32_t beam_width = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  // When set, the vector source fills it in (the gate's signals).
+  VectorTrace* trace = nullptr;
 };
 
 class CandidateSource {

@@ -25,6 +25,20 @@ const char* RouteName(Route route) {
       return "lexical";
     case Route::kHybrid:
       return "hybrid";
+    case Route::kDeliberate:
+      return "deliberate";
+  }
+  return "unknown";
+}
+
+const char* RoutePolicyName(RoutePolicy policy) {
+  switch (policy) {
+    case RoutePolicy::kAuto:
+      return "auto";
+    case RoutePolicy::kFast:
+      return "fast";
+    case RoutePolicy::kDeliberate:
+      return "deliberate";
   }
   return "unknown";
 }
@@ -93,6 +107,29 @@ void Account(SearchResult& result, const std::string& stage, uint64_t candidates
   result.stages.push_back({stage, candidates, time});
 }
 
+// The first (up to) 10 scores of a ranked list, for the quality gate.
+std::vector<float> TopScores(const std::vector<SearchHit>& hits) {
+  std::vector<float> scores;
+  for (size_t i = 0; i < hits.size() && i < 10; ++i) scores.push_back(hits[i].score);
+  return scores;
+}
+
+// The share of `a`'s first 10 that `b`'s first 10 also hold.
+double TopOverlap(const std::vector<SearchHit>& a, const std::vector<SearchHit>& b) {
+  const size_t n = std::min<size_t>(a.size(), 10);
+  if (n == 0) return 0;
+  size_t shared = 0;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < b.size() && j < 10; ++j) {
+      if (a[i].episode.id == b[j].episode.id) {
+        ++shared;
+        break;
+      }
+    }
+  }
+  return double(shared) / n;
+}
+
 absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request, uint32_t max_k,
                            size_t max_text_bytes) {
   if (request.k == 0 || request.k > max_k) {
@@ -130,6 +167,7 @@ Engine::Engine(storage::EpisodeStore* store, EngineOptions options)
     : store_(store),
       max_k_(options.max_k),
       embedders_(options.embedders),
+      gate_model_(options.gate),
       index_(options.index, store, options.default_snapshot_dir, std::move(options.scanner)) {}
 
 Engine::~Engine() = default;
@@ -186,7 +224,10 @@ absl::StatusOr<std::vector<SpaceInfo>> Engine::ListSpaces(const std::string& ten
 
 absl::StatusOr<uint64_t> Engine::DeleteSpace(const std::string& tenant, const std::string& name) {
   absl::StatusOr<uint64_t> deleted = store_->DeleteSpace(tenant, name);
-  if (deleted.ok()) index_.DropSpace(tenant, name);
+  if (deleted.ok()) {
+    index_.DropSpace(tenant, name);
+    score_profiles_.Forget(absl::StrCat(tenant, absl::string_view("\0", 1), name, "\x01"));
+  }
   return deleted;
 }
 
@@ -339,6 +380,7 @@ absl::StatusOr<EpisodePage> Engine::ListEpisodes(const std::string& tenant,
 absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
                                             const std::string& space_name,
                                             const SearchRequest& request) {
+  const absl::Time start = absl::Now();
   // The space's settings come from memory: no disk read per search.
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (!space.ok()) return space.status();
@@ -347,71 +389,149 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
       !valid.ok()) {
     return valid;
   }
-  if (request.query_text.empty()) return SearchVectorRoute(tenant, *space, request);
-
-  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
-      store_->SpaceTokenizer(tenant, space_name);
-  if (!tokenizer.ok()) return tokenizer.status();
-  std::vector<std::string> terms = (*tokenizer)->Tokenize(request.query_text);
-  std::sort(terms.begin(), terms.end());
-  terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
-  if (terms.size() > kMaxQueryTerms) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "query_text has ", terms.size(), " distinct words; the limit is ", kMaxQueryTerms));
+  std::vector<std::string> terms;
+  if (!request.query_text.empty()) {
+    absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+        store_->SpaceTokenizer(tenant, space_name);
+    if (!tokenizer.ok()) return tokenizer.status();
+    terms = (*tokenizer)->Tokenize(request.query_text);
+    std::sort(terms.begin(), terms.end());
+    terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
+    if (terms.size() > kMaxQueryTerms) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query_text has ", terms.size(), " distinct words; the limit is ", kMaxQueryTerms));
+    }
   }
-  // Only a query without a vector needs the space's embedder.
-  embed::Embedder* embedder = nullptr;
+  // A query without a vector takes one from the space's embedder, if any.
+  SearchRequest prepared = request;
+  std::vector<float> embedded_query;
+  std::optional<StageReport> embed_stage;
   if (request.query.empty()) {
-    absl::StatusOr<embed::Embedder*> found = SpaceEmbedder(*space);
-    if (!found.ok()) return found.status();
-    embedder = *found;
-  }
-  if (request.query.empty() && embedder == nullptr) {
-    if (terms.empty()) {
+    absl::StatusOr<embed::Embedder*> embedder = SpaceEmbedder(*space);
+    if (!embedder.ok()) return embedder.status();
+    if (*embedder == nullptr && terms.empty()) {
       return absl::InvalidArgumentError(
           "query_text has no words to search for (only spaces, punctuation or symbols)");
     }
-    return SearchLexical(tenant, *space, request, std::move(terms));
-  }
-
-  // Hybrid: each side ranks max(k, kFusionDepth) episodes that pass the
-  // filter, and reciprocal rank fusion picks k. A text-only query in a space
-  // with an embedder brings its vector side from the embedder.
-  SearchRequest deep = request;
-  std::vector<float> embedded_query;
-  absl::Duration embed_time;
-  if (request.query.empty()) {
-    const absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<float>> vector =
-        embedder->EmbedText(request.query_text, space->dimension, request.deadline);
-    if (!vector.ok()) return vector.status();
-    embedded_query = *std::move(vector);
-    deep.query = embedded_query;
-    embed_time = absl::Now() - start;
-    if (terms.empty()) {  // nothing for BM25: the vector route alone
-      SearchRequest vector_only = request;
-      vector_only.query = embedded_query;
-      absl::StatusOr<SearchResult> result = SearchVectorRoute(tenant, *space, vector_only);
-      if (result.ok()) {
-        result->stages.insert(result->stages.begin(), StageReport{"embed", 1, embed_time});
-      }
-      return result;
+    if (*embedder != nullptr) {
+      const absl::Time embed_start = absl::Now();
+      absl::StatusOr<std::vector<float>> vector =
+          (*embedder)->EmbedText(request.query_text, space->dimension, request.deadline);
+      if (!vector.ok()) return vector.status();
+      embedded_query = *std::move(vector);
+      prepared.query = embedded_query;
+      embed_stage = StageReport{"embed", 1, absl::Now() - embed_start};
     }
   }
+  // Embedded text with no words for BM25 is a vector query.
+  if (!embedded_query.empty() && terms.empty()) prepared.query_text.clear();
+  if (prepared.reference_time == absl::InfinitePast()) prepared.reference_time = start;
+  const bool text_only = request.query.empty();
+  // Explicit vector routes (scan, exact) are the caller's choice: no router.
+  const RoutePolicy policy = request.route == Route::kIndex ? request.policy : RoutePolicy::kFast;
+
+  absl::StatusOr<SearchResult> result;
+  if (policy == RoutePolicy::kDeliberate) {
+    result = Deliberate(tenant, *space, prepared, terms,
+                        ReadQueryHints(request.query_text, prepared.reference_time));
+  } else if (policy == RoutePolicy::kFast) {
+    result = SearchFast(tenant, *space, prepared, terms, nullptr);
+  } else {
+    FastObservation observed;
+    observed.text_only = text_only;
+    result = SearchFast(tenant, *space, prepared, terms, &observed);
+    if (result.ok()) {
+      const absl::Time gate_start = absl::Now();
+      const QueryHints hints = ReadQueryHints(request.query_text, prepared.reference_time);
+      observed.k = request.k;
+      observed.hits = static_cast<uint32_t>(result->hits.size());
+      const std::vector<double> values =
+          GateSignalValues(observed, hints, score_profiles_,
+                           absl::StrCat(tenant, absl::string_view("\0", 1), space_name));
+      GateDecision gate = DecideGate(gate_model_, values);
+      if (gate.escalated && request.query_text.empty() && observed.trace.exhaustive &&
+          observed.hits == request.k) {
+        // Every vector was scored exactly and k were found: deliberation
+        // cannot change a vector query's answer.
+        gate.escalated = false;
+        gate.reason =
+            "fast answer kept: it scored every vector exactly and found k (the model "
+            "alone would have escalated: " +
+            gate.reason + ")";
+      }
+      gate.time = absl::Now() - gate_start;
+      if (gate.escalated) {
+        std::vector<StageReport> fast_stages = std::move(result->stages);
+        result = Deliberate(tenant, *space, prepared, terms, hints);
+        if (result.ok()) {
+          result->stages.insert(result->stages.begin(), fast_stages.begin(), fast_stages.end());
+        }
+      }
+      if (result.ok()) {
+        result->stages.push_back({"gate", kGateSignalCount, gate.time});
+        // The gate's stage goes after the fast path's, before deliberation's.
+        if (gate.escalated) {
+          std::rotate(result->stages.begin() + observed.stage_count, result->stages.end() - 1,
+                      result->stages.end());
+        }
+        result->gate = std::move(gate);
+      }
+    }
+  }
+  if (!result.ok()) return result.status();
+  result->policy = policy;
+  if (embed_stage) result->stages.insert(result->stages.begin(), *embed_stage);
+  return result;
+}
+
+absl::StatusOr<SearchResult> Engine::SearchFast(const std::string& tenant, const SpaceInfo& space,
+                                                const SearchRequest& request,
+                                                std::vector<std::string> terms,
+                                                FastObservation* observed) {
+  absl::StatusOr<SearchResult> result;
+  if (request.query_text.empty()) {
+    // A vector alone (given, or embedded from text with no words for BM25).
+    result = SearchVectorRoute(tenant, space, request, observed);
+    if (result.ok() && observed != nullptr) observed->vector_scores = TopScores(result->hits);
+  } else if (request.query.empty()) {
+    result = SearchLexical(tenant, space, request, std::move(terms));
+    if (result.ok() && observed != nullptr) {
+      observed->lexical_ran = true;
+      observed->lexical_scores = TopScores(result->hits);
+    }
+  } else {
+    result = SearchHybrid(tenant, space, request, std::move(terms), observed);
+  }
+  if (result.ok() && observed != nullptr) observed->stage_count = result->stages.size();
+  return result;
+}
+
+absl::StatusOr<SearchResult> Engine::SearchHybrid(const std::string& tenant, const SpaceInfo& space,
+                                                  const SearchRequest& request,
+                                                  std::vector<std::string> terms,
+                                                  FastObservation* observed) {
+  // Each side ranks max(k, kFusionDepth) episodes that pass the filter, and
+  // reciprocal rank fusion picks k.
+  SearchRequest deep = request;
   deep.k = std::min(std::max(request.k, kFusionDepth), max_k_);
-  absl::StatusOr<SearchResult> vectors = SearchVectorRoute(tenant, *space, deep);
+  absl::StatusOr<SearchResult> vectors = SearchVectorRoute(tenant, space, deep, observed);
   if (!vectors.ok()) return vectors.status();
-  absl::StatusOr<SearchResult> lexical = SearchLexical(tenant, *space, deep, std::move(terms));
+  absl::StatusOr<SearchResult> lexical = SearchLexical(tenant, space, deep, std::move(terms));
   if (!lexical.ok()) return lexical.status();
   const absl::Time start = absl::Now();
   SearchResult result;
   result.route = Route::kHybrid;
   result.candidates = vectors->candidates + lexical->candidates;
-  if (!embedded_query.empty()) Account(result, "embed", 1, embed_time);
   for (const SearchResult* part : {&*vectors, &*lexical}) {
     for (const StageReport& stage : part->stages) {
       Account(result, stage.name, stage.candidates, stage.time);
     }
+  }
+  if (observed != nullptr) {
+    observed->lexical_ran = true;
+    observed->vector_scores = TopScores(vectors->hits);
+    observed->lexical_scores = TopScores(lexical->hits);
+    observed->list_overlap = TopOverlap(vectors->hits, lexical->hits);
   }
   result.query_terms = std::move(lexical->query_terms);
   const uint64_t fused = vectors->hits.size() + lexical->hits.size();
@@ -454,8 +574,10 @@ absl::StatusOr<AnalyzedText> Engine::AnalyzeText(const std::string& tenant,
 
 absl::StatusOr<SearchResult> Engine::SearchVectorRoute(const std::string& tenant,
                                                        const SpaceInfo& space,
-                                                       const SearchRequest& request) {
-  if (request.route != Route::kExact) return SearchVectors(tenant, space, request);
+                                                       const SearchRequest& request,
+                                                       FastObservation* observed) {
+  if (observed != nullptr) observed->vector_ran = true;
+  if (request.route != Route::kExact) return SearchVectors(tenant, space, request, observed);
   SearchResult result;
   if (absl::Status searched = SearchExact(tenant, space, request, result); !searched.ok()) {
     return searched;
@@ -528,21 +650,32 @@ absl::Status Engine::SearchExact(const std::string& tenant, const SpaceInfo& spa
 
 absl::StatusOr<SearchResult> Engine::SearchVectors(const std::string& tenant,
                                                    const SpaceInfo& space,
-                                                   const SearchRequest& request) {
+                                                   const SearchRequest& request,
+                                                   FastObservation* observed) {
   VectorSource source(index_, request.route == Route::kScan);
-  const SearchContext context{
-      tenant, space, request.query, request.filter, request.beam_width, request.deadline};
+  const SearchContext context{tenant,
+                              space,
+                              request.query,
+                              request.filter,
+                              request.beam_width,
+                              request.deadline,
+                              observed != nullptr ? &observed->trace : nullptr};
   Hydrator hydrator(store_, tenant, space.name, request.filter);
   SearchResult result;
   result.route = request.route;
   absl::StatusOr<bool> gathered =
       Gather(source, context, hydrator, request.k, index::VectorPartition::kMaxK, result);
   if (!gathered.ok()) return gathered.status();
+  if (observed != nullptr) {
+    observed->vector_read = hydrator.read();
+    observed->vector_passed = hydrator.passed();
+  }
   if (*gathered) return result;
   // The widest candidate list left fewer than k after the filter.
   if (absl::Status searched = SearchExact(tenant, space, request, result); !searched.ok()) {
     return searched;
   }
+  if (observed != nullptr) observed->trace.exhaustive = true;  // the exact route answered
   return result;
 }
 

@@ -34,7 +34,9 @@
 #include "index/partition_scanner.h"
 #include "retrieval/candidate_source.h"
 #include "retrieval/episode_index.h"
+#include "retrieval/fusion.h"
 #include "retrieval/hydrator.h"
+#include "retrieval/quality_gate.h"
 #include "retrieval/search.h"
 #include "storage/episode_store.h"
 
@@ -67,6 +69,8 @@ struct EngineOptions {
   // The embedders spaces may name (embed/embedder.h); must outlive the
   // engine. nullptr: none.
   const embed::Embedders* embedders = nullptr;
+  // The router's quality gate (retrieval/quality_gate.h).
+  GateModel gate = DefaultGateModel();
 };
 
 class Engine {
@@ -118,17 +122,24 @@ class Engine {
                                            const EpisodeFilter& filter, uint32_t page_size,
                                            const std::string& page_token);
 
-  // The k best episodes for the query: by the vector route asked for (a
-  // query vector alone), by BM25 (query_text alone), or both fused by
-  // reciprocal rank (retrieval/fusion.h). In a space with an embedder,
-  // query_text alone is embedded and the search is hybrid (vector alone
-  // when the text has no terms); the embedder's errors fail the search. NOT_FOUND for an unknown
-  // space; INVALID_ARGUMENT for no query at all, a query of the wrong dimension or with NaN/Inf, a
-  // query_text over the store's text limit, with more than kMaxQueryTerms distinct words or (text
-  // alone) none, k outside 1..max_k, a beam width above the index's limit, or a malformed filter;
-  // DEADLINE_EXCEEDED when the deadline passes. The index and scan routes
-  // fall back to the exact route (and say so) when filters leave their
-  // widest candidate list short of k.
+  // The k best episodes for the query. Routes (retrieval/search.h): the
+  // explicit vector routes scan and exact answer as asked; otherwise
+  // request.policy decides. FAST: the fast path, by the query's fields: a
+  // vector alone the index route, query_text alone BM25 (route lexical),
+  // both fused by reciprocal rank (hybrid, retrieval/fusion.h). In a space
+  // with an embedder, query_text alone is embedded first and becomes hybrid
+  // (the vector route alone when the text has no terms). DELIBERATE: full
+  // deliberation (retrieval/deliberation.cc). AUTO (the default): the fast
+  // path, then the quality gate (retrieval/quality_gate.h) on what it did;
+  // deliberation when the gate escalates; result.gate says why either way.
+  // The embedder's errors fail the search. NOT_FOUND for an unknown space;
+  // INVALID_ARGUMENT for no query at all, a query of the wrong dimension or
+  // with NaN/Inf, a query_text over the store's text limit, with more than
+  // kMaxQueryTerms distinct words or (text alone, no embedder) none, k
+  // outside 1..max_k, a beam width above the index's limit, or a malformed
+  // filter; DEADLINE_EXCEEDED when the deadline passes. The index and scan
+  // routes fall back to the exact route (and say so) when filters leave
+  // their widest candidate list short of k.
   absl::StatusOr<SearchResult> Search(const std::string& tenant, const std::string& space,
                                       const SearchRequest& request);
 
@@ -160,9 +171,32 @@ class Engine {
 
  private:
   Engine(storage::EpisodeStore* store, EngineOptions options);
+  // The fast path: the vector route, BM25 or both fused, by the query's
+  // fields (see Search). `observed`, when given, collects the gate's inputs.
+  absl::StatusOr<SearchResult> SearchFast(const std::string& tenant, const SpaceInfo& space,
+                                          const SearchRequest& request,
+                                          std::vector<std::string> terms,
+                                          FastObservation* observed);
+  absl::StatusOr<SearchResult> SearchHybrid(const std::string& tenant, const SpaceInfo& space,
+                                            const SearchRequest& request,
+                                            std::vector<std::string> terms,
+                                            FastObservation* observed);
+  // Full deliberation (retrieval/deliberation.cc has the stages).
+  absl::StatusOr<SearchResult> Deliberate(const std::string& tenant, const SpaceInfo& space,
+                                          const SearchRequest& request,
+                                          const std::vector<std::string>& terms,
+                                          const QueryHints& hints);
+  // Deliberation's context stage: the session neighbours and links of
+  // `seeds` (from `pool`) that pass the filter, in seed order.
+  absl::StatusOr<SearchResult> ExpandContext(const std::string& tenant, const SpaceInfo& space,
+                                             const EpisodeFilter& filter,
+                                             const std::vector<FusedId>& seeds,
+                                             const absl::flat_hash_map<uint64_t, Episode>& pool,
+                                             absl::Time deadline);
   // The vector route the request names (index, scan or exact).
   absl::StatusOr<SearchResult> SearchVectorRoute(const std::string& tenant, const SpaceInfo& space,
-                                                 const SearchRequest& request);
+                                                 const SearchRequest& request,
+                                                 FastObservation* observed = nullptr);
   // BM25 over the postings of `terms`, read back and widened until k pass.
   absl::StatusOr<SearchResult> SearchLexical(const std::string& tenant, const SpaceInfo& space,
                                              const SearchRequest& request,
@@ -176,7 +210,8 @@ class Engine {
                               SearchResult& result);
   // The index or scan route: propose, read back, widen, fall back.
   absl::StatusOr<SearchResult> SearchVectors(const std::string& tenant, const SpaceInfo& space,
-                                             const SearchRequest& request);
+                                             const SearchRequest& request,
+                                             FastObservation* observed);
   // The exact route, into `result` (alone, or as the vector routes' fallback).
   absl::Status SearchExact(const std::string& tenant, const SpaceInfo& space,
                            const SearchRequest& request, SearchResult& result);
@@ -197,6 +232,8 @@ class Engine {
   storage::EpisodeStore* const store_;
   const uint32_t max_k_;
   const embed::Embedders* const embedders_;
+  const GateModel gate_model_;
+  ScoreProfiles score_profiles_;
   EpisodeIndex index_;
 };
 

@@ -968,14 +968,30 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   // Listed after the queue: a partition created meanwhile holds what left it.
   std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> partitions =
       space->Partitions(filter.agent_id);
+  VectorTrace trace;
   for (const auto& [agent, partition] : partitions) {
+    index::SearchTrace partition_trace;
     absl::StatusOr<std::vector<index::ScoredId>> found =
         scan ? scanner_.Scan(partition, context.query, asked, attribute_filter ? &accept : nullptr)
              : partition->Search({.query = context.query,
                                   .k = asked,
                                   .beam_width = context.beam_width,
-                                  .accept = traversal_accept});
+                                  .accept = traversal_accept,
+                                  .trace = &partition_trace});
     if (!found.ok()) return found.status();
+    ++trace.partitions;
+    if (!scan && !partition_trace.exhaustive && partition_trace.returned > 0) {
+      trace.exhaustive = false;
+      trace.rerank_depth =
+          std::max(trace.rerank_depth, static_cast<double>(partition_trace.deepest) /
+                                           std::max<uint32_t>(1, partition_trace.window));
+      trace.order_disagreement =
+          std::max(trace.order_disagreement,
+                   1.0 - static_cast<double>(partition_trace.agreement) / partition_trace.returned);
+      if (partition_trace.sample_recall >= 0) {
+        trace.sample_recall = std::min(trace.sample_recall, partition_trace.sample_recall);
+      }
+    }
     for (const index::ScoredId& hit : *found) {
       if (!pending_ids.contains(hit.id)) merged.Push(hit.score, {hit.id, &agent});
     }
@@ -983,6 +999,7 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
       return absl::DeadlineExceededError("deadline passed while searching the index");
     }
   }
+  if (context.trace != nullptr) *context.trace = trace;
   std::vector<Candidate> candidates;
   for (auto& [score, item] : merged.TakeSorted()) {
     candidates.push_back({item.id, score, *item.agent});

@@ -28,6 +28,7 @@ absl::StatusOr<size_t> Hydrator::Hydrate(std::span<const Candidate> candidates, 
       std::optional<Episode>& episode = (*episodes)[i];
       if (episode.has_value() && storage::MatchesFilter(filter_, *episode, now_us_)) {
         seen_[unread[i].id] = std::move(episode);
+        ++passed_;
       }
     }
   }

@@ -36,8 +36,10 @@ class Hydrator {
   // out (no copy), so call it once, at the end.
   std::vector<SearchHit> TakeHits();
 
-  // Episodes read from the store so far.
+  // Episodes read from the store so far, and how many of them exist and
+  // match the filter.
   uint64_t read() const { return read_; }
+  uint64_t passed() const { return passed_; }
 
  private:
   storage::EpisodeStore* const store_;
@@ -49,6 +51,7 @@ class Hydrator {
   absl::flat_hash_map<uint64_t, std::optional<Episode>> seen_;
   std::vector<std::pair<float, uint64_t>> picked_;  // by the last Hydrate
   uint64_t read_ = 0;
+  uint64_t passed_ = 0;
 };
 
 }  // namespace engram::retrieval

@@ -223,6 +223,24 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
         search.route = request->exact()  ? retrieval::Route::kExact
                        : request->scan() ? retrieval::Route::kScan
                                          : retrieval::Route::kIndex;
+        switch (request->route()) {
+          case v1::ROUTE_AUTO:
+            search.policy = retrieval::RoutePolicy::kAuto;
+            break;
+          case v1::ROUTE_FAST:
+            search.policy = retrieval::RoutePolicy::kFast;
+            break;
+          case v1::ROUTE_DELIBERATE:
+            search.policy = retrieval::RoutePolicy::kDeliberate;
+            break;
+          default:
+            return absl::InvalidArgumentError(
+                absl::StrCat("route ", static_cast<int>(request->route()),
+                             " is not one of ROUTE_AUTO, ROUTE_FAST, ROUTE_DELIBERATE"));
+        }
+        if (request->reference_time_us() != 0) {
+          search.reference_time = absl::FromUnixMicros(request->reference_time_us());
+        }
         search.filter = *std::move(filter);
         search.deadline = deadline;
         absl::StatusOr<retrieval::SearchResult> result =

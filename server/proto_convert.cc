@@ -148,6 +148,25 @@ void SearchResultToProto(const retrieval::SearchResult& result, bool include_emb
     wire->set_name(stage.name);
     wire->set_candidates(stage.candidates);
     wire->set_micros(absl::ToInt64Microseconds(stage.time));
+    wire->set_kept(stage.kept);
+    wire->set_budget_micros(absl::ToInt64Microseconds(stage.budget));
+    wire->set_note(stage.note);
+  }
+  out->set_policy(retrieval::RoutePolicyName(result.policy));
+  if (result.gate.evaluated) {
+    v1::GateDecision* gate = out->mutable_gate();
+    gate->set_escalated(result.gate.escalated);
+    gate->set_score(result.gate.score);
+    gate->set_threshold(result.gate.threshold);
+    gate->set_reason(result.gate.reason);
+    gate->set_micros(absl::ToInt64Microseconds(result.gate.time));
+    for (const retrieval::GateSignal& signal : result.gate.signals) {
+      v1::GateSignal* wire = gate->add_signals();
+      wire->set_name(signal.name);
+      wire->set_value(signal.value);
+      wire->set_weight(signal.weight);
+      wire->set_contribution(signal.contribution);
+    }
   }
 }
 

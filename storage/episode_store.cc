@@ -4,9 +4,11 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <tuple>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -706,6 +708,52 @@ absl::StatusOr<std::vector<std::optional<Episode>>> EpisodeStore::GetEpisodes(
     episodes[i] = *std::move(episode);
   }
   return episodes;
+}
+
+absl::StatusOr<std::vector<std::vector<EpisodeRef>>> EpisodeStore::SessionNeighbors(
+    const std::string& tenant, const std::string& space, std::span<const Episode* const> seeds,
+    uint32_t per_side) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  absl::flat_hash_set<uint64_t> seed_ids;
+  for (const Episode* seed : seeds) seed_ids.insert(seed->id);
+  std::vector<std::vector<EpisodeRef>> neighbors(seeds.size());
+  if (per_side == 0) return neighbors;
+  const uint32_t max_steps = 16 * per_side;
+  rocksdb::ReadOptions read_options;
+  std::unique_ptr<const rocksdb::Snapshot, std::function<void(const rocksdb::Snapshot*)>> snapshot(
+      db_->GetSnapshot(), [this](const rocksdb::Snapshot* s) { db_->ReleaseSnapshot(s); });
+  read_options.snapshot = snapshot.get();
+  read_options.total_order_seek = true;  // steps backwards across keys
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
+  const int64_t now_us = NowMicros();
+  for (size_t s = 0; s < seeds.size(); ++s) {
+    const Episode* seed = seeds[s];
+    const std::string prefix = AgentPrefix(tenant, space, seed->agent_id);
+    const std::string seed_key = EpisodeKey(tenant, space, seed->agent_id, seed->id);
+    for (const bool forward : {false, true}) {
+      auto step = [&it, forward] { forward ? it->Next() : it->Prev(); };
+      forward ? it->Seek(seed_key) : it->SeekForPrev(seed_key);
+      if (it->Valid() && it->key() == seed_key) step();
+      uint32_t found = 0;
+      for (uint32_t steps = 0;
+           steps < max_steps && found < per_side && it->Valid() && it->key().starts_with(prefix);
+           ++steps, step()) {
+        absl::StatusOr<Episode> episode = DecodeEpisode(it->value().ToStringView());
+        if (!episode.ok()) return episode.status();
+        if (episode->session_id != seed->session_id) continue;
+        if (episode->expires_at_us != 0 && episode->expires_at_us <= now_us) continue;
+        ++found;
+        if (!seed_ids.contains(episode->id)) neighbors[s].push_back({seed->agent_id, episode->id});
+      }
+      if (!it->status().ok()) return FromRocks(it->status(), "reading session neighbours");
+    }
+  }
+  return neighbors;
 }
 
 absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,

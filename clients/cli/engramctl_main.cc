@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "clients/cpp/engram_client.h"
@@ -19,6 +21,46 @@ namespace {
 
 using engram::client::Client;
 namespace v1 = engram::v1;
+
+// A search's explanation for people: the route, the gate's verdict and
+// signals, the stages, and each hit with the lists that proposed it.
+std::string ExplainSearch(const v1::SearchResponse& response) {
+  std::string out = absl::StrFormat("route %s (asked: %s), %d hits\n", response.route(),
+                                    response.policy(), response.hits_size());
+  if (response.has_gate()) {
+    const v1::GateDecision& gate = response.gate();
+    absl::StrAppendFormat(&out, "gate: %s (%d us)\n", gate.reason(), gate.micros());
+    absl::StrAppendFormat(&out, "  %-20s %10s %8s %13s\n", "signal", "value", "weight",
+                          "contribution");
+    for (const v1::GateSignal& signal : gate.signals()) {
+      absl::StrAppendFormat(&out, "  %-20s %10.4f %8.3f %+13.4f\n", signal.name(), signal.value(),
+                            signal.weight(), signal.contribution());
+    }
+  }
+  absl::StrAppendFormat(&out, "stages:\n  %-10s %10s %8s %10s %12s  %s\n", "stage", "in", "out",
+                        "us", "budget us", "note");
+  for (const v1::SearchStage& stage : response.stages()) {
+    absl::StrAppendFormat(
+        &out, "  %-10s %10d %8s %10d %12s  %s\n", stage.name(), stage.candidates(),
+        stage.kept() ? absl::StrCat(stage.kept()) : std::string("-"), stage.micros(),
+        stage.budget_micros() ? absl::StrCat(stage.budget_micros()) : std::string("-"),
+        stage.note());
+  }
+  out += "hits:\n";
+  for (int i = 0; i < response.hits_size(); ++i) {
+    const v1::SearchHit& hit = response.hits(i);
+    std::string sources;
+    for (const v1::SourceRank& source : hit.sources()) {
+      absl::StrAppendFormat(&sources, " %s#%d(%.4g)", source.source(), source.rank(),
+                            source.score());
+    }
+    std::string text = hit.episode().text();
+    if (text.size() > 60) text = text.substr(0, 57) + "...";
+    absl::StrAppendFormat(&out, "  %2d. id %d score %.6g%s%s  %s\n", i + 1, hit.episode().id(),
+                          hit.score(), sources.empty() ? "" : " from", sources, text);
+  }
+  return out;
+}
 
 void PrintJson(const google::protobuf::Message& message) {
   std::string json;
@@ -203,6 +245,17 @@ int main(int argc, char** argv) {
   bool scan = false;
   search->add_flag("--scan", scan,
                    "scan every vector in memory (GPU when engramd has one) instead of the graph");
+  std::string route = "auto";
+  search
+      ->add_option("--route", route,
+                   "auto: the fast path, deliberation when the quality gate escalates; fast; "
+                   "deliberate")
+      ->check(CLI::IsMember({"auto", "fast", "deliberate"}))
+      ->capture_default_str();
+  bool explain = false;
+  search->add_flag("--explain", explain,
+                   "print how the answer was found (route, the gate's signals, stages, each "
+                   "hit's sources) as text instead of JSON");
 
   auto* analyze = app.add_subcommand("analyze", "show the terms a text becomes in a space's index");
   analyze->add_option("-s,--space", space)->required();
@@ -355,9 +408,16 @@ int main(int argc, char** argv) {
     request.set_beam_width(beam_width);
     request.set_exact(exact);
     request.set_scan(scan);
+    request.set_route(route == "fast"         ? v1::ROUTE_FAST
+                      : route == "deliberate" ? v1::ROUTE_DELIBERATE
+                                              : v1::ROUTE_AUTO);
     auto response = client.Search(request);
     if (!response.ok()) return Fail(response.status());
-    PrintJson(*response);
+    if (explain) {
+      std::cout << ExplainSearch(*response);
+    } else {
+      PrintJson(*response);
+    }
   } else if (*analyze) {
     auto response = client.AnalyzeText(space, text, embed_text);
     if (!response.ok()) return Fail(response.status());

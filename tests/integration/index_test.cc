@@ -88,6 +88,7 @@ class IndexTest : public testing::DaemonTest {
     search.set_k(k);
     std::vector<float> q = Vector(rng);
     search.mutable_query()->Add(q.begin(), q.end());
+    search.set_route(v1::ROUTE_FAST);  // the index itself, not the router's choice
     return search;
   }
 

@@ -89,6 +89,7 @@ class SearchCorrectnessTest : public testing::DaemonTest {
     search.set_k(5);
     search.mutable_query()->Add(vector.begin(), vector.end());
     search.mutable_filter()->add_kinds("message");
+    search.set_route(v1::ROUTE_FAST);
     auto found = client_->Search(search);
     ASSERT_TRUE(found.ok()) << found.status();
     ASSERT_EQ(found->hits_size(), 5);

@@ -120,6 +120,7 @@ TEST_F(ServerTest, EpisodeLifecycleThroughTheClient) {
   search.add_query(1);
   search.add_query(0);
   search.add_query(0);
+  search.set_route(v1::ROUTE_FAST);
   auto all = client_->Search(search);
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->hits_size(), 2);

@@ -67,7 +67,7 @@ class MemoryClientTest(EngramdTestCase):
                           for i, v in enumerate(vectors)])
         self.assertEqual(len(set(ids)), 20)
 
-        hits = m.search(vectors[7], k=3)
+        hits = m.search(vectors[7], k=3, route="fast")
         self.assertEqual(hits[0].episode.id, ids[7])
         self.assertAlmostEqual(hits[0].score, 1.0, places=5)
         self.assertEqual(len(hits), 3)

@@ -96,7 +96,7 @@ class OpenAiEmbedderTest(EngramdTestCase):
                  "tea ceremony in kyoto", "river boats at night"]
         ids = m.add_many([{"text": t} for t in texts])
         self.stub.reset()
-        results = m.search(text="tea ceremony in kyoto", k=3)
+        results = m.search(text="tea ceremony in kyoto", k=3, route="fast")
         self.assertEqual(results.route, "hybrid")
         self.assertEqual(results[0].episode.id, ids[3])
         vector_rank = [s for s in results[0].sources if s.source == "vector"]
@@ -107,7 +107,7 @@ class OpenAiEmbedderTest(EngramdTestCase):
                          [["tea ceremony in kyoto"]])
         # A query with no words for BM25 is still embedded: the vector route alone.
         self.stub.then(("ok",))
-        only_vector = m.search(text="!!!", k=2)
+        only_vector = m.search(text="!!!", k=2, route="fast")
         self.assertEqual(only_vector.route, "index")
         self.assertEqual(len(only_vector), 2)
 
@@ -250,7 +250,7 @@ class OpenAiEmbedderTest(EngramdTestCase):
         with self.assertRaises(engram.InvalidArgumentError) as raised:
             m.embed("no embedder")
         self.assertIn("space 'plain' has no embedder", str(raised.exception))
-        self.assertEqual(m.search(text="vector").route, "lexical")  # no embedder: BM25 alone
+        self.assertEqual(m.search(text="vector", route="fast").route, "lexical")  # no embedder: BM25 alone
         self.assertEqual(self.stub.requests, [])
         m2 = self.space("needs-text")
         with self.assertRaises(engram.InvalidArgumentError) as raised:
@@ -281,7 +281,7 @@ class EmbedderNoLongerOfferedTest(unittest.TestCase):
                 self.assertEqual(m.get_space().embedder, "openai")
                 vector = stub_vector("embedded by the endpoint", DIMENSION)
                 self.assertEqual(m.search(vector, k=1)[0].episode.id, first)
-                hybrid = m.search(vector, text="endpoint", k=1)
+                hybrid = m.search(vector, text="endpoint", k=1, route="fast")
                 self.assertEqual((hybrid.route, hybrid[0].episode.id), ("hybrid", first))
                 m.add("brings its own vector", [1.0] * DIMENSION)
                 for call in (lambda: m.add("text alone"), lambda: m.search(text="endpoint")):
@@ -320,7 +320,7 @@ class StaticEmbedderTest(EngramdTestCase):
                                 ("french city", 3),
                                 ("musician performing a concert", 4)]:
             with self.subTest(query):
-                results = m.search(text=query, k=5)
+                results = m.search(text=query, k=5, route="fast")
                 self.assertEqual(results.route, "hybrid")
                 by_vector = sorted((s.rank, h.episode.id) for h in results
                                    for s in h.sources if s.source == "vector")

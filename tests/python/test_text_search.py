@@ -120,7 +120,7 @@ class TextSearchTest(EngramdTestCase):
             for name, arguments, keep in filters:
                 agent = arguments.get("agent", "")
                 expected = reference.top(terms, k, agent, keep or (lambda d: True))
-                hits = m.search(text=query, k=k, **{"agent": "", **arguments})
+                hits = m.search(text=query, k=k, route="fast", **{"agent": "", **arguments})
                 self.assertEqual(hits.route, "lexical")
                 self.assertEqual(sorted(hits.query_terms), sorted(set(terms)))
                 self.assertSameRanking(hits, expected, f"{context} {name} {query!r}")
@@ -247,7 +247,7 @@ class TextSearchTest(EngramdTestCase):
         with self.assertRaises(engram.NotFoundError):
             self.memory("py_text_bad").search(text="tea")
         # Punctuation-only text in a hybrid search leaves the vector side.
-        hits = m.search([1.0, 0.0], text="?!", agent="")
+        hits = m.search([1.0, 0.0], text="?!", agent="", route="fast")
         self.assertEqual(hits.route, "hybrid")
         self.assertEqual([h.episode.text for h in hits], ["green tea"])
         self.assertEqual(m.get_space().episode_count, 1)

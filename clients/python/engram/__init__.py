@@ -14,14 +14,13 @@ from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramErro
                            PermissionDeniedError, ResourceExhaustedError, UnavailableError)
 from engram.admin import Admin, BackupInfo
 from engram.kvcache import CacheInfo, KVCache, KVModel
-from engram.memory import (Episode, EpisodeId, Hit, Memory, SearchResults, SourceRank, Space,
-                           Stage)
+from engram.memory import (Episode, EpisodeId, GateDecision, GateSignal, Hit, Memory,
+                           SearchResults, SourceRank, Space, Stage)
 
 __all__ = [
     "Admin", "AlreadyExistsError", "BackupInfo", "CacheInfo", "DeadlineExceededError",
-    "EngramError", "Episode", "EpisodeId", "FailedPreconditionError", "Hit",
-    "InvalidArgumentError", "KVCache", "KVModel", "Memory", "NotFoundError",
+    "EngramError", "Episode", "EpisodeId", "FailedPreconditionError", "GateDecision",
+    "GateSignal", "Hit", "InvalidArgumentError", "KVCache", "KVModel", "Memory", "NotFoundError",
     "PermissionDeniedError", "ResourceExhaustedError", "SearchResults", "SourceRank", "Space",
-    "Stage",
-    "UnavailableError",
+    "Stage", "UnavailableError",
 ]

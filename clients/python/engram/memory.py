@@ -98,26 +98,75 @@ class Space:
 @dataclasses.dataclass
 class Stage:
     """One step of a search: a candidate source ("index", "scan", "lexical"),
-    the read-back ("hydrate"), the exact scan ("exact") or the fusion ("fuse")."""
+    the read-back ("hydrate"), the exact scan ("exact"), the fusion ("fuse"),
+    the quality gate ("gate") or a stage of deliberation ("scan", "lexical",
+    "time", "context", "fuse", "rerank"). `kept`: what it passed on;
+    `budget_micros`: its share of the deadline (deliberation); `note`: the
+    time expression read, or why it was cut."""
     name: str
     candidates: int
+    micros: int
+    kept: int = 0
+    budget_micros: int = 0
+    note: str = ""
+
+
+@dataclasses.dataclass
+class GateSignal:
+    """One input of the quality gate: contribution = value * weight."""
+    name: str
+    value: float
+    weight: float
+    contribution: float
+
+
+@dataclasses.dataclass
+class GateDecision:
+    """The quality gate's verdict on the fast answer (route "auto"):
+    escalated when score (a probability) >= threshold; `reason` names the
+    signals that decided."""
+    escalated: bool
+    score: float
+    threshold: float
+    signals: List[GateSignal]
+    reason: str
     micros: int
 
 
 class SearchResults(list):
     """The hits of a search, best first (a list of Hit), with how they were
-    found: `route` ("index", "scan", "exact", "lexical" or "hybrid"),
-    `scanned` (candidates proposed or episodes scored), `stages` (each step's
-    candidates and time) and `query_terms` (the words a text query was
-    searched as)."""
+    found: `route` (what answered: "index", "scan", "exact", "lexical",
+    "hybrid" or "deliberate"), `policy` (what decided: "auto", "fast" or
+    "deliberate"), `gate` (route auto: the quality gate's GateDecision, else
+    None), `scanned` (candidates proposed or episodes scored), `stages` (each
+    step's candidates and time) and `query_terms` (the words a text query was
+    searched as). `explain()` returns all of it as plain data."""
 
     def __init__(self, hits, route: str, scanned: int, stages: List[Stage],
-                 query_terms: Optional[List[str]] = None):
+                 query_terms: Optional[List[str]] = None, policy: str = "",
+                 gate: Optional[GateDecision] = None):
         super().__init__(hits)
         self.route = route
         self.scanned = scanned
         self.stages = stages
         self.query_terms = query_terms or []
+        self.policy = policy
+        self.gate = gate
+
+    def explain(self) -> dict:
+        """The route taken, the gate's decision with every signal, each
+        stage's time and candidates, and each hit's sources with their ranks
+        and scores: dicts and lists only (json.dumps takes it)."""
+        return {
+            "route": self.route,
+            "policy": self.policy,
+            "gate": dataclasses.asdict(self.gate) if self.gate else None,
+            "stages": [dataclasses.asdict(stage) for stage in self.stages],
+            "query_terms": list(self.query_terms),
+            "hits": [{"id": int(hit.episode.id), "score": hit.score,
+                      "sources": [dataclasses.asdict(s) for s in hit.sources]}
+                     for hit in self],
+        }
 
 
 _METRIC_NAMES = {
@@ -398,7 +447,8 @@ class Memory(GrpcClient):
                text: Optional[str] = None, agent: Optional[str] = None,
                session: str = "", kinds=None, since_us=None, until_us=None, where=None,
                include_embedding: bool = False, beam_width: int = 0,
-               exact: bool = False, scan: bool = False) -> SearchResults:
+               exact: bool = False, scan: bool = False, route: str = "auto",
+               reference_time_us: int = 0) -> SearchResults:
         """The k best episodes, best first: closest to `embedding`, best by BM25
         for `text`, or, given both, the two lists fused by reciprocal rank
         (route "hybrid"; each hit's `sources` says where it ranked). In a
@@ -407,20 +457,37 @@ class Memory(GrpcClient):
         beam_width widens the index's graph search (0: the index's calibrated
         default); exact=True scores every episode instead of using the index;
         scan=True scans every vector in memory (on engramd's GPU when it has
-        one) instead of the graph."""
+        one) instead of the graph. Otherwise `route` decides: "auto" (the
+        fast path, escalated to full deliberation when engramd's quality gate
+        does not trust it; results.gate says why), "fast" or "deliberate".
+        reference_time_us is "now" for time expressions in `text` ("last
+        May"); 0: engramd's clock. results.explain() has the whole story."""
+        routes = {"auto": memory_pb2.ROUTE_AUTO, "fast": memory_pb2.ROUTE_FAST,
+                  "deliberate": memory_pb2.ROUTE_DELIBERATE}
+        if route not in routes:
+            raise ValueError(f"route {route!r} is not one of {sorted(routes)}")
         request = memory_pb2.SearchRequest(
             space=self.space, query=_floats(embedding) if embedding is not None else [], k=k,
             query_text=text or "",
             filter=self._filter(agent, session, kinds, since_us, until_us, where),
-            include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan)
+            include_embedding=include_embedding, beam_width=beam_width, exact=exact, scan=scan,
+            route=routes[route], reference_time_us=reference_time_us)
         response = self._stub.Search(request, timeout=self.timeout)
         hits = [Hit(h.score, _episode_from_proto(h.episode),
                     [SourceRank(s.source, s.rank, s.score) for s in h.sources])
                 for h in response.hits]
+        gate = None
+        if response.HasField("gate"):
+            g = response.gate
+            gate = GateDecision(g.escalated, g.score, g.threshold,
+                                [GateSignal(s.name, s.value, s.weight, s.contribution)
+                                 for s in g.signals], g.reason, g.micros)
         return SearchResults(hits, route=response.route, scanned=response.scanned,
-                             stages=[Stage(s.name, s.candidates, s.micros)
+                             stages=[Stage(s.name, s.candidates, s.micros, s.kept,
+                                           s.budget_micros, s.note)
                                      for s in response.stages],
-                             query_terms=list(response.query_terms))
+                             query_terms=list(response.query_terms), policy=response.policy,
+                             gate=gate)
 
     @translate_errors
     def analyze(self, text: str) -> List[str]:

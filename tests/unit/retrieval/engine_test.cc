@@ -79,6 +79,7 @@ class EngineTest : public ::testing::Test {
     request.query = query;
     request.k = k;
     request.route = route;
+    request.policy = RoutePolicy::kFast;  // the route itself, not the router's choice
     request.filter = std::move(filter);
     auto result = engine_->Search(kDefaultTenant, "mem", request);
     EXPECT_TRUE(result.ok()) << result.status();
@@ -122,6 +123,7 @@ TEST_F(EngineTest, TheIndexHoldsWhatTheStoreWroteNotTheRequest) {
   SearchRequest request;
   request.query = vectors[1];
   request.k = 5;
+  request.policy = RoutePolicy::kFast;
   auto result = engine_->Search(kDefaultTenant, "mem", request);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->route, Route::kIndex);
