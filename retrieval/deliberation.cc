@@ -12,10 +12,11 @@
 //            scan (or BM25, text alone) again with the filter narrowed to
 //            that window. Its list adds weight to in-window episodes, so
 //            out-of-window ones are demoted, not dropped.
-//   context  (queries with text) the episodes written just before and after
-//            the first 10 fused hits in the same session, and the episodes
-//            they link to (Episode.links): the turn that answers a question
-//            is often next to the one that matches it. Half weight.
+//   context  (queries with text) the two episodes written just before and
+//            after each of the first 5 fused hits in the same session, and
+//            the episodes they link to (Episode.links): the turn that
+//            answers a question is often next to the one that matches it.
+//            Weight 0.3.
 //   fuse     weighted reciprocal rank fusion (k = 60) of the lists above
 //   rerank   exact scores of the query vector against every fused
 //            candidate's stored vector; the final order fuses this exact
@@ -41,13 +42,15 @@ constexpr double kScanShare = 0.5;
 constexpr double kLexicalShare = 0.4;
 constexpr double kTimeShare = 0.4;
 constexpr double kContextShare = 0.5;
-// Fused hits whose neighbours and links the context stage reads.
-constexpr size_t kContextSeeds = 10;
-// Neighbours each way per seed, and links followed per seed.
-constexpr uint32_t kNeighborsPerSide = 1;
+// Fused hits whose neighbours and links the context stage reads, the
+// neighbours each way per seed, links followed per seed, and the weight of
+// the context list in the fusions. Chosen on LoCoMo among a handful of
+// values (bench/router/README.md): more seeds or a heavier context list
+// crowd out the direct matches (MRR falls), fewer miss answers.
+constexpr size_t kContextSeeds = 5;
+constexpr uint32_t kNeighborsPerSide = 2;
 constexpr size_t kLinksPerSeed = 4;
-// Weights of the lists in the fusions.
-constexpr double kContextWeight = 0.5;
+constexpr double kContextWeight = 0.3;
 
 // The filter narrowed to a time window; nullopt when nothing is left.
 std::optional<EpisodeFilter> Narrow(const EpisodeFilter& filter, const TimeWindow& window) {

@@ -168,6 +168,7 @@ Engine::Engine(storage::EpisodeStore* store, EngineOptions options)
       max_k_(options.max_k),
       embedders_(options.embedders),
       gate_model_(options.gate),
+      deliberate_below_(options.deliberate_below),
       index_(options.index, store, options.default_snapshot_dir, std::move(options.scanner)) {}
 
 Engine::~Engine() = default;
@@ -431,9 +432,22 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   const RoutePolicy policy = request.route == Route::kIndex ? request.policy : RoutePolicy::kFast;
 
   absl::StatusOr<SearchResult> result;
-  if (policy == RoutePolicy::kDeliberate) {
+  uint64_t in_scope = 0;
+  const bool small = policy == RoutePolicy::kAuto && deliberate_below_ > 0 &&
+                     (in_scope = index_.VectorsInScope(
+                          tenant, space_name, request.filter.agent_id)) < deliberate_below_;
+  if (policy == RoutePolicy::kDeliberate || small) {
     result = Deliberate(tenant, *space, prepared, terms,
                         ReadQueryHints(request.query_text, prepared.reference_time));
+    if (result.ok() && small) {
+      result->gate.evaluated = result->gate.escalated = true;
+      result->gate.score = 1;
+      result->gate.threshold = gate_model_.threshold;
+      result->gate.reason = absl::StrCat(
+          "deliberated at once: the search covers ", in_scope,
+          in_scope == 1 ? " vector" : " vectors", ", fewer than ", deliberate_below_,
+          " (router.deliberate_below), where deliberation costs about what the fast path does");
+    }
   } else if (policy == RoutePolicy::kFast) {
     result = SearchFast(tenant, *space, prepared, terms, nullptr);
   } else {

@@ -71,6 +71,13 @@ struct EngineOptions {
   const embed::Embedders* embedders = nullptr;
   // The router's quality gate (retrieval/quality_gate.h).
   GateModel gate = DefaultGateModel();
+  // Route AUTO deliberates at once, without the fast path, when a search
+  // covers fewer vectors than this (EpisodeIndex::VectorsInScope): there
+  // the fast path is an exhaustive scan too, deliberation costs about what
+  // it does, and running both costs more than deliberating alone
+  // (bench/router/README.md). 0: always the fast path and the gate.
+  // Default: 4096.
+  uint64_t deliberate_below = 4096;
 };
 
 class Engine {
@@ -132,6 +139,8 @@ class Engine {
   // deliberation (retrieval/deliberation.cc). AUTO (the default): the fast
   // path, then the quality gate (retrieval/quality_gate.h) on what it did;
   // deliberation when the gate escalates; result.gate says why either way.
+  // A search covering fewer than EngineOptions::deliberate_below vectors
+  // deliberates at once (result.gate says so, with no signals).
   // The embedder's errors fail the search. NOT_FOUND for an unknown space;
   // INVALID_ARGUMENT for no query at all, a query of the wrong dimension or
   // with NaN/Inf, a query_text over the store's text limit, with more than
@@ -233,6 +242,7 @@ class Engine {
   const uint32_t max_k_;
   const embed::Embedders* const embedders_;
   const GateModel gate_model_;
+  const uint64_t deliberate_below_;
   ScoreProfiles score_profiles_;
   EpisodeIndex index_;
 };

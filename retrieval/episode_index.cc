@@ -1007,6 +1007,25 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   return candidates;
 }
 
+uint64_t EpisodeIndex::VectorsInScope(const std::string& tenant, const std::string& space_name,
+                                      const std::string& agent_id) const {
+  std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
+  if (space == nullptr) return 0;
+  uint64_t vectors = 0;
+  {
+    absl::ReaderMutexLock lock(&space->mutex);
+    for (const auto* list : {&space->queued, &space->applying}) {
+      if (agent_id.empty()) {
+        vectors += list->size();
+        continue;
+      }
+      for (const SpaceIndex::Pending& item : *list) vectors += item.agent_id == agent_id ? 1 : 0;
+    }
+  }
+  for (const auto& [agent, partition] : space->Partitions(agent_id)) vectors += partition->size();
+  return vectors;
+}
+
 std::vector<PartitionReport> EpisodeIndex::Stats(const std::string& tenant) const {
   std::vector<std::shared_ptr<SpaceIndex>> spaces;
   {

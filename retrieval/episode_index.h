@@ -149,6 +149,13 @@ class EpisodeIndex {
   absl::StatusOr<std::vector<Candidate>> Propose(const SearchContext& context, uint32_t count,
                                                  bool scan);
 
+  // Vectors a search of `agent_id` (every agent when empty) covers: the
+  // partitions' live vectors plus the writes not yet indexed. The router
+  // reads it to tell small agents, where deliberation costs about what the
+  // fast path does, from large ones. 0 for an unknown space.
+  uint64_t VectorsInScope(const std::string& tenant, const std::string& space,
+                          const std::string& agent_id) const;
+
   // Waits until every write queued before the call is in a partition, or
   // until `deadline`; true when drained.
   bool Flush(absl::Time deadline = absl::InfiniteFuture()) ABSL_LOCKS_EXCLUDED(work_mutex_);

@@ -36,25 +36,32 @@ const char* GateSignalName(int signal) {
 }
 
 GateModel DefaultGateModel() {
+  // Fitted by bench_router (bench/router/README.md) on 1,982 LoCoMo
+  // questions and 600 LaBSE searches, 2026-11-30; rounded. Signals the
+  // calibration never exercised (shortfalls, filter rejection) or found no
+  // use for (the graph's own doubts: on LaBSE its answers were already
+  // DELIBERATE's) have weight 0: the fitted model trusts the fast path on
+  // vector queries and escalates text questions that are long, name a time
+  // or a rare token, or whose BM25 and vector lists disagree.
   GateModel model;
-  model.bias = -1.0;
-  model.threshold = 0.5;
+  model.bias = -4.1858;
+  model.threshold = 0.1121;
   double* w = model.weights;
-  w[kRerankDepth] = 1.5;
-  w[kOrderDisagreement] = 1.0;
-  w[kRecallShortfall] = 3.0;
-  w[kHitsShort] = 2.0;
-  w[kFilterRejection] = 0.5;
-  w[kVectorTopZ] = -0.3;
-  w[kVectorMargin] = -0.3;
-  w[kLexicalTopZ] = -0.3;
-  w[kLexicalMargin] = -1.0;
-  w[kListOverlap] = -1.0;
-  w[kTimeExpression] = 0.8;
-  w[kRareTokens] = 0.2;
-  w[kAggregation] = 0.7;
-  w[kQueryWords] = 0.2;
-  w[kTextOnly] = 0;
+  w[kRerankDepth] = 0.0004;
+  w[kOrderDisagreement] = 0;
+  w[kRecallShortfall] = 0;
+  w[kHitsShort] = 0;
+  w[kFilterRejection] = 0;
+  w[kVectorTopZ] = -0.1012;
+  w[kVectorMargin] = -0.1676;
+  w[kLexicalTopZ] = -0.0726;
+  w[kLexicalMargin] = -0.3759;
+  w[kListOverlap] = -0.3751;
+  w[kTimeExpression] = 0.4426;
+  w[kRareTokens] = 0.1135;
+  w[kAggregation] = 0.0936;
+  w[kQueryWords] = 0.4119;
+  w[kTextOnly] = 1.9303;
   return model;
 }
 

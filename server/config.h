@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "embed/embedder.h"
 #include "retrieval/episode_index.h"
+#include "retrieval/quality_gate.h"
 #include "storage/episode_store.h"
 
 namespace engram::server {
@@ -45,6 +46,15 @@ struct GpuConfig {
   int batch_window_us = 200;
   // Most queries per launch. Default: 256.
   int max_batch = 256;
+};
+
+// The dual-process router (retrieval/quality_gate.h): the quality gate's
+// logistic model. Defaults: fitted on LoCoMo (bench/router/README.md).
+struct RouterConfig {
+  retrieval::GateModel gate = retrieval::DefaultGateModel();
+  // Route AUTO deliberates at once when a search covers fewer vectors than
+  // this (retrieval/engine.h); 0: never. Default: 4096.
+  uint64_t deliberate_below = 4096;
 };
 
 struct ServerConfig {
@@ -99,6 +109,7 @@ struct ServerConfig {
   GpuConfig gpu;
   // The embedders spaces may name (embed/embedder.h): none by default.
   embed::EmbedderOptions embedders;
+  RouterConfig router;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

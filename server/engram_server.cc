@@ -55,6 +55,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   engine_options.scanner.batch_window = absl::Microseconds(config.gpu.batch_window_us);
   engine_options.scanner.max_batch = static_cast<size_t>(config.gpu.max_batch);
   engine_options.max_k = static_cast<uint32_t>(config.max_k);
+  engine_options.gate = config.router.gate;
+  engine_options.deliberate_below = config.router.deliberate_below;
   absl::Time index_start = absl::Now();
   absl::StatusOr<std::unique_ptr<retrieval::Engine>> engine =
       retrieval::Engine::Open(server->store_.get(), std::move(engine_options));

@@ -243,9 +243,20 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
         }
         search.filter = *std::move(filter);
         search.deadline = deadline;
+        const absl::Time start = absl::Now();
         absl::StatusOr<retrieval::SearchResult> result =
             engine_->Search(TenantOf(context), request->space(), search);
         if (!result.ok()) return result.status();
+        if (Metrics* metrics = runner_->metrics(); metrics != nullptr) {
+          std::vector<Metrics::StageTime> stages;
+          for (const retrieval::StageReport& stage : result->stages) {
+            stages.push_back({stage.name, stage.time});
+          }
+          const bool escalated = result->gate.escalated;
+          metrics->RecordSearch(
+              retrieval::RoutePolicyName(result->policy), retrieval::RouteName(result->route),
+              result->gate.evaluated ? &escalated : nullptr, absl::Now() - start, stages);
+        }
         SearchResultToProto(*result, request->include_embedding(), response);
         return absl::OkStatus();
       });

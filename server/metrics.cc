@@ -11,6 +11,13 @@
 namespace engram::server {
 namespace {
 
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,    0.025,    0.05,    0.1,    0.25,    0.5,    1,     2.5,    10};
+  return kBuckets;
+}
+
 class SourceCollectable : public prometheus::Collectable {
  public:
   explicit SourceCollectable(std::function<std::vector<Metrics::Sample>()> source)
@@ -50,6 +57,22 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Name("engram_rpc_latency_seconds")
                   .Help("gRPC call latency from arrival to finish, by method")
                   .Register(*registry_);
+  search_latency_ = &prometheus::BuildHistogram()
+                         .Name("engram_search_latency_seconds")
+                         .Help(
+                             "search time in the engine, by the route asked for (policy) and "
+                             "the route that answered")
+                         .Register(*registry_);
+  gate_ = &prometheus::BuildCounter()
+               .Name("engram_search_gate_total")
+               .Help("the quality gate's verdicts on route AUTO searches (escalated, kept)")
+               .Register(*registry_);
+  stage_time_ = &prometheus::BuildHistogram()
+                     .Name("engram_search_stage_seconds")
+                     .Help(
+                         "time of each search stage (index, hydrate, lexical, fuse, gate, "
+                         "scan, time, context, rerank, ...)")
+                     .Register(*registry_);
 }
 
 Metrics::~Metrics() { RemoveSources(); }
@@ -87,11 +110,23 @@ int Metrics::port() const {
 }
 
 void Metrics::RecordRpc(std::string_view rpc, absl::StatusCode code, absl::Duration latency) {
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
   std::string method(rpc);
   requests_->Add({{"rpc", method}, {"code", absl::StatusCodeToString(code)}}).Increment();
-  latency_->Add({{"rpc", method}}, kBuckets).Observe(absl::ToDoubleSeconds(latency));
+  latency_->Add({{"rpc", method}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(latency));
+}
+
+void Metrics::RecordSearch(std::string_view policy, std::string_view route, const bool* escalated,
+                           absl::Duration latency, const std::vector<StageTime>& stages) {
+  search_latency_
+      ->Add({{"policy", std::string(policy)}, {"route", std::string(route)}}, LatencyBuckets())
+      .Observe(absl::ToDoubleSeconds(latency));
+  if (escalated != nullptr) {
+    gate_->Add({{"decision", *escalated ? "escalated" : "kept"}}).Increment();
+  }
+  for (const StageTime& stage : stages) {
+    stage_time_->Add({{"stage", std::string(stage.stage)}}, LatencyBuckets())
+        .Observe(absl::ToDoubleSeconds(stage.time));
+  }
 }
 
 }  // namespace engram::server

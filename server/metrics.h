@@ -1,6 +1,13 @@
 // Prometheus metrics of engramd, served at http://<metrics_address>/metrics:
 //   engram_rpc_requests_total{rpc,code}     calls finished, by status code
 //   engram_rpc_latency_seconds{rpc}         time from arrival to finish
+//   engram_search_latency_seconds{policy,route}  a search's engine time, by
+//                                           the route asked for and the one
+//                                           that answered
+//   engram_search_gate_total{decision}      the quality gate's verdicts
+//                                           ("escalated", "kept"): the
+//                                           escalation rate of route AUTO
+//   engram_search_stage_seconds{stage}      each search stage's time
 // plus gauges and counters read from their owners at each scrape
 // (AddSource; e.g. engram_kv_* from the KV cache store).
 // Thread-safe.
@@ -40,6 +47,14 @@ class Metrics {
   int port() const;
 
   void RecordRpc(std::string_view rpc, absl::StatusCode code, absl::Duration latency);
+  // One finished search: what was asked (auto, fast, deliberate), what
+  // answered, the gate's verdict when one ran, and its stages' times.
+  struct StageTime {
+    std::string_view stage;
+    absl::Duration time;
+  };
+  void RecordSearch(std::string_view policy, std::string_view route, const bool* escalated,
+                    absl::Duration latency, const std::vector<StageTime>& stages);
 
   // A value read at scrape time.
   struct Sample {
@@ -62,6 +77,9 @@ class Metrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
+  prometheus::Family<prometheus::Histogram>* search_latency_;
+  prometheus::Family<prometheus::Counter>* gate_;
+  prometheus::Family<prometheus::Histogram>* stage_time_;
   std::vector<std::shared_ptr<prometheus::Collectable>> sources_;
 };
 

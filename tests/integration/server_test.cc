@@ -363,10 +363,19 @@ TEST_F(ServerTest, EngramctlRoundTripAndErrors) {
   std::tie(code, out) = RunCtl(address, "search -s ctl --vector 3,4 -k 1");
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("\"text\":\"hi\""), std::string::npos) << out;
-  std::tie(code, out) = RunCtl(address, "search -s ctl --text HI -k 1");
+  std::tie(code, out) = RunCtl(address, "search -s ctl --text HI -k 1 --route fast");
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("\"route\":\"lexical\""), std::string::npos) << out;
   EXPECT_NE(out.find("\"text\":\"hi\""), std::string::npos) << out;
+  // AUTO deliberates a space this small at once, and --explain says so.
+  std::tie(code, out) = RunCtl(address, "search -s ctl --text HI -k 1 --explain");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("route deliberate (asked: auto), 1 hits"), std::string::npos) << out;
+  EXPECT_NE(out.find("gate: deliberated at once"), std::string::npos) << out;
+  EXPECT_NE(out.find("lexical#1"), std::string::npos) << out;
+  std::tie(code, out) = RunCtl(address, "search -s ctl --text HI --route slow");
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("--route: slow not in"), std::string::npos) << out;
   std::tie(code, out) = RunCtl(address, "space create ctl_stem --dim 2 --stem english");
   ASSERT_EQ(code, 0) << out;
   std::tie(code, out) = RunCtl(address, "analyze -s ctl_stem 'Running, MEETINGS'");

@@ -23,7 +23,10 @@ DIMENSION = 16
 
 
 class RouterTest(EngramdTestCase):
-    engramd_config = "index:\n  graph_threshold: 300\n  quantize_threshold: 64\n"
+    # deliberate_below 0: every AUTO search goes through the gate (these
+    # spaces are small enough to be deliberated at once otherwise).
+    engramd_config = ("index:\n  graph_threshold: 300\n  quantize_threshold: 64\n"
+                      "router:\n  deliberate_below: 0\n")
 
     def test_routes_against_exact_with_every_filter(self):
         m = self.memory("router_vectors", agent="")
@@ -142,6 +145,20 @@ class RouterTest(EngramdTestCase):
             self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             self.assertIn("ROUTE_AUTO", raised.exception.details())
         self.assertEqual(m.search([1.0, 0.0], k=1, route="deliberate")[0].episode.text, "x")
+
+
+class DefaultRouterTest(EngramdTestCase):
+    def test_a_small_agent_is_deliberated_at_once(self):
+        m = self.memory("router_small", agent="a")
+        m.create_space(dimension=2, metric="l2")
+        m.add_many([dict(text=f"turn {i}", embedding=[float(i), 1.0]) for i in range(30)])
+        auto = m.search([3.2, 1.0], k=3)
+        self.assertEqual(auto.route, "deliberate")
+        self.assertTrue(auto.gate.escalated)
+        self.assertEqual(auto.gate.signals, [])
+        self.assertIn("covers 30 vectors, fewer than 4096", auto.gate.reason)
+        self.assertEqual([h.episode.text for h in auto], ["turn 3", "turn 4", "turn 2"])
+        self.assertEqual(m.search([3.2, 1.0], k=3, route="fast").route, "index")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ class RouterEngineTest : public ::testing::Test {
     options.default_snapshot_dir = dir_.Sub("data/index");
     options.scanner.use_gpu = false;
     options.scanner.precision = index::Precision::kFp32;  // scores as exact as the exact route
+    options.deliberate_below = deliberate_below_;
     auto engine = Engine::Open(store_.get(), std::move(options));
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
@@ -224,10 +225,59 @@ class RouterEngineTest : public ::testing::Test {
     return ids;
   }
 
+  // The gate itself, on every AUTO search (the spaces here are small).
+  uint64_t deliberate_below_ = 0;
   testing::TempDir dir_;
   std::unique_ptr<storage::EpisodeStore> store_;
   std::unique_ptr<Engine> engine_;
 };
+
+class SmallAgentRouterTest : public RouterEngineTest {
+ protected:
+  void SetUp() override {
+    deliberate_below_ = 100;
+    RouterEngineTest::SetUp();
+  }
+};
+
+TEST_F(SmallAgentRouterTest, AutoDeliberatesAtOnceBelowTheSizeAndGatesAbove) {
+  SpaceInfo info;
+  info.name = "mem";
+  info.dimension = 3;
+  info.metric = Metric::kL2;
+  ASSERT_TRUE(engine_->CreateSpace(kDefaultTenant, info).ok());
+  std::vector<EpisodeWrite> writes;
+  for (int i = 0; i < 150; ++i) {
+    EpisodeWrite write;
+    write.episode.agent_id = i < 60 ? "small" : "large";
+    write.episode.embedding = {float(i), float(i % 7), -3.5f * i};
+    writes.push_back(std::move(write));
+  }
+  ASSERT_TRUE(engine_->PutEpisodes(kDefaultTenant, "mem", std::move(writes)).ok());
+  const std::vector<float> query = {20.0f, 1.0f, 3.0f};
+  SearchRequest request;
+  request.query = query;
+  request.k = 5;
+  request.filter.agent_id = "small";  // 60 vectors: below 100
+  SearchResult result = Search(request);
+  EXPECT_EQ(result.route, Route::kDeliberate);
+  EXPECT_TRUE(result.gate.evaluated && result.gate.escalated);
+  EXPECT_TRUE(result.gate.signals.empty());
+  EXPECT_NE(result.gate.reason.find("covers 60 vectors, fewer than 100"), std::string::npos)
+      << result.gate.reason;
+  for (const StageReport& stage : result.stages) EXPECT_NE(stage.name, "gate");
+  request.filter.agent_id = "large";  // 90 vectors: below too
+  EXPECT_EQ(Search(request).route, Route::kDeliberate);
+  request.filter.agent_id = "";  // the whole space, 150: the fast path and the gate
+  result = Search(request);
+  EXPECT_EQ(result.gate.signals.size(), static_cast<size_t>(kGateSignalCount));
+  EXPECT_EQ(result.gate.escalated, result.route == Route::kDeliberate);
+  request.policy = RoutePolicy::kFast;  // asked for: no rule applies
+  request.filter.agent_id = "small";
+  result = Search(request);
+  EXPECT_EQ(result.route, Route::kIndex);
+  EXPECT_FALSE(result.gate.evaluated);
+}
 
 TEST_F(RouterEngineTest, DeliberationOfAVectorQueryIsTheExactAnswer) {
   constexpr uint32_t kDim = 12;
@@ -369,9 +419,10 @@ TEST_F(RouterEngineTest, DeliberationAddsContextAndPromotesTheTimeWindow) {
   std::vector<std::string> stages;
   for (const StageReport& stage : deliberate.stages) stages.push_back(stage.name);
   EXPECT_EQ(stages, (std::vector<std::string>{"lexical", "context", "fuse"}));
-  // Context is the turn just before or after a hit in the hit's own
-  // session: of BM25's hits 2 (session s1) and 6 (s2), turns 0 and 4, and 3.
-  const std::set<uint64_t> adjacent = {ids[0], ids[4], ids[3]};
+  // Context is the two turns just before or after a hit in the hit's own
+  // session: of BM25's hits 2 (session s1) and 6 (s2), turns 0, 4 and 5,
+  // and 3 and 1.
+  const std::set<uint64_t> adjacent = {ids[0], ids[4], ids[5], ids[3], ids[1]};
   for (const SearchHit& hit : deliberate.hits) {
     for (const SourceRank& source : hit.sources) {
       if (source.source == "context") {
