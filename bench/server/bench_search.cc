@@ -36,6 +36,7 @@ namespace {
 
 struct Row {
   std::string system;  // "engramd" or "in-process"
+  std::string route;   // engramd: "fast" (the index itself) or "auto" (the router's default)
   uint32_t beam_width = 0;
   int concurrency = 1;
   double recall = 0, qps = 0, p50_ms = 0, p99_ms = 0;
@@ -94,65 +95,70 @@ std::vector<Row> MeasureService(client::Client& c, const std::string& space, con
                                 const std::vector<std::vector<int32_t>>& truth,
                                 const std::vector<uint64_t>& ids,
                                 const std::vector<uint32_t>& beam_widths,
-                                const std::vector<int>& concurrencies, absl::Duration duration) {
+                                const std::vector<int>& concurrencies,
+                                const std::vector<std::string>& routes, absl::Duration duration) {
   absl::flat_hash_map<uint64_t, int64_t> row_of_id;
   for (size_t row = 0; row < ids.size(); ++row) row_of_id[ids[row]] = static_cast<int64_t>(row);
   std::vector<Row> rows;
-  for (uint32_t beam_width : beam_widths) {
-    std::vector<v1::SearchRequest> requests(queries.rows);
-    for (size_t q = 0; q < queries.rows; ++q) {
-      requests[q].set_space(space);
-      requests[q].set_k(10);
-      requests[q].set_beam_width(beam_width);
-      requests[q].mutable_query()->Add(queries.Row(q), queries.Row(q) + queries.cols);
+  for (const std::string& route : routes)
+    for (uint32_t beam_width : beam_widths) {
+      std::vector<v1::SearchRequest> requests(queries.rows);
+      for (size_t q = 0; q < queries.rows; ++q) {
+        requests[q].set_space(space);
+        requests[q].set_k(10);
+        requests[q].set_beam_width(beam_width);
+        requests[q].set_route(route == "auto" ? v1::ROUTE_AUTO : v1::ROUTE_FAST);
+        requests[q].mutable_query()->Add(queries.Row(q), queries.Row(q) + queries.cols);
+      }
+      for (int concurrency : concurrencies) {
+        std::atomic<uint64_t> next{0};
+        absl::Mutex recall_mutex;
+        double recall_sum = 0;
+        uint64_t scored = 0;
+        std::vector<double> engine_ms;
+        std::map<std::string, std::vector<double>> stage_ms;
+        Measurement m = RunClosedLoop("search", concurrency, 1, duration, [&](auto done) {
+          const size_t q = next++ % requests.size();
+          auto* context = new grpc::ClientContext();
+          auto* response = new v1::SearchResponse();
+          c.memory().async()->Search(
+              context, &requests[q], response,
+              [&, q, context, response, done](grpc::Status status) {
+                if (status.ok()) {
+                  std::vector<int64_t> found;
+                  for (const auto& hit : response->hits())
+                    found.push_back(row_of_id[hit.episode().id()]);
+                  int64_t micros = 0;
+                  absl::MutexLock lock(&recall_mutex);
+                  for (const auto& stage : response->stages()) {
+                    micros += stage.micros();
+                    stage_ms[stage.name()].push_back(stage.micros() / 1000.0);
+                  }
+                  recall_sum += RecallAt10(truth[q], found);
+                  engine_ms.push_back(micros / 1000.0);
+                  ++scored;
+                }
+                delete response;
+                delete context;
+                done(status.ok());
+              });
+        });
+        Row row;
+        row.system = "engramd";
+        row.route = route;
+        row.beam_width = beam_width;
+        row.concurrency = concurrency;
+        row.recall = scored == 0 ? 0 : recall_sum / scored;
+        row.qps = m.calls / m.seconds;
+        row.p50_ms = Percentile(m.latencies_ms, 0.50);
+        row.p99_ms = Percentile(m.latencies_ms, 0.99);
+        row.engine_p50_ms = Percentile(engine_ms, 0.50);
+        for (auto& [name, times] : stage_ms) row.stage_p50_ms[name] = Percentile(times, 0.50);
+        row.calls = m.calls;
+        row.errors = m.errors;
+        rows.push_back(row);
+      }
     }
-    for (int concurrency : concurrencies) {
-      std::atomic<uint64_t> next{0};
-      absl::Mutex recall_mutex;
-      double recall_sum = 0;
-      uint64_t scored = 0;
-      std::vector<double> engine_ms;
-      std::map<std::string, std::vector<double>> stage_ms;
-      Measurement m = RunClosedLoop("search", concurrency, 1, duration, [&](auto done) {
-        const size_t q = next++ % requests.size();
-        auto* context = new grpc::ClientContext();
-        auto* response = new v1::SearchResponse();
-        c.memory().async()->Search(context, &requests[q], response,
-                                   [&, q, context, response, done](grpc::Status status) {
-                                     if (status.ok()) {
-                                       std::vector<int64_t> found;
-                                       for (const auto& hit : response->hits())
-                                         found.push_back(row_of_id[hit.episode().id()]);
-                                       int64_t micros = 0;
-                                       absl::MutexLock lock(&recall_mutex);
-                                       for (const auto& stage : response->stages()) {
-                                         micros += stage.micros();
-                                         stage_ms[stage.name()].push_back(stage.micros() / 1000.0);
-                                       }
-                                       recall_sum += RecallAt10(truth[q], found);
-                                       engine_ms.push_back(micros / 1000.0);
-                                       ++scored;
-                                     }
-                                     delete response;
-                                     delete context;
-                                     done(status.ok());
-                                   });
-      });
-      Row row;
-      row.system = "engramd";
-      row.beam_width = beam_width;
-      row.concurrency = concurrency;
-      row.recall = scored == 0 ? 0 : recall_sum / scored;
-      row.qps = m.calls / m.seconds;
-      row.p50_ms = Percentile(m.latencies_ms, 0.50);
-      row.p99_ms = Percentile(m.latencies_ms, 0.99);
-      row.engine_p50_ms = Percentile(engine_ms, 0.50);
-      for (auto& [name, times] : stage_ms) row.stage_p50_ms[name] = Percentile(times, 0.50);
-      row.calls = m.calls;
-      row.errors = m.errors;
-      rows.push_back(row);
-    }
-  }
   return rows;
 }
 
@@ -233,6 +239,13 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--concurrency", concurrencies)->delimiter(',')->capture_default_str();
+  std::vector<std::string> routes = {"fast"};
+  app.add_option("--routes", routes,
+                 "fast (the index itself) and/or auto (the router's default: the fast path "
+                 "and the quality gate)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fast", "auto"}))
+      ->capture_default_str();
   app.add_option("--duration-s", duration_s, "seconds per measurement")->capture_default_str();
   app.add_option("--batch", batch, "episodes per PutEpisodes while loading")->capture_default_str();
   app.add_option("--in-process", in_process, "also measure the index in this process")
@@ -310,7 +323,7 @@ int main(int argc, char** argv) {
 
   const absl::Duration duration = absl::Seconds(duration_s);
   std::vector<Row> rows =
-      MeasureService(c, space, queries, truth, *ids, beam_widths, concurrencies, duration);
+      MeasureService(c, space, queries, truth, *ids, beam_widths, concurrencies, routes, duration);
   (void)c.DeleteSpace(space);
   if (in_process) {
     const Metric metric = metric_name == "ip"   ? Metric::kInnerProduct
@@ -321,15 +334,16 @@ int main(int argc, char** argv) {
     rows.insert(rows.end(), local.begin(), local.end());
   }
 
-  std::cerr << absl::StrFormat("%-11s %5s %11s %9s %9s %8s %8s %10s\n", "system", "L",
+  std::cerr << absl::StrFormat("%-11s %-5s %5s %11s %9s %9s %8s %8s %10s\n", "system", "route", "L",
                                "concurrency", "recall@10", "QPS", "p50 ms", "p99 ms", "engine ms");
   for (const Row& row : rows) {
-    std::cerr << absl::StrFormat("%-11s %5d %11d %9.4f %9.0f %8.3f %8.3f %10.3f\n", row.system,
-                                 row.beam_width, row.concurrency, row.recall, row.qps, row.p50_ms,
-                                 row.p99_ms, row.engine_p50_ms);
+    std::cerr << absl::StrFormat("%-11s %-5s %5d %11d %9.4f %9.0f %8.3f %8.3f %10.3f\n", row.system,
+                                 row.route, row.beam_width, row.concurrency, row.recall, row.qps,
+                                 row.p50_ms, row.p99_ms, row.engine_p50_ms);
     if (json) {
       nlohmann::json line = {{"bench", "search"},
                              {"system", row.system},
+                             {"route", row.route},
                              {"base", base_path},
                              {"rows", base.rows},
                              {"dimension", base.cols},
