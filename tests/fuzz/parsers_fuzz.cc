@@ -1,24 +1,29 @@
 // Fuzz target for the parsers of untrusted or on-disk bytes: the YAML config,
 // the key decoder, the stored record decoders, the tokenizer (any bytes a
 // client sends as text), the posting-block merge operator (on-disk
-// blocks and operands), the static embedder's word-vector file and an
-// embeddings endpoint's JSON answer. Each must return a status for any input, never
-// crash, hang or read out of bounds.
+// blocks and operands), the static embedder's word-vector file, an
+// embeddings endpoint's JSON answer, and the router's reading of a query's
+// text (time expressions against any reference time, query hints). Each must return a status for
+// any input, never crash, hang or read out of bounds.
 //
 // Built two ways: with clang's libFuzzer (-DENGRAM_FUZZ=ON, see
 // tests/fuzz/README.md) for coverage-guided runs, and as `parsers_fuzz_smoke`
 // in every ctest run, which replays the seed corpus plus random mutations.
 #include <google/protobuf/stubs/logging.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "embed/openai_embedder.h"
 #include "embed/static_embedder.h"
+#include "retrieval/quality_gate.h"
+#include "retrieval/time_expressions.h"
 #include "rocksdb/merge_operator.h"
 #include "server/config.h"
 #include "storage/key_encoding.h"
@@ -32,7 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)kSilenced;
   if (size == 0) return 0;
   std::string input(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 8) {
+  // Modulo 16 keeps the seed files' first bytes ('0'..'8') on their targets.
+  switch (data[0] % 16) {
     case 0:
       (void)engram::server::ParseConfig(input);
       break;
@@ -94,6 +100,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // bytes from the network. Two texts of 3 dimensions.
       (void)engram::embed::ParseEmbeddingsAnswer(input, 2, 3);
       break;
+    default: {
+      // A query's text and reference time (SearchRequest.query_text and
+      // reference_time_us, any int64): the first 8 bytes are the time.
+      int64_t micros = 0;
+      std::memcpy(&micros, input.data(), std::min<size_t>(8, input.size()));
+      const absl::Time reference = absl::FromUnixMicros(micros);
+      const std::string text = input.size() > 8 ? input.substr(8) : "";
+      if (auto window = engram::retrieval::FindTimeExpression(text, reference)) {
+        if (window->expression.empty()) std::abort();  // a match names its words
+      }
+      (void)engram::retrieval::ReadQueryHints(text, reference);
+      break;
+    }
   }
   return 0;
 }
