@@ -1013,13 +1013,16 @@ uint64_t EpisodeIndex::VectorsInScope(const std::string& tenant, const std::stri
   if (space == nullptr) return 0;
   uint64_t vectors = 0;
   {
+    // Queued writes only: a batch being applied is on its way into the
+    // partitions, counted there as it lands (so the count may lag by one
+    // batch, never doubles it).
     absl::ReaderMutexLock lock(&space->mutex);
-    for (const auto* list : {&space->queued, &space->applying}) {
-      if (agent_id.empty()) {
-        vectors += list->size();
-        continue;
+    if (agent_id.empty()) {
+      vectors += space->queued.size();
+    } else {
+      for (const SpaceIndex::Pending& item : space->queued) {
+        vectors += item.agent_id == agent_id ? 1 : 0;
       }
-      for (const SpaceIndex::Pending& item : *list) vectors += item.agent_id == agent_id ? 1 : 0;
     }
   }
   for (const auto& [agent, partition] : space->Partitions(agent_id)) vectors += partition->size();

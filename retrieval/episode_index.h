@@ -150,7 +150,8 @@ class EpisodeIndex {
                                                  bool scan);
 
   // Vectors a search of `agent_id` (every agent when empty) covers: the
-  // partitions' live vectors plus the writes not yet indexed. The router
+  // partitions' live vectors plus the writes queued for them (a batch the
+  // indexer is applying may be missing until it lands). The router
   // reads it to tell small agents, where deliberation costs about what the
   // fast path does, from large ones. 0 for an unknown space.
   uint64_t VectorsInScope(const std::string& tenant, const std::string& space,

@@ -12,9 +12,12 @@ Run by ctest with ENGRAMD=<path to engramd> and PYTHONPATH=<build>/python.
 """
 
 import json
+import time
 
 import grpc
 import numpy as np
+
+import engram
 
 from engram.v1 import memory_pb2, memory_pb2_grpc
 from engramd_fixture import EngramdTestCase
@@ -43,6 +46,12 @@ class RouterTest(EngramdTestCase):
         ids = []
         for start in range(0, len(docs), 250):
             ids += m.add_many(docs[start:start + 250])
+        # FAST and AUTO are compared answer for answer: the index must not
+        # change (a graph build landing) between the two.
+        with engram.Admin(self.server.address) as admin:
+            deadline = time.time() + 60
+            while int(admin.stats()["index_health"]["queued"]) > 0 and time.time() < deadline:
+                time.sleep(0.05)
         filters = [
             ("all", {}, lambda i: True),
             ("half", dict(where=[("i", "<", 350)]), lambda i: i < 350),
@@ -156,7 +165,8 @@ class DefaultRouterTest(EngramdTestCase):
         self.assertEqual(auto.route, "deliberate")
         self.assertTrue(auto.gate.escalated)
         self.assertEqual(auto.gate.signals, [])
-        self.assertIn("covers 30 vectors, fewer than 4096", auto.gate.reason)
+        # (30, or fewer while the indexer is still adding them)
+        self.assertRegex(auto.gate.reason, r"covers \d+ vectors?, fewer than 4096")
         self.assertEqual([h.episode.text for h in auto], ["turn 3", "turn 4", "turn 2"])
         self.assertEqual(m.search([3.2, 1.0], k=3, route="fast").route, "index")
 

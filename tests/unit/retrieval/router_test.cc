@@ -254,6 +254,8 @@ TEST_F(SmallAgentRouterTest, AutoDeliberatesAtOnceBelowTheSizeAndGatesAbove) {
     writes.push_back(std::move(write));
   }
   ASSERT_TRUE(engine_->PutEpisodes(kDefaultTenant, "mem", std::move(writes)).ok());
+  // Counted once indexed (a batch the indexer is applying may be missing).
+  engine_->FlushIndex();
   const std::vector<float> query = {20.0f, 1.0f, 3.0f};
   SearchRequest request;
   request.query = query;
