@@ -131,7 +131,8 @@ double TopOverlap(const std::vector<SearchHit>& a, const std::vector<SearchHit>&
 }
 
 absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request, uint32_t max_k,
-                           size_t max_text_bytes) {
+                           const StoreLimits& limits) {
+  const size_t max_text_bytes = limits.max_text_bytes;
   if (request.k == 0 || request.k > max_k) {
     return absl::InvalidArgumentError(absl::StrCat("k is ", request.k, "; must be in 1..", max_k));
   }
@@ -158,7 +159,7 @@ absl::Status ValidateQuery(const SpaceInfo& space, const SearchRequest& request,
                                                    "; must be at most ",
                                                    index::VectorPartition::kMaxBeamWidth));
   }
-  return storage::ValidateFilter(request.filter);
+  return storage::ValidateFilter(request.filter, limits);
 }
 
 }  // namespace
@@ -385,8 +386,7 @@ absl::StatusOr<SearchResult> Engine::Search(const std::string& tenant,
   // The space's settings come from memory: no disk read per search.
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (!space.ok()) return space.status();
-  if (absl::Status valid =
-          ValidateQuery(*space, request, max_k_, store_->options().limits.max_text_bytes);
+  if (absl::Status valid = ValidateQuery(*space, request, max_k_, store_->options().limits);
       !valid.ok()) {
     return valid;
   }

@@ -521,6 +521,23 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::Stats(grpc::CallbackServerContext*
                         });
 }
 
+namespace {
+
+// A file error as the client may see it: the server's absolute path of the
+// file replaced by the path the client gave (errors from the filesystem
+// name the file they failed on).
+absl::Status InClientTerms(const absl::Status& status, const std::string& absolute,
+                           const std::string& relative) {
+  if (status.ok() || absolute.empty()) return status;
+  std::string message(status.message());
+  for (size_t at; (at = message.find(absolute)) != std::string::npos;) {
+    message.replace(at, absolute.size(), relative);
+  }
+  return absl::Status(status.code(), message);
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* KvCacheServiceImpl::ExportCache(grpc::CallbackServerContext* context,
                                                           const v1::ExportCacheRequest* request,
                                                           v1::ExportCacheResponse* response) {
@@ -530,7 +547,7 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ExportCache(grpc::CallbackServerCo
         if (!path.ok()) return path.status();
         auto exported = kvcache::ExportCache(store_, TenantOf(context), request->agent_id(),
                                              request->model_id(), *path);
-        if (!exported.ok()) return exported.status();
+        if (!exported.ok()) return InClientTerms(exported.status(), *path, request->path());
         response->set_path(request->path());
         response->set_bytes(exported->bytes);
         response->set_tokens(exported->tokens);
@@ -546,7 +563,7 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ImportCache(grpc::CallbackServerCo
         absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
         if (!path.ok()) return path.status();
         auto imported = kvcache::ImportCache(store_, TenantOf(context), *path, request->agent_id());
-        if (!imported.ok()) return imported.status();
+        if (!imported.ok()) return InClientTerms(imported.status(), *path, request->path());
         CacheInfoToProto(*imported, response->mutable_cache());
         return absl::OkStatus();
       });

@@ -124,6 +124,28 @@ struct EpisodeFilter {
   std::vector<MetadataPredicate> metadata;
 };
 
+// Bounds on what a client may store, and on the filters that select it. A
+// request beyond any of them fails with INVALID_ARGUMENT naming the value
+// and the limit.
+struct StoreLimits {
+  // Longest agent, session or request id, in bytes. Default: 256.
+  size_t max_id_bytes = 256;
+  // Longest episode kind, in bytes. Default: 64.
+  size_t max_kind_bytes = 64;
+  // Longest episode text, in bytes. Default: 256 KiB.
+  size_t max_text_bytes = 256 * 1024;
+  // Most metadata per episode, in serialized bytes and in entries.
+  // Defaults: 16 KiB, 64 entries.
+  size_t max_metadata_bytes = 16 * 1024;
+  size_t max_metadata_entries = 64;
+  // Most links per episode. Default: 256.
+  size_t max_links = 256;
+  // Largest space dimension. Default: 4096.
+  uint32_t max_dimension = 4096;
+  // Most episodes per PutEpisodes batch. Default: 1024.
+  size_t max_batch_size = 1024;
+};
+
 struct DeleteTarget {
   std::vector<uint64_t> ids;  // used when agent_id is empty
   std::string agent_id;

@@ -62,7 +62,42 @@ bool MatchesPredicate(const MetadataPredicate& predicate, const Episode& episode
 
 }  // namespace
 
-absl::Status ValidateFilter(const EpisodeFilter& filter) {
+absl::Status ValidateFilter(const EpisodeFilter& filter, const StoreLimits& limits) {
+  for (const auto& [name, id] :
+       {std::pair{"agent_id", &filter.agent_id}, std::pair{"session_id", &filter.session_id}}) {
+    if (id->size() > limits.max_id_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("filter.", name, " is ", id->size(),
+                                                     " bytes; the limit is ", limits.max_id_bytes));
+    }
+  }
+  if (filter.kinds.size() > kMaxFilterKinds) {
+    return absl::InvalidArgumentError(absl::StrCat("filter.kinds lists ", filter.kinds.size(),
+                                                   " kinds; the limit is ", kMaxFilterKinds));
+  }
+  for (size_t i = 0; i < filter.kinds.size(); ++i) {
+    if (filter.kinds[i].size() > limits.max_kind_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.kinds[", i, "] is ", filter.kinds[i].size(), " bytes; the limit is ",
+                       limits.max_kind_bytes));
+    }
+  }
+  if (filter.metadata.size() > limits.max_metadata_entries) {
+    return absl::InvalidArgumentError(absl::StrCat("filter.metadata has ", filter.metadata.size(),
+                                                   " predicates; the limit is ",
+                                                   limits.max_metadata_entries));
+  }
+  size_t predicate_bytes = 0;
+  for (const MetadataPredicate& p : filter.metadata) {
+    predicate_bytes += p.key.size();
+    if (p.value.has_value() && std::holds_alternative<std::string>(*p.value)) {
+      predicate_bytes += std::get<std::string>(*p.value).size();
+    }
+  }
+  if (predicate_bytes > limits.max_metadata_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("filter.metadata's keys and string values are ",
+                                                   predicate_bytes, " bytes; the limit is ",
+                                                   limits.max_metadata_bytes));
+  }
   if (!filter.session_id.empty() && filter.agent_id.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("filter.session_id '", filter.session_id, "' requires filter.agent_id"));

@@ -1062,7 +1062,7 @@ absl::Status EpisodeStore::ScanEpisodes(
       return found.status();
     }
   }
-  if (absl::Status valid = ValidateFilter(filter); !valid.ok()) return valid;
+  if (absl::Status valid = ValidateFilter(filter, options_.limits); !valid.ok()) return valid;
   std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
                                                : AgentPrefix(tenant, space, filter.agent_id);
   std::string end = PrefixSuccessor(prefix);

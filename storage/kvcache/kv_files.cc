@@ -40,19 +40,37 @@ absl::StatusOr<uint32_t> MetadataUint(const std::map<std::string, std::string>& 
 
 }  // namespace
 
+// A client's path as error messages show it: at most 64 bytes of it.
+std::string Shown(const std::string& relative) {
+  return relative.size() <= 64 ? relative : absl::StrCat(relative.substr(0, 61), "...");
+}
+
 absl::StatusOr<std::string> ConfinedPath(const std::string& root, const std::string& relative) {
-  if (relative.empty() || relative.size() > 4096 || relative.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError("path must be 1-4096 bytes without NUL");
+  if (relative.empty() || relative.size() > kMaxClientPathBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path is ", relative.size(), " bytes; it must be 1..", kMaxClientPathBytes));
+  }
+  for (size_t i = 0; i < relative.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(relative[i]);
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrCat("path holds a control character (byte ",
+                                                     static_cast<int>(c), " at offset ", i, ")"));
+    }
   }
   if (relative.front() == '/') {
     return absl::InvalidArgumentError(
-        absl::StrCat("path '", relative, "' must be relative to the KV export directory"));
+        absl::StrCat("path '", Shown(relative), "' must be relative to the KV export directory"));
   }
   std::vector<std::string> parts = absl::StrSplit(relative, '/', absl::SkipEmpty());
   for (const std::string& part : parts) {
     if (part == "." || part == "..") {
       return absl::InvalidArgumentError(
-          absl::StrCat("path '", relative, "' must not contain '.' or '..' components"));
+          absl::StrCat("path '", Shown(relative), "' must not contain '.' or '..' components"));
+    }
+    if (part.size() > kMaxClientPathComponentBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("path '", Shown(relative), "' has a name of ",
+                                                     part.size(), " bytes; names may have at most ",
+                                                     kMaxClientPathComponentBytes));
     }
   }
   if (parts.empty()) return absl::InvalidArgumentError("path names no file");
@@ -67,16 +85,16 @@ absl::StatusOr<std::string> ConfinedPath(const std::string& root, const std::str
   for (size_t i = 0; i + 1 < parts.size(); ++i) parent /= parts[i];
   fs::path real_parent = fs::canonical(parent, ec);
   if (ec) {
-    return absl::NotFoundError(absl::StrCat("directory of '", relative, "' does not exist"));
+    return absl::NotFoundError(absl::StrCat("directory of '", Shown(relative), "' does not exist"));
   }
   std::string root_text = real_root.string(), parent_text = real_parent.string();
   if (parent_text != root_text && parent_text.rfind(root_text + "/", 0) != 0) {
     return absl::PermissionDeniedError(
-        absl::StrCat("path '", relative, "' leaves the KV export directory"));
+        absl::StrCat("path '", Shown(relative), "' leaves the KV export directory"));
   }
   fs::path target = real_parent / parts.back();
   if (fs::is_symlink(fs::symlink_status(target, ec))) {
-    return absl::PermissionDeniedError(absl::StrCat("path '", relative, "' is a symlink"));
+    return absl::PermissionDeniedError(absl::StrCat("path '", Shown(relative), "' is a symlink"));
   }
   return target.string();
 }

@@ -18,11 +18,18 @@
 
 namespace engram::kvcache {
 
+// Longest client path, and longest name in it (the filesystem's NAME_MAX).
+inline constexpr size_t kMaxClientPathBytes = 1024;
+inline constexpr size_t kMaxClientPathComponentBytes = 255;
+
 // Resolves `relative` (a client-supplied path) inside `root`: it must be
-// relative, without "." or ".." components, and every existing directory on
-// the way must resolve (symlinks followed) to somewhere inside `root`. The
-// last component must not be a symlink (callers open it with O_NOFOLLOW).
-// INVALID_ARGUMENT or PERMISSION_DENIED otherwise.
+// 1..kMaxClientPathBytes long, relative, free of control characters (NUL,
+// newlines, ...), without "." or ".." components or names longer than
+// kMaxClientPathComponentBytes, and every existing directory on the way
+// must resolve (symlinks followed) to somewhere inside `root`. The last
+// component must not be a symlink (callers open it with O_NOFOLLOW).
+// INVALID_ARGUMENT, NOT_FOUND (a missing directory) or PERMISSION_DENIED
+// otherwise; messages show at most 64 bytes of the path and never `root`.
 absl::StatusOr<std::string> ConfinedPath(const std::string& root, const std::string& relative);
 
 struct ExportResult {

@@ -483,6 +483,18 @@ TEST_F(KvCacheTest, ExportImportAndDeleteThroughEngramctl) {
   EXPECT_NE(out.find("INVALID_ARGUMENT"), std::string::npos) << out;
   std::tie(code, out) = testing::RunCtl(address, "kv import /etc/passwd");
   EXPECT_NE(code, 0);
+  // A name too long for the filesystem, and one with a newline: refused as
+  // bad input, the message free of the server's directory.
+  std::tie(code, out) =
+      testing::RunCtl(address, "kv export --agent a --model llama-test " + std::string(300, 'p'));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("INVALID_ARGUMENT"), std::string::npos) << out;
+  EXPECT_NE(out.find("names may have at most 255"), std::string::npos) << out;
+  EXPECT_EQ(out.find(dir_.path()), std::string::npos) << out;
+  std::tie(code, out) = testing::RunCtl(
+      address, "kv export --agent a --model llama-test \"$(printf 'two\\nlines')\"");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("control character"), std::string::npos) << out;
   std::tie(code, out) = testing::RunCtl(address, "kv delete --agent a");
   ASSERT_EQ(code, 0) << out;
   std::tie(code, out) = testing::RunCtl(address, "kv delete --agent a");

@@ -137,6 +137,33 @@ class MemoryClientTest(EngramdTestCase):
             Memory(self.server.address, space="missing", agent="a").add("x", [1, 0, 0])
         self.assertEqual(m.get_space().episode_count, 0)
 
+    def test_oversized_filters_are_refused_with_the_limit(self):
+        m = self.memory("py_filters")
+        m.create_space(dimension=2)
+        m.add("x", [1.0, 0.0])
+        huge = "a" * (1 << 20)
+        cases = [
+            (dict(agent=huge), "filter.agent_id is 1048576 bytes; the limit is 256"),
+            (dict(session=huge), "filter.session_id is 1048576 bytes"),
+            (dict(kinds=[f"k{i}" for i in range(100_000)]), "lists 100000 kinds; the limit is 64"),
+            (dict(kinds=["k" * 65]), r"filter.kinds\[0\] is 65 bytes; the limit is 64"),
+            (dict(where=[("n", "==", i) for i in range(100_000)]),
+             "has 100000 predicates; the limit is 64"),
+            (dict(where=[("n", "==", "v" * 20_000)]), "the limit is 16384"),
+        ]
+        for arguments, message in cases:
+            for call in (lambda: m.search([1.0, 0.0], k=1, **arguments),
+                         lambda: m.search(text="x", k=1, route="deliberate", **arguments),
+                         lambda: list(m.list(**arguments))):
+                with self.assertRaisesRegex(engram.InvalidArgumentError, message):
+                    call()
+            # The message is short: the rejected value is never echoed.
+            try:
+                m.search([1.0, 0.0], k=1, **arguments)
+            except engram.InvalidArgumentError as error:
+                self.assertLess(len(str(error)), 300)
+        self.assertEqual(len(m.search([1.0, 0.0], k=1, kinds=["message"] * 64)), 1)
+
     def test_agents_are_separate_scopes(self):
         alice = self.memory("py_scopes", agent="alice")
         bob = self.memory("py_scopes", agent="bob")

@@ -235,6 +235,20 @@ TEST_F(KvFilesTest, ClientPathsStayInsideTheExportDirectory) {
   std::filesystem::create_symlink(dir_.Sub("outside"), root + "/link.safetensors");
   EXPECT_EQ(ConfinedPath(root, "link.safetensors").status().code(),
             absl::StatusCode::kPermissionDenied);
+  // Hostile names: too long for the filesystem, control characters, a path
+  // beyond the limit. Refused before any file is touched, the message short
+  // and free of the server's directory.
+  EXPECT_TRUE(ConfinedPath(root, std::string(kMaxClientPathComponentBytes, 'n')).ok());
+  for (const std::string& bad :
+       {std::string(300, 'p'), std::string("a\nb.safetensors"), std::string("a\r\nb"),
+        std::string("tab\there"), std::string("nul\0x", 5), std::string("del\x7f"),
+        std::string(kMaxClientPathBytes + 1, 'q'), "sub/" + std::string(256, 'r')}) {
+    absl::StatusOr<std::string> path = ConfinedPath(root, bad);
+    EXPECT_EQ(path.status().code(), absl::StatusCode::kInvalidArgument) << bad.size();
+    EXPECT_LT(path.status().message().size(), 200u) << path.status();
+    EXPECT_EQ(path.status().message().find(root), std::string::npos) << path.status();
+  }
+  EXPECT_FALSE(std::filesystem::exists(root + "/a\nb.safetensors"));
 }
 
 }  // namespace

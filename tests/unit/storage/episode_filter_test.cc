@@ -92,5 +92,45 @@ TEST(EpisodeFilterTest, RejectsMalformedFilters) {
   }
 }
 
+TEST(EpisodeFilterTest, RejectsFiltersNoEpisodeCouldMatchInSize) {
+  StoreLimits limits;
+  limits.max_id_bytes = 8;
+  limits.max_kind_bytes = 4;
+  limits.max_metadata_entries = 2;
+  limits.max_metadata_bytes = 10;
+  auto rejected = [&](const EpisodeFilter& f, const std::string& message) {
+    absl::Status status = ValidateFilter(f, limits);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << message;
+    EXPECT_NE(status.message().find(message), std::string::npos) << status;
+  };
+  EpisodeFilter agent;
+  agent.agent_id = std::string(9, 'a');
+  rejected(agent, "filter.agent_id is 9 bytes; the limit is 8");
+  EpisodeFilter session;
+  session.agent_id = "a";
+  session.session_id = std::string(9, 's');
+  rejected(session, "filter.session_id is 9 bytes");
+  EpisodeFilter kinds;
+  kinds.kinds.assign(kMaxFilterKinds + 1, "k");
+  rejected(kinds, "lists 65 kinds; the limit is 64");
+  EpisodeFilter long_kind;
+  long_kind.kinds = {"ok", "toolong"};
+  rejected(long_kind, "filter.kinds[1] is 7 bytes; the limit is 4");
+  EpisodeFilter predicates;
+  predicates.metadata.assign(3, Pred("k", Op::kExists, std::nullopt));
+  rejected(predicates, "has 3 predicates; the limit is 2");
+  EpisodeFilter bytes;
+  bytes.metadata = {Pred("key", Op::kEq, std::string("12345678"))};
+  rejected(bytes, "are 11 bytes; the limit is 10");
+  // At the limits exactly: accepted.
+  EpisodeFilter fits;
+  fits.agent_id = std::string(8, 'a');
+  fits.session_id = std::string(8, 's');
+  fits.kinds.assign(kMaxFilterKinds, "kind");
+  fits.metadata = {Pred("key", Op::kEq, std::string("123456")),
+                   Pred("n", Op::kExists, std::nullopt)};
+  EXPECT_TRUE(ValidateFilter(fits, limits).ok()) << ValidateFilter(fits, limits);
+}
+
 }  // namespace
 }  // namespace engram::storage
