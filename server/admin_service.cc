@@ -23,8 +23,11 @@ void BackupToProto(const storage::BackupInfo& info, v1::BackupInfo* out) {
 absl::StatusOr<std::string> NewEntryPath(const std::string& root, const std::string& name,
                                          absl::string_view what) {
   if (!storage::IsValidName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " name '", name, "' must be 1-64 characters of [A-Za-z0-9_.-], not . or .."));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " name ",
+                     name.size() <= 64 ? absl::StrCat("'", name, "'")
+                                       : absl::StrCat("of ", name.size(), " bytes"),
+                     " must be 1-64 characters of [A-Za-z0-9_.-], not . or .."));
   }
   std::filesystem::path path = std::filesystem::absolute(std::filesystem::path(root) / name);
   if (std::filesystem::exists(path)) {

@@ -163,6 +163,15 @@ absl::Status ValidateTextSettings(const TextSettings& text) {
   return absl::OkStatus();
 }
 
+// INVALID_ARGUMENT for a name IsValidName refuses; the name is shown only
+// when it is short enough to be one.
+absl::Status InvalidSpaceName(const std::string& name) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "space name ",
+      name.size() <= 64 ? absl::StrCat("'", name, "'") : absl::StrCat("of ", name.size(), " bytes"),
+      " must be 1-64 characters of [A-Za-z0-9_.-]"));
+}
+
 }  // namespace
 
 bool IsValidName(std::string_view name) {
@@ -379,6 +388,7 @@ uint64_t EpisodeStore::EpisodeCount(const std::string& tenant, const std::string
 
 absl::StatusOr<SpaceInfo> EpisodeStore::FindSpace(const std::string& tenant,
                                                   const std::string& name) {
+  if (!IsValidName(name)) return InvalidSpaceName(name);
   auto it = spaces_.find(SpaceKey(tenant, name));
   if (it == spaces_.end()) {
     return absl::NotFoundError(absl::StrCat("space '", name, "' does not exist"));
@@ -388,10 +398,7 @@ absl::StatusOr<SpaceInfo> EpisodeStore::FindSpace(const std::string& tenant,
 
 absl::StatusOr<SpaceInfo> EpisodeStore::CreateSpace(const std::string& tenant,
                                                     const SpaceInfo& requested) {
-  if (!IsValidName(requested.name)) {
-    return absl::InvalidArgumentError(absl::StrCat("space name '", requested.name,
-                                                   "' must be 1-64 characters of [A-Za-z0-9_.-]"));
-  }
+  if (!IsValidName(requested.name)) return InvalidSpaceName(requested.name);
   if (requested.dimension == 0 || requested.dimension > options_.limits.max_dimension) {
     return absl::InvalidArgumentError(absl::StrCat(
         "space dimension ", requested.dimension, " is outside 1..", options_.limits.max_dimension));

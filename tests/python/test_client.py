@@ -137,6 +137,26 @@ class MemoryClientTest(EngramdTestCase):
             Memory(self.server.address, space="missing", agent="a").add("x", [1, 0, 0])
         self.assertEqual(m.get_space().episode_count, 0)
 
+    def test_huge_names_are_bad_input_with_short_messages(self):
+        huge = "s" * (1 << 20)
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "space name of 1048576 bytes"):
+            Memory(self.server.address, space=huge, agent="a").get_space()
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "space name of 1048576 bytes"):
+            Memory(self.server.address, space=huge, agent="a").create_space(dimension=2)
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "space name of 1048576 bytes"):
+            Memory(self.server.address, space=huge, agent="a").search([1.0, 0.0])
+        with engram.Admin(self.server.address) as admin:
+            with self.assertRaisesRegex(engram.InvalidArgumentError,
+                                        "checkpoint name of 1048576 bytes"):
+                admin.checkpoint(huge)
+        # A message that would echo a huge value is cut, never grows past 1 KiB.
+        # (an embedder's name is echoed to say which one is not offered)
+        with self.assertRaisesRegex(engram.InvalidArgumentError, "more bytes of this message cut"
+                                    ) as raised:
+            Memory(self.server.address, space="py_huge", agent="a").create_space(
+                dimension=2, embedder="e" * (1 << 20))
+        self.assertLess(len(str(raised.exception)), 1200)
+
     def test_oversized_filters_are_refused_with_the_limit(self):
         m = self.memory("py_filters")
         m.create_space(dimension=2)
