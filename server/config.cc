@@ -163,6 +163,8 @@ const std::vector<Option>& Options() {
                              ENGRAM_FIELD(store.limits.max_dimension), 1),
         MakeOption<size_t>("limits.max_batch_size", "most episodes per PutEpisodes",
                            ENGRAM_FIELD(store.limits.max_batch_size), 1),
+        MakeOption<size_t>("limits.max_delete_ids", "most ids one DeleteEpisodes may name",
+                           ENGRAM_FIELD(store.limits.max_delete_ids), 1),
         MakeOption<uint32_t>("index.quantize_threshold",
                              "vectors a partition needs before INT8 codes are fitted",
                              ENGRAM_FIELD(index.quantize_threshold), 1),

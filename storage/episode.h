@@ -144,6 +144,9 @@ struct StoreLimits {
   uint32_t max_dimension = 4096;
   // Most episodes per PutEpisodes batch. Default: 1024.
   size_t max_batch_size = 1024;
+  // Most ids one DeleteEpisodes may name (by agent or session: no limit).
+  // Default: 10000.
+  size_t max_delete_ids = 10000;
 };
 
 struct DeleteTarget {

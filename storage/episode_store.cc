@@ -889,6 +889,13 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
                                                       const std::string& space,
                                                       const DeleteTarget& target,
                                                       std::vector<uint64_t>* deleted_ids) {
+  if (target.ids.size() > options_.limits.max_delete_ids) {
+    return absl::InvalidArgumentError(absl::StrCat("the delete names ", target.ids.size(),
+                                                   " ids; the limit is ",
+                                                   options_.limits.max_delete_ids,
+                                                   " per call (delete by agent or session, or "
+                                                   "in several calls)"));
+  }
   absl::ReaderMutexLock space_lock(&space_mutex_);
   absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space);
   if (!found.ok()) return found.status();

@@ -157,6 +157,15 @@ class MemoryClientTest(EngramdTestCase):
                 dimension=2, embedder="e" * (1 << 20))
         self.assertLess(len(str(raised.exception)), 1200)
 
+    def test_a_delete_of_too_many_ids_is_refused_whole(self):
+        m = self.memory("py_delete_many")
+        m.create_space(dimension=2)
+        kept = m.add("kept", [1.0, 0.0])
+        with self.assertRaisesRegex(engram.InvalidArgumentError,
+                                    "names 1000001 ids; the limit is 10000"):
+            m.delete([kept] + list(range(1 << 40, (1 << 40) + 1_000_000)))
+        self.assertEqual(m.get(kept).text, "kept")
+
     def test_oversized_filters_are_refused_with_the_limit(self):
         m = self.memory("py_filters")
         m.create_space(dimension=2)
