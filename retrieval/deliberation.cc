@@ -91,6 +91,7 @@ absl::StatusOr<SearchResult> Engine::Deliberate(const std::string& tenant, const
   };
   // Runs one stage: a search within `share` of the time left. A stage cut
   // by its share is reported and skipped; the call's deadline fails it.
+  int stages_cut = 0;
   auto run_stage = [&](const char* name, double share,
                        const std::function<absl::StatusOr<SearchResult>(absl::Time)>& search)
       -> absl::StatusOr<std::optional<SearchResult>> {
@@ -105,6 +106,7 @@ absl::StatusOr<SearchResult> Engine::Deliberate(const std::string& tenant, const
         return found.status();
       }
       report.note = "cut: its share of the deadline ran out";
+      ++stages_cut;
       result.stages.push_back(std::move(report));
       return std::optional<SearchResult>();
     }
@@ -172,6 +174,12 @@ absl::StatusOr<SearchResult> Engine::Deliberate(const std::string& tenant, const
         });
     if (!expanded.ok()) return expanded.status();
     if (*expanded) add_list("context", std::move((*expanded)->hits), kContextWeight);
+  }
+
+  // Every stage cut: nothing to answer with, which is not an empty answer.
+  if (lists.empty() && stages_cut > 0) {
+    return absl::DeadlineExceededError(
+        "deliberation's stages ran out of their shares of the deadline before any finished");
   }
 
   // Fusion of every list, then the exact rerank of what it kept.
