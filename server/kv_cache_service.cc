@@ -92,6 +92,12 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
       absl::StatusOr<ModelSpec> model = service_->ModelFromProto(header.model());
       if (!model.ok()) return model.status();
       bool quantized = header.encoding() != v1::KV_ENCODING_FLOAT;
+      // Refused by its declared size before anything is copied or allocated.
+      const size_t max_tokens = service_->store()->options().max_tokens;
+      if (header.token_ids().empty() || static_cast<size_t>(header.token_ids_size()) > max_tokens) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a cache holds 1-", max_tokens, " tokens, got ", header.token_ids_size()));
+      }
       std::vector<uint32_t> tokens(header.token_ids().begin(), header.token_ids().end());
       auto save = service_->store()->BeginSave(TenantOf(context_), header.agent_id(), *model,
                                                std::move(tokens));

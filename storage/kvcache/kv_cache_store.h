@@ -119,6 +119,8 @@ class KvCacheStore {
   KvCacheStore(const KvCacheStore&) = delete;
   KvCacheStore& operator=(const KvCacheStore&) = delete;
 
+  const KvStoreOptions& options() const { return options_; }
+
   // Loads reference counts and removes what saves interrupted by a crash
   // staged. Call once, before anything else.
   absl::Status Recover();

@@ -331,6 +331,18 @@ TEST_F(KvCacheTest, BadInputIsRefusedAndStoresNothing) {
     EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << damage;
     EXPECT_FALSE(result.status().message().empty());
   }
+  // A header declaring more tokens than a cache may hold (kv.max_tokens,
+  // 131072 by default): refused by its size, before any block.
+  {
+    v1::SaveCacheHeader header;
+    header.set_agent_id("x");
+    *header.mutable_model() = Model();
+    header.mutable_token_ids()->Resize(131073, 7);
+    auto result = client_->SaveCache(header, [](v1::KvBlock*) { return false; });
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(result.status().message().find("1-131072 tokens, got 131073"), std::string::npos)
+        << result.status();
+  }
   // A stream whose first message is not a header.
   {
     grpc::ClientContext context;
