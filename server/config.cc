@@ -65,20 +65,20 @@ Option MakeOption(std::string key, std::string doc, Field field, T min_value = T
 #define ENGRAM_FIELD(path) \
   [](ServerConfig & c) -> auto& { return c.path; }
 
-// router.gate.*: the quality gate's model, one key per signal.
-void AddGateOptions(std::vector<Option>& options) {
+// router.*: when AUTO deliberates at once, and the quality gate's model,
+// one key per signal (retrieval/quality_gate.h).
+void AddRouterOptions(std::vector<Option>& options) {
   constexpr double kAnyValue = -1e9;
   options.push_back(MakeOption<uint64_t>(
       "router.deliberate_below",
       "route AUTO deliberates at once when a search covers fewer vectors than this; 0: never",
-      [](ServerConfig & c) -> auto& { return c.router.deliberate_below; }));
+      ENGRAM_FIELD(router.deliberate_below)));
   options.push_back(MakeOption<double>(
       "router.gate.threshold",
       "route AUTO escalates when the gate's probability reaches this (above 1: never, 0: always)",
-      [](ServerConfig & c) -> auto& { return c.router.gate.threshold; }, 0.0));
-  options.push_back(MakeOption<double>(
-      "router.gate.bias", "the gate's logistic model: its bias",
-      [](ServerConfig & c) -> auto& { return c.router.gate.bias; }, kAnyValue));
+      ENGRAM_FIELD(router.gate.threshold), 0.0));
+  options.push_back(MakeOption<double>("router.gate.bias", "the gate's logistic model: its bias",
+                                       ENGRAM_FIELD(router.gate.bias), kAnyValue));
   for (int signal = 0; signal < retrieval::kGateSignalCount; ++signal) {
     options.push_back(MakeOption<double>(
         absl::StrCat("router.gate.weights.", retrieval::GateSignalName(signal)),
@@ -241,7 +241,7 @@ const std::vector<Option>& Options() {
                         "first wait before a retry; doubled each time (or Retry-After)",
                         ENGRAM_FIELD(embedders.openai.retry_backoff_ms), 0),
     };
-    AddGateOptions(options);
+    AddRouterOptions(options);
     return options;
   }();
   return options;
