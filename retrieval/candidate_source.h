@@ -1,5 +1,6 @@
 // CandidateSource: one way of proposing episodes for a query (the graph
-// index, the exhaustive scan, and later BM25, time and link expansion). A
+// index, the exhaustive scan, BM25; deliberation's time and context stages
+// propose through the same read-back). A
 // source only proposes ids with scores; the engine reads them back from the
 // store once (retrieval/hydrator.h), checks the whole filter there, and fuses
 // or widens. That keeps every source honest: nothing a source holds (codes,

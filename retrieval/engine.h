@@ -13,9 +13,9 @@
 //                k -> a result naming its route and each stage's time and
 //                candidates (retrieval/search.h).
 //
-// The lexical index, the router and auth plug in here: a new candidate
-// source, a route decision before the sources run, the tenant every call
-// already takes.
+// The router decides the route here (Search; retrieval/quality_gate.h,
+// retrieval/deliberation.cc); auth will plug in through the tenant every
+// call already takes.
 //
 // Thread safety: every method may be called concurrently. Durability is the
 // store's: a write returns once its WriteBatch is committed (synced unless

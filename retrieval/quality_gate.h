@@ -30,8 +30,10 @@
 //   query_words         words in query_text / 10 (up to 3)
 //   text_only           1 when the query had text and no vector of its own
 // The model's bias, weights and threshold are configuration
-// (router.gate.* in engramd's config) with defaults fitted on LoCoMo with
-// leave-one-conversation-out (bench/router/README.md says how to refit).
+// (router.gate.* in engramd's config) with defaults fitted by bench_router
+// on LoCoMo's questions and LaBSE searches together, and checked on groups
+// held out of the fit (bench/router/README.md has the figures and says how
+// to refit).
 // Every decision lists each signal's value, weight and contribution.
 #pragma once
 

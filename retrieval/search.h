@@ -1,7 +1,8 @@
 // What a search asks of the engine and what it gets back: the domain types
 // of retrieval/engine.h's Search, free of protobuf and gRPC. A result says
-// which route answered and what each stage did, so a caller (and later the
-// router's quality gate) can see where time and candidates went.
+// which route answered, what the router decided and why (GateDecision),
+// and what each stage did, so a caller can see where time and candidates
+// went.
 #pragma once
 
 #include <cstdint>
