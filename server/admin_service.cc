@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/status_convert.h"
-#include "server/tenant.h"
 
 namespace engram::server {
 namespace {
@@ -46,31 +45,35 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
   using Report = std::function<void(Progress)>;
   // `task` reports progress and returns the call's status; it should stop
   // early when `*cancel` becomes true (the client cancelled or went away).
-  using Task = std::function<absl::Status(const Report& report, std::atomic<bool>* cancel)>;
+  using Task = std::function<absl::Status(const auth::Caller& caller, const Report& report,
+                                          std::atomic<bool>* cancel)>;
 
-  ProgressReactor(RpcRunner* runner, std::string rpc, Task task)
+  ProgressReactor(RpcRunner* runner, grpc::CallbackServerContext* context, std::string rpc,
+                  Task task)
       : runner_(runner), rpc_(std::move(rpc)) {
-    bool queued = runner->pool(CallClass::kAdmin)->TrySubmit([this, task = std::move(task)] {
-      absl::Status status = task(
-          [this](Progress progress) {
-            absl::MutexLock lock(&mutex_);
-            pending_ = std::move(progress);
-            MaybeWriteLocked();
-          },
-          &cancel_);
-      {
-        absl::MutexLock lock(&mutex_);
-        result_ = status;
-        MaybeWriteLocked();
-      }
-      Unref();
-    });
-    if (!queued) {
-      absl::MutexLock lock(&mutex_);
-      result_ = RpcRunner::Overloaded(CallClass::kAdmin);
-      MaybeWriteLocked();
-      refs_.fetch_sub(1);  // no task holds a reference
+    absl::StatusOr<auth::Caller> caller = runner->Admit(context, rpc_);
+    if (!caller.ok()) {
+      Refuse(caller.status());
+      return;
     }
+    bool queued = runner->pool(CallClass::kAdmin)
+                      ->TrySubmit([this, task = std::move(task), caller = *std::move(caller)] {
+                        absl::Status status = task(
+                            caller,
+                            [this](Progress progress) {
+                              absl::MutexLock lock(&mutex_);
+                              pending_ = std::move(progress);
+                              MaybeWriteLocked();
+                            },
+                            &cancel_);
+                        {
+                          absl::MutexLock lock(&mutex_);
+                          result_ = status;
+                          MaybeWriteLocked();
+                        }
+                        Unref();
+                      });
+    if (!queued) Refuse(RpcRunner::Overloaded(CallClass::kAdmin));
   }
 
   void OnWriteDone(bool ok) override {
@@ -108,6 +111,13 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
   void Unref() {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
+  // Finishes with `status` without running the task.
+  void Refuse(const absl::Status& status) {
+    absl::MutexLock lock(&mutex_);
+    result_ = status;
+    MaybeWriteLocked();
+    refs_.fetch_sub(1);  // no task holds a reference
+  }
 
   RpcRunner* runner_;
   const std::string rpc_;
@@ -143,65 +153,73 @@ void PartitionToProto(const retrieval::PartitionReport& report, v1::PartitionSta
 grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* context,
                                                   const v1::StatsRequest*,
                                                   v1::StatsResponse* response) {
-  return runner_->Unary(context, "Stats", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-    const std::string& tenant = TenantOf(context);
-    absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(tenant);
-    if (!spaces.ok()) return spaces.status();
-    for (const SpaceInfo& space : *spaces) {
-      v1::SpaceStats* out = response->add_spaces();
-      out->set_name(space.name);
-      out->set_dimension(space.dimension);
-      out->set_episode_count(space.episode_count);
-    }
-    for (const storage::ColumnFamilyStats& cf : store_->ColumnFamilies()) {
-      v1::ColumnFamilyStats* out = response->add_column_families();
-      out->set_name(cf.name);
-      out->set_estimated_keys(cf.estimated_keys);
-      out->set_sst_bytes(cf.sst_bytes);
-      out->set_memtable_bytes(cf.memtable_bytes);
-    }
-    response->set_uptime_s(absl::ToInt64Seconds(absl::Now() - started_));
-    response->set_sync_writes(config_.store.sync_writes);
-    response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
-    response->set_version(kVersion);
-    // What the partitions hold now; writes still queued are counted in
-    // index_health.queued (Stats never waits for the indexer).
-    for (const retrieval::PartitionReport& report : engine_->IndexStats(tenant)) {
-      PartitionToProto(report, response->add_partitions());
-    }
-    const retrieval::IndexHealth health = engine_->Health();
-    v1::IndexHealth* index_health = response->mutable_index_health();
-    index_health->set_queued(health.queued);
-    index_health->set_add_failures(health.add_failures);
-    index_health->set_healed(health.healed);
-    index_health->set_snapshot_failures(health.snapshot_failures);
-    index_health->set_last_error(health.last_error);
-    const retrieval::EpisodeIndex::LoadReport load = engine_->IndexLoadReport();
-    v1::IndexLoadStats* index_load = response->mutable_index_load();
-    index_load->set_partitions_from_snapshots(load.partitions_from_snapshots);
-    index_load->set_vectors_from_snapshots(load.vectors_from_snapshots);
-    index_load->set_vectors_read_from_store(load.vectors_read_from_store);
-    index_load->set_spaces_rebuilt(load.spaces_rebuilt);
-    const index::ScannerStats scan = engine_->ScanStats();
-    v1::ScanStats* out = response->mutable_scan();
-    out->set_backend(scan.backend);
-    out->set_reason(scan.reason);
-    out->set_resident_partitions(scan.resident_partitions);
-    out->set_resident_bytes(scan.resident_bytes);
-    out->set_scans(scan.scans);
-    out->set_launches(scan.launches);
-    out->set_uploads(scan.uploads);
-    out->set_appends(scan.appends);
-    out->set_fallbacks(scan.fallbacks);
-    return absl::OkStatus();
-  });
+  return runner_->Unary(
+      context, "Stats", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+        // A tenant's admin sees its own spaces and partitions; the server-wide
+        // parts (column families, paths, the index's and scanner's health) are
+        // the operator's (and everyone's while auth is off).
+        const std::string& tenant = call.tenant();
+        response->set_uptime_s(absl::ToInt64Seconds(absl::Now() - started_));
+        response->set_version(kVersion);
+        if (!tenant.empty()) {
+          absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(tenant);
+          if (!spaces.ok()) return spaces.status();
+          for (const SpaceInfo& space : *spaces) {
+            v1::SpaceStats* out = response->add_spaces();
+            out->set_name(space.name);
+            out->set_dimension(space.dimension);
+            out->set_episode_count(space.episode_count);
+          }
+          // What the partitions hold now; writes still queued are counted in
+          // index_health.queued (Stats never waits for the indexer).
+          for (const retrieval::PartitionReport& report : engine_->IndexStats(tenant)) {
+            PartitionToProto(report, response->add_partitions());
+          }
+        }
+        if (!call.caller.operator_scope) return absl::OkStatus();
+        for (const storage::ColumnFamilyStats& cf : store_->ColumnFamilies()) {
+          v1::ColumnFamilyStats* out = response->add_column_families();
+          out->set_name(cf.name);
+          out->set_estimated_keys(cf.estimated_keys);
+          out->set_sst_bytes(cf.sst_bytes);
+          out->set_memtable_bytes(cf.memtable_bytes);
+        }
+        response->set_sync_writes(config_.store.sync_writes);
+        response->set_data_dir(std::filesystem::absolute(config_.store.data_dir).string());
+        const retrieval::IndexHealth health = engine_->Health();
+        v1::IndexHealth* index_health = response->mutable_index_health();
+        index_health->set_queued(health.queued);
+        index_health->set_add_failures(health.add_failures);
+        index_health->set_healed(health.healed);
+        index_health->set_snapshot_failures(health.snapshot_failures);
+        index_health->set_last_error(health.last_error);
+        const retrieval::EpisodeIndex::LoadReport load = engine_->IndexLoadReport();
+        v1::IndexLoadStats* index_load = response->mutable_index_load();
+        index_load->set_partitions_from_snapshots(load.partitions_from_snapshots);
+        index_load->set_vectors_from_snapshots(load.vectors_from_snapshots);
+        index_load->set_vectors_read_from_store(load.vectors_read_from_store);
+        index_load->set_spaces_rebuilt(load.spaces_rebuilt);
+        const index::ScannerStats scan = engine_->ScanStats();
+        v1::ScanStats* out = response->mutable_scan();
+        out->set_backend(scan.backend);
+        out->set_reason(scan.reason);
+        out->set_resident_partitions(scan.resident_partitions);
+        out->set_resident_bytes(scan.resident_bytes);
+        out->set_scans(scan.scans);
+        out->set_launches(scan.launches);
+        out->set_uploads(scan.uploads);
+        out->set_appends(scan.appends);
+        out->set_fallbacks(scan.fallbacks);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerWriteReactor<v1::CompactProgress>* AdminServiceImpl::Compact(
-    grpc::CallbackServerContext*, const v1::CompactRequest*) {
+    grpc::CallbackServerContext* context, const v1::CompactRequest*) {
   using Reactor = ProgressReactor<v1::CompactProgress>;
-  return new Reactor(runner_, "Compact",
-                     [store = store_](const Reactor::Report& report, std::atomic<bool>* cancel) {
+  return new Reactor(runner_, context, "Compact",
+                     [store = store_](const auth::Caller&, const Reactor::Report& report,
+                                      std::atomic<bool>* cancel) {
                        return store->Compact(
                            [&report](double fraction, const std::string& stage) {
                              v1::CompactProgress progress;
@@ -217,34 +235,35 @@ grpc::ServerWriteReactor<v1::CompactProgress>* AdminServiceImpl::Compact(
 grpc::ServerWriteReactor<v1::RebuildIndexProgress>* AdminServiceImpl::RebuildIndex(
     grpc::CallbackServerContext* context, const v1::RebuildIndexRequest* request) {
   using Reactor = ProgressReactor<v1::RebuildIndexProgress>;
-  return new Reactor(runner_, "RebuildIndex",
-                     [engine = engine_, tenant = TenantOf(context), space = request->space()](
-                         const Reactor::Report& report, std::atomic<bool>*) {
-                       uint64_t total = 0;
-                       absl::Status status =
-                           engine->RebuildIndex(tenant, space, [&](uint64_t indexed, uint64_t of) {
-                             total = of;
-                             v1::RebuildIndexProgress progress;
-                             progress.set_indexed(indexed);
-                             progress.set_total(of);
-                             report(std::move(progress));
-                           });
-                       if (status.ok()) {
-                         v1::RebuildIndexProgress progress;
-                         progress.set_indexed(total);
-                         progress.set_total(total);
-                         progress.set_done(true);
-                         report(std::move(progress));
-                       }
-                       return status;
-                     });
+  return new Reactor(
+      runner_, context, "RebuildIndex",
+      [engine = engine_, space = request->space()](
+          const auth::Caller& caller, const Reactor::Report& report, std::atomic<bool>*) {
+        uint64_t total = 0;
+        absl::Status status =
+            engine->RebuildIndex(caller.tenant, space, [&](uint64_t indexed, uint64_t of) {
+              total = of;
+              v1::RebuildIndexProgress progress;
+              progress.set_indexed(indexed);
+              progress.set_total(of);
+              report(std::move(progress));
+            });
+        if (status.ok()) {
+          v1::RebuildIndexProgress progress;
+          progress.set_indexed(total);
+          progress.set_total(total);
+          progress.set_done(true);
+          report(std::move(progress));
+        }
+        return status;
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
                                                        const v1::CheckpointRequest* request,
                                                        v1::CheckpointResponse* response) {
   return runner_->Unary(context, "Checkpoint", CallClass::kAdmin,
-                        [=, this](absl::Time) -> absl::Status {
+                        [=, this](const Call& call) -> absl::Status {
                           absl::StatusOr<std::string> path =
                               NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint");
                           if (!path.ok()) return path.status();
@@ -258,7 +277,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(grpc::CallbackServerContext* 
                                                    const v1::BackupRequest*,
                                                    v1::BackupResponse* response) {
   return runner_->Unary(
-      context, "Backup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+      context, "Backup", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<storage::BackupInfo> info = store_->CreateBackup(config_.backup_dir);
         if (!info.ok()) return info.status();
         BackupToProto(*info, response->mutable_backup());
@@ -270,7 +289,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerCont
                                                         const v1::ListBackupsRequest*,
                                                         v1::ListBackupsResponse* response) {
   return runner_->Unary(context, "ListBackups", CallClass::kRead,
-                        [=, this](absl::Time) -> absl::Status {
+                        [=, this](const Call& call) -> absl::Status {
                           absl::StatusOr<std::vector<storage::BackupInfo>> backups =
                               store_->ListBackups(config_.backup_dir);
                           if (!backups.ok()) return backups.status();
@@ -284,7 +303,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(grpc::CallbackServerCo
                                                           const v1::RestoreBackupRequest* request,
                                                           v1::RestoreBackupResponse* response) {
   return runner_->Unary(
-      context, "RestoreBackup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+      context, "RestoreBackup", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<std::string> path =
             NewEntryPath(config_.restore_dir, request->name(), "restore");
         if (!path.ok()) return path.status();
@@ -300,7 +319,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::VerifyBackup(grpc::CallbackServerCon
                                                          const v1::VerifyBackupRequest* request,
                                                          v1::VerifyBackupResponse* response) {
   return runner_->Unary(
-      context, "VerifyBackup", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
+      context, "VerifyBackup", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
         absl::Status s = store_->VerifyBackup(config_.backup_dir, request->backup_id());
         if (absl::IsNotFound(s)) return s;
         response->set_ok(s.ok());

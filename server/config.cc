@@ -5,6 +5,8 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "index/vector_partition.h"
@@ -93,6 +95,10 @@ const std::vector<Option>& Options() {
         MakeOption<std::string>("listen_address",
                                 "host:port gRPC listens on; port 0 picks a free port",
                                 ENGRAM_FIELD(listen_address)),
+        MakeOption<bool>("insecure",
+                         "allow a non-loopback listen_address without both auth.tokens_file and "
+                         "tls.cert_file (anyone reaching the port has every right)",
+                         ENGRAM_FIELD(insecure)),
         MakeOption<std::string>("port_file", "if set, the bound port is written here once serving",
                                 ENGRAM_FIELD(port_file)),
         MakeOption<std::string>("metrics_address",
@@ -242,6 +248,23 @@ const std::vector<Option>& Options() {
                         ENGRAM_FIELD(embedders.openai.retry_backoff_ms), 0),
     };
     AddRouterOptions(options);
+    options.push_back(MakeOption<std::string>(
+        "auth.tokens_file",
+        "tokens file (engramctl token); re-read on SIGHUP; empty: auth off, every call is the "
+        "tenant 'default' with every right",
+        ENGRAM_FIELD(auth.tokens_file)));
+    options.push_back(MakeOption<std::string>(
+        "tls.cert_file", "PEM certificate chain of the gRPC listener; empty: plaintext",
+        ENGRAM_FIELD(tls.cert_file)));
+    options.push_back(MakeOption<std::string>("tls.key_file", "PEM private key of tls.cert_file",
+                                              ENGRAM_FIELD(tls.key_file)));
+    options.push_back(MakeOption<std::string>(
+        "tls.client_ca_file",
+        "PEM CA bundle client certificates must chain to; set: mTLS, every client presents one",
+        ENGRAM_FIELD(tls.client_ca_file)));
+    options.push_back(MakeOption<int>(
+        "tls.reload_interval_s", "seconds between re-reads of the TLS files (renewals apply live)",
+        ENGRAM_FIELD(tls.reload_interval_s), 1));
     return options;
   }();
   return options;
@@ -321,6 +344,25 @@ absl::Status ValidateConfig(const ServerConfig& config) {
         absl::StrCat("listen_address '", config.listen_address, "' must be host:port"));
   }
   if (config.store.data_dir.empty()) return absl::InvalidArgumentError("data_dir is empty");
+  if (config.tls.cert_file.empty() != config.tls.key_file.empty()) {
+    return absl::InvalidArgumentError("tls.cert_file and tls.key_file go together: set both");
+  }
+  if (!config.tls.client_ca_file.empty() && config.tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.client_ca_file (mTLS) needs the server's own tls.cert_file and tls.key_file");
+  }
+  const bool auth = !config.auth.tokens_file.empty();
+  const bool tls = !config.tls.cert_file.empty();
+  if (!IsLoopbackAddress(config.listen_address) && !(auth && tls) && !config.insecure) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "listen_address '", config.listen_address, "' is reachable from other machines, but ",
+        !auth && !tls ? "neither auth (auth.tokens_file) nor TLS (tls.cert_file) is"
+        : !auth       ? "auth (auth.tokens_file) is not"
+                      : "TLS (tls.cert_file) is not",
+        " configured: anyone reaching the port could read and write every tenant's data, or "
+        "read tokens off the wire. Configure both, listen on loopback, or accept the risk with "
+        "insecure: true (--insecure)"));
+  }
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), config.log_level) == std::end(kLevels)) {
     return absl::InvalidArgumentError(absl::StrCat("log_level '", config.log_level,
@@ -359,6 +401,28 @@ absl::Status ValidateConfig(const ServerConfig& config) {
     }
   }
   return absl::OkStatus();
+}
+
+bool IsLoopbackAddress(const std::string& listen_address) {
+  absl::string_view address = listen_address;
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return true;
+  }
+  absl::string_view host;
+  if (absl::ConsumePrefix(&address, "[")) {
+    host = address.substr(0, address.find(']'));
+  } else {
+    host = address.substr(0, address.rfind(':'));
+  }
+  if (host == "localhost" || host == "::1") return true;
+  // 127.0.0.0/8, written as a dotted quad.
+  std::vector<absl::string_view> octets = absl::StrSplit(host, '.');
+  if (octets.size() != 4 || octets[0] != "127") return false;
+  for (absl::string_view octet : octets) {
+    int value = 0;
+    if (!absl::SimpleAtoi(octet, &value) || value < 0 || value > 255) return false;
+  }
+  return true;
 }
 
 std::string DescribeConfig(const ServerConfig& config) {

@@ -57,10 +57,38 @@ struct RouterConfig {
   uint64_t deliberate_below = 4096;
 };
 
+// Who may call (server/auth/authenticator.h).
+struct AuthConfig {
+  // The tokens file `engramctl token` writes; re-read on SIGHUP. "": auth
+  // off, every call is the tenant `default` with every right. Default: "".
+  std::string tokens_file;
+};
+
+// TLS on the gRPC listener (not on the metrics endpoint).
+struct TlsConfig {
+  // PEM certificate chain and private key of the server; both or neither.
+  // Default: "" (plaintext).
+  std::string cert_file;
+  std::string key_file;
+  // PEM CA bundle client certificates must chain to. Set: mTLS, every
+  // client presents a certificate (the tokens file may map its common name
+  // to a tenant). Default: "".
+  std::string client_ca_file;
+  // How often the files above are re-read, so renewed certificates apply
+  // without a restart (gRPC's file watcher; a SIGHUP cannot force it).
+  // Default: 60.
+  int reload_interval_s = 60;
+};
+
 struct ServerConfig {
   // host:port gRPC listens on; port 0 picks a free port (see port_file).
   // Default: 127.0.0.1:50051 (loopback only).
   std::string listen_address = "127.0.0.1:50051";
+  // Listen on a non-loopback address without both auth (auth.tokens_file)
+  // and TLS (tls.cert_file). Without it engramd refuses to start that way,
+  // as anyone who reaches the port could read and write every tenant's data.
+  // Default: false.
+  bool insecure = false;
   // If set, the bound port is written here once the server accepts calls.
   // Default: "" (not written).
   std::string port_file;
@@ -110,6 +138,8 @@ struct ServerConfig {
   // The embedders spaces may name (embed/embedder.h): none by default.
   embed::EmbedderOptions embedders;
   RouterConfig router;
+  AuthConfig auth;
+  TlsConfig tls;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range
@@ -120,6 +150,10 @@ absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path);
 
 // Checks cross-field constraints (e.g. worker_threads >= 1).
 absl::Status ValidateConfig(const ServerConfig& config);
+
+// True for addresses only this machine can reach: localhost, 127.0.0.0/8,
+// [::1] and unix: sockets.
+bool IsLoopbackAddress(const std::string& listen_address);
 
 // Every option as commented YAML with the values of `config`.
 std::string DescribeConfig(const ServerConfig& config = ServerConfig());

@@ -11,11 +11,13 @@
 #include "embed/embedder.h"
 #include "retrieval/engine.h"
 #include "server/admin_service.h"
+#include "server/auth/authenticator.h"
 #include "server/kv_cache_service.h"
 #include "server/memory_service.h"
 #include "server/metrics.h"
 #include "server/rpc_runner.h"
 #include "server/thread_pool.h"
+#include "server/tls_credentials.h"
 #include "storage/episode_store.h"
 #include "storage/kvcache/kv_cache_store.h"
 
@@ -25,6 +27,15 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   if (absl::Status valid = ValidateConfig(config); !valid.ok()) return valid;
   std::unique_ptr<EngramServer> server(new EngramServer());
   server->config_ = config;
+  // Credentials first: a bad tokens or TLS file should stop engramd before
+  // it spends minutes loading the index.
+  absl::StatusOr<std::unique_ptr<auth::Authenticator>> authenticator =
+      auth::Authenticator::Create(config.auth.tokens_file);
+  if (!authenticator.ok()) return authenticator.status();
+  server->authenticator_ = *std::move(authenticator);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ListenerCredentials(config.tls);
+  if (!credentials.ok()) return credentials.status();
   absl::StatusOr<std::unique_ptr<storage::EpisodeStore>> store =
       storage::EpisodeStore::Open(config.store);
   if (!store.ok()) return store.status();
@@ -137,7 +148,7 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   server->runner_ = std::make_unique<RpcRunner>(
       RpcRunner::Pools{server->read_pool_.get(), server->write_pool_.get(),
                        server->admin_pool_.get()},
-      server->metrics_.get());
+      server->metrics_.get(), server->authenticator_.get());
   server->memory_service_ =
       std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
   server->admin_service_ =
@@ -148,8 +159,7 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(config.listen_address, *credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
   builder.RegisterService(server->memory_service_.get());
@@ -168,6 +178,11 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
     std::filesystem::path resolved = std::filesystem::absolute(path, ec);
     return ec ? path : resolved.string();
   };
+  const auth::Authenticator::Counts credentials_loaded = server->authenticator_->counts();
+  spdlog::info("event=auth enabled={} tokens={} cert_mappings={} tls={} mtls={} insecure={}",
+               server->authenticator_->enabled(), credentials_loaded.tokens,
+               credentials_loaded.certs, !config.tls.cert_file.empty(),
+               !config.tls.client_ca_file.empty(), config.insecure);
   spdlog::info(
       "event=serving listen={} port={} metrics={} metrics_port={} data_dir={} "
       "checkpoint_dir={} backup_dir={} restore_dir={} kv_export_dir={} sync_writes={}",
@@ -175,6 +190,14 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
       absolute(config.store.data_dir), absolute(config.checkpoint_dir), absolute(config.backup_dir),
       absolute(config.restore_dir), absolute(config.kv.export_dir), config.store.sync_writes);
   return server;
+}
+
+absl::Status EngramServer::Reload() {
+  absl::Status reloaded = authenticator_->Reload();
+  if (!reloaded.ok()) return reloaded;
+  const auth::Authenticator::Counts loaded = authenticator_->counts();
+  spdlog::info("event=auth_reloaded tokens={} cert_mappings={}", loaded.tokens, loaded.certs);
+  return absl::OkStatus();
 }
 
 int EngramServer::metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }

@@ -23,6 +23,10 @@ namespace engram::retrieval {
 class Engine;
 }
 
+namespace engram::auth {
+class Authenticator;
+}
+
 namespace engram::server {
 
 class AdminServiceImpl;
@@ -44,6 +48,10 @@ class EngramServer {
   // The metrics endpoint's port; 0 when metrics are off.
   int metrics_port() const;
 
+  // Re-reads what SIGHUP re-reads: the tokens file. On failure the previous
+  // tokens stay in force.
+  absl::Status Reload();
+
   // Graceful shutdown; safe to call more than once.
   absl::Status Shutdown();
 
@@ -58,6 +66,7 @@ class EngramServer {
   std::unique_ptr<retrieval::Engine> engine_;
   std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
   // One pool per call class (server/rpc_runner.h).
   std::unique_ptr<ThreadPool> read_pool_;
   std::unique_ptr<ThreadPool> write_pool_;

@@ -1,6 +1,7 @@
 // engramd: the Engram daemon. With no arguments it runs the embedded default
 // configuration (data in ./engram-data, gRPC on 127.0.0.1:50051, metrics on
-// 127.0.0.1:9464). SIGTERM or SIGINT shut it down gracefully.
+// 127.0.0.1:9464). SIGTERM or SIGINT shut it down gracefully; SIGHUP
+// re-reads the tokens file.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -15,8 +16,8 @@
 
 namespace {
 
-// Blocks SIGTERM/SIGINT in every thread (gRPC's included) and waits for one.
-int WaitForTerminationSignal(const sigset_t& signals) {
+// The signals are blocked in every thread (gRPC's included) and taken here.
+int WaitForSignal(const sigset_t& signals) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   return signal_number;
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   CLI::App app{"engramd: Engram's memory database daemon"};
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
   bool print_default_config = false;
   std::string listen, data_dir, metrics_address, port_file, log_level;
   std::optional<bool> sync_writes;
+  bool insecure = false;
   std::optional<int> worker_threads;
   app.add_option("-c,--config", config_file, "YAML config file (see --print-default-config)");
   app.add_flag("--print-default-config", print_default_config,
@@ -57,6 +60,8 @@ int main(int argc, char** argv) {
   app.add_option("--sync-writes", sync_writes, "true|false (overrides sync_writes)");
   app.add_option("--worker-threads", worker_threads, "overrides worker_threads");
   app.add_option("--log-level", log_level, "overrides log_level");
+  app.add_flag("--insecure", insecure,
+               "allow a non-loopback --listen without auth and TLS (sets insecure)");
   CLI11_PARSE(app, argc, argv);
 
   if (print_default_config) {
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
   if (sync_writes) config.store.sync_writes = *sync_writes;
   if (worker_threads) config.worker_threads = *worker_threads;
   if (!log_level.empty()) config.log_level = log_level;
+  if (insecure) config.insecure = true;
   if (absl::Status valid = engram::server::ValidateConfig(config); !valid.ok()) {
     std::cerr << "engramd: " << valid.message() << "\n";
     return 2;
@@ -109,7 +115,12 @@ int main(int argc, char** argv) {
   };
   write_port(config.metrics_port_file, (*server)->metrics_port());
   write_port(config.port_file, (*server)->port());
-  int signal_number = WaitForTerminationSignal(signals);
+  int signal_number = WaitForSignal(signals);
+  for (; signal_number == SIGHUP; signal_number = WaitForSignal(signals)) {
+    if (absl::Status reloaded = (*server)->Reload(); !reloaded.ok()) {
+      spdlog::error("event=reload_failed error=\"{}\" kept=previous", reloaded.ToString());
+    }
+  }
   spdlog::info("event=signal signal={}", signal_number);
   absl::Status shutdown = (*server)->Shutdown();
   return shutdown.ok() ? 0 : 1;

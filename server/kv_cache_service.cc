@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <deque>
+#include <filesystem>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/status_convert.h"
-#include "server/tenant.h"
 #include "storage/kvcache/kv_files.h"
 
 namespace engram::server {
@@ -53,6 +53,12 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
         context_(context),
         response_(response),
         deadline_(CallDeadline(context)) {
+    absl::StatusOr<auth::Caller> caller = service_->runner()->Admit(context, "SaveCache");
+    if (!caller.ok()) {
+      Done(caller.status());
+      return;
+    }
+    caller_ = *std::move(caller);
     StartRead(&request_);
   }
 
@@ -99,7 +105,7 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
             absl::StrCat("a cache holds 1-", max_tokens, " tokens, got ", header.token_ids_size()));
       }
       std::vector<uint32_t> tokens(header.token_ids().begin(), header.token_ids().end());
-      auto save = service_->store()->BeginSave(TenantOf(context_), header.agent_id(), *model,
+      auto save = service_->store()->BeginSave(caller_.tenant, header.agent_id(), *model,
                                                std::move(tokens));
       if (!save.ok()) return save.status();
       save_ = *std::move(save);
@@ -144,6 +150,7 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
   v1::SaveCacheResponse* response_;
   const absl::Time deadline_;
   const absl::Time start_ = absl::Now();
+  auth::Caller caller_;
   v1::SaveCacheRequest request_;
   std::unique_ptr<kvcache::KvCacheStore::PendingSave> save_;
   std::optional<kvcache::SaveAssembler> assembler_;
@@ -176,11 +183,14 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   LoadReactor(KvCacheServiceImpl* service, grpc::CallbackServerContext* context,
               const v1::LoadCacheRequest* request)
       : service_(service), context_(context), request_(*request), deadline_(CallDeadline(context)) {
+    absl::StatusOr<auth::Caller> caller = service_->runner()->Admit(context, "LoadCache");
+    if (!caller.ok()) {
+      Refuse(caller.status());
+      return;
+    }
+    caller_ = *std::move(caller);
     if (!service_->runner()->pool(CallClass::kRead)->TrySubmit([this] { Produce(); })) {
-      absl::MutexLock lock(&mutex_);
-      result_ = RpcRunner::Overloaded(CallClass::kRead);
-      MaybeWriteLocked();
-      refs_.fetch_sub(1);  // no producer holds a reference
+      Refuse(RpcRunner::Overloaded(CallClass::kRead));
     }
   }
 
@@ -264,7 +274,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
 
   // Checks the request, queues the header and starts reading blocks.
   absl::Status Setup() {
-    const std::string& tenant = TenantOf(context_);
+    const std::string& tenant = caller_.tenant;
     absl::StatusOr<kvcache::CacheManifest> manifest =
         service_->store()->GetManifest(tenant, request_.agent_id(), request_.model_id());
     if (!manifest.ok()) return manifest.status();
@@ -387,12 +397,20 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
   void Unref() {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
+  // Finishes with `status` without starting the producer.
+  void Refuse(const absl::Status& status) {
+    absl::MutexLock lock(&mutex_);
+    result_ = status;
+    MaybeWriteLocked();
+    refs_.fetch_sub(1);  // no producer holds a reference
+  }
 
   KvCacheServiceImpl* service_;
   grpc::CallbackServerContext* context_;
   const v1::LoadCacheRequest request_;
   const absl::Time deadline_;
   const absl::Time start_ = absl::Now();
+  auth::Caller caller_;
   std::atomic<int> refs_{2};  // the producer's and OnDone's
 
   // Producer state: touched by one Produce run at a time.
@@ -460,11 +478,11 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::MatchPrefix(grpc::CallbackServerCo
                                                           const v1::MatchPrefixRequest* request,
                                                           v1::MatchPrefixResponse* response) {
   return runner_->Unary(
-      context, "MatchPrefix", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+      context, "MatchPrefix", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<ModelSpec> model = ModelFromProto(request->model());
         if (!model.ok()) return model.status();
         std::span<const uint32_t> tokens(request->token_ids().data(), request->token_ids().size());
-        const std::string& tenant = TenantOf(context);
+        const std::string& tenant = call.tenant();
         if (!request->agent_id().empty() || !request->any_agent()) {
           absl::StatusOr<uint64_t> own =
               store_->MatchAgentPrefix(tenant, request->agent_id(), *model, tokens);
@@ -482,8 +500,8 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ListCaches(grpc::CallbackServerCon
                                                          const v1::ListCachesRequest* request,
                                                          v1::ListCachesResponse* response) {
   return runner_->Unary(
-      context, "ListCaches", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-        auto page = store_->ListCaches(TenantOf(context), request->agent_id(), request->page_size(),
+      context, "ListCaches", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+        auto page = store_->ListCaches(call.tenant(), request->agent_id(), request->page_size(),
                                        request->page_token());
         if (!page.ok()) return page.status();
         for (const kvcache::CacheManifest& manifest : page->caches) {
@@ -498,9 +516,8 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::DeleteCache(grpc::CallbackServerCo
                                                           const v1::DeleteCacheRequest* request,
                                                           v1::DeleteCacheResponse* response) {
   return runner_->Unary(
-      context, "DeleteCache", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
-        auto deleted =
-            store_->DeleteCache(TenantOf(context), request->agent_id(), request->model_id());
+      context, "DeleteCache", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
+        auto deleted = store_->DeleteCache(call.tenant(), request->agent_id(), request->model_id());
         if (!deleted.ok()) return deleted.status();
         response->set_caches(deleted->caches);
         response->set_blocks_freed(deleted->digests_freed);
@@ -512,7 +529,7 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::Stats(grpc::CallbackServerContext*
                                                     const v1::KvStatsRequest*,
                                                     v1::KvStatsResponse* response) {
   return runner_->Unary(context, "KvStats", CallClass::kRead,
-                        [=, this](absl::Time) -> absl::Status {
+                        [=, this](const Call& call) -> absl::Status {
                           kvcache::KvStoreStats stats = store_->Stats();
                           response->set_caches(stats.caches);
                           response->set_unique_layer_blocks(stats.unique_blocks);
@@ -544,14 +561,20 @@ absl::Status InClientTerms(const absl::Status& status, const std::string& absolu
 
 }  // namespace
 
+std::string KvCacheServiceImpl::ExportRoot(const std::string& tenant) const {
+  if (!per_tenant_exports_) return export_dir_;
+  return (std::filesystem::path(export_dir_) / tenant).string();
+}
+
 grpc::ServerUnaryReactor* KvCacheServiceImpl::ExportCache(grpc::CallbackServerContext* context,
                                                           const v1::ExportCacheRequest* request,
                                                           v1::ExportCacheResponse* response) {
   return runner_->Unary(
-      context, "ExportCache", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+      context, "ExportCache", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<std::string> path =
+            kvcache::ConfinedPath(ExportRoot(call.tenant()), request->path());
         if (!path.ok()) return path.status();
-        auto exported = kvcache::ExportCache(store_, TenantOf(context), request->agent_id(),
+        auto exported = kvcache::ExportCache(store_, call.tenant(), request->agent_id(),
                                              request->model_id(), *path);
         if (!exported.ok()) return InClientTerms(exported.status(), *path, request->path());
         response->set_path(request->path());
@@ -565,10 +588,11 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ImportCache(grpc::CallbackServerCo
                                                           const v1::ImportCacheRequest* request,
                                                           v1::ImportCacheResponse* response) {
   return runner_->Unary(
-      context, "ImportCache", CallClass::kAdmin, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<std::string> path = kvcache::ConfinedPath(export_dir_, request->path());
+      context, "ImportCache", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<std::string> path =
+            kvcache::ConfinedPath(ExportRoot(call.tenant()), request->path());
         if (!path.ok()) return path.status();
-        auto imported = kvcache::ImportCache(store_, TenantOf(context), *path, request->agent_id());
+        auto imported = kvcache::ImportCache(store_, call.tenant(), *path, request->agent_id());
         if (!imported.ok()) return InClientTerms(imported.status(), *path, request->path());
         CacheInfoToProto(*imported, response->mutable_cache());
         return absl::OkStatus();

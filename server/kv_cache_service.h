@@ -17,6 +17,7 @@ class KvCacheServiceImpl final : public v1::KVCacheService::CallbackService {
       : store_(store),
         runner_(runner),
         export_dir_(config.kv.export_dir),
+        per_tenant_exports_(!config.auth.tokens_file.empty()),
         max_message_bytes_(static_cast<size_t>(config.max_message_bytes)) {}
 
   grpc::ServerReadReactor<v1::SaveCacheRequest>* SaveCache(
@@ -52,7 +53,13 @@ class KvCacheServiceImpl final : public v1::KVCacheService::CallbackService {
  private:
   kvcache::KvCacheStore* store_;
   RpcRunner* runner_;
+  // Where `tenant`'s export files live: kv.export_dir itself while auth is
+  // off (one tenant), kv.export_dir/<tenant> once it is on, so that no
+  // tenant can name another's files.
+  std::string ExportRoot(const std::string& tenant) const;
+
   const std::string export_dir_;
+  const bool per_tenant_exports_;
   const size_t max_message_bytes_;
 };
 

@@ -1,7 +1,6 @@
 #include "server/memory_service.h"
 
 #include "server/proto_convert.h"
-#include "server/tenant.h"
 
 namespace engram::server {
 
@@ -9,7 +8,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerCon
                                                          const v1::CreateSpaceRequest* request,
                                                          v1::CreateSpaceResponse* response) {
   return runner_->Unary(
-      context, "CreateSpace", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+      context, "CreateSpace", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<Metric> metric = MetricFromProto(request->space().metric());
         if (!metric.ok()) return metric.status();
         SpaceInfo space;
@@ -18,7 +17,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::CreateSpace(grpc::CallbackServerCon
         space.metric = *metric;
         space.text = TextSettingsFromProto(request->space().text());
         space.embedder = request->space().embedder();
-        absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(TenantOf(context), space);
+        absl::StatusOr<SpaceInfo> created = engine_->CreateSpace(call.tenant(), space);
         if (!created.ok()) return created.status();
         SpaceToProto(*created, response->mutable_space());
         return absl::OkStatus();
@@ -29,8 +28,8 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetSpace(grpc::CallbackServerContex
                                                       const v1::GetSpaceRequest* request,
                                                       v1::GetSpaceResponse* response) {
   return runner_->Unary(
-      context, "GetSpace", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<SpaceInfo> space = engine_->GetSpace(TenantOf(context), request->name());
+      context, "GetSpace", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<SpaceInfo> space = engine_->GetSpace(call.tenant(), request->name());
         if (!space.ok()) return space.status();
         SpaceToProto(*space, response->mutable_space());
         return absl::OkStatus();
@@ -41,8 +40,8 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListSpaces(grpc::CallbackServerCont
                                                         const v1::ListSpacesRequest*,
                                                         v1::ListSpacesResponse* response) {
   return runner_->Unary(
-      context, "ListSpaces", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(TenantOf(context));
+      context, "ListSpaces", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(call.tenant());
         if (!spaces.ok()) return spaces.status();
         for (const SpaceInfo& space : *spaces) SpaceToProto(space, response->add_spaces());
         return absl::OkStatus();
@@ -53,8 +52,8 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteSpace(grpc::CallbackServerCon
                                                          const v1::DeleteSpaceRequest* request,
                                                          v1::DeleteSpaceResponse* response) {
   return runner_->Unary(
-      context, "DeleteSpace", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
-        absl::StatusOr<uint64_t> deleted = engine_->DeleteSpace(TenantOf(context), request->name());
+      context, "DeleteSpace", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<uint64_t> deleted = engine_->DeleteSpace(call.tenant(), request->name());
         if (!deleted.ok()) return deleted.status();
         response->set_deleted_episodes(*deleted);
         return absl::OkStatus();
@@ -65,7 +64,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
                                                          const v1::PutEpisodesRequest* request,
                                                          v1::PutEpisodesResponse* response) {
   return runner_->Unary(
-      context, "PutEpisodes", CallClass::kWrite, [=, this](absl::Time deadline) -> absl::Status {
+      context, "PutEpisodes", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
         std::vector<EpisodeWrite> writes;
         writes.reserve(request->episodes_size());
         for (int i = 0; i < request->episodes_size(); ++i) {
@@ -77,7 +76,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
           writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
         }
         absl::StatusOr<std::vector<PutResult>> results =
-            engine_->PutEpisodes(TenantOf(context), request->space(), std::move(writes), deadline);
+            engine_->PutEpisodes(call.tenant(), request->space(), std::move(writes), call.deadline);
         if (!results.ok()) return results.status();
         for (const PutResult& result : *results) {
           response->add_ids(result.id);
@@ -91,9 +90,9 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetEpisode(grpc::CallbackServerCont
                                                         const v1::GetEpisodeRequest* request,
                                                         v1::GetEpisodeResponse* response) {
   return runner_->Unary(
-      context, "GetEpisode", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+      context, "GetEpisode", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<Episode> episode =
-            engine_->GetEpisode(TenantOf(context), request->space(), request->id());
+            engine_->GetEpisode(call.tenant(), request->space(), request->id());
         if (!episode.ok()) return episode.status();
         EpisodeToProto(*episode, /*include_embedding=*/true, response->mutable_episode());
         return absl::OkStatus();
@@ -104,7 +103,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
                                                            const v1::UpdateEpisodeRequest* request,
                                                            v1::UpdateEpisodeResponse* response) {
   return runner_->Unary(
-      context, "UpdateEpisode", CallClass::kWrite, [=, this](absl::Time deadline) -> absl::Status {
+      context, "UpdateEpisode", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
         const v1::Episode& values = request->episode();
         if (!values.agent_id().empty() || values.id() != 0 || values.version() != 0) {
           return absl::InvalidArgumentError(
@@ -118,7 +117,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                              *std::move(fields)};
         absl::StatusOr<Episode> updated =
-            engine_->UpdateEpisode(TenantOf(context), request->space(), update, deadline);
+            engine_->UpdateEpisode(call.tenant(), request->space(), update, call.deadline);
         if (!updated.ok()) return updated.status();
         EpisodeToProto(*updated, /*include_embedding=*/true, response->mutable_episode());
         return absl::OkStatus();
@@ -129,9 +128,9 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetHistory(grpc::CallbackServerCont
                                                         const v1::GetHistoryRequest* request,
                                                         v1::GetHistoryResponse* response) {
   return runner_->Unary(
-      context, "GetHistory", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+      context, "GetHistory", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<HistoryPage> page =
-            engine_->GetHistory(TenantOf(context), request->space(), request->id(),
+            engine_->GetHistory(call.tenant(), request->space(), request->id(),
                                 request->page_size(), request->page_token());
         if (!page.ok()) return page.status();
         for (const Episode& version : page->versions) {
@@ -146,7 +145,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
     grpc::CallbackServerContext* context, const v1::DeleteEpisodesRequest* request,
     v1::DeleteEpisodesResponse* response) {
   return runner_->Unary(
-      context, "DeleteEpisodes", CallClass::kWrite, [=, this](absl::Time) -> absl::Status {
+      context, "DeleteEpisodes", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
         DeleteTarget target;
         switch (request->target_case()) {
           case v1::DeleteEpisodesRequest::kIds:
@@ -167,7 +166,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
             return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
         }
         absl::StatusOr<uint64_t> deleted =
-            engine_->DeleteEpisodes(TenantOf(context), request->space(), target);
+            engine_->DeleteEpisodes(call.tenant(), request->space(), target);
         if (!deleted.ok()) return deleted.status();
         response->set_deleted(*deleted);
         return absl::OkStatus();
@@ -178,12 +177,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerCo
                                                           const v1::ListEpisodesRequest* request,
                                                           v1::ListEpisodesResponse* response) {
   return runner_->Unary(
-      context, "ListEpisodes", CallClass::kRead, [=, this](absl::Time) -> absl::Status {
+      context, "ListEpisodes", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
         if (!filter.ok()) return filter.status();
-        absl::StatusOr<EpisodePage> page =
-            engine_->ListEpisodes(TenantOf(context), request->space(), *filter,
-                                  request->page_size(), request->page_token());
+        absl::StatusOr<EpisodePage> page = engine_->ListEpisodes(
+            call.tenant(), request->space(), *filter, request->page_size(), request->page_token());
         if (!page.ok()) return page.status();
         for (const Episode& episode : page->episodes) {
           EpisodeToProto(episode, request->include_embedding(), response->add_episodes());
@@ -197,9 +195,9 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::AnalyzeText(grpc::CallbackServerCon
                                                          const v1::AnalyzeTextRequest* request,
                                                          v1::AnalyzeTextResponse* response) {
   return runner_->Unary(
-      context, "AnalyzeText", CallClass::kRead, [=, this](absl::Time deadline) -> absl::Status {
+      context, "AnalyzeText", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<retrieval::AnalyzedText> analyzed = engine_->AnalyzeText(
-            TenantOf(context), request->space(), request->text(), request->embed(), deadline);
+            call.tenant(), request->space(), request->text(), request->embed(), call.deadline);
         if (!analyzed.ok()) return analyzed.status();
         for (std::string& term : analyzed->terms) response->add_terms(std::move(term));
         response->set_tokenizer(analyzed->tokenizer);
@@ -212,7 +210,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
                                                     const v1::SearchRequest* request,
                                                     v1::SearchResponse* response) {
   return runner_->Unary(
-      context, "Search", CallClass::kRead, [=, this](absl::Time deadline) -> absl::Status {
+      context, "Search", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<EpisodeFilter> filter = FilterFromProto(request->filter());
         if (!filter.ok()) return filter.status();
         retrieval::SearchRequest search;
@@ -242,10 +240,10 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::Search(grpc::CallbackServerContext*
           search.reference_time = absl::FromUnixMicros(request->reference_time_us());
         }
         search.filter = *std::move(filter);
-        search.deadline = deadline;
+        search.deadline = call.deadline;
         const absl::Time start = absl::Now();
         absl::StatusOr<retrieval::SearchResult> result =
-            engine_->Search(TenantOf(context), request->space(), search);
+            engine_->Search(call.tenant(), request->space(), search);
         if (!result.ok()) return result.status();
         if (Metrics* metrics = runner_->metrics(); metrics != nullptr) {
           std::vector<Metrics::StageTime> stages;

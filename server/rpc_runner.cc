@@ -33,9 +33,14 @@ absl::Status RpcRunner::Overloaded(CallClass call_class) {
       "server overloaded: the ", name, " queue is full (max_queued_requests); retry later"));
 }
 
+absl::StatusOr<auth::Caller> RpcRunner::Admit(const grpc::CallbackServerContext* context,
+                                              std::string_view rpc) {
+  return authenticator_->Admit(*context, absl::string_view(rpc.data(), rpc.size()));
+}
+
 grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
                                            std::string_view rpc, CallClass call_class,
-                                           std::function<absl::Status(absl::Time)> work) {
+                                           std::function<absl::Status(const Call&)> work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
   absl::Time deadline = CallDeadline(context);
@@ -43,21 +48,29 @@ grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
     metrics_->RecordRpc(rpc, status.code(), absl::Now() - start);
     reactor->Finish(ToGrpcStatus(status));
   };
+  absl::StatusOr<auth::Caller> caller = Admit(context, rpc);
+  if (!caller.ok()) {
+    finish(caller.status());
+    return reactor;
+  }
   if (deadline <= start) {
     finish(absl::DeadlineExceededError("the call's deadline passed before it started"));
     return reactor;
   }
-  bool queued = pool(call_class)->TrySubmit([work = std::move(work), finish, deadline, context] {
-    if (context->IsCancelled()) {
-      finish(absl::CancelledError("the client cancelled the call"));
-      return;
-    }
-    if (absl::Now() >= deadline) {
-      finish(absl::DeadlineExceededError("the call's deadline passed while it was queued"));
-      return;
-    }
-    finish(work(deadline));
-  });
+  bool queued =
+      pool(call_class)
+          ->TrySubmit([work = std::move(work), finish, deadline, context,
+                       caller = *std::move(caller)] {
+            if (context->IsCancelled()) {
+              finish(absl::CancelledError("the client cancelled the call"));
+              return;
+            }
+            if (absl::Now() >= deadline) {
+              finish(absl::DeadlineExceededError("the call's deadline passed while it was queued"));
+              return;
+            }
+            finish(work(Call{caller, deadline}));
+          });
   if (!queued) {
     finish(Overloaded(call_class));
   }

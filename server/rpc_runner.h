@@ -1,6 +1,10 @@
-// RpcRunner: how every handler runs. The gRPC callback thread only checks
-// the deadline and queues the work; a pool thread runs it, records metrics
-// and finishes the reactor. A full queue is RESOURCE_EXHAUSTED at once.
+// RpcRunner: how every handler runs. The gRPC callback thread admits the
+// call (server/auth/authenticator.h: who it acts for, and whether that
+// caller may make it), checks the deadline and queues the work; a pool
+// thread runs it, records metrics and finishes the reactor. A full queue is
+// RESOURCE_EXHAUSTED at once. Streaming handlers, which run their own
+// reactors, admit themselves through Admit() before their first read or
+// write.
 //
 // Calls are queued by class, each with its own pool and queue: writers that
 // wait on fsync or on the indexer's backpressure can fill the write pool,
@@ -14,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "server/auth/authenticator.h"
 #include "server/metrics.h"
 #include "server/thread_pool.h"
 
@@ -29,6 +34,15 @@ enum class CallClass {
 // The call's deadline as absl::Time (InfiniteFuture when the client set none).
 absl::Time CallDeadline(const grpc::CallbackServerContext* context);
 
+// What a handler's work gets: who the call acts for, and its deadline.
+struct Call {
+  const auth::Caller& caller;
+  absl::Time deadline;
+  // The tenant whose data the call touches (never empty for RPCs whose rule
+  // is RpcScope::kTenant).
+  const std::string& tenant() const { return caller.tenant; }
+};
+
 class RpcRunner {
  public:
   struct Pools {
@@ -36,13 +50,20 @@ class RpcRunner {
     ThreadPool* write;
     ThreadPool* admin;
   };
-  RpcRunner(Pools pools, Metrics* metrics) : pools_(pools), metrics_(metrics) {}
+  RpcRunner(Pools pools, Metrics* metrics, const auth::Authenticator* authenticator)
+      : pools_(pools), metrics_(metrics), authenticator_(authenticator) {}
 
-  // `work` runs on the pool of `call_class`; it gets the call's deadline and
-  // fills the response before returning OK.
+  // `work` runs on the pool of `call_class` once the call is admitted; it
+  // fills the response before returning OK. `rpc` names the call in metrics
+  // and in the authenticator's table of rules.
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, std::string_view rpc,
                                   CallClass call_class,
-                                  std::function<absl::Status(absl::Time deadline)> work);
+                                  std::function<absl::Status(const Call& call)> work);
+
+  // For streaming handlers: who the call acts for, or UNAUTHENTICATED /
+  // PERMISSION_DENIED for the handler to finish with.
+  absl::StatusOr<auth::Caller> Admit(const grpc::CallbackServerContext* context,
+                                     std::string_view rpc);
 
   ThreadPool* pool(CallClass call_class);
   // RESOURCE_EXHAUSTED naming the class whose queue is full, e.g.
@@ -53,6 +74,7 @@ class RpcRunner {
  private:
   const Pools pools_;
   Metrics* metrics_;
+  const auth::Authenticator* authenticator_;
 };
 
 }  // namespace engram::server

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "clients/cpp/engram_client.h"
+#include "server/auth/tokens.h"
 
 namespace {
 
@@ -160,6 +162,86 @@ void DrawProgress(double fraction, const std::string& stage) {
             << static_cast<int>(fraction * 100 + 0.5) << "% " << stage << "\033[K" << std::flush;
 }
 
+// `engramctl token ...`: `subject` is the token id (revoke) or the
+// certificate's common name (map-cert, unmap-cert).
+int RunTokenCommand(const std::string& command, const std::string& path, const std::string& scope,
+                    const std::string& role_name, const std::string& label,
+                    const std::string& subject) {
+  namespace auth = engram::auth;
+  absl::StatusOr<auth::TokensFile> file = auth::LoadTokensFile(path);
+  if (absl::IsNotFound(file.status()) && (command == "create" || command == "map-cert")) {
+    file = auth::TokensFile();
+  }
+  if (!file.ok()) return Fail(file.status());
+  const std::optional<auth::Role> role = auth::ParseRole(role_name);
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  if (command == "list") {
+    for (const auth::TokenRecord& t : file->tokens) {
+      std::cout << "token " << t.id << " scope=" << t.scope << " role=" << auth::RoleName(t.role)
+                << " created="
+                << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(t.created_s),
+                                    absl::UTCTimeZone())
+                << (t.label.empty() ? "" : " label=\"" + t.label + "\"") << "\n";
+    }
+    for (const auth::CertMapping& c : file->certs) {
+      std::cout << "cert " << c.common_name << " scope=" << c.scope
+                << " role=" << auth::RoleName(c.role)
+                << (c.label.empty() ? "" : " label=\"" + c.label + "\"") << "\n";
+    }
+    return 0;
+  }
+  if ((command == "create" || command == "map-cert") && !role) {
+    return Fail(absl::InvalidArgumentError("--role must be read, write or admin"));
+  }
+  if ((command == "create" || command == "map-cert") && scope.empty()) {
+    return Fail(absl::InvalidArgumentError("give --tenant NAME or --operator"));
+  }
+  if (command == "create") {
+    absl::StatusOr<auth::NewToken> created = auth::CreateToken(scope, *role, label, now_s);
+    if (!created.ok()) return Fail(created.status());
+    file->tokens.push_back(created->record);
+    if (absl::Status saved = auth::SaveTokensFile(path, *file); !saved.ok()) return Fail(saved);
+    std::cerr << "token " << created->record.id << " for scope " << scope << " with role "
+              << auth::RoleName(*role)
+              << "; store it now, it is not shown again. Send engramd SIGHUP to load it.\n";
+    std::cout << created->token << "\n";
+    return 0;
+  }
+  if (command == "revoke") {
+    auto& tokens = file->tokens;
+    auto found = std::find_if(tokens.begin(), tokens.end(),
+                              [&](const auth::TokenRecord& t) { return t.id == subject; });
+    if (found == tokens.end()) {
+      return Fail(absl::NotFoundError(absl::StrCat("no token with id '", subject, "'")));
+    }
+    tokens.erase(found);
+  } else if (command == "map-cert") {
+    if (subject.empty() || subject.find_first_of(" \t\r\n") != std::string::npos) {
+      return Fail(absl::InvalidArgumentError("the common name must be non-empty, without spaces"));
+    }
+    if (!auth::ValidScope(scope)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("'", scope, "' is not a tenant name")));
+    }
+    for (const auth::CertMapping& c : file->certs) {
+      if (c.common_name == subject) {
+        return Fail(absl::AlreadyExistsError(absl::StrCat("'", subject, "' is already mapped")));
+      }
+    }
+    file->certs.push_back({subject, scope, *role, now_s, label});
+  } else {
+    auto& certs = file->certs;
+    auto found = std::find_if(certs.begin(), certs.end(),
+                              [&](const auth::CertMapping& c) { return c.common_name == subject; });
+    if (found == certs.end()) {
+      return Fail(absl::NotFoundError(absl::StrCat("no mapping for '", subject, "'")));
+    }
+    certs.erase(found);
+  }
+  if (absl::Status saved = auth::SaveTokensFile(path, *file); !saved.ok()) return Fail(saved);
+  std::cerr << "saved " << path << "; send engramd SIGHUP to apply it\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,6 +253,18 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->envname("ENGRAM_ADDRESS");
   app.add_option("--timeout", timeout_s, "seconds per call")->capture_default_str();
+  app.add_option("--token", options.token, "bearer token (engramctl token create)")
+      ->envname("ENGRAM_TOKEN");
+  std::string tls_ca, tls_cert, tls_key;
+  bool use_tls = false;
+  app.add_flag("--tls", use_tls, "connect with TLS (implied by --tls-ca and --tls-cert)");
+  app.add_option("--tls-ca", tls_ca, "PEM CA bundle to verify engramd with (default: system roots)")
+      ->envname("ENGRAM_TLS_CA");
+  app.add_option("--tls-cert", tls_cert, "PEM client certificate (mTLS)")
+      ->envname("ENGRAM_TLS_CERT");
+  app.add_option("--tls-key", tls_key, "PEM key of --tls-cert")->envname("ENGRAM_TLS_KEY");
+  app.add_option("--tls-server-name", options.tls_server_name,
+                 "name engramd's certificate must carry, if not the address's host");
 
   // Shared option values (each subcommand binds the ones it needs).
   std::string space, agent, session, kind, text, vector, vector_file, request_id, metric = "cosine",
@@ -311,8 +405,54 @@ int main(int argc, char** argv) {
   kv_delete->add_option("--agent", agent)->required();
   kv_delete->add_option("--model", model_id, "only this model's cache");
 
+  // Offline: edits the tokens file engramd reads (SIGHUP it afterwards).
+  std::string tokens_file, tenant, role_name = "read", label, common_name;
+  bool operator_scope = false;
+  auto* token_cmd = app.add_subcommand(
+      "token", "manage engramd's tokens file offline (then send engramd SIGHUP)");
+  token_cmd->require_subcommand(1);
+  token_cmd->add_option("--file", tokens_file, "the tokens file (auth.tokens_file)")
+      ->required()
+      ->envname("ENGRAM_TOKENS_FILE");
+  auto* token_create = token_cmd->add_subcommand(
+      "create", "make a token and print it (once: only its hash is kept)");
+  auto* token_scope = token_create->add_option("--tenant", tenant, "the tenant it acts for");
+  token_create
+      ->add_flag("--operator", operator_scope,
+                 "a whole-server token (backups, compaction; no tenant's data)")
+      ->excludes(token_scope);
+  token_create->add_option("--role", role_name, "read, write or admin")->capture_default_str();
+  token_create->add_option("--label", label, "a note for people (who or what holds it)");
+  auto* token_list = token_cmd->add_subcommand("list", "tokens and certificate mappings");
+  auto* token_revoke = token_cmd->add_subcommand("revoke", "delete a token by its id");
+  token_revoke->add_option("id", name, "the token's id (12 hex digits)")->required();
+  auto* token_map_cert = token_cmd->add_subcommand(
+      "map-cert", "let an mTLS client certificate act for a tenant (by its common name)");
+  auto* cert_scope = token_map_cert->add_option("--tenant", tenant);
+  token_map_cert->add_flag("--operator", operator_scope)->excludes(cert_scope);
+  token_map_cert->add_option("--common-name", common_name)->required();
+  token_map_cert->add_option("--role", role_name, "read, write or admin")->capture_default_str();
+  token_map_cert->add_option("--label", label);
+  auto* token_unmap_cert = token_cmd->add_subcommand("unmap-cert", "remove a certificate mapping");
+  token_unmap_cert->add_option("--common-name", common_name)->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (*token_cmd) {
+    return RunTokenCommand(*token_create     ? "create"
+                           : *token_list     ? "list"
+                           : *token_revoke   ? "revoke"
+                           : *token_map_cert ? "map-cert"
+                                             : "unmap-cert",
+                           tokens_file, operator_scope ? std::string("*") : tenant, role_name,
+                           label, *token_revoke ? name : common_name);
+  }
   options.timeout = absl::Seconds(timeout_s);
+  if (use_tls || !tls_ca.empty() || !tls_cert.empty()) {
+    if (absl::Status read = engram::client::ReadTlsFiles(tls_ca, tls_cert, tls_key, &options);
+        !read.ok()) {
+      return Fail(read);
+    }
+  }
   Client client(options);
 
   if (*space_create) {

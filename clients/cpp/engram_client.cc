@@ -1,6 +1,10 @@
 #include "clients/cpp/engram_client.h"
 
+#include <grpcpp/support/client_interceptor.h>
+
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -13,11 +17,86 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+namespace {
+
+// Adds `authorization: Bearer <token>` to every call on the channel, so that
+// callers of stubs() send it too. (gRPC's AccessTokenCredentials would need
+// TLS; engramd accepts tokens on loopback plaintext as well.)
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerTokenInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(std::string token)
+      : header_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new BearerTokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // outlives the channel's calls: the channel owns the factory
+};
+
+absl::Status ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::stringstream text;
+  text << in.rdbuf();
+  *out = text.str();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ReadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options) {
+  options->tls = true;
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError("a client certificate and its key go together");
+  }
+  if (!ca_file.empty()) {
+    if (absl::Status read = ReadFile(ca_file, &options->tls_ca_pem); !read.ok()) return read;
+  }
+  if (!cert_file.empty()) {
+    if (absl::Status read = ReadFile(cert_file, &options->tls_cert_pem); !read.ok()) return read;
+    if (absl::Status read = ReadFile(key_file, &options->tls_key_pem); !read.ok()) return read;
+  }
+  return absl::OkStatus();
+}
+
 Client::Client(const ClientOptions& options) : options_(options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  channel_ = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_ca_pem;
+    ssl.pem_cert_chain = options.tls_cert_pem;
+    ssl.pem_private_key = options.tls_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!options.token.empty()) {
+    interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(options.token));
+  }
+  channel_ = grpc::experimental::CreateCustomChannelWithInterceptors(options.address, credentials,
+                                                                     args, std::move(interceptors));
   memory_ = v1::MemoryService::NewStub(channel_);
   admin_ = v1::AdminService::NewStub(channel_);
   kv_ = v1::KVCacheService::NewStub(channel_);

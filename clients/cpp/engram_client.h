@@ -31,7 +31,25 @@ struct ClientOptions {
   // Attempts of a PutEpisodes that finds engramd unreachable (UNAVAILABLE),
   // 100 ms apart and doubling; 1: no retry. Default: 3.
   int write_attempts = 3;
+  // Bearer token sent with every call (`engramctl token create`); "": none.
+  // Default: "".
+  std::string token;
+  // TLS: verify engramd against `tls_ca_pem` (empty: the system's roots)
+  // and, for mTLS, present `tls_cert_pem` and `tls_key_pem`.
+  // ReadTlsFiles() fills them from files. Default: plaintext.
+  bool tls = false;
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  // The name the server's certificate must carry, when it differs from the
+  // address's host (e.g. connecting by IP). Default: "" (the host).
+  std::string tls_server_name;
 };
+
+// Sets `options->tls` and reads the PEM files named (empty: not used).
+// NOT_FOUND names a file that cannot be read.
+absl::Status ReadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options);
 
 class Client {
  public:

@@ -22,7 +22,8 @@ TEST(ConfigTest, EmptyDocumentGivesTheDocumentedDefaults) {
 
 TEST(ConfigTest, ParsesNestedKeysOverTheDefaults) {
   auto config = ParseConfig(
-      "listen_address: 0.0.0.0:7000\nsync_writes: false\nlimits:\n  max_text_bytes: 17\n");
+      "listen_address: 0.0.0.0:7000\ninsecure: true\nsync_writes: false\nlimits:\n"
+      "  max_text_bytes: 17\n");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->listen_address, "0.0.0.0:7000");
   EXPECT_FALSE(config->store.sync_writes);
@@ -51,6 +52,41 @@ TEST(ConfigTest, RejectsUnknownKeysBadTypesAndRanges) {
     auto config = ParseConfig(c.yaml);
     ASSERT_FALSE(config.ok()) << c.yaml;
     EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(config.status().message().find(c.expected), std::string::npos)
+        << c.yaml << " -> " << config.status();
+  }
+}
+
+TEST(ConfigTest, RefusesToListenOpenlyWithoutAuthAndTls) {
+  struct Case {
+    std::string yaml;
+    std::string expected;  // "" when the config is valid
+  };
+  const std::string auth = "auth: {tokens_file: /etc/engram/tokens}\n";
+  const std::string tls = "tls: {cert_file: /c.pem, key_file: /k.pem}\n";
+  for (const Case& c : std::vector<Case>{
+           {"listen_address: 0.0.0.0:1\n", "neither auth (auth.tokens_file) nor TLS"},
+           {"listen_address: '[::]:1'\n", "neither auth"},
+           {"listen_address: 10.1.2.3:1\n" + auth, "TLS (tls.cert_file) is not"},
+           {"listen_address: engram.example:1\n" + tls, "auth (auth.tokens_file) is not"},
+           {"listen_address: 0.0.0.0:1\n" + auth + tls, ""},
+           {"listen_address: 0.0.0.0:1\ninsecure: true\n", ""},
+           {"listen_address: 127.0.0.1:1\n", ""},
+           {"listen_address: 127.8.9.10:1\n", ""},
+           {"listen_address: localhost:1\n", ""},
+           {"listen_address: '[::1]:1'\n", ""},
+           {"listen_address: unix:/run/engram.sock\n", ""},
+           {"listen_address: 127.0.0.1.evil.example:1\n", "neither auth"},
+           {"listen_address: 1127.0.0.1:1\n", "neither auth"},
+           {"tls: {cert_file: /c.pem}\n", "go together"},
+           {"tls: {client_ca_file: /ca.pem}\n", "needs the server's own"},
+       }) {
+    auto config = ParseConfig(c.yaml);
+    if (c.expected.empty()) {
+      EXPECT_TRUE(config.ok()) << c.yaml << " -> " << config.status();
+      continue;
+    }
+    ASSERT_FALSE(config.ok()) << c.yaml;
     EXPECT_NE(config.status().message().find(c.expected), std::string::npos)
         << c.yaml << " -> " << config.status();
   }
