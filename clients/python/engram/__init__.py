@@ -11,7 +11,8 @@ next to a copy of this package; put build/python on sys.path.
 
 from engram.errors import (AlreadyExistsError, DeadlineExceededError, EngramError,
                            FailedPreconditionError, InvalidArgumentError, NotFoundError,
-                           PermissionDeniedError, ResourceExhaustedError, UnavailableError)
+                           PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError,
+                           UnavailableError)
 from engram.admin import Admin, BackupInfo
 from engram.kvcache import CacheInfo, KVCache, KVModel
 from engram.memory import (Episode, EpisodeId, GateDecision, GateSignal, Hit, Memory,
@@ -22,5 +23,5 @@ __all__ = [
     "EngramError", "Episode", "EpisodeId", "FailedPreconditionError", "GateDecision",
     "GateSignal", "Hit", "InvalidArgumentError", "KVCache", "KVModel", "Memory", "NotFoundError",
     "PermissionDeniedError", "ResourceExhaustedError", "SearchResults", "SourceRank", "Space",
-    "Stage", "UnavailableError",
+    "Stage", "UnauthenticatedError", "UnavailableError",
 ]

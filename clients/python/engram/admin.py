@@ -29,8 +29,10 @@ class Admin(GrpcClient):
     until done and report progress to an optional callback; every method
     raises an EngramError subclass on failure."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 30.0):
-        super().__init__(address, timeout)
+    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 30.0,
+                 **connection):
+        """`connection`: token and TLS options (engram._client.GrpcClient)."""
+        super().__init__(address, timeout, **connection)
         self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     @translate_errors

@@ -43,7 +43,11 @@ class UnavailableError(EngramError):
 
 
 class PermissionDeniedError(EngramError):
-    """The caller lacks the role for this call."""
+    """The token's role or scope does not allow this call."""
+
+
+class UnauthenticatedError(EngramError):
+    """No token, or one engramd does not know (malformed, unknown or revoked)."""
 
 
 _BY_CODE = {
@@ -55,6 +59,7 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
 }
 
 

@@ -81,10 +81,11 @@ class KVCache(GrpcClient):
     """KV caches of one model on one engramd. Safe to share across threads."""
 
     def __init__(self, address: str, model: KVModel, timeout: float = 120.0,
-                 max_message_bytes: int = 64 << 20):
+                 max_message_bytes: int = 64 << 20, **connection):
+        """`connection`: token and TLS options (engram._client.GrpcClient)."""
         super().__init__(address, timeout,
                          [("grpc.max_receive_message_length", max_message_bytes),
-                          ("grpc.max_send_message_length", max_message_bytes)])
+                          ("grpc.max_send_message_length", max_message_bytes)], **connection)
         self.model = model
         self._stub = kvcache_pb2_grpc.KVCacheServiceStub(self._channel)
 

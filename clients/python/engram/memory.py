@@ -235,8 +235,9 @@ class Memory(GrpcClient):
 
     def __init__(self, address: str = "127.0.0.1:50051", space: Optional[str] = None,
                  agent: Optional[str] = None, session: str = "", timeout: float = 30.0,
-                 write_attempts: int = 3):
-        super().__init__(address, timeout)
+                 write_attempts: int = 3, **connection):
+        """`connection`: token and TLS options (engram._client.GrpcClient)."""
+        super().__init__(address, timeout, **connection)
         self.write_attempts = max(1, write_attempts)
         self._space = space
         self.agent = agent
