@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from engramd_fixture import EngramdProcess
-from engram import (Admin, KVCache, KVModel, Memory, NotFoundError, PermissionDeniedError,
+from engram import (Admin, KVCache, KVModel, Memory, PermissionDeniedError,
                     UnauthenticatedError)
 from engram.v1 import (admin_pb2, admin_pb2_grpc, kvcache_pb2, kvcache_pb2_grpc, memory_pb2,
                        memory_pb2_grpc)
