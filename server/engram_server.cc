@@ -15,6 +15,7 @@
 #include "server/kv_cache_service.h"
 #include "server/memory_service.h"
 #include "server/metrics.h"
+#include "server/parse_error_interceptor.h"
 #include "server/rpc_runner.h"
 #include "server/thread_pool.h"
 #include "server/tls_credentials.h"
@@ -165,6 +166,9 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   builder.RegisterService(server->memory_service_.get());
   builder.RegisterService(server->admin_service_.get());
   builder.RegisterService(server->kv_service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
     return absl::FailedPreconditionError(

@@ -157,6 +157,46 @@ class MemoryClientTest(EngramdTestCase):
                 dimension=2, embedder="e" * (1 << 20))
         self.assertLess(len(str(raised.exception)), 1200)
 
+    def test_invalid_utf8_is_invalid_argument_naming_the_field(self):
+        m = self.memory("py_utf8")
+        m.create_space(dimension=2)
+        kept = m.add("kept", [1.0, 0.0])
+        channel = grpc.insecure_channel(self.server.address)
+        self.addCleanup(channel.close)
+        marker, bad = b"MARKER", b"\xff\xfe\xc3(\x80\x80"  # same length
+
+        def corrupt(request):
+            raw = request.SerializeToString()
+            self.assertEqual(raw.count(marker), 1)
+            return raw.replace(marker, bad)
+
+        cases = [
+            ("Search", memory_pb2.SearchRequest(
+                space="py_utf8", k=1, query=[1.0, 0.0],
+                filter=memory_pb2.EpisodeFilter(agent_id="MARKER")),
+             "engram.v1.EpisodeFilter.agent_id"),
+            ("ListEpisodes", memory_pb2.ListEpisodesRequest(space="py_utf8", page_token="MARKER"),
+             "engram.v1.ListEpisodesRequest.page_token"),
+            ("GetEpisode", memory_pb2.GetEpisodeRequest(space="MARKER", id=kept),
+             "engram.v1.GetEpisodeRequest.space"),
+            ("PutEpisodes", memory_pb2.PutEpisodesRequest(space="py_utf8", episodes=[
+                memory_pb2.EpisodeWrite(episode=memory_pb2.Episode(
+                    agent_id="a", text="MARKER", embedding=[1.0, 0.0]))]),
+             "engram.v1.Episode.text"),
+        ]
+        for method, request, field in cases:
+            call = channel.unary_unary(f"/engram.v1.MemoryService/{method}")
+            with self.assertRaises(grpc.RpcError) as raised:
+                call(corrupt(request), timeout=10)
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, method)
+            self.assertIn(f"string field {field} holds invalid UTF-8", raised.exception.details())
+        # Bytes that are no message at all are named as such.
+        with self.assertRaises(grpc.RpcError) as raised:
+            channel.unary_unary("/engram.v1.MemoryService/GetEpisode")(b"\x0a\x05ab", timeout=10)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("do not parse as that message", raised.exception.details())
+        self.assertEqual([e.text for e in m.list()], ["kept"])  # nothing written
+
     def test_a_delete_of_too_many_ids_is_refused_whole(self):
         m = self.memory("py_delete_many")
         m.create_space(dimension=2)
