@@ -18,9 +18,9 @@ void BackupToProto(const storage::BackupInfo& info, v1::BackupInfo* out) {
 }
 
 // `root`/`name` for a new entry: name must be one safe path component and
-// the entry must not exist yet.
+// the entry must not exist yet. Errors name the entry, not the server's path.
 absl::StatusOr<std::string> NewEntryPath(const std::string& root, const std::string& name,
-                                         absl::string_view what) {
+                                         absl::string_view what, absl::string_view root_key) {
   if (!storage::IsValidName(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " name ",
@@ -30,7 +30,8 @@ absl::StatusOr<std::string> NewEntryPath(const std::string& root, const std::str
   }
   std::filesystem::path path = std::filesystem::absolute(std::filesystem::path(root) / name);
   if (std::filesystem::exists(path)) {
-    return absl::AlreadyExistsError(absl::StrCat(what, " '", path.string(), "' already exists"));
+    return absl::AlreadyExistsError(
+        absl::StrCat(what, " '", name, "' already exists in ", root_key));
   }
   return path.string();
 }
@@ -262,15 +263,15 @@ grpc::ServerWriteReactor<v1::RebuildIndexProgress>* AdminServiceImpl::RebuildInd
 grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
                                                        const v1::CheckpointRequest* request,
                                                        v1::CheckpointResponse* response) {
-  return runner_->Unary(context, "Checkpoint", CallClass::kAdmin,
-                        [=, this](const Call& call) -> absl::Status {
-                          absl::StatusOr<std::string> path =
-                              NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint");
-                          if (!path.ok()) return path.status();
-                          if (absl::Status s = store_->Checkpoint(*path); !s.ok()) return s;
-                          response->set_path(*path);
-                          return absl::OkStatus();
-                        });
+  return runner_->Unary(
+      context, "Checkpoint", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<std::string> path =
+            NewEntryPath(config_.checkpoint_dir, request->name(), "checkpoint", "checkpoint_dir");
+        if (!path.ok()) return path.status();
+        if (absl::Status s = store_->Checkpoint(*path); !s.ok()) return s;
+        response->set_path(*path);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Backup(grpc::CallbackServerContext* context,
@@ -305,7 +306,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RestoreBackup(grpc::CallbackServerCo
   return runner_->Unary(
       context, "RestoreBackup", CallClass::kAdmin, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<std::string> path =
-            NewEntryPath(config_.restore_dir, request->name(), "restore");
+            NewEntryPath(config_.restore_dir, request->name(), "restore", "restore_dir");
         if (!path.ok()) return path.status();
         absl::Status s =
             storage::EpisodeStore::RestoreBackup(config_.backup_dir, request->backup_id(), *path);

@@ -262,6 +262,23 @@ const std::vector<Option>& Options() {
         "tls.client_ca_file",
         "PEM CA bundle client certificates must chain to; set: mTLS, every client presents one",
         ENGRAM_FIELD(tls.client_ca_file)));
+    options.push_back(MakeOption<uint64_t>("tenant_limits.max_episodes",
+                                           "live episodes one tenant may hold; 0: no limit",
+                                           ENGRAM_FIELD(tenant_limits.max_episodes)));
+    options.push_back(MakeOption<uint64_t>(
+        "tenant_limits.max_stored_mb",
+        "MiB of episode storage one tenant may use (compressed estimate); 0: no limit",
+        ENGRAM_FIELD(tenant_limits.max_stored_mb)));
+    options.push_back(MakeOption<uint64_t>(
+        "tenant_limits.max_kv_mb", "MiB of KV-cache blocks one tenant may store; 0: no limit",
+        ENGRAM_FIELD(tenant_limits.max_kv_mb)));
+    options.push_back(
+        MakeOption<double>("tenant_limits.requests_per_s",
+                           "calls per second of one tenant (token bucket); 0: no limit",
+                           ENGRAM_FIELD(tenant_limits.requests_per_s), 0.0));
+    options.push_back(MakeOption<uint32_t>("tenant_limits.burst",
+                                           "calls a tenant may make at once; 0: one second's worth",
+                                           ENGRAM_FIELD(tenant_limits.burst)));
     options.push_back(MakeOption<int>(
         "tls.reload_interval_s", "seconds between re-reads of the TLS files (renewals apply live)",
         ENGRAM_FIELD(tls.reload_interval_s), 1));

@@ -80,6 +80,23 @@ struct TlsConfig {
   int reload_interval_s = 60;
 };
 
+// Per-tenant ceilings (server/tenant_limits.h); 0: no limit. Over one, a
+// call is refused with RESOURCE_EXHAUSTED naming it, nothing written.
+struct TenantLimitsConfig {
+  // Live episodes one tenant may hold. Default: 0.
+  uint64_t max_episodes = 0;
+  // MiB of episode storage (RocksDB's estimate: compressed) one tenant may
+  // use. Default: 0.
+  uint64_t max_stored_mb = 0;
+  // MiB of KV-cache blocks one tenant may store. Default: 0.
+  uint64_t max_kv_mb = 0;
+  // Calls per second of one tenant, any RPC (token bucket). Default: 0.
+  double requests_per_s = 0;
+  // Calls a tenant may make at once after a quiet spell; 0: one second's
+  // worth of requests_per_s. Default: 0.
+  uint32_t burst = 0;
+};
+
 struct ServerConfig {
   // host:port gRPC listens on; port 0 picks a free port (see port_file).
   // Default: 127.0.0.1:50051 (loopback only).
@@ -140,6 +157,7 @@ struct ServerConfig {
   RouterConfig router;
   AuthConfig auth;
   TlsConfig tls;
+  TenantLimitsConfig tenant_limits;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

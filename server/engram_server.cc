@@ -17,6 +17,8 @@
 #include "server/metrics.h"
 #include "server/parse_error_interceptor.h"
 #include "server/rpc_runner.h"
+#include "server/status_convert.h"
+#include "server/tenant_limits.h"
 #include "server/thread_pool.h"
 #include "server/tls_credentials.h"
 #include "storage/episode_store.h"
@@ -146,10 +148,12 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   server->read_pool_ = std::make_unique<ThreadPool>(config.read_threads, queue);
   server->write_pool_ = std::make_unique<ThreadPool>(config.worker_threads, queue);
   server->admin_pool_ = std::make_unique<ThreadPool>(config.admin_threads, queue);
+  server->limits_ = std::make_unique<TenantLimits>(config.tenant_limits, server->store_.get(),
+                                                   server->kv_store_.get());
   server->runner_ = std::make_unique<RpcRunner>(
       RpcRunner::Pools{server->read_pool_.get(), server->write_pool_.get(),
                        server->admin_pool_.get()},
-      server->metrics_.get(), server->authenticator_.get());
+      server->metrics_.get(), server->authenticator_.get(), server->limits_.get());
   server->memory_service_ =
       std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
   server->admin_service_ =
@@ -157,6 +161,22 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   server->kv_service_ =
       std::make_unique<KvCacheServiceImpl>(server->kv_store_.get(), server->runner_.get(), config);
 
+  // Relative directories resolve against the working directory: say where
+  // each one actually is.
+  auto absolute = [](const std::string& path) {
+    std::error_code ec;
+    std::filesystem::path resolved = std::filesystem::absolute(path, ec);
+    return ec ? path : resolved.string();
+  };
+  std::vector<ScrubbedPath> scrubbed = {{absolute(config.store.data_dir), "<data_dir>"},
+                                        {absolute(config.checkpoint_dir), "<checkpoint_dir>"},
+                                        {absolute(config.backup_dir), "<backup_dir>"},
+                                        {absolute(config.restore_dir), "<restore_dir>"},
+                                        {absolute(config.kv.export_dir), "<kv.export_dir>"}};
+  if (!config.index.snapshot_dir.empty()) {
+    scrubbed.push_back({absolute(config.index.snapshot_dir), "<index.snapshot_dir>"});
+  }
+  SetScrubbedPaths(std::move(scrubbed));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -175,13 +195,7 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
         absl::StrCat("cannot listen on '", config.listen_address, "' (in use or invalid)"));
   }
   server->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
-  // Relative directories resolve against the working directory: say where
-  // each one actually is.
-  auto absolute = [](const std::string& path) {
-    std::error_code ec;
-    std::filesystem::path resolved = std::filesystem::absolute(path, ec);
-    return ec ? path : resolved.string();
-  };
+
   const auth::Authenticator::Counts credentials_loaded = server->authenticator_->counts();
   spdlog::info("event=auth enabled={} tokens={} cert_mappings={} tls={} mtls={} insecure={}",
                server->authenticator_->enabled(), credentials_loaded.tokens,

@@ -34,6 +34,7 @@ class KvCacheServiceImpl;
 class MemoryServiceImpl;
 class Metrics;
 class RpcRunner;
+class TenantLimits;
 class ThreadPool;
 
 class EngramServer {
@@ -67,6 +68,7 @@ class EngramServer {
   std::unique_ptr<kvcache::KvCacheStore> kv_store_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<auth::Authenticator> authenticator_;
+  std::unique_ptr<TenantLimits> limits_;
   // One pool per call class (server/rpc_runner.h).
   std::unique_ptr<ThreadPool> read_pool_;
   std::unique_ptr<ThreadPool> write_pool_;

@@ -104,6 +104,18 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
         return absl::InvalidArgumentError(
             absl::StrCat("a cache holds 1-", max_tokens, " tokens, got ", header.token_ids_size()));
       }
+      // At most this many bytes of blocks (fewer when a prefix is shared).
+      const size_t count = static_cast<size_t>(header.token_ids_size());
+      const uint64_t bytes =
+          (count / kvcache::kBlockTokens * model->BlockBytes(kvcache::kBlockTokens) +
+           (count % kvcache::kBlockTokens == 0
+                ? 0
+                : model->BlockBytes(count % kvcache::kBlockTokens))) *
+          model->n_layers;
+      if (absl::Status admitted = service_->runner()->limits()->AdmitKvSave(caller_.tenant, bytes);
+          !admitted.ok()) {
+        return admitted;
+      }
       std::vector<uint32_t> tokens(header.token_ids().begin(), header.token_ids().end());
       auto save = service_->store()->BeginSave(caller_.tenant, header.agent_id(), *model,
                                                std::move(tokens));

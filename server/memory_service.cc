@@ -75,6 +75,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
           }
           writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
         }
+        if (absl::Status admitted = runner_->limits()->AdmitEpisodes(call.tenant(), writes.size(),
+                                                                     request->ByteSizeLong());
+            !admitted.ok()) {
+          return admitted;
+        }
         absl::StatusOr<std::vector<PutResult>> results =
             engine_->PutEpisodes(call.tenant(), request->space(), std::move(writes), call.deadline);
         if (!results.ok()) return results.status();
@@ -116,6 +121,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         if (!fields.ok()) return fields.status();
         EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                              *std::move(fields)};
+        if (absl::Status admitted =
+                runner_->limits()->AdmitEpisodes(call.tenant(), 0, request->ByteSizeLong());
+            !admitted.ok()) {
+          return admitted;
+        }
         absl::StatusOr<Episode> updated =
             engine_->UpdateEpisode(call.tenant(), request->space(), update, call.deadline);
         if (!updated.ok()) return updated.status();

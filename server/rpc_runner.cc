@@ -35,7 +35,17 @@ absl::Status RpcRunner::Overloaded(CallClass call_class) {
 
 absl::StatusOr<auth::Caller> RpcRunner::Admit(const grpc::CallbackServerContext* context,
                                               std::string_view rpc) {
-  return authenticator_->Admit(*context, absl::string_view(rpc.data(), rpc.size()));
+  const absl::string_view name(rpc.data(), rpc.size());
+  absl::StatusOr<auth::Caller> caller = authenticator_->Admit(*context, name);
+  if (!caller.ok()) return caller;
+  // Tenant calls count against the tenant's rate; whole-server calls do not.
+  const auth::RpcRule* rule = auth::FindRpcRule(name);
+  if (!caller->tenant.empty() && rule != nullptr && rule->scope != auth::RpcScope::kServer) {
+    if (absl::Status admitted = limits_->AdmitCall(caller->tenant); !admitted.ok()) {
+      return admitted;
+    }
+  }
+  return caller;
 }
 
 grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "server/auth/authenticator.h"
 #include "server/metrics.h"
+#include "server/tenant_limits.h"
 #include "server/thread_pool.h"
 
 namespace engram::server {
@@ -50,8 +51,9 @@ class RpcRunner {
     ThreadPool* write;
     ThreadPool* admin;
   };
-  RpcRunner(Pools pools, Metrics* metrics, const auth::Authenticator* authenticator)
-      : pools_(pools), metrics_(metrics), authenticator_(authenticator) {}
+  RpcRunner(Pools pools, Metrics* metrics, const auth::Authenticator* authenticator,
+            TenantLimits* limits)
+      : pools_(pools), metrics_(metrics), authenticator_(authenticator), limits_(limits) {}
 
   // `work` runs on the pool of `call_class` once the call is admitted; it
   // fills the response before returning OK. `rpc` names the call in metrics
@@ -61,7 +63,8 @@ class RpcRunner {
                                   std::function<absl::Status(const Call& call)> work);
 
   // For streaming handlers: who the call acts for, or UNAUTHENTICATED /
-  // PERMISSION_DENIED for the handler to finish with.
+  // PERMISSION_DENIED / RESOURCE_EXHAUSTED (the tenant's request rate) for
+  // the handler to finish with.
   absl::StatusOr<auth::Caller> Admit(const grpc::CallbackServerContext* context,
                                      std::string_view rpc);
 
@@ -70,11 +73,13 @@ class RpcRunner {
   // "server overloaded: the write queue is full (max_queued_requests)".
   static absl::Status Overloaded(CallClass call_class);
   Metrics* metrics() { return metrics_; }
+  TenantLimits* limits() { return limits_; }
 
  private:
   const Pools pools_;
   Metrics* metrics_;
   const auth::Authenticator* authenticator_;
+  TenantLimits* limits_;
 };
 
 }  // namespace engram::server

@@ -9,6 +9,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -1099,6 +1100,31 @@ absl::Status EpisodeStore::ScanEpisodes(
     if (!visit(it->key().ToStringView(), *std::move(episode))) return absl::OkStatus();
   }
   return FromRocks(it->status(), "scanning episodes");
+}
+
+EpisodeStore::TenantUsage EpisodeStore::Usage(const std::string& tenant) {
+  TenantUsage usage;
+  const std::string prefix = KeyBuilder().AddString(tenant).Release();
+  std::vector<std::string> spaces;
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    for (const auto& [key, space] : spaces_) {
+      if (absl::StartsWith(key, prefix)) spaces.push_back(space.name);
+    }
+  }
+  for (const std::string& space : spaces) usage.episodes += EpisodeCount(tenant, space);
+  const std::string limit = PrefixSuccessor(prefix);
+  rocksdb::Range range(prefix, limit);
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  for (int cf : {kEpisodes, kHistory, kIdIndex, kPostings}) {
+    uint64_t bytes = 0;
+    if (db_->GetApproximateSizes(options, handles_[cf], &range, 1, &bytes).ok()) {
+      usage.stored_bytes += bytes;
+    }
+  }
+  return usage;
 }
 
 std::vector<ColumnFamilyStats> EpisodeStore::ColumnFamilies() {

@@ -221,6 +221,15 @@ class EpisodeStore {
       const std::function<void(uint64_t id, uint64_t version)>& visit);
 
   std::vector<ColumnFamilyStats> ColumnFamilies();
+  // What one tenant holds, for per-tenant limits: its live episodes (exact,
+  // from the durable counters) and the bytes its episodes, history, id index
+  // and postings take (RocksDB's estimate of the tenant's key ranges, files
+  // and memtables: compressed, so below the logical size, and approximate).
+  struct TenantUsage {
+    uint64_t episodes = 0;
+    uint64_t stored_bytes = 0;
+  };
+  TenantUsage Usage(const std::string& tenant);
   // Compacts every column family, reporting (fraction, stage) after each.
   // CANCELLED when *cancel becomes true.
   absl::Status Compact(const std::function<void(double, const std::string&)>& progress,

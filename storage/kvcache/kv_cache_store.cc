@@ -149,6 +149,7 @@ absl::Status KvCacheStore::Write(rocksdb::WriteBatch* batch, bool sync) {
 
 absl::Status KvCacheStore::LoadCountsLocked() {
   refs_.clear();
+  tenant_bytes_.clear();
   caches_ = unique_blocks_ = stored_bytes_ = 0;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
   for (it->Seek(kRefTag); it->Valid() && it->key().starts_with(kRefTag); it->Next()) {
@@ -159,9 +160,13 @@ absl::Status KvCacheStore::LoadCountsLocked() {
     if (!count.ok() || !bytes.ok() || !layers.ok()) {
       return absl::DataLossError("KV reference record is malformed");
     }
+    absl::StatusOr<std::string> tenant =
+        KeyReader(it->key().ToStringView().substr(sizeof(kRefTag) - 1)).ReadString();
+    if (!tenant.ok()) return absl::DataLossError("KV reference key is malformed");
     refs_[it->key().ToString()] = RefEntry{*count, *bytes, *layers};
     unique_blocks_ += *layers;
     stored_bytes_ += *bytes * *layers;
+    tenant_bytes_[*tenant] += *bytes * *layers;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "loading KV references");
   // Manifests are only counted: references and totals need none of them.
@@ -339,6 +344,7 @@ absl::StatusOr<SaveResult> KvCacheStore::PendingSave::Commit() {
     if (entry->second.count == 0) {
       store_->unique_blocks_ += model.n_layers;
       store_->stored_bytes_ += entry->second.bytes_per_layer * model.n_layers;
+      store_->tenant_bytes_[tenant_] += entry->second.bytes_per_layer * model.n_layers;
     }
     ++entry->second.count;
     batch.Put(store_->meta_cf_, ref,
@@ -406,6 +412,11 @@ void KvCacheStore::ReleaseLocked(const std::string& tenant, const CacheManifest&
     }
     unique_blocks_ -= manifest.model.n_layers;
     stored_bytes_ -= entry->second.bytes_per_layer * manifest.model.n_layers;
+    if (auto bytes = tenant_bytes_.find(tenant); bytes != tenant_bytes_.end()) {
+      bytes->second -=
+          std::min(bytes->second, entry->second.bytes_per_layer * manifest.model.n_layers);
+      if (bytes->second == 0) tenant_bytes_.erase(bytes);
+    }
     refs_.erase(entry);
     batch->Delete(meta_cf_, ref);
     ++*freed;
@@ -651,6 +662,12 @@ absl::StatusOr<DeleteResult> KvCacheStore::DeleteCache(const std::string& tenant
   caches_ -= result.caches;
   for (const std::string& key : erase_from_pool) pool_.Erase(key);
   return result;
+}
+
+uint64_t KvCacheStore::TenantStoredBytes(const std::string& tenant) {
+  absl::MutexLock lock(&mutex_);
+  auto bytes = tenant_bytes_.find(tenant);
+  return bytes == tenant_bytes_.end() ? 0 : bytes->second;
 }
 
 KvStoreStats KvCacheStore::Stats() {

@@ -225,6 +225,9 @@ class KvCacheStore {
                                            const std::string& model_id);
 
   KvStoreStats Stats();
+  // Bytes of the layer-blocks `tenant`'s caches hold (each shared block
+  // once), as KvStoreStats::stored_bytes counts them; for per-tenant limits.
+  uint64_t TenantStoredBytes(const std::string& tenant);
 
  private:
   struct RefEntry {
@@ -269,6 +272,8 @@ class KvCacheStore {
   uint64_t caches_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t unique_blocks_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t stored_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  // stored_bytes_ by tenant (blocks are never shared across tenants).
+  absl::flat_hash_map<std::string, uint64_t> tenant_bytes_ ABSL_GUARDED_BY(mutex_);
 };
 
 }  // namespace engram::kvcache

@@ -18,7 +18,7 @@ import numpy as np
 
 from engramd_fixture import EngramdProcess
 from engram import (Admin, KVCache, KVModel, Memory, PermissionDeniedError,
-                    UnauthenticatedError)
+                    ResourceExhaustedError, UnauthenticatedError)
 from engram.v1 import (admin_pb2, admin_pb2_grpc, kvcache_pb2, kvcache_pb2_grpc, memory_pb2,
                        memory_pb2_grpc)
 
@@ -355,6 +355,72 @@ class AuthTest(unittest.TestCase):
         self.assertEqual(wait_for(grpc.StatusCode.UNAUTHENTICATED),
                          grpc.StatusCode.UNAUTHENTICATED)
         self.assertNotIn(token_id, engramctl("token", "--file", self.tokens_file, "list"))
+
+
+class TenantLimitsTest(unittest.TestCase):
+    """Per-tenant ceilings: each refusal names its limit, writes nothing and
+    leaves the other tenant alone."""
+
+    def start(self, limits):
+        directory = tempfile.mkdtemp(prefix="engram-limits-")
+        tokens = os.path.join(directory, "tokens")
+        a = make_token(tokens, "--tenant", "tenant-a", role="write")
+        b = make_token(tokens, "--tenant", "tenant-b", role="write")
+        server = EngramdProcess(f"auth:\n  tokens_file: {tokens}\ntenant_limits:\n{limits}")
+        self.addCleanup(lambda: self.assertEqual(server.stop(), 0))
+        return server, a, b
+
+    def test_episodes_bytes_and_kv_bytes(self):
+        server, a_token, b_token = self.start(
+            "  max_episodes: 10\n  max_stored_mb: 1\n  max_kv_mb: 1\n")
+        a = Memory(server.address, space="notes", agent="alice", token=a_token)
+        b = Memory(server.address, space="notes", agent="bob", token=b_token)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        for memory in (a, b):
+            memory.create_space(dimension=2)
+            memory.add_many([{"text": f"n{i}", "embedding": [1.0, float(i)]} for i in range(8)])
+        with self.assertRaises(ResourceExhaustedError) as refused:
+            a.add_many([{"text": f"m{i}", "embedding": [1.0, 0.0]} for i in range(3)])
+        self.assertIn("tenant_limits.max_episodes (10)", refused.exception.message)
+        self.assertEqual(len(list(a.list())), 8)  # nothing of the batch was written
+        b.add_many([{"text": f"m{i}", "embedding": [1.0, 0.0]} for i in range(2)])
+        # Deleting makes room again.
+        a.delete([e.id for e in a.list()][:2])
+        a.add_many([{"text": f"m{i}", "embedding": [1.0, 0.0]} for i in range(4)])
+        # One batch larger than max_stored_mb is refused by its own size.
+        a.delete([e.id for e in a.list()][:5])
+        big = [{"text": "x" * 250_000, "embedding": [1.0, 0.0]} for _ in range(5)]
+        with self.assertRaises(ResourceExhaustedError) as refused:
+            a.add_many(big)
+        self.assertIn("tenant_limits.max_stored_mb (1 MiB)", refused.exception.message)
+        self.assertEqual(len(list(a.list())), 5)
+
+        with KVCache(server.address, MODEL, token=a_token) as cache:
+            keys, values = kv_tensors(2048, seed=3)
+            cache.save("alice", list(range(2048)), keys, values)  # about 590 KB of blocks
+            with self.assertRaises(ResourceExhaustedError) as refused:
+                cache.save("carol", list(range(10_000, 12_048)), keys, values)
+            self.assertIn("tenant_limits.max_kv_mb (1 MiB)", refused.exception.message)
+            self.assertEqual([c.agent_id for c in cache.list()], ["alice"])
+        with KVCache(server.address, MODEL, token=b_token) as cache:
+            cache.save("carol", list(range(10_000, 12_048)), keys, values)
+
+    def test_request_rate(self):
+        server, a_token, b_token = self.start("  requests_per_s: 2\n  burst: 3\n")
+        a = Memory(server.address, space="notes", token=a_token)
+        b = Memory(server.address, space="notes", token=b_token)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        a.wait_ready()
+        for _ in range(3):
+            a.list_spaces()
+        with self.assertRaises(ResourceExhaustedError) as refused:
+            a.list_spaces()
+        self.assertIn("tenant_limits.requests_per_s = 2", refused.exception.message)
+        b.list_spaces()  # the other tenant has its own bucket
+        time.sleep(0.6)
+        a.list_spaces()
 
 
 class OpenListenerTest(unittest.TestCase):
