@@ -218,6 +218,13 @@ absl::Status EngramServer::Reload() {
   return absl::OkStatus();
 }
 
+std::shared_ptr<grpc::Channel> EngramServer::InProcessChannel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(config_.max_message_bytes);
+  args.SetMaxSendMessageSize(config_.max_message_bytes);
+  return grpc_server_->InProcessChannel(args);
+}
+
 int EngramServer::metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
 
 absl::Status EngramServer::Shutdown() {

@@ -22,10 +22,15 @@ google::protobuf::LogHandler* previous_handler = nullptr;
 void CatchUtf8Complaints(google::protobuf::LogLevel level, const char* filename, int line,
                          const std::string& message) {
   // "String field 'pkg.Message.field' contains invalid UTF-8 data when parsing ..."
+  // The client hears about it in the call's status; the log is spared a
+  // line per hostile request.
   if (message.find("invalid UTF-8") != std::string::npos) {
     const size_t open = message.find('\'');
     const size_t close = open == std::string::npos ? open : message.find('\'', open + 1);
-    if (close != std::string::npos) utf8_field = message.substr(open + 1, close - open - 1);
+    if (close != std::string::npos) {
+      utf8_field = message.substr(open + 1, close - open - 1);
+      return;
+    }
   }
   if (previous_handler != nullptr) previous_handler(level, filename, line, message);
 }

@@ -10,7 +10,9 @@
 // How it knows: the request is parsed on the thread that then runs the
 // interceptors' POST_RECV_MESSAGE hook with a null message when the parse
 // failed; protobuf's complaint about UTF-8 is logged on that thread during
-// the parse and caught by a log handler (thread-local). The status is
+// the parse and caught by a log handler (thread-local; the complaint goes to
+// the client instead of the log, which a hostile client could otherwise
+// flood a line per request). The status is
 // rewritten at PRE_SEND_STATUS, only for that call and only when it is the
 // empty UNIMPLEMENTED (engramd itself never answers UNIMPLEMENTED).
 #pragma once
