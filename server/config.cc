@@ -262,6 +262,10 @@ const std::vector<Option>& Options() {
         "tls.client_ca_file",
         "PEM CA bundle client certificates must chain to; set: mTLS, every client presents one",
         ENGRAM_FIELD(tls.client_ca_file)));
+    options.push_back(MakeOption<uint64_t>(
+        "max_inflight_write_mb",
+        "MiB of put and update requests applied at once (all callers); more is refused at once",
+        ENGRAM_FIELD(max_inflight_write_mb), 1));
     options.push_back(MakeOption<uint64_t>("tenant_limits.max_episodes",
                                            "live episodes one tenant may hold; 0: no limit",
                                            ENGRAM_FIELD(tenant_limits.max_episodes)));

@@ -131,6 +131,12 @@ struct ServerConfig {
   int max_queued_requests = 4096;
   // Largest request or response message, in bytes. Default: 64 MiB.
   int max_message_bytes = 64 << 20;
+  // Bytes of PutEpisodes and UpdateEpisode requests being applied at once,
+  // all callers together. A write costs about five times its size in memory
+  // while applied (the parsed request, the episodes, the write batch with
+  // its postings, the memtable); a write that would pass this budget is
+  // refused with RESOURCE_EXHAUSTED at once. Default: 512 MiB.
+  uint64_t max_inflight_write_mb = 512;
   // Largest k a Search may ask for. Default: 1000.
   int max_k = 1000;
   // On SIGTERM/SIGINT, in-flight calls get this long to finish, and writes

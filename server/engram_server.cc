@@ -153,7 +153,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   server->runner_ = std::make_unique<RpcRunner>(
       RpcRunner::Pools{server->read_pool_.get(), server->write_pool_.get(),
                        server->admin_pool_.get()},
-      server->metrics_.get(), server->authenticator_.get(), server->limits_.get());
+      server->metrics_.get(), server->authenticator_.get(), server->limits_.get(),
+      config.max_inflight_write_mb << 20);
   server->memory_service_ =
       std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
   server->admin_service_ =

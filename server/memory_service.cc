@@ -75,11 +75,14 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
           }
           writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
         }
-        if (absl::Status admitted = runner_->limits()->AdmitEpisodes(call.tenant(), writes.size(),
-                                                                     request->ByteSizeLong());
+        const uint64_t request_bytes = request->ByteSizeLong();
+        if (absl::Status admitted =
+                runner_->limits()->AdmitEpisodes(call.tenant(), writes.size(), request_bytes);
             !admitted.ok()) {
           return admitted;
         }
+        absl::StatusOr<WriteBudget::Lease> lease = runner_->write_budget()->Acquire(request_bytes);
+        if (!lease.ok()) return lease.status();
         absl::StatusOr<std::vector<PutResult>> results =
             engine_->PutEpisodes(call.tenant(), request->space(), std::move(writes), call.deadline);
         if (!results.ok()) return results.status();
@@ -121,11 +124,14 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         if (!fields.ok()) return fields.status();
         EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
                              *std::move(fields)};
+        const uint64_t request_bytes = request->ByteSizeLong();
         if (absl::Status admitted =
-                runner_->limits()->AdmitEpisodes(call.tenant(), 0, request->ByteSizeLong());
+                runner_->limits()->AdmitEpisodes(call.tenant(), 0, request_bytes);
             !admitted.ok()) {
           return admitted;
         }
+        absl::StatusOr<WriteBudget::Lease> lease = runner_->write_budget()->Acquire(request_bytes);
+        if (!lease.ok()) return lease.status();
         absl::StatusOr<Episode> updated =
             engine_->UpdateEpisode(call.tenant(), request->space(), update, call.deadline);
         if (!updated.ok()) return updated.status();

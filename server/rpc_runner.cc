@@ -13,6 +13,19 @@ absl::Time CallDeadline(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(deadline);
 }
 
+absl::StatusOr<WriteBudget::Lease> WriteBudget::Acquire(uint64_t bytes) {
+  uint64_t current = in_flight_.load();
+  do {
+    if (current > 0 && current + bytes > max_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "server overloaded: writes being applied hold ", current >> 20, " MiB and this one ",
+          bytes >> 20, " MiB more would pass max_inflight_write_mb (", max_bytes_ >> 20,
+          "); retry later"));
+    }
+  } while (!in_flight_.compare_exchange_weak(current, current + bytes));
+  return Lease(this, bytes);
+}
+
 ThreadPool* RpcRunner::pool(CallClass call_class) {
   switch (call_class) {
     case CallClass::kRead:

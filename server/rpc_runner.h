@@ -13,10 +13,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <functional>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/auth/authenticator.h"
 #include "server/metrics.h"
@@ -44,6 +46,38 @@ struct Call {
   const std::string& tenant() const { return caller.tenant; }
 };
 
+// Bytes of write requests being applied, against max_inflight_write_mb.
+// Acquire() returns a lease that gives the bytes back when destroyed.
+class WriteBudget {
+ public:
+  explicit WriteBudget(uint64_t max_bytes) : max_bytes_(max_bytes) {}
+  class Lease {
+   public:
+    Lease(WriteBudget* budget, uint64_t bytes) : budget_(budget), bytes_(bytes) {}
+    Lease(Lease&& other) noexcept : budget_(other.budget_), bytes_(other.bytes_) {
+      other.budget_ = nullptr;
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (budget_ != nullptr) budget_->in_flight_.fetch_sub(bytes_);
+    }
+
+   private:
+    WriteBudget* budget_;
+    uint64_t bytes_;
+  };
+  // RESOURCE_EXHAUSTED naming the budget when `bytes` do not fit now. A
+  // single request larger than the whole budget is admitted when nothing
+  // else is in flight, so that max_message_bytes alone decides what fits.
+  absl::StatusOr<Lease> Acquire(uint64_t bytes);
+
+ private:
+  const uint64_t max_bytes_;
+  std::atomic<uint64_t> in_flight_{0};
+};
+
 class RpcRunner {
  public:
   struct Pools {
@@ -52,8 +86,12 @@ class RpcRunner {
     ThreadPool* admin;
   };
   RpcRunner(Pools pools, Metrics* metrics, const auth::Authenticator* authenticator,
-            TenantLimits* limits)
-      : pools_(pools), metrics_(metrics), authenticator_(authenticator), limits_(limits) {}
+            TenantLimits* limits, uint64_t max_inflight_write_bytes)
+      : pools_(pools),
+        metrics_(metrics),
+        authenticator_(authenticator),
+        limits_(limits),
+        write_budget_(max_inflight_write_bytes) {}
 
   // `work` runs on the pool of `call_class` once the call is admitted; it
   // fills the response before returning OK. `rpc` names the call in metrics
@@ -74,12 +112,14 @@ class RpcRunner {
   static absl::Status Overloaded(CallClass call_class);
   Metrics* metrics() { return metrics_; }
   TenantLimits* limits() { return limits_; }
+  WriteBudget* write_budget() { return &write_budget_; }
 
  private:
   const Pools pools_;
   Metrics* metrics_;
   const auth::Authenticator* authenticator_;
   TenantLimits* limits_;
+  WriteBudget write_budget_;
 };
 
 }  // namespace engram::server
