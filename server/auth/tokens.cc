@@ -213,6 +213,15 @@ absl::Status SaveTokensFile(const std::string& path, const TokensFile& file) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot replace ", path, ": ", std::strerror(error)));
   }
+  // The rename is durable once the directory is: a power loss leaves the old
+  // file or the new one, whole.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
   return absl::OkStatus();
 }
 

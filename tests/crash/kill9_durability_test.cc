@@ -10,6 +10,10 @@
 //     exactly: a text search for an episode's words finds it first, with
 //     the BM25 score its agent's acknowledged episodes imply, so no posting
 //     or statistic was lost or counted twice.
+// A second test runs a mixed load (puts, updates, deletes, KV saves,
+// searches, a compaction and index snapshots every second) through the
+// kill, and after each restart also checks that every outcome is one the
+// client could have caused and that the vector index agrees with the store.
 // ENGRAM_CRASH_CYCLES sets the number of kill -9 cycles (default 10).
 #include <gtest/gtest.h>
 
@@ -17,8 +21,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -223,6 +229,309 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
   EXPECT_GT(total_acknowledged, 0u);
   std::cout << "kill -9 cycles: " << cycles
             << ", acknowledged episodes verified: " << total_acknowledged << "\n";
+}
+
+// ---- Mixed load -------------------------------------------------------------
+
+// What the client knows of one episode: the text it last saw acknowledged,
+// texts whose update was in flight at the kill, and its deletion.
+struct EpisodeModel {
+  std::string agent;
+  std::string text;
+  std::set<std::string> maybe_texts;
+  bool deleted = false;
+  bool maybe_deleted = false;
+};
+
+// What the client knows of one agent's KV cache: the token ids of the last
+// acknowledged save, and those of saves in flight at the kill.
+struct CacheModel {
+  std::vector<uint32_t> tokens;
+  std::set<std::vector<uint32_t>> maybe_tokens;
+};
+
+v1::KvModel TinyModel() {
+  v1::KvModel model;
+  model.set_model_id("tiny");
+  model.set_n_layers(1);
+  model.set_n_kv_heads(1);
+  model.set_head_dim(64);
+  model.set_dtype(v1::KV_DTYPE_FLOAT16);
+  return model;
+}
+
+absl::Status SaveTinyCache(client::Client& c, const std::string& agent,
+                           const std::vector<uint32_t>& tokens) {
+  v1::SaveCacheHeader header;
+  header.set_agent_id(agent);
+  *header.mutable_model() = TinyModel();
+  header.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  header.set_encoding(v1::KV_ENCODING_FLOAT);
+  bool sent = false;
+  return c
+      .SaveCache(header,
+                 [&](v1::KvBlock* block) {
+                   if (sent) return false;
+                   sent = true;
+                   block->set_layer(0);
+                   block->set_block(0);
+                   // fp16 values 0..63 cycling: any finite content will do.
+                   std::string bytes(tokens.size() * 64 * 2, '\0');
+                   for (size_t i = 0; i < bytes.size(); i += 2) bytes[i + 1] = 0x3c;  // 1.0
+                   block->set_keys(bytes);
+                   block->set_values(bytes);
+                   return true;
+                 })
+      .status();
+}
+
+TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndexAgrees) {
+  int cycles = 10;
+  if (const char* env = std::getenv("ENGRAM_CRASH_CYCLES")) cycles = std::atoi(env);
+  testing::TempDir dir;
+  const std::string data_dir = dir.Sub("data");
+  const std::string config = dir.Sub("engramd.yaml");
+  // Snapshots every second, so that kills land during them; small graph
+  // thresholds, so that agents' partitions get quantized codes and graphs.
+  std::ofstream(config) << "index:\n  snapshot_interval_s: 1\n  quantize_threshold: 64\n"
+                        << "  graph_threshold: 256\n";
+  std::mt19937 rng(std::random_device{}());
+  std::map<uint64_t, EpisodeModel> episodes;
+  std::map<std::string, CacheModel> caches;
+  std::vector<Batch> unknown;
+  uint64_t checked_searches = 0;
+  // Acknowledged operations of each kind, over all cycles.
+  uint64_t updates = 0, deletes = 0, saves = 0, searches = 0;
+
+  for (int cycle = 0; cycle <= cycles; ++cycle) {
+    auto daemon = testing::DaemonProcess::Start(data_dir, {"--config", config});
+    ASSERT_TRUE(daemon.ok()) << "cycle " << cycle << ": " << daemon.status();
+    std::unique_ptr<client::Client> c = Connect(**daemon);
+    if (cycle == 0) ASSERT_TRUE(c->CreateSpace("crash", kDimension, v1::METRIC_L2).ok());
+
+    // 1. Puts of unknown outcome are all-or-nothing.
+    for (Batch& batch : unknown) {
+      auto response = c->PutEpisodes(ToRequest(batch));
+      ASSERT_TRUE(response.ok()) << response.status();
+      int deduplicated = 0;
+      for (bool d : response->deduplicated()) deduplicated += d;
+      ASSERT_TRUE(deduplicated == 0 || deduplicated == static_cast<int>(batch.texts.size()))
+          << "cycle " << cycle << ": batch half-written";
+      for (size_t i = 0; i < batch.texts.size(); ++i) {
+        episodes[response->ids(i)] = {batch.texts[i].substr(0, batch.texts[i].find('-')),
+                                      batch.texts[i]};
+      }
+    }
+    unknown.clear();
+
+    // 2. Every episode is in a state the client could have caused; what was
+    //    uncertain is settled by what is stored.
+    std::map<uint64_t, v1::Episode> stored = ReadAll(*c);
+    for (auto it = episodes.begin(); it != episodes.end();) {
+      EpisodeModel& model = it->second;
+      auto found = stored.find(it->first);
+      if (model.deleted || (model.maybe_deleted && found == stored.end())) {
+        ASSERT_EQ(found, stored.end())
+            << "cycle " << cycle << ": deleted " << it->first << " is back";
+        it = episodes.erase(it);
+        continue;
+      }
+      ASSERT_NE(found, stored.end()) << "cycle " << cycle << ": " << it->first << " lost";
+      const std::string& text = found->second.text();
+      ASSERT_TRUE(text == model.text || model.maybe_texts.count(text))
+          << "cycle " << cycle << ": " << it->first << " holds '" << text << "', expected '"
+          << model.text << "'";
+      std::vector<float> embedding(found->second.embedding().begin(),
+                                   found->second.embedding().end());
+      ASSERT_EQ(embedding, EmbeddingFor(text)) << "cycle " << cycle << ": " << it->first;
+      model.text = text;
+      model.maybe_texts.clear();
+      model.maybe_deleted = false;
+      ++it;
+    }
+    ASSERT_EQ(stored.size(), episodes.size()) << "cycle " << cycle << ": unexpected episodes";
+
+    // 3. The index agrees with the store: every sampled episode is found by
+    //    its own (current) vector through the index route, at distance 0,
+    //    and no search returns an episode the store does not hold.
+    std::vector<uint64_t> live;
+    for (const auto& [id, model] : episodes) live.push_back(id);
+    std::shuffle(live.begin(), live.end(), rng);
+    for (size_t i = 0; i < std::min<size_t>(live.size(), 24); ++i) {
+      const EpisodeModel& model = episodes[live[i]];
+      for (bool exact : {false, true}) {
+        v1::SearchRequest search;
+        search.set_space("crash");
+        search.set_k(5);
+        search.set_route(v1::ROUTE_FAST);
+        search.set_exact(exact);
+        if (i % 2 == 0) search.mutable_filter()->set_agent_id(model.agent);
+        std::vector<float> query = EmbeddingFor(model.text);
+        search.mutable_query()->Add(query.begin(), query.end());
+        auto found = c->Search(search);
+        ASSERT_TRUE(found.ok()) << found.status();
+        ASSERT_GE(found->hits_size(), 1);
+        EXPECT_EQ(found->hits(0).episode().id(), live[i])
+            << "cycle " << cycle << (exact ? " exact" : " index") << ": '" << model.text
+            << "' not found by its own vector";
+        EXPECT_NEAR(found->hits(0).score(), 0.0f, 1e-3f);
+        for (const v1::SearchHit& hit : found->hits()) {
+          EXPECT_TRUE(episodes.count(hit.episode().id()))
+              << "cycle " << cycle << ": search returned " << hit.episode().id()
+              << ", which the store does not hold";
+        }
+        ++checked_searches;
+      }
+    }
+
+    // 4. KV caches: the last acknowledged save, or one in flight at the kill.
+    for (auto& [agent, model] : caches) {
+      v1::LoadCacheRequest request;
+      request.set_agent_id(agent);
+      request.set_model_id("tiny");
+      std::vector<uint32_t> loaded;
+      absl::Status status = c->LoadCache(
+          request,
+          [&](const v1::LoadCacheHeader& header) {
+            loaded.assign(header.token_ids().begin(), header.token_ids().end());
+          },
+          [](v1::KvBlock&) { return true; });
+      if (model.tokens.empty() && absl::IsNotFound(status)) continue;  // first save never landed
+      ASSERT_TRUE(status.ok()) << "cycle " << cycle << ": " << agent << ": " << status;
+      ASSERT_TRUE(loaded == model.tokens || model.maybe_tokens.count(loaded))
+          << "cycle " << cycle << ": " << agent << " holds a cache no save sent";
+      model.tokens = loaded;
+      model.maybe_tokens.clear();
+    }
+    if (cycle == cycles) {
+      c.reset();
+      EXPECT_EQ((*daemon)->Terminate(), 0);
+      break;
+    }
+
+    // 5. The mixed load until a random kill -9.
+    absl::Mutex mutex;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    auto pick = [&](int parity) -> std::optional<std::pair<uint64_t, EpisodeModel>> {
+      absl::MutexLock lock(&mutex);
+      std::vector<uint64_t> ids;
+      for (const auto& [id, model] : episodes) {
+        if (id % 2 == static_cast<uint64_t>(parity) && !model.deleted) ids.push_back(id);
+      }
+      if (ids.empty()) return std::nullopt;
+      uint64_t id = ids[rng() % ids.size()];
+      return std::make_pair(id, episodes[id]);
+    };
+    for (int w = 0; w < 2; ++w) {  // puts
+      threads.emplace_back([&, w] {
+        for (int n = 0; !stop; ++n) {
+          Batch batch;
+          for (int i = 0; i < 8; ++i) {
+            batch.texts.push_back(absl::StrCat("m", w, "-c", cycle, "-b", n, "-", i));
+          }
+          auto response = c->PutEpisodes(ToRequest(batch));
+          absl::MutexLock lock(&mutex);
+          if (!response.ok()) {
+            unknown.push_back(std::move(batch));
+            return;
+          }
+          for (size_t i = 0; i < batch.texts.size(); ++i) {
+            episodes[response->ids(i)] = {absl::StrCat("m", w), batch.texts[i]};
+          }
+        }
+      });
+    }
+    threads.emplace_back([&] {  // updates of even ids
+      for (int n = 0; !stop; ++n) {
+        auto target = pick(0);
+        if (!target) {
+          absl::SleepFor(absl::Milliseconds(5));
+          continue;
+        }
+        const std::string text = absl::StrCat(target->second.agent, "-c", cycle, "-u", n);
+        v1::UpdateEpisodeRequest update;
+        update.set_space("crash");
+        update.set_id(target->first);
+        update.mutable_episode()->set_text(text);
+        std::vector<float> embedding = EmbeddingFor(text);
+        update.mutable_episode()->mutable_embedding()->Add(embedding.begin(), embedding.end());
+        update.add_update_mask("text");
+        update.add_update_mask("embedding");
+        auto response = c->UpdateEpisode(update);
+        absl::MutexLock lock(&mutex);
+        if (!response.ok()) {
+          episodes[target->first].maybe_texts.insert(text);
+          return;
+        }
+        episodes[target->first].text = text;
+        ++updates;
+      }
+    });
+    threads.emplace_back([&] {  // deletes of odd ids, one in four
+      while (!stop) {
+        absl::SleepFor(absl::Milliseconds(20));
+        auto target = pick(1);
+        if (!target) continue;
+        v1::DeleteEpisodesRequest request;
+        request.set_space("crash");
+        request.mutable_ids()->add_ids(target->first);
+        auto deleted = c->DeleteEpisodes(request);
+        absl::MutexLock lock(&mutex);
+        if (!deleted.ok()) {
+          episodes[target->first].maybe_deleted = true;
+          return;
+        }
+        episodes[target->first].deleted = true;
+        ++deletes;
+      }
+    });
+    threads.emplace_back([&] {  // KV saves
+      for (int n = 0; !stop; ++n) {
+        const std::string agent = absl::StrCat("kv", n % 3);
+        std::vector<uint32_t> tokens(50 + n % 40);
+        for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = cycle * 100000 + n * 100 + i;
+        absl::Status saved = SaveTinyCache(*c, agent, tokens);
+        absl::MutexLock lock(&mutex);
+        if (!saved.ok()) {
+          caches[agent].maybe_tokens.insert(tokens);
+          return;
+        }
+        caches[agent].tokens = tokens;
+        ++saves;
+      }
+    });
+    threads.emplace_back([&] {  // searches, every route
+      for (int n = 0; !stop; ++n) {
+        v1::SearchRequest search;
+        search.set_space("crash");
+        search.set_k(10);
+        search.set_query_text(absl::StrCat("c", cycle));
+        std::vector<float> query = EmbeddingFor(absl::StrCat("q", n));
+        search.mutable_query()->Add(query.begin(), query.end());
+        search.set_route(n % 3 == 0 ? v1::ROUTE_DELIBERATE : v1::ROUTE_AUTO);
+        if (!c->Search(search).ok()) return;
+        absl::MutexLock lock(&mutex);
+        ++searches;
+      }
+    });
+    threads.emplace_back([&] {  // a compaction, cancelled by the kill or done before
+      c->Compact([&](const v1::CompactProgress&) { return !stop; }).IgnoreError();
+    });
+    absl::SleepFor(absl::Milliseconds(std::uniform_int_distribution<int>(300, 2000)(rng)));
+    (*daemon)->Kill9();
+    stop = true;
+    for (std::thread& thread : threads) thread.join();
+  }
+  EXPECT_GT(episodes.size(), 0u);
+  EXPECT_GT(checked_searches, 0u);
+  EXPECT_GT(updates, 0u);
+  EXPECT_GT(deletes, 0u);
+  EXPECT_GT(saves, 0u);
+  std::cout << "mixed-load kill -9 cycles: " << cycles << "; acknowledged: " << updates
+            << " updates, " << deletes << " deletes, " << saves << " KV saves, " << searches
+            << " searches; verified after the last restart: " << episodes.size() << " episodes, "
+            << caches.size() << " KV caches; index-vs-store searches: " << checked_searches << "\n";
 }
 
 }  // namespace
