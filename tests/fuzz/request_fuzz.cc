@@ -159,6 +159,13 @@ Fixture& TheFixture() {
     auto* f = new Fixture();
     char pattern[] = "/tmp/engram-request-fuzz-XXXXXX";
     f->dir = mkdtemp(pattern);
+    // libFuzzer's fork mode starts a process per job: each must leave no
+    // database behind, or a long run fills the disk.
+    static std::string dir_to_remove = f->dir;
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir_to_remove, ignored);
+    });
     engram::auth::TokensFile tokens;
     engram::auth::NewToken token =
         *engram::auth::CreateToken("fuzz", engram::auth::Role::kAdmin, "request_fuzz", 0);
