@@ -118,6 +118,42 @@ class TlsTest(unittest.TestCase):
              "health"], capture_output=True, text=True, timeout=30)
         self.assertNotEqual(health.returncode, 0)  # plaintext to a TLS port
 
+    def test_renewed_certificates_apply_without_a_restart(self):
+        d = self.certs
+        directory = tempfile.mkdtemp(prefix="engram-tls-rotate-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        make_ca(directory, "next-ca")
+        make_cert(directory, "next-ca", "renewed", san="DNS:localhost,IP:127.0.0.1")
+        live = os.path.join(directory, "live")
+        os.mkdir(live)
+        shutil.copy(f"{d}/server.pem", f"{live}/cert.pem")
+        shutil.copy(f"{d}/server.key", f"{live}/key.pem")
+        server = EngramdProcess(
+            f"tls:\n  cert_file: {live}/cert.pem\n  key_file: {live}/key.pem\n"
+            "  reload_interval_s: 1\n")
+        self.addCleanup(lambda: self.assertEqual(server.stop(), 0))
+        port = server.address.split(":")[1]
+
+        def works(ca):
+            with Memory(f"localhost:{port}", token="", timeout=3, tls_ca_file=ca) as memory:
+                try:
+                    memory.list_spaces()
+                    return True
+                except UnavailableError:
+                    return False
+
+        self.assertTrue(works(f"{d}/ca.pem"))
+        self.assertFalse(works(f"{directory}/next-ca.pem"))
+        # Renewal as certificate managers do it: new files moved into place.
+        for source, target in (("renewed.key", "key.pem"), ("renewed.pem", "cert.pem")):
+            shutil.copy(os.path.join(directory, source), os.path.join(live, target + ".new"))
+            os.rename(os.path.join(live, target + ".new"), os.path.join(live, target))
+        deadline = time.time() + 15
+        while not works(f"{directory}/next-ca.pem") and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertTrue(works(f"{directory}/next-ca.pem"), "the renewed certificate was not served")
+        self.assertFalse(works(f"{d}/ca.pem"))
+
     def test_a_key_that_is_not_the_certificates_stops_the_start(self):
         d = self.certs
         directory = tempfile.mkdtemp(prefix="engram-tls-bad-")

@@ -25,6 +25,7 @@ class DaemonProcess {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
 
   // SIGKILL, like a crash; waits for the process to be gone.
   void Kill9();
