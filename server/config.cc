@@ -139,6 +139,10 @@ const std::vector<Option>& Options() {
             ENGRAM_FIELD(max_queued_requests), 1),
         MakeOption<int>("max_message_bytes", "largest request or response message",
                         ENGRAM_FIELD(max_message_bytes), 1024),
+        MakeOption<uint64_t>(
+            "max_inflight_write_mb",
+            "MiB of put and update requests applied at once (all callers); more is refused at once",
+            ENGRAM_FIELD(max_inflight_write_mb), 1),
         MakeOption<int>("max_k", "largest k a Search may ask for", ENGRAM_FIELD(max_k), 1),
         MakeOption<int>(
             "shutdown_grace_s",
@@ -262,10 +266,6 @@ const std::vector<Option>& Options() {
         "tls.client_ca_file",
         "PEM CA bundle client certificates must chain to; set: mTLS, every client presents one",
         ENGRAM_FIELD(tls.client_ca_file)));
-    options.push_back(MakeOption<uint64_t>(
-        "max_inflight_write_mb",
-        "MiB of put and update requests applied at once (all callers); more is refused at once",
-        ENGRAM_FIELD(max_inflight_write_mb), 1));
     options.push_back(MakeOption<uint64_t>("tenant_limits.max_episodes",
                                            "live episodes one tenant may hold; 0: no limit",
                                            ENGRAM_FIELD(tenant_limits.max_episodes)));

@@ -270,6 +270,7 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
                     {"after", rss.empty() ? 0 : rss.back().second},
                     {"second_half_mib_per_min", slope}};
   if (print_json) std::cout << out.dump() << "\n";
+  std::cout.flush();  // each run's lines as soon as it ends, also into a file
   return out;
 }
 
