@@ -1,6 +1,7 @@
 #include "server/rpc_runner.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/status_convert.h"
 
 namespace engram::server {
@@ -17,10 +18,11 @@ absl::StatusOr<WriteBudget::Lease> WriteBudget::Acquire(uint64_t bytes) {
   uint64_t current = in_flight_.load();
   do {
     if (current > 0 && current + bytes > max_bytes_) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "server overloaded: writes being applied hold ", current >> 20, " MiB and this one ",
-          bytes >> 20, " MiB more would pass max_inflight_write_mb (", max_bytes_ >> 20,
-          "); retry later"));
+      constexpr double kMiB = 1 << 20;
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "server overloaded: writes being applied hold %.1f MiB and this one's %.1f MiB would "
+          "pass max_inflight_write_mb (%d); retry later",
+          current / kMiB, bytes / kMiB, max_bytes_ >> 20));
     }
   } while (!in_flight_.compare_exchange_weak(current, current + bytes));
   return Lease(this, bytes);
