@@ -132,13 +132,18 @@ void CreateSpaces(Fixture& f) {
   }
 }
 
-// Deletes what the fuzzed calls wrote (spaces and KV caches) and seeds again.
+// Deletes what the fuzzed calls wrote (every space, the seeded ones and
+// those fuzzed CreateSpace calls made, and KV caches) and seeds again.
 void Reset(Fixture& f) {
-  for (const char* name : {"s", "c", "t"}) {
+  grpc::ClientContext list_context;
+  f.Authorize(&list_context);
+  v1::ListSpacesResponse spaces;
+  f.memory->ListSpaces(&list_context, v1::ListSpacesRequest(), &spaces);
+  for (const v1::Space& space : spaces.spaces()) {
     grpc::ClientContext context;
     f.Authorize(&context);
     v1::DeleteSpaceRequest request;
-    request.set_name(name);
+    request.set_name(space.name());
     v1::DeleteSpaceResponse response;
     f.memory->DeleteSpace(&context, request, &response);
   }
