@@ -132,7 +132,7 @@ struct ServerConfig {
   // Largest request or response message, in bytes. Default: 64 MiB.
   int max_message_bytes = 64 << 20;
   // Bytes of PutEpisodes and UpdateEpisode requests being applied at once,
-  // all callers together. A write costs about five times its size in memory
+  // all callers together. A write holds several copies of itself in memory
   // while applied (the parsed request, the episodes, the write batch with
   // its postings, the memtable); a write that would pass this budget is
   // refused with RESOURCE_EXHAUSTED at once. Default: 512 MiB.

@@ -25,17 +25,25 @@ absl::StatusOr<File> Open(const std::string& path, const char* what) {
   return file;
 }
 
+using Certificate = std::unique_ptr<X509, decltype(&X509_free)>;
+
+// The first PEM certificate of `path` (`what` names the config key).
+absl::StatusOr<Certificate> ReadCertificate(const std::string& path, const char* what) {
+  absl::StatusOr<File> file = Open(path, what);
+  if (!file.ok()) return file.status();
+  Certificate cert(PEM_read_X509(file->get(), nullptr, nullptr, nullptr), X509_free);
+  if (cert == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " '", path, "' holds no PEM certificate"));
+  }
+  return cert;
+}
+
 // The certificate and key must parse and belong together; the CA bundle
 // must hold at least one certificate.
 absl::Status CheckFiles(const TlsConfig& tls) {
-  absl::StatusOr<File> cert_file = Open(tls.cert_file, "tls.cert_file");
-  if (!cert_file.ok()) return cert_file.status();
-  std::unique_ptr<X509, decltype(&X509_free)> cert(
-      PEM_read_X509(cert_file->get(), nullptr, nullptr, nullptr), X509_free);
-  if (cert == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("tls.cert_file '", tls.cert_file, "' holds no PEM certificate"));
-  }
+  absl::StatusOr<Certificate> cert = ReadCertificate(tls.cert_file, "tls.cert_file");
+  if (!cert.ok()) return cert.status();
   absl::StatusOr<File> key_file = Open(tls.key_file, "tls.key_file");
   if (!key_file.ok()) return key_file.status();
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
@@ -44,19 +52,13 @@ absl::Status CheckFiles(const TlsConfig& tls) {
     return absl::FailedPreconditionError(
         absl::StrCat("tls.key_file '", tls.key_file, "' holds no unencrypted PEM private key"));
   }
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+  if (X509_check_private_key(cert->get(), key.get()) != 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "tls.key_file '", tls.key_file, "' is not the key of tls.cert_file '", tls.cert_file, "'"));
   }
   if (!tls.client_ca_file.empty()) {
-    absl::StatusOr<File> ca_file = Open(tls.client_ca_file, "tls.client_ca_file");
-    if (!ca_file.ok()) return ca_file.status();
-    std::unique_ptr<X509, decltype(&X509_free)> ca(
-        PEM_read_X509(ca_file->get(), nullptr, nullptr, nullptr), X509_free);
-    if (ca == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("tls.client_ca_file '", tls.client_ca_file, "' holds no PEM certificate"));
-    }
+    absl::StatusOr<Certificate> ca = ReadCertificate(tls.client_ca_file, "tls.client_ca_file");
+    if (!ca.ok()) return ca.status();
   }
   return absl::OkStatus();
 }

@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "bench/common/closed_loop.h"
 #include "clients/cpp/engram_client.h"
 #include "tests/util/daemon_process.h"
 #include "tests/util/temp_dir.h"
@@ -38,12 +39,6 @@ namespace {
 constexpr int kDimension = 128;
 constexpr int kAgents = 16;
 constexpr int kBatch = 8;
-
-double Percentile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<size_t>(q * values.size()))];
-}
 
 // engramd's resident set in MiB.
 double RssMiB(pid_t pid) {
@@ -232,7 +227,7 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
                                exit_code == 0 ? "yes" : "NO");
   std::cout << absl::StrFormat("%-8s %10s %10s %10s %10s  %s\n", "call", "calls/s", "p50 ms",
                                "p99 ms", "max ms", "errors");
-  for (const auto& [name, stats] : classes) {
+  for (auto& [name, stats] : classes) {
     std::string errors;
     for (const auto& [code, count] : stats.errors) {
       errors += absl::StrFormat("%s%s=%d", errors.empty() ? "" : " ", code, count);
