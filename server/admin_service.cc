@@ -155,7 +155,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Stats(grpc::CallbackServerContext* c
                                                   const v1::StatsRequest*,
                                                   v1::StatsResponse* response) {
   return runner_->Unary(
-      context, "Stats", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+      context, "Stats", CallClass::kLookup, [=, this](const Call& call) -> absl::Status {
         // A tenant's admin sees its own spaces and partitions; the server-wide
         // parts (column families, paths, the index's and scanner's health) are
         // the operator's (and everyone's while auth is off).
@@ -289,7 +289,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerContext* context,
                                                         const v1::ListBackupsRequest*,
                                                         v1::ListBackupsResponse* response) {
-  return runner_->Unary(context, "ListBackups", CallClass::kRead,
+  return runner_->Unary(context, "ListBackups", CallClass::kLookup,
                         [=, this](const Call& call) -> absl::Status {
                           absl::StatusOr<std::vector<storage::BackupInfo>> backups =
                               store_->ListBackups(config_.backup_dir);

@@ -126,17 +126,21 @@ const std::vector<Option>& Options() {
                            "column family): searches read their hits back through it",
                            ENGRAM_FIELD(store.block_cache_mb)),
         MakeOption<int>("read_threads",
-                        "threads that run reads and searches (apart from the writers)",
+                        "threads that run searches, lists and KV loads (apart from the writers)",
                         ENGRAM_FIELD(read_threads), 1),
+        MakeOption<int>("lookup_threads",
+                        "threads that run lookups: GetSpace, ListSpaces, GetEpisode, Stats, "
+                        "KvStats, ListBackups (apart from the searches)",
+                        ENGRAM_FIELD(lookup_threads), 1),
         MakeOption<int>("admin_threads",
                         "threads that run compaction, checkpoints, backups, rebuilds, KV export",
                         ENGRAM_FIELD(admin_threads), 1),
         MakeOption<int>("worker_threads", "threads that run writes", ENGRAM_FIELD(worker_threads),
                         1),
-        MakeOption<int>(
-            "max_queued_requests",
-            "calls of one class (read, write, admin) waiting beyond this get RESOURCE_EXHAUSTED",
-            ENGRAM_FIELD(max_queued_requests), 1),
+        MakeOption<int>("max_queued_requests",
+                        "calls of one class (lookup, read, write, admin) waiting beyond this get "
+                        "RESOURCE_EXHAUSTED",
+                        ENGRAM_FIELD(max_queued_requests), 1),
         MakeOption<int>("max_message_bytes", "largest request or response message",
                         ENGRAM_FIELD(max_message_bytes), 1024),
         MakeOption<uint64_t>(
@@ -394,10 +398,11 @@ absl::Status ValidateConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("gpu.precision '", config.gpu.precision, "' is not one of fp16, fp32"));
   }
-  if (config.worker_threads < 1 || config.read_threads < 1 || config.admin_threads < 1 ||
-      config.max_k < 1) {
+  if (config.worker_threads < 1 || config.read_threads < 1 || config.lookup_threads < 1 ||
+      config.admin_threads < 1 || config.max_k < 1) {
     return absl::InvalidArgumentError(
-        "worker_threads, read_threads, admin_threads and max_k must be at least 1");
+        "worker_threads, read_threads, lookup_threads, admin_threads and max_k must be at "
+        "least 1");
   }
   if (config.max_k > static_cast<int>(index::VectorPartition::kMaxK)) {
     return absl::InvalidArgumentError(absl::StrCat("max_k is ", config.max_k, "; the index allows ",

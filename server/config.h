@@ -119,13 +119,17 @@ struct ServerConfig {
   // saves). Writers block on fsync, so more threads give group commit more
   // to share. Default: 16.
   int worker_threads = 16;
-  // Threads that run reads (gets, lists, searches, stats, KV loads), apart
+  // Threads that run reads (searches, lists, histories, KV loads), apart
   // from the writers so that saturated writes never delay a read. Default: 8.
   int read_threads = 8;
+  // Threads that run lookups (GetSpace, ListSpaces, GetEpisode, Stats,
+  // KvStats, ListBackups), apart from the searches so that a saturated read
+  // pool never delays one. Default: 2.
+  int lookup_threads = 2;
   // Threads that run admin calls (compaction, checkpoints, backups, index
   // rebuilds, KV export/import). Default: 2.
   int admin_threads = 2;
-  // Calls of one class (read, write, admin) waiting for its threads beyond
+  // Calls of one class (lookup, read, write, admin) waiting for its threads beyond
   // this are refused at once with RESOURCE_EXHAUSTED instead of queueing
   // without bound. Default: 4096.
   int max_queued_requests = 4096;

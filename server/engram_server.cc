@@ -145,14 +145,15 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
          value(health.snapshot_failures), true}};
   });
   const size_t queue = static_cast<size_t>(config.max_queued_requests);
+  server->lookup_pool_ = std::make_unique<ThreadPool>(config.lookup_threads, queue);
   server->read_pool_ = std::make_unique<ThreadPool>(config.read_threads, queue);
   server->write_pool_ = std::make_unique<ThreadPool>(config.worker_threads, queue);
   server->admin_pool_ = std::make_unique<ThreadPool>(config.admin_threads, queue);
   server->limits_ = std::make_unique<TenantLimits>(config.tenant_limits, server->store_.get(),
                                                    server->kv_store_.get());
   server->runner_ = std::make_unique<RpcRunner>(
-      RpcRunner::Pools{server->read_pool_.get(), server->write_pool_.get(),
-                       server->admin_pool_.get()},
+      RpcRunner::Pools{server->lookup_pool_.get(), server->read_pool_.get(),
+                       server->write_pool_.get(), server->admin_pool_.get()},
       server->metrics_.get(), server->authenticator_.get(), server->limits_.get(),
       config.max_inflight_write_mb << 20);
   server->memory_service_ =
@@ -239,6 +240,7 @@ absl::Status EngramServer::Shutdown() {
   grpc_server_->Shutdown(std::chrono::system_clock::now() +
                          std::chrono::seconds(config_.shutdown_grace_s));
   grpc_server_->Wait();
+  lookup_pool_.reset();
   read_pool_.reset();
   write_pool_.reset();
   admin_pool_.reset();

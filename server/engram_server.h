@@ -74,6 +74,7 @@ class EngramServer {
   std::unique_ptr<auth::Authenticator> authenticator_;
   std::unique_ptr<TenantLimits> limits_;
   // One pool per call class (server/rpc_runner.h).
+  std::unique_ptr<ThreadPool> lookup_pool_;
   std::unique_ptr<ThreadPool> read_pool_;
   std::unique_ptr<ThreadPool> write_pool_;
   std::unique_ptr<ThreadPool> admin_pool_;

@@ -540,7 +540,7 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::DeleteCache(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* KvCacheServiceImpl::Stats(grpc::CallbackServerContext* context,
                                                     const v1::KvStatsRequest*,
                                                     v1::KvStatsResponse* response) {
-  return runner_->Unary(context, "KvStats", CallClass::kRead,
+  return runner_->Unary(context, "KvStats", CallClass::kLookup,
                         [=, this](const Call& call) -> absl::Status {
                           kvcache::KvStoreStats stats = store_->Stats();
                           response->set_caches(stats.caches);

@@ -28,7 +28,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetSpace(grpc::CallbackServerContex
                                                       const v1::GetSpaceRequest* request,
                                                       v1::GetSpaceResponse* response) {
   return runner_->Unary(
-      context, "GetSpace", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+      context, "GetSpace", CallClass::kLookup, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<SpaceInfo> space = engine_->GetSpace(call.tenant(), request->name());
         if (!space.ok()) return space.status();
         SpaceToProto(*space, response->mutable_space());
@@ -40,7 +40,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListSpaces(grpc::CallbackServerCont
                                                         const v1::ListSpacesRequest*,
                                                         v1::ListSpacesResponse* response) {
   return runner_->Unary(
-      context, "ListSpaces", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+      context, "ListSpaces", CallClass::kLookup, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<std::vector<SpaceInfo>> spaces = engine_->ListSpaces(call.tenant());
         if (!spaces.ok()) return spaces.status();
         for (const SpaceInfo& space : *spaces) SpaceToProto(space, response->add_spaces());
@@ -98,7 +98,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetEpisode(grpc::CallbackServerCont
                                                         const v1::GetEpisodeRequest* request,
                                                         v1::GetEpisodeResponse* response) {
   return runner_->Unary(
-      context, "GetEpisode", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+      context, "GetEpisode", CallClass::kLookup, [=, this](const Call& call) -> absl::Status {
         absl::StatusOr<Episode> episode =
             engine_->GetEpisode(call.tenant(), request->space(), request->id());
         if (!episode.ok()) return episode.status();

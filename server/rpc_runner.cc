@@ -30,6 +30,8 @@ absl::StatusOr<WriteBudget::Lease> WriteBudget::Acquire(uint64_t bytes) {
 
 ThreadPool* RpcRunner::pool(CallClass call_class) {
   switch (call_class) {
+    case CallClass::kLookup:
+      return pools_.lookup;
     case CallClass::kRead:
       return pools_.read;
     case CallClass::kWrite:
@@ -41,7 +43,8 @@ ThreadPool* RpcRunner::pool(CallClass call_class) {
 }
 
 absl::Status RpcRunner::Overloaded(CallClass call_class) {
-  const char* name = call_class == CallClass::kRead    ? "read"
+  const char* name = call_class == CallClass::kLookup  ? "lookup"
+                     : call_class == CallClass::kRead  ? "read"
                      : call_class == CallClass::kWrite ? "write"
                                                        : "admin";
   return absl::ResourceExhaustedError(absl::StrCat(

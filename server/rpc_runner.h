@@ -8,7 +8,9 @@
 //
 // Calls are queued by class, each with its own pool and queue: writers that
 // wait on fsync or on the indexer's backpressure can fill the write pool,
-// never the threads that answer reads, searches and admin calls.
+// never the threads that answer reads, searches and admin calls; and
+// searches that fill the read pool never delay a lookup (a space's
+// metadata, one episode by id, stats), which has a lane of its own.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -29,9 +31,12 @@ namespace engram::server {
 
 // Which pool runs a call.
 enum class CallClass {
-  kRead,   // gets, lists, searches, stats, KV loads: never wait behind writers
-  kWrite,  // puts, updates, deletes, space changes, KV saves: may block on fsync
-  kAdmin,  // compaction, checkpoints, backups, index rebuilds, KV export/import
+  kLookup,  // bounded point reads: GetSpace, ListSpaces, GetEpisode, Stats, KvStats,
+            // ListBackups. They never scan or rank, so they must never queue
+            // behind a search.
+  kRead,    // searches, lists, histories, KV loads: never wait behind writers
+  kWrite,   // puts, updates, deletes, space changes, KV saves: may block on fsync
+  kAdmin,   // compaction, checkpoints, backups, index rebuilds, KV export/import
 };
 
 // The call's deadline as absl::Time (InfiniteFuture when the client set none).
@@ -81,6 +86,7 @@ class WriteBudget {
 class RpcRunner {
  public:
   struct Pools {
+    ThreadPool* lookup;
     ThreadPool* read;
     ThreadPool* write;
     ThreadPool* admin;
