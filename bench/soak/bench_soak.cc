@@ -4,14 +4,16 @@
 // Each of `--concurrency` client threads loops over a mix of calls
 // (PutEpisodes of 8 episodes, Search with route AUTO, GetEpisode,
 // ListEpisodes) until the time is up. Once `--max-episodes` are stored,
-// puts become UpdateEpisode calls, so that the data stays the same size and
-// a growing RSS means a leak rather than more data. Beside them a prober calls GetSpace
-// and the health check every 50 ms, as a dashboard or a load balancer
-// would, and a sampler reads engramd's RSS every second. After the load,
-// the prober runs 10 s more to show recovery.
+// puts become UpdateEpisode calls (`--when-full update`: the episode count
+// stays flat, but every update keeps its old version in the history), or
+// each put deletes one episode and puts one (`--when-full replace`: the
+// data itself stays the same size, so a growing RSS means a leak). Beside them a prober calls
+// GetSpace and the health check every 50 ms, as a dashboard or a load balancer would, and a sampler
+// reads engramd's RSS every second. After the load, the prober runs 10 s more to show recovery.
 //
 // Prints a table per run and one `--json` line per run:
 //   bench_soak --concurrency 1,16,64,256 --seconds 600
+//   bench_soak --concurrency 16 --seconds 600 --when-full replace
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -65,7 +67,7 @@ std::vector<float> RandomVector(std::mt19937& rng) {
 }
 
 nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uint64_t max_episodes,
-                   bool print_json) {
+                   bool replace_when_full, bool print_json) {
   testing::TempDir dir;
   auto daemon = testing::DaemonProcess::Start(dir.Sub("data"), {}, engramd);
   if (!daemon.ok()) {
@@ -104,7 +106,36 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
         const int pick = rng() % 10;
         const std::string agent = absl::StrFormat("agent-%d", rng() % kAgents);
         absl::Time began = absl::Now();
-        if (pick < 4 && stored.load() >= max_episodes) {
+        if (pick < 4 && stored.load() >= max_episodes && replace_when_full) {
+          // The store is full: delete one episode and put one in its place,
+          // so that the data (history and index included) stays the same
+          // size and a growing RSS means a leak.
+          uint64_t id = 0;
+          {
+            absl::MutexLock lock(&mutex);
+            if (ids.empty()) continue;
+            const size_t at = rng() % ids.size();
+            id = ids[at];
+            ids[at] = ids.back();
+            ids.pop_back();
+          }
+          v1::DeleteEpisodesRequest remove;
+          remove.set_space("soak");
+          remove.mutable_ids()->add_ids(id);
+          absl::Status status = c.DeleteEpisodes(remove).status();
+          v1::PutEpisodesRequest put;
+          put.set_space("soak");
+          v1::Episode* e = put.add_episodes()->mutable_episode();
+          e->set_agent_id(agent);
+          e->set_text(absl::StrFormat("thread %d call %d replaced %d", t, n, id));
+          std::vector<float> v = RandomVector(rng);
+          e->mutable_embedding()->Add(v.begin(), v.end());
+          absl::StatusOr<v1::PutEpisodesResponse> response = c.PutEpisodes(put);
+          if (status.ok()) status = response.status();
+          record("replace", began, status);
+          absl::MutexLock lock(&mutex);
+          ids.push_back(response.ok() ? response->ids(0) : id);
+        } else if (pick < 4 && stored.load() >= max_episodes) {
           // The store is full: writes become updates, so the data stays the
           // same size and RSS can show a leak rather than growth.
           uint64_t id = 0;
@@ -219,6 +250,7 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
 
   nlohmann::json out = {{"bench", "soak"},
                         {"concurrency", concurrency},
+                        {"when_full", replace_when_full ? "replace" : "update"},
                         {"seconds", load_seconds},
                         {"episodes_stored", space.ok() ? space->episode_count() : 0},
                         {"clean_exit", exit_code == 0}};
@@ -286,10 +318,17 @@ int main(int argc, char** argv) {
   app.add_option("--max-episodes", max_episodes,
                  "once this many are stored, writes become updates (data size stays flat)")
       ->capture_default_str();
+  std::string when_full = "update";
+  app.add_option("--when-full", when_full,
+                 "update: writes update episodes (history grows); replace: each write deletes "
+                 "one episode and puts one (the data stays the same size)")
+      ->check(CLI::IsMember({"update", "replace"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "print one JSON line per run");
   CLI11_PARSE(app, argc, argv);
   for (const std::string& level : std::vector<std::string>(absl::StrSplit(levels, ','))) {
-    engram::bench::Run(engramd, std::stoi(level), seconds, max_episodes, json);
+    engram::bench::Run(engramd, std::stoi(level), seconds, max_episodes, when_full == "replace",
+                       json);
   }
   return 0;
 }
