@@ -1,7 +1,5 @@
 #include "index/snapshot_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
@@ -32,60 +30,37 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
 }
 
-absl::Status SyncDirectory(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return ErrnoError("cannot open directory", dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return ErrnoError("cannot fsync directory", dir);
-  return absl::OkStatus();
-}
-
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& path,
+                                                                       fileio::FileSystem* fs) {
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   if (ec) {
     return absl::InternalError(
         absl::StrCat("cannot create the directory of '", path, "': ", ec.message()));
   }
-  std::string temporary = path + ".tmp";
-  std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (file == nullptr) return ErrnoError("cannot create", temporary);
-  std::setvbuf(file, nullptr, _IOFBF, 1 << 20);
-  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(path, file));
-}
-
-SnapshotWriter::~SnapshotWriter() {
-  if (file_ != nullptr) std::fclose(file_);
-  if (!committed_) std::remove((path_ + ".tmp").c_str());
+  absl::StatusOr<std::unique_ptr<fileio::AtomicFileWriter>> file =
+      fileio::AtomicFileWriter::Create(path, 0644, fs);
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(*std::move(file)));
 }
 
 void SnapshotWriter::Write(const void* data, size_t bytes) {
-  if (failed_ || bytes == 0) return;
+  if (bytes == 0) return;
   crc_ = Crc(crc_, data, bytes);
   length_ += bytes;
-  if (std::fwrite(data, 1, bytes, file_) != bytes) failed_ = true;
+  // A failure is kept by the file and returned by Commit.
+  file_->Append(std::string_view(static_cast<const char*>(data), bytes)).IgnoreError();
 }
 
 absl::Status SnapshotWriter::Commit() {
   const uint64_t length = length_;
   const uint32_t crc = crc_;
-  bool ok = !failed_ && std::fwrite(&length, sizeof(length), 1, file_) == 1 &&
-            std::fwrite(&crc, sizeof(crc), 1, file_) == 1 && std::fflush(file_) == 0 &&
-            ::fsync(::fileno(file_)) == 0;
-  int close_rc = std::fclose(file_);
-  file_ = nullptr;
-  const std::string temporary = path_ + ".tmp";
-  if (!ok || close_rc != 0) return ErrnoError("cannot write snapshot", temporary);
-  if (std::rename(temporary.c_str(), path_.c_str()) != 0) {
-    return ErrnoError("cannot rename snapshot into place", path_);
-  }
-  committed_ = true;
-  return SyncDirectory(path_);
+  file_->Append(std::string_view(reinterpret_cast<const char*>(&length), sizeof(length)))
+      .IgnoreError();
+  file_->Append(std::string_view(reinterpret_cast<const char*>(&crc), sizeof(crc))).IgnoreError();
+  return file_->Commit();
 }
 
 absl::StatusOr<std::unique_ptr<SnapshotReader>> SnapshotReader::Open(const std::string& path) {

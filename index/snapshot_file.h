@@ -1,9 +1,10 @@
 // Checksummed, atomically replaced snapshot files for the index.
 //
-// A SnapshotWriter writes to "<path>.tmp", and Commit() appends the total
-// length and a CRC-32 of everything before it, fsyncs the file, renames it
-// over <path> and fsyncs the directory, so a crash leaves either the old
-// snapshot or the new one, never a torn one. A SnapshotReader checks the
+// A SnapshotWriter writes through an AtomicFileWriter (fileio/atomic_file.h:
+// "<path>.tmp", fsync, rename, directory fsync), and Commit() appends the
+// total length and a CRC-32 of everything before it, so a crash leaves
+// either the old snapshot or the new one, never a torn one, and damage from
+// anything else is caught on reading. A SnapshotReader checks the
 // length and the CRC before anything read from the file is trusted:
 // Finish() must be called, and the caller discards what it read when it
 // fails. All integers are little-endian.
@@ -15,13 +16,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "fileio/atomic_file.h"
 
 namespace engram::index {
 
 class SnapshotWriter {
  public:
-  static absl::StatusOr<std::unique_ptr<SnapshotWriter>> Create(const std::string& path);
-  ~SnapshotWriter();  // removes the temporary file unless committed
+  // Creates the directory of `path` if needed.
+  static absl::StatusOr<std::unique_ptr<SnapshotWriter>> Create(
+      const std::string& path, fileio::FileSystem* fs = fileio::PosixFileSystem());
 
   void Write(const void* data, size_t bytes);
   template <typename T>
@@ -29,17 +32,15 @@ class SnapshotWriter {
     Write(&value, sizeof(T));
   }
   // Length, CRC, fsync, rename, directory fsync. The first write error (for
-  // instance a full disk) is reported here.
+  // instance a full disk: RESOURCE_EXHAUSTED) is reported here.
   absl::Status Commit();
 
  private:
-  SnapshotWriter(std::string path, std::FILE* file) : path_(std::move(path)), file_(file) {}
-  std::string path_;
-  std::FILE* file_;
+  explicit SnapshotWriter(std::unique_ptr<fileio::AtomicFileWriter> file)
+      : file_(std::move(file)) {}
+  std::unique_ptr<fileio::AtomicFileWriter> file_;  // removes the temporary file unless committed
   uint32_t crc_ = 0;
   uint64_t length_ = 0;
-  bool failed_ = false;
-  bool committed_ = false;
 };
 
 class SnapshotReader {

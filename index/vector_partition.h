@@ -42,6 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "fileio/atomic_file.h"
 #include "index/binary_codes.h"
 #include "index/chunked_array.h"
 #include "index/float_distance.h"
@@ -189,8 +190,11 @@ class VectorPartition {
 
   // Writes the partition (vectors, codes, INT8 ranges, attributes, graph and
   // its calibration) to `path` as a checksummed snapshot, atomically
-  // (snapshot_file.h). Writers wait while it runs; searches do not.
-  absl::Status Save(const std::string& path) const ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // (snapshot_file.h). Writers wait while it runs; searches do not. `fs` is
+  // for tests that simulate power loss.
+  absl::Status Save(const std::string& path,
+                    fileio::FileSystem* fs = fileio::PosixFileSystem()) const
+      ABSL_LOCKS_EXCLUDED(write_mutex_);
   // Reads a snapshot written by Save. NOT_FOUND when absent, DATA_LOSS when
   // corrupt or truncated, FAILED_PRECONDITION when written with other
   // options (metric, dimension, attribute size, graph parameters): a

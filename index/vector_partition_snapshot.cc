@@ -51,9 +51,9 @@ Header HeaderOf(const PartitionOptions& options) {
 
 }  // namespace
 
-absl::Status VectorPartition::Save(const std::string& path) const {
+absl::Status VectorPartition::Save(const std::string& path, fileio::FileSystem* fs) const {
   absl::MutexLock lock(&write_mutex_);
-  absl::StatusOr<std::unique_ptr<SnapshotWriter>> created = SnapshotWriter::Create(path);
+  absl::StatusOr<std::unique_ptr<SnapshotWriter>> created = SnapshotWriter::Create(path, fs);
   if (!created.ok()) return created.status();
   SnapshotWriter& out = **created;
   const uint32_t count = node_count_.load(std::memory_order_acquire);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "fileio/atomic_file.h"
 #include "index/exact_scorer.h"
 #include "index/snapshot_file.h"
 #include "storage/episode_filter.h"
@@ -232,18 +233,8 @@ int ReadSnapshotLayout(const std::string& snapshot_root) {
 absl::Status WriteSnapshotLayout(const std::string& snapshot_root, int layout) {
   std::error_code ec;
   std::filesystem::create_directories(snapshot_root, ec);
-  const std::filesystem::path path = LayoutFile(snapshot_root);
-  const std::filesystem::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << layout << "\n";
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", temp.string()));
-  }
-  std::filesystem::rename(temp, path, ec);
-  if (ec)
-    return absl::InternalError(absl::StrCat("cannot rename ", temp.string(), ": ", ec.message()));
-  return absl::OkStatus();
+  return fileio::WriteFileAtomically(LayoutFile(snapshot_root).string(),
+                                     absl::StrCat(layout, "\n"));
 }
 
 }  // namespace

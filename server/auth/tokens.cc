@@ -1,10 +1,8 @@
 #include "server/auth/tokens.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -184,45 +182,11 @@ absl::StatusOr<TokensFile> LoadTokensFile(const std::string& path) {
   return file;
 }
 
-absl::Status SaveTokensFile(const std::string& path, const TokensFile& file) {
-  const std::string tmp = path + ".tmp";
-  const std::string text = FormatTokensFile(file);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  }
-  size_t written = 0;
-  while (written < text.size()) {
-    ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot write ", tmp, ": ", std::strerror(error)));
-    }
-    written += static_cast<size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(tmp.c_str());
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot replace ", path, ": ", std::strerror(error)));
-  }
-  // The rename is durable once the directory is: a power loss leaves the old
-  // file or the new one, whole.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return absl::OkStatus();
+absl::Status SaveTokensFile(const std::string& path, const TokensFile& file,
+                            fileio::FileSystem* fs) {
+  // 0600: the file holds no secrets, but who may act for whom is the
+  // operator's business.
+  return fileio::WriteFileAtomically(path, FormatTokensFile(file), 0600, fs);
 }
 
 absl::StatusOr<NewToken> CreateToken(absl::string_view scope, Role role, absl::string_view label,

@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "fileio/atomic_file.h"
 
 namespace engram::auth {
 
@@ -73,9 +74,10 @@ absl::StatusOr<TokensFile> ParseTokensFile(absl::string_view text);
 std::string FormatTokensFile(const TokensFile& file);
 // NOT_FOUND when the file does not exist.
 absl::StatusOr<TokensFile> LoadTokensFile(const std::string& path);
-// Written to a temporary file (mode 0600), fsynced and renamed over `path`,
-// so engramd never reads half a file.
-absl::Status SaveTokensFile(const std::string& path, const TokensFile& file);
+// Replaces `path` atomically with mode 0600 (fileio/atomic_file.h), so
+// engramd never reads half a file, even after a power loss.
+absl::Status SaveTokensFile(const std::string& path, const TokensFile& file,
+                            fileio::FileSystem* fs = fileio::PosixFileSystem());
 
 // A new token: the full token string (shown once) and its record.
 struct NewToken {

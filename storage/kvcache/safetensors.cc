@@ -45,17 +45,6 @@ absl::Status ErrnoError(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
-bool WriteAll(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string_view TensorDtypeName(TensorDtype dtype) {
@@ -272,7 +261,7 @@ uint64_t TensorLayout::Bytes() const {
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorLayout>& tensors,
                               const std::map<std::string, std::string>& metadata,
-                              const TensorSource& source) {
+                              const TensorSource& source, fileio::FileSystem* fs) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -287,34 +276,21 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorL
   std::string length(8, '\0');
   for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((text.size() >> (8 * i)) & 0xFF);
 
-  std::string temp = path + ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(absl::StrCat("creating ", temp));
-  auto write_all = [&]() -> absl::Status {
-    if (!WriteAll(fd, length.data(), length.size()) || !WriteAll(fd, text.data(), text.size())) {
-      return ErrnoError(absl::StrCat("writing ", temp));
+  absl::StatusOr<std::unique_ptr<fileio::AtomicFileWriter>> file =
+      fileio::AtomicFileWriter::Create(path, 0644, fs);
+  if (!file.ok()) return file.status();
+  if (absl::Status written = (*file)->Append(length); !written.ok()) return written;
+  if (absl::Status written = (*file)->Append(text); !written.ok()) return written;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    absl::StatusOr<std::string_view> data = source(i);
+    if (!data.ok()) return data.status();
+    if (data->size() != tensors[i].Bytes()) {
+      return absl::InternalError(absl::StrCat("tensor ", tensors[i].name, " has ", data->size(),
+                                              " bytes; its shape needs ", tensors[i].Bytes()));
     }
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      absl::StatusOr<std::string_view> data = source(i);
-      if (!data.ok()) return data.status();
-      if (data->size() != tensors[i].Bytes()) {
-        return absl::InternalError(absl::StrCat("tensor ", tensors[i].name, " has ", data->size(),
-                                                " bytes; its shape needs ", tensors[i].Bytes()));
-      }
-      if (!WriteAll(fd, data->data(), data->size())) {
-        return ErrnoError(absl::StrCat("writing ", temp));
-      }
-    }
-    if (::fsync(fd) != 0) return ErrnoError(absl::StrCat("writing ", temp));
-    return absl::OkStatus();
-  };
-  absl::Status error = write_all();
-  ::close(fd);
-  if (error.ok() && ::rename(temp.c_str(), path.c_str()) != 0) {
-    error = ErrnoError(absl::StrCat("renaming ", temp));
+    if (absl::Status written = (*file)->Append(*data); !written.ok()) return written;
   }
-  if (!error.ok()) ::unlink(temp.c_str());
-  return error;
+  return (*file)->Commit();
 }
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,

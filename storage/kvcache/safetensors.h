@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fileio/atomic_file.h"
 
 namespace engram::kvcache {
 
@@ -91,8 +92,10 @@ struct TensorToWrite {
   std::string_view data;
 };
 
-// Writes a file at `path` atomically (temp file, fsync, rename). The header is
-// padded with spaces to a multiple of 8 bytes.
+// Writes a file at `path` atomically (fileio/atomic_file.h: a power loss
+// leaves the previous file or this one, whole; once OK, this one). The
+// header is padded with spaces to a multiple of 8 bytes. A full disk is
+// RESOURCE_EXHAUSTED.
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata);
 
@@ -113,6 +116,7 @@ using TensorSource = std::function<absl::StatusOr<std::string_view>(size_t index
 // wrong size (INTERNAL), leaves no file behind.
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorLayout>& tensors,
                               const std::map<std::string, std::string>& metadata,
-                              const TensorSource& source);
+                              const TensorSource& source,
+                              fileio::FileSystem* fs = fileio::PosixFileSystem());
 
 }  // namespace engram::kvcache
