@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/retry_after.h"
 #include "retrieval/exact_search.h"
 #include "retrieval/fusion.h"
 #include "retrieval/hydrator.h"
@@ -276,9 +277,13 @@ absl::Status Engine::AdmitToIndex(const std::string& tenant, const std::string& 
                        &waiting)) {
     return absl::OkStatus();
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "space '", space_name, "': the vector index is ", waiting,
-      " writes behind (a graph build is running); nothing was written, retry with backoff"));
+  // The build that holds the indexer runs for seconds: a retry sooner would
+  // only wait at admission again.
+  return WithRetryAfter(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "space '", space_name, "': the vector index is ", waiting,
+          " writes behind (a graph build is running); nothing was written, retry with backoff")),
+      absl::Seconds(1));
 }
 
 absl::Status Engine::EmbedWrites(const std::string& tenant, const std::string& space_name,

@@ -1,10 +1,21 @@
 #include "server/rpc_runner.h"
 
+#include <optional>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/retry_after.h"
 #include "server/status_convert.h"
 
 namespace engram::server {
+namespace {
+
+// What a client refused by a full queue or the write budget waits before
+// retrying: long enough for a few calls ahead of it to finish.
+constexpr absl::Duration kOverloadRetryAfter = absl::Milliseconds(100);
+
+}  // namespace
 
 absl::Time CallDeadline(const grpc::CallbackServerContext* context) {
   auto deadline = context->deadline();
@@ -19,10 +30,12 @@ absl::StatusOr<WriteBudget::Lease> WriteBudget::Acquire(uint64_t bytes) {
   do {
     if (current > 0 && current + bytes > max_bytes_) {
       constexpr double kMiB = 1 << 20;
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "server overloaded: writes being applied hold %.1f MiB and this one's %.1f MiB would "
-          "pass max_inflight_write_mb (%d); retry later",
-          current / kMiB, bytes / kMiB, max_bytes_ >> 20));
+      return WithRetryAfter(
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "server overloaded: writes being applied hold %.1f MiB and this one's %.1f MiB "
+              "would pass max_inflight_write_mb (%d); retry later",
+              current / kMiB, bytes / kMiB, max_bytes_ >> 20)),
+          kOverloadRetryAfter);
     }
   } while (!in_flight_.compare_exchange_weak(current, current + bytes));
   return Lease(this, bytes);
@@ -47,8 +60,10 @@ absl::Status RpcRunner::Overloaded(CallClass call_class) {
                      : call_class == CallClass::kRead  ? "read"
                      : call_class == CallClass::kWrite ? "write"
                                                        : "admin";
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "server overloaded: the ", name, " queue is full (max_queued_requests); retry later"));
+  return WithRetryAfter(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "server overloaded: the ", name, " queue is full (max_queued_requests); retry later")),
+      kOverloadRetryAfter);
 }
 
 absl::StatusOr<auth::Caller> RpcRunner::Admit(const grpc::CallbackServerContext* context,
@@ -72,8 +87,12 @@ grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
   absl::Time deadline = CallDeadline(context);
-  auto finish = [this, reactor, rpc, start](const absl::Status& status) {
+  auto finish = [this, context, reactor, rpc, start](const absl::Status& status) {
     metrics_->RecordRpc(rpc, status.code(), absl::Now() - start);
+    if (std::optional<absl::Duration> retry_after = RetryAfter(status)) {
+      context->AddTrailingMetadata(kRetryPushbackTrailer,
+                                   std::to_string(absl::ToInt64Milliseconds(*retry_after)));
+    }
     reactor->Finish(ToGrpcStatus(status));
   };
   absl::StatusOr<auth::Caller> caller = Admit(context, rpc);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/retry_after.h"
 #include "storage/episode_store.h"
 #include "storage/kvcache/kv_cache_store.h"
 
@@ -27,10 +28,12 @@ absl::Status TenantLimits::AdmitCall(const std::string& tenant, absl::Time now) 
     }
     wait_s = (1.0 - b.tokens) / config_.requests_per_s;
   }
-  return absl::ResourceExhaustedError(
-      absl::StrCat("the tenant's request rate limit is reached (tenant_limits.requests_per_s = ",
-                   config_.requests_per_s, ", burst ", capacity, "); retry in ",
-                   static_cast<int64_t>(std::ceil(wait_s * 1000)), " ms"));
+  const int64_t wait_ms = static_cast<int64_t>(std::ceil(wait_s * 1000));
+  return WithRetryAfter(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the tenant's request rate limit is reached (tenant_limits.requests_per_s = ",
+          config_.requests_per_s, ", burst ", capacity, "); retry in ", wait_ms, " ms")),
+      absl::Milliseconds(wait_ms));
 }
 
 absl::Status TenantLimits::AdmitEpisodes(const std::string& tenant, uint64_t new_episodes,

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 #include "absl/random/random.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -116,7 +118,20 @@ absl::StatusOr<Response> Client::Call(Stub& stub,
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   Response response;
   grpc::Status status = (stub.*method)(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) {
+    absl::Status error = FromGrpcStatus(status);
+    // An overload refusal says when to retry (common/retry_after.h).
+    const auto& trailers = context.GetServerTrailingMetadata();
+    auto pushback = trailers.find(kRetryPushbackTrailer);
+    int64_t ms = 0;
+    if (pushback != trailers.end() &&
+        absl::SimpleAtoi(absl::string_view(pushback->second.data(), pushback->second.size()),
+                         &ms) &&
+        ms >= 0) {
+      error = WithRetryAfter(std::move(error), absl::Milliseconds(ms));
+    }
+    return error;
+  }
   return response;
 }
 
@@ -187,7 +202,13 @@ absl::StatusOr<v1::PutEpisodesResponse> Client::PutEpisodes(
       backoff *= 2;
     }
     response = Call(*memory_, &v1::MemoryService::Stub::PutEpisodes, request);
-    if (response.ok() || response.status().code() != absl::StatusCode::kUnavailable) break;
+    if (response.ok()) break;
+    if (std::optional<absl::Duration> retry_after = RetryAfter(response.status())) {
+      // Refused for overload, nothing applied: wait as long as the server asked.
+      backoff = std::max(backoff, *retry_after);
+    } else if (response.status().code() != absl::StatusCode::kUnavailable) {
+      break;
+    }
   }
   if (!response.ok()) return response;
   for (int i = 0; i < response->deduplicated_size() && i < static_cast<int>(generated.size());

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/retry_after.h"
 #include "engram/v1/admin.grpc.pb.h"
 #include "engram/v1/kvcache.grpc.pb.h"
 #include "engram/v1/memory.grpc.pb.h"
@@ -28,8 +29,12 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);
   // Largest message received. Default: 64 MiB (the server's default limit).
   int max_message_bytes = 64 << 20;
-  // Attempts of a PutEpisodes that finds engramd unreachable (UNAVAILABLE),
-  // 100 ms apart and doubling; 1: no retry. Default: 3.
+  // Attempts of a PutEpisodes that finds engramd unreachable (UNAVAILABLE)
+  // or is refused for overload (RESOURCE_EXHAUSTED with a retry delay,
+  // common/retry_after.h; not a full disk or a tenant limit), 100 ms apart
+  // and doubling, or after the delay the server asked for if longer. Every
+  // episode gets a request_id first, so a retry never stores a batch twice.
+  // 1: no retry. Default: 3.
   int write_attempts = 3;
   // Bearer token sent with every call (`engramctl token create`); "": none.
   // Default: "".
@@ -147,7 +152,9 @@ class Client {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
-// grpc::Status -> absl::Status (same codes and message).
+// grpc::Status -> absl::Status (same codes and message; the retry delay
+// that Client's calls add from the trailers, read by RetryAfter() in
+// common/retry_after.h, is not in a grpc::Status).
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace engram::client

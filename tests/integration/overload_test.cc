@@ -175,7 +175,8 @@ TEST_F(OverloadTest, LookupsAnswerInMillisecondsWhileSearchesSaturate) {
 }
 
 // A full write queue refuses at once with RESOURCE_EXHAUSTED naming the
-// queue, and nothing of the refused batch is stored; reads are unaffected.
+// queue and a retry delay, and nothing of the refused batch is stored; reads
+// are unaffected.
 TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
   const std::string config = dir_.Sub("engramd.yaml");
   FILE* file = fopen(config.c_str(), "w");
@@ -187,7 +188,10 @@ TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
   std::vector<std::thread> writers;
   for (int w = 0; w < 16; ++w) {
     writers.emplace_back([&, w] {
-      std::unique_ptr<client::Client> writer = NewClient();
+      client::ClientOptions options;
+      options.address = daemon_->address();
+      options.write_attempts = 1;  // the server's answer, not the client's retries
+      auto writer = std::make_unique<client::Client>(options);
       std::mt19937 rng(w);
       v1::PutEpisodesRequest put = Batch(rng, 64);
       for (int i = 0; i < 4; ++i) {
@@ -195,7 +199,8 @@ TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
         if (result.ok()) {
           stored.fetch_add(64);
         } else if (absl::IsResourceExhausted(result.status()) &&
-                   absl::StrContains(result.status().message(), "write queue is full")) {
+                   absl::StrContains(result.status().message(), "write queue is full") &&
+                   RetryAfter(result.status()).has_value()) {
           refused.fetch_add(1);
         } else {
           other.fetch_add(1);

@@ -383,6 +383,7 @@ class TenantLimitsTest(unittest.TestCase):
         with self.assertRaises(ResourceExhaustedError) as refused:
             a.add_many([{"text": f"m{i}", "embedding": [1.0, 0.0]} for i in range(3)])
         self.assertIn("tenant_limits.max_episodes (10)", refused.exception.message)
+        self.assertIsNone(refused.exception.retry_after)  # retrying soon would not help
         self.assertEqual(len(list(a.list())), 8)  # nothing of the batch was written
         b.add_many([{"text": f"m{i}", "embedding": [1.0, 0.0]} for i in range(2)])
         # Deleting makes room again.
@@ -418,9 +419,25 @@ class TenantLimitsTest(unittest.TestCase):
         with self.assertRaises(ResourceExhaustedError) as refused:
             a.list_spaces()
         self.assertIn("tenant_limits.requests_per_s = 2", refused.exception.message)
+        # The refusal says when a token is back: half a second at 2 per second.
+        self.assertIsNotNone(refused.exception.retry_after)
+        self.assertGreater(refused.exception.retry_after, 0.0)
+        self.assertLessEqual(refused.exception.retry_after, 0.5)
         b.list_spaces()  # the other tenant has its own bucket
         time.sleep(0.6)
         a.list_spaces()
+        # A write refused by the rate is retried after that delay, so a
+        # burst of writes all land, each once (the bucket is full again
+        # after 1.5 s: 3 calls, then one per 0.5 s).
+        time.sleep(1.6)
+        a.create_space(dimension=2)
+        began = time.monotonic()
+        ids = [a.add(f"burst {i}", embedding=[1.0, float(i)], agent="alice") for i in range(4)]
+        # Two of the four waited for a token: the client slept as told.
+        self.assertGreaterEqual(time.monotonic() - began, 0.9)
+        self.assertEqual(len(set(ids)), 4)
+        time.sleep(0.6)
+        self.assertEqual(sorted(e.id for e in a.list()), sorted(ids))
 
 
 class OpenListenerTest(unittest.TestCase):

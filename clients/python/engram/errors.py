@@ -6,12 +6,19 @@ import grpc
 
 
 class EngramError(Exception):
-    """An RPC failed. `code` is the grpc.StatusCode, `message` the server's words."""
+    """An RPC failed. `code` is the grpc.StatusCode, `message` the server's words.
 
-    def __init__(self, code, message):
+    `retry_after` is the delay in seconds the server asked for before a retry
+    (its `grpc-retry-pushback-ms` trailer) when it refused the call for
+    overload and applied nothing, else None: a full disk or a tenant limit is
+    RESOURCE_EXHAUSTED too, and retrying soon will not cure it.
+    """
+
+    def __init__(self, code, message, retry_after=None):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 class InvalidArgumentError(EngramError):
@@ -31,7 +38,8 @@ class FailedPreconditionError(EngramError):
 
 
 class ResourceExhaustedError(EngramError):
-    """The server is overloaded or a message was too large; retry later."""
+    """Overloaded (`retry_after` set), or out of room: a full disk, a tenant
+    limit, a message too large."""
 
 
 class DeadlineExceededError(EngramError):
@@ -63,10 +71,26 @@ _BY_CODE = {
 }
 
 
+_RETRY_PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+
+
+def _retry_after(error):
+    """The server's retry delay in seconds, or None."""
+    trailers = getattr(error, "trailing_metadata", None)
+    for key, value in (trailers() if callable(trailers) else None) or ():
+        if key == _RETRY_PUSHBACK_TRAILER:
+            try:
+                ms = int(value)
+            except (TypeError, ValueError):
+                return None
+            return ms / 1000.0 if ms >= 0 else None
+    return None
+
+
 def from_rpc_error(error):
     """Turns a grpc.RpcError into the matching EngramError subclass."""
     code = error.code()
-    return _BY_CODE.get(code, EngramError)(code, error.details() or "")
+    return _BY_CODE.get(code, EngramError)(code, error.details() or "", _retry_after(error))
 
 
 def translate_errors(method):

@@ -327,8 +327,11 @@ class Memory(GrpcClient):
         """Stores a batch all-or-nothing; each dict holds add()'s arguments.
 
         Safe to retry: an episode without a request_id gets a random one, so
-        when engramd is unreachable (UNAVAILABLE) the batch is sent again, up
-        to `write_attempts` times in all, and is applied at most once. If the
+        when engramd is unreachable (UNAVAILABLE) or refuses the batch for
+        overload (ResourceExhaustedError with `retry_after`; not a full disk
+        or a tenant limit), the batch is sent again, after the server's delay
+        or a doubling backoff from 0.1 s, up to `write_attempts` times in all,
+        and is applied at most once. If the
         call still fails, the error's `request_ids` are the ids sent: pass
         them back with the same episodes to retry by hand (a call that timed
         out may have been applied; the retry then returns the original ids).
@@ -348,12 +351,14 @@ class Memory(GrpcClient):
                 response = self._stub.PutEpisodes(request, timeout=self.timeout)
                 break
             except grpc.RpcError as rpc_error:
-                if rpc_error.code() != grpc.StatusCode.UNAVAILABLE or \
-                        attempt == self.write_attempts:
-                    error = from_rpc_error(rpc_error)
+                error = from_rpc_error(rpc_error)
+                # Unreachable, or refused for overload with nothing applied.
+                retryable = error.code == grpc.StatusCode.UNAVAILABLE or \
+                    error.retry_after is not None
+                if not retryable or attempt == self.write_attempts:
                     error.request_ids = [e.request_id for e in request.episodes]
                     raise error from None
-                time.sleep(backoff)
+                time.sleep(max(backoff, error.retry_after or 0))
                 backoff *= 2
         # A retry finds the earlier attempt's write: that is this call's own
         # write, not a duplicate the caller sent.

@@ -1,6 +1,7 @@
-// The C++ client's write retries against a fake MemoryService that is
-// unreachable (UNAVAILABLE) a given number of times, then answers as
-// engramd does for a batch its first attempt already applied.
+// The C++ client's write retries against a fake MemoryService that refuses
+// a given number of times (unreachable, UNAVAILABLE; or overloaded,
+// RESOURCE_EXHAUSTED with or without a retry delay), then answers as engramd
+// does for a batch its first attempt already applied.
 #include "clients/cpp/engram_client.h"
 
 #include <grpcpp/grpcpp.h>
@@ -14,16 +15,27 @@
 namespace engram::client {
 namespace {
 
+// How the fake refuses its first `failures` calls.
+enum class Refusal { kUnavailable, kOverloaded, kDiskFull };
+
 class FlakyMemoryService final : public v1::MemoryService::Service {
  public:
-  explicit FlakyMemoryService(int failures) : failures_(failures) {}
+  FlakyMemoryService(int failures, Refusal refusal) : failures_(failures), refusal_(refusal) {}
 
-  grpc::Status PutEpisodes(grpc::ServerContext*, const v1::PutEpisodesRequest* request,
+  grpc::Status PutEpisodes(grpc::ServerContext* context, const v1::PutEpisodesRequest* request,
                            v1::PutEpisodesResponse* response) override {
     absl::MutexLock lock(&mutex_);
     requests_.push_back(*request);
     if (static_cast<int>(requests_.size()) <= failures_) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset");
+      switch (refusal_) {
+        case Refusal::kUnavailable:
+          return grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset");
+        case Refusal::kOverloaded:
+          context->AddTrailingMetadata(kRetryPushbackTrailer, "150");
+          return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the write queue is full");
+        case Refusal::kDiskFull:
+          return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "disk full");
+      }
     }
     for (int i = 0; i < request->episodes_size(); ++i) {
       response->add_ids(i + 1);
@@ -39,12 +51,14 @@ class FlakyMemoryService final : public v1::MemoryService::Service {
 
  private:
   const int failures_;
+  const Refusal refusal_;
   absl::Mutex mutex_;
   std::vector<v1::PutEpisodesRequest> requests_ ABSL_GUARDED_BY(mutex_);
 };
 
 struct FakeServer {
-  explicit FakeServer(int failures) : service(failures) {
+  explicit FakeServer(int failures, Refusal refusal = Refusal::kUnavailable)
+      : service(failures, refusal) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service);
@@ -100,6 +114,45 @@ TEST(EngramClientTest, RetriesStopAtWriteAttempts) {
   auto response = client.PutEpisodes(Batch());
   EXPECT_EQ(response.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(fake.service.requests().size(), 2u);
+}
+
+// An overload refusal names a delay: the client waits at least that long
+// and sends the same batch again, generated ids included.
+TEST(EngramClientTest, OverloadRefusalsAreRetriedAfterTheServersDelay) {
+  FakeServer fake(2, Refusal::kOverloaded);
+  ClientOptions options;
+  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  Client client(options);
+  const absl::Time start = absl::Now();
+  auto response = client.PutEpisodes(Batch());
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(2 * 150));
+  std::vector<v1::PutEpisodesRequest> sent = fake.service.requests();
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[2].episodes(0).request_id(), sent[0].episodes(0).request_id());
+
+  // Out of attempts, the caller gets the refusal with its delay.
+  FakeServer busy(10, Refusal::kOverloaded);
+  options.address = "127.0.0.1:" + std::to_string(busy.port);
+  options.write_attempts = 2;
+  Client impatient(options);
+  auto refused = impatient.PutEpisodes(Batch());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfter(refused.status()), absl::Milliseconds(150));
+  EXPECT_EQ(busy.service.requests().size(), 2u);
+}
+
+// RESOURCE_EXHAUSTED without a delay (a full disk, a tenant limit) is not
+// cured by retrying soon: one attempt.
+TEST(EngramClientTest, ResourceExhaustedWithoutADelayIsNotRetried) {
+  FakeServer fake(10, Refusal::kDiskFull);
+  ClientOptions options;
+  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  Client client(options);
+  auto response = client.PutEpisodes(Batch());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(RetryAfter(response.status()).has_value());
+  EXPECT_EQ(fake.service.requests().size(), 1u);
 }
 
 }  // namespace
