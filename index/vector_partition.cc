@@ -257,7 +257,8 @@ float VectorPartition::ExactScore(const float* query, uint32_t node) const {
   return kernels_.inner_product(query, vector, options_.dimension);
 }
 
-void VectorPartition::AppendNode(uint64_t id, const float* vector, const uint8_t* attributes) {
+void VectorPartition::AppendNode(uint64_t id, const float* vector, const uint8_t* attributes,
+                                 bool prepared) {
   const uint32_t node = node_count_.load(std::memory_order_relaxed);
   ids_.Reserve(node + 1);
   vectors_.Reserve(node + 1);
@@ -270,11 +271,15 @@ void VectorPartition::AppendNode(uint64_t id, const float* vector, const uint8_t
   if (options_.attribute_bytes > 0) {
     std::copy_n(attributes, options_.attribute_bytes, attributes_.At(node));
   }
-  std::vector<float> prepared = PrepareQuery({vector, options_.dimension});
-  std::copy(prepared.begin(), prepared.end(), vectors_.At(node));
+  if (prepared) {
+    std::copy_n(vector, options_.dimension, vectors_.At(node));
+  } else {
+    std::vector<float> normalised = PrepareQuery({vector, options_.dimension});
+    std::copy(normalised.begin(), normalised.end(), vectors_.At(node));
+  }
   RecordSquaredNorm(node);
-  binary_codes_.Encode(prepared.data(), binary_.At(node));
-  if (quantizer_ != nullptr) quantizer_->Encode(prepared.data(), int8_.At(node));
+  binary_codes_.Encode(vectors_.At(node), binary_.At(node));
+  if (quantizer_ != nullptr) quantizer_->Encode(vectors_.At(node), int8_.At(node));
   node_of_id_[id] = node;
   node_count_.store(node + 1, std::memory_order_release);
 }
@@ -410,6 +415,33 @@ bool VectorPartition::Remove(uint64_t id) {
   std::shared_ptr<const Structure> current = structure();
   if (current->graph != nullptr) current->graph->MarkDeleted(node);
   return true;
+}
+
+std::unique_ptr<VectorPartition> VectorPartition::LiveCopy() const {
+  std::unique_ptr<VectorPartition> copy(new VectorPartition(options_));
+  absl::MutexLock copy_lock(&copy->write_mutex_);
+  absl::MutexLock lock(&write_mutex_);
+  const uint32_t count = node_count_.load(std::memory_order_acquire);
+  for (uint32_t node = 0; node < count; ++node) {
+    if (deleted_.At(node)->load(std::memory_order_acquire) != 0) continue;
+    copy->AppendNode(*ids_.At(node), vectors_.At(node),
+                     options_.attribute_bytes > 0 ? attributes_.At(node) : nullptr,
+                     /*prepared=*/true);
+    if (copy->quantizer_ == nullptr && copy->node_count_.load() >= options_.quantize_threshold) {
+      copy->FitQuantizer();
+    }
+  }
+  copy->changes_.fetch_add(1, std::memory_order_relaxed);
+  return copy;
+}
+
+void VectorPartition::BuildGraphIfDue() {
+  absl::MutexLock lock(&write_mutex_);
+  if (structure()->graph == nullptr && quantizer_ != nullptr &&
+      node_count_.load(std::memory_order_relaxed) >= options_.graph_threshold) {
+    BuildGraph({});
+    changes_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 uint32_t VectorPartition::Consolidate() {

@@ -176,6 +176,19 @@ class VectorPartition {
   // Unlinks tombstoned vectors from the graph; returns how many.
   uint32_t Consolidate() ABSL_LOCKS_EXCLUDED(write_mutex_);
 
+  // Compaction gives back what removed vectors hold (slots are never reused,
+  // so a partition that only sees updates grows without bound otherwise):
+  // LiveCopy makes a new partition of the live vectors alone, bit for bit
+  // with their attributes, codes fitted, no graph yet; BuildGraphIfDue then
+  // builds its graph when it is past graph_threshold (CancelBuilds stops it:
+  // the copy is then left without one, see builds_cancelled). Writers of
+  // this partition wait while the rows are copied, not during the build;
+  // searches never wait. Removals made after the copy are the caller's to
+  // replay (retrieval/episode_index.cc does it at the swap).
+  std::unique_ptr<VectorPartition> LiveCopy() const ABSL_LOCKS_EXCLUDED(write_mutex_);
+  void BuildGraphIfDue() ABSL_LOCKS_EXCLUDED(write_mutex_);
+  bool builds_cancelled() const { return builds_cancelled_.load(std::memory_order_relaxed); }
+
   // The k closest live vectors, best first. INVALID_ARGUMENT for a query of
   // the wrong dimension or with NaN/Inf, k outside 1..kMaxK, or a beam width
   // above kMaxBeamWidth.
@@ -251,9 +264,11 @@ class VectorPartition {
   explicit VectorPartition(const PartitionOptions& options);
 
   absl::Status Validate(std::span<const float> vector) const;
-  // Appends one node's data (float, codes) and publishes it.
-  void AppendNode(uint64_t id, const float* vector, const uint8_t* attributes)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
+  // Appends one node's data (float, codes) and publishes it. `prepared`:
+  // the vector is already as stored (normalised for cosine), e.g. copied
+  // from another partition, and is kept bit for bit.
+  void AppendNode(uint64_t id, const float* vector, const uint8_t* attributes,
+                  bool prepared = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   // Stores |vector|^2 of a node whose vector is written, and raises M^2.
   void RecordSquaredNorm(uint32_t node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mutex_);
   float max_squared_norm() const { return max_squared_norm_.load(std::memory_order_acquire); }

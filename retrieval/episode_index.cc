@@ -284,7 +284,12 @@ absl::Status EpisodeIndex::SaveSnapshots() {
       }
       ++written;
       absl::MutexLock lock(&space->mutex);
-      space->saved_changes[agent] = changes;
+      // Unless a compaction replaced the partition meanwhile: then the copy
+      // is still to be saved.
+      auto current = space->partitions.find(agent);
+      if (current != space->partitions.end() && current->second == partition) {
+        space->saved_changes[agent] = changes;
+      }
     }
     // Files of agents this space no longer has.
     std::error_code ec;
@@ -413,6 +418,7 @@ void EpisodeIndex::IndexLoop() {
     for (const auto& space : spaces) {
       while (!abandon_queue_.load(std::memory_order_relaxed) && DrainQueue(*space)) {
       }
+      if (!abandon_queue_.load(std::memory_order_relaxed)) CompactPartitions(*space);
     }
     absl::MutexLock lock(&work_mutex_);
     drained_generation_ = seen;
@@ -501,6 +507,60 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
   return true;
 }
 
+void EpisodeIndex::CompactPartitions(SpaceIndex& space) {
+  std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> due;
+  {
+    absl::ReaderMutexLock lock(&space.mutex);
+    if (space.retired) return;
+    for (const auto& [agent, partition] : space.partitions) {
+      const uint64_t removed = partition->deleted_count();
+      if (removed >= kCompactMinRemoved && removed * 4 >= partition->row_count()) {
+        due.emplace_back(agent, partition);
+      }
+    }
+  }
+  for (const auto& item : due) {
+    const std::string& agent = item.first;
+    const std::shared_ptr<index::VectorPartition>& old = item.second;
+    if (abandon_queue_.load(std::memory_order_relaxed)) return;
+    const absl::Time start = absl::Now();
+    std::shared_ptr<index::VectorPartition> copy = old->LiveCopy();
+    {
+      absl::MutexLock lock(&compaction_mutex_);
+      compacting_ = copy;
+    }
+    // StopIndexing sets abandon_queue_ before it looks at compacting_.
+    if (abandon_queue_.load(std::memory_order_relaxed)) copy->CancelBuilds();
+    copy->BuildGraphIfDue();
+    {
+      absl::MutexLock lock(&compaction_mutex_);
+      compacting_.reset();
+    }
+    // Shutdown stopped the build: keep the partition that has its graph.
+    if (copy->builds_cancelled()) return;
+    absl::MutexLock lock(&space.mutex);
+    auto current = space.partitions.find(agent);
+    if (space.retired || current == space.partitions.end() || current->second != old) continue;
+    // What was removed or replaced since the copy: the entries know.
+    std::vector<uint64_t> copied;
+    copy->ForEachLive([&copied](uint64_t id, const uint8_t*) { copied.push_back(id); });
+    for (uint64_t id : copied) {
+      auto entry = space.entries.find(id);
+      if (entry == space.entries.end() || entry->second.partition != old.get()) copy->Remove(id);
+    }
+    for (auto& [id, entry] : space.entries) {
+      if (entry.partition == old.get()) entry.partition = copy.get();
+    }
+    current->second = copy;
+    space.saved_changes.erase(agent);  // the next snapshot writes the copy
+    spdlog::info(
+        "event=index_partition_compacted space={} agent={} rows_before={} rows_after={} "
+        "seconds={:.2f}",
+        space.info.name, agent, old->row_count(), copy->row_count(),
+        absl::ToDoubleSeconds(absl::Now() - start));
+  }
+}
+
 void EpisodeIndex::RecordFailure(const absl::Status& failure, bool snapshot) {
   absl::MutexLock lock(&health_mutex_);
   if (snapshot) {
@@ -568,6 +628,10 @@ bool EpisodeIndex::Flush(absl::Time deadline) {
 
 uint64_t EpisodeIndex::StopIndexing() {
   abandon_queue_.store(true, std::memory_order_relaxed);
+  {
+    absl::MutexLock lock(&compaction_mutex_);
+    if (compacting_ != nullptr) compacting_->CancelBuilds();
+  }
   std::vector<std::shared_ptr<SpaceIndex>> spaces;
   {
     absl::ReaderMutexLock lock(&spaces_mutex_);
@@ -595,9 +659,14 @@ void EpisodeIndex::Remove(const std::string& tenant, const std::string& space_na
   for (;;) {
     std::shared_ptr<SpaceIndex> space = FindSpace(tenant, space_name);
     if (space == nullptr) return;
-    absl::MutexLock lock(&space->mutex);
-    if (space->retired) continue;
-    for (uint64_t id : ids) space->RemoveLocked(id);
+    {
+      absl::MutexLock lock(&space->mutex);
+      if (space->retired) continue;
+      for (uint64_t id : ids) space->RemoveLocked(id);
+    }
+    // Wakes the indexer, which compacts partitions that removals emptied.
+    absl::MutexLock lock(&work_mutex_);
+    ++work_generation_;
     return;
   }
 }

@@ -218,6 +218,13 @@ class EpisodeIndex {
   // Adds one batch of a space's queued writes to its partitions; false when
   // nothing was queued.
   bool DrainQueue(SpaceIndex& space);
+  // Replaces each partition of the space whose removed vectors are a
+  // quarter of its rows or more (and at least kCompactMinRemoved) with a
+  // copy of its live vectors (VectorPartition::LiveCopy), so that updates
+  // and deletes do not grow the index without bound. Runs on the indexer
+  // thread between drains, so nothing else adds to the partition meanwhile;
+  // removals that land during the copy are replayed at the swap.
+  void CompactPartitions(SpaceIndex& space);
   // Adds what failed in a batch one by one from the store's records.
   void Heal(SpaceIndex& space, const std::string& agent, std::span<const uint64_t> ids,
             const absl::Status& failure);
@@ -228,6 +235,8 @@ class EpisodeIndex {
   // together may overshoot the first; the second bounds memory).
   static constexpr size_t kMaxQueued = 16384;
   static constexpr size_t kMaxQueuedHard = 2 * kMaxQueued;
+  // Below this many removed vectors a partition is not worth compacting.
+  static constexpr uint64_t kCompactMinRemoved = 64;
 
   const IndexOptions options_;
   index::PartitionScanner scanner_;
@@ -252,6 +261,10 @@ class EpisodeIndex {
   bool stopping_indexer_ ABSL_GUARDED_BY(work_mutex_) = false;
   std::atomic<bool> abandon_queue_{false};  // StopIndexing: leave the rest queued
   std::thread indexer_;
+  // The copy a compaction is building a graph for, so that StopIndexing can
+  // cancel that build too.
+  absl::Mutex compaction_mutex_;
+  std::shared_ptr<index::VectorPartition> compacting_ ABSL_GUARDED_BY(compaction_mutex_);
 
   mutable absl::Mutex spaces_mutex_;
   // Keyed by tenant + '\0' + space.

@@ -101,6 +101,7 @@ class GraphBuildTest(unittest.TestCase):
 
     def test_writes_behind_a_long_build_are_refused_not_stalled(self):
         m = self.start()
+        m.write_attempts = 1  # the server's refusal, not the client's retries after it
         vectors = numpy.random.default_rng(6).standard_normal((2 * VECTORS, DIMENSION))
         self.start_a_long_build(m, vectors)
         accepted = VECTORS
