@@ -435,6 +435,12 @@ std::unique_ptr<VectorPartition> VectorPartition::LiveCopy() const {
   return copy;
 }
 
+bool VectorPartition::graph_due() const {
+  return published_quantizer_.load(std::memory_order_acquire) != nullptr &&
+         node_count_.load(std::memory_order_acquire) >= options_.graph_threshold &&
+         structure()->graph == nullptr && !builds_cancelled();
+}
+
 void VectorPartition::BuildGraphIfDue() {
   absl::MutexLock lock(&write_mutex_);
   if (structure()->graph == nullptr && quantizer_ != nullptr &&

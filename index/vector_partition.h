@@ -187,6 +187,9 @@ class VectorPartition {
   // replay (retrieval/episode_index.cc does it at the swap).
   std::unique_ptr<VectorPartition> LiveCopy() const ABSL_LOCKS_EXCLUDED(write_mutex_);
   void BuildGraphIfDue() ABSL_LOCKS_EXCLUDED(write_mutex_);
+  // Past graph_threshold without a graph: a copy from LiveCopy, or a
+  // partition whose build CancelBuilds stopped before a restart.
+  bool graph_due() const;
   bool builds_cancelled() const { return builds_cancelled_.load(std::memory_order_relaxed); }
 
   // The k closest live vectors, best first. INVALID_ARGUMENT for a query of

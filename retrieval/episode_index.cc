@@ -99,6 +99,12 @@ struct EpisodeIndex::SpaceIndex {
   // Ids whose vectors must be re-read from the store (writes that landed
   // just as a rebuild swapped this space in); the indexer does it.
   std::vector<uint64_t> stale ABSL_GUARDED_BY(mutex);
+  // Removals not yet applied to their partitions. The indexer applies them:
+  // a partition's writers wait while the indexer builds its graph, and a
+  // delete must not hold this space's lock (and so every search and write
+  // of the space) that long. Searches skip these ids meanwhile. The
+  // partitions are this space's (alive while in `partitions`).
+  std::vector<std::pair<index::VectorPartition*, uint64_t>> unremoved ABSL_GUARDED_BY(mutex);
 
   // (agent, partition) of one agent, or of all when `agent` is empty.
   std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> Partitions(
@@ -160,15 +166,23 @@ struct EpisodeIndex::SpaceIndex {
     return partition;
   }
 
+  // Never waits for a partition: the vector itself leaves it when the
+  // indexer applies `unremoved`.
   void RemoveLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
     removed.insert(id);
     std::erase_if(queued, [id](const Pending& p) { return p.id == id; });
     auto existing = entries.find(id);
     if (existing != entries.end()) {
-      existing->second.partition->Remove(id);
+      unremoved.emplace_back(existing->second.partition, id);
       entries.erase(existing);
     }
     if (rebuild_log != nullptr) rebuild_log->push_back(id);
+  }
+
+  // On the indexer thread, which alone builds graphs: never waits long.
+  void ApplyRemovalsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+    for (const auto& [partition, id] : unremoved) partition->Remove(id);
+    unremoved.clear();
   }
 };
 
@@ -418,7 +432,7 @@ void EpisodeIndex::IndexLoop() {
     for (const auto& space : spaces) {
       while (!abandon_queue_.load(std::memory_order_relaxed) && DrainQueue(*space)) {
       }
-      if (!abandon_queue_.load(std::memory_order_relaxed)) CompactPartitions(*space);
+      if (!abandon_queue_.load(std::memory_order_relaxed)) MaintainPartitions(*space);
     }
     absl::MutexLock lock(&work_mutex_);
     drained_generation_ = seen;
@@ -437,6 +451,7 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
   std::vector<uint64_t> stale;
   {
     absl::MutexLock lock(&space.mutex);
+    space.ApplyRemovalsLocked();
     stale.swap(space.stale);
   }
   for (uint64_t id : stale) {
@@ -507,17 +522,24 @@ bool EpisodeIndex::DrainQueue(SpaceIndex& space) {
   return true;
 }
 
-void EpisodeIndex::CompactPartitions(SpaceIndex& space) {
+void EpisodeIndex::MaintainPartitions(SpaceIndex& space) {
   std::vector<std::pair<std::string, std::shared_ptr<index::VectorPartition>>> due;
+  std::vector<std::shared_ptr<index::VectorPartition>> graph_due;
   {
     absl::ReaderMutexLock lock(&space.mutex);
     if (space.retired) return;
     for (const auto& [agent, partition] : space.partitions) {
       const uint64_t removed = partition->deleted_count();
       if (removed >= kCompactMinRemoved && removed * 4 >= partition->row_count()) {
-        due.emplace_back(agent, partition);
+        due.emplace_back(agent, partition);  // the copy gets its graph
+      } else if (partition->graph_due()) {
+        graph_due.push_back(partition);
       }
     }
+  }
+  for (const auto& partition : graph_due) {
+    if (abandon_queue_.load(std::memory_order_relaxed)) return;
+    partition->BuildGraphIfDue();
   }
   for (const auto& item : due) {
     const std::string& agent = item.first;
@@ -548,6 +570,9 @@ void EpisodeIndex::CompactPartitions(SpaceIndex& space) {
       auto entry = space.entries.find(id);
       if (entry == space.entries.end() || entry->second.partition != old.get()) copy->Remove(id);
     }
+    // Removals from the old partition still pending: done by the above.
+    std::erase_if(space.unremoved,
+                  [&old](const auto& removal) { return removal.first == old.get(); });
     for (auto& [id, entry] : space.entries) {
       if (entry.partition == old.get()) entry.partition = copy.get();
     }
@@ -870,6 +895,12 @@ absl::Status EpisodeIndex::Load() {
       "vectors_read_from_store={} spaces_rebuilt={}",
       last_load_.spaces, last_load_.partitions_from_snapshots, last_load_.vectors_from_snapshots,
       last_load_.vectors_read_from_store, last_load_.spaces_rebuilt);
+  {
+    // One pass of the indexer at startup: partitions loaded with many
+    // removed vectors, or without the graph a shutdown cancelled.
+    absl::MutexLock lock(&work_mutex_);
+    ++work_generation_;
+  }
   indexer_ = std::thread([this] { IndexLoop(); });
   if (options_.snapshot_interval_s > 0) {
     // After a crash the index was (partly) rebuilt from the store: snapshot
@@ -1011,10 +1042,14 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   // An id being added is both queued and in its partition: counted once, or
   // duplicates would crowd unique candidates out of the top `count`.
   absl::flat_hash_set<uint64_t> pending_ids;
+  // Removed, but still in their partitions (SpaceIndex::unremoved): skipped,
+  // and the partitions asked for that many more so that k still fill.
+  absl::flat_hash_set<uint64_t> unremoved_ids;
   {
     // Writes the indexer has not added yet, scored exactly. Read before the
     // partitions: a write moves from here into a partition, never back.
     absl::ReaderMutexLock lock(&space->mutex);
+    for (const auto& removal : space->unremoved) unremoved_ids.insert(removal.second);
     for (const auto* list : {&space->queued, &space->applying}) {
       for (const SpaceIndex::Pending& item : *list) {
         if (!filter.agent_id.empty() && item.agent_id != filter.agent_id) continue;
@@ -1031,10 +1066,12 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   VectorTrace trace;
   for (const auto& [agent, partition] : partitions) {
     index::SearchTrace partition_trace;
+    const uint32_t wanted = static_cast<uint32_t>(
+        std::min<size_t>(asked + unremoved_ids.size(), index::VectorPartition::kMaxK));
     absl::StatusOr<std::vector<index::ScoredId>> found =
-        scan ? scanner_.Scan(partition, context.query, asked, attribute_filter ? &accept : nullptr)
+        scan ? scanner_.Scan(partition, context.query, wanted, attribute_filter ? &accept : nullptr)
              : partition->Search({.query = context.query,
-                                  .k = asked,
+                                  .k = wanted,
                                   .beam_width = context.beam_width,
                                   .accept = traversal_accept,
                                   .trace = &partition_trace});
@@ -1053,7 +1090,9 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
       }
     }
     for (const index::ScoredId& hit : *found) {
-      if (!pending_ids.contains(hit.id)) merged.Push(hit.score, {hit.id, &agent});
+      if (!pending_ids.contains(hit.id) && !unremoved_ids.contains(hit.id)) {
+        merged.Push(hit.score, {hit.id, &agent});
+      }
     }
     if (absl::Now() > context.deadline) {
       return absl::DeadlineExceededError("deadline passed while searching the index");

@@ -218,13 +218,17 @@ class EpisodeIndex {
   // Adds one batch of a space's queued writes to its partitions; false when
   // nothing was queued.
   bool DrainQueue(SpaceIndex& space);
-  // Replaces each partition of the space whose removed vectors are a
-  // quarter of its rows or more (and at least kCompactMinRemoved) with a
-  // copy of its live vectors (VectorPartition::LiveCopy), so that updates
-  // and deletes do not grow the index without bound. Runs on the indexer
-  // thread between drains, so nothing else adds to the partition meanwhile;
-  // removals that land during the copy are replayed at the swap.
-  void CompactPartitions(SpaceIndex& space);
+  // Upkeep of a space's partitions, on the indexer thread between drains
+  // (so nothing else adds to a partition meanwhile):
+  // - compaction: a partition whose removed vectors are a quarter of its
+  //   rows or more (and at least kCompactMinRemoved) is replaced with a copy
+  //   of its live vectors (VectorPartition::LiveCopy), so that updates and
+  //   deletes do not grow the index without bound; removals that land
+  //   during the copy are replayed at the swap;
+  // - late graphs: a partition past graph_threshold without a graph (its
+  //   build was cancelled at a shutdown) gets one now rather than at its
+  //   next write. Load() has the indexer make one pass at startup.
+  void MaintainPartitions(SpaceIndex& space);
   // Adds what failed in a batch one by one from the store's records.
   void Heal(SpaceIndex& space, const std::string& agent, std::span<const uint64_t> ids,
             const absl::Status& failure);

@@ -130,11 +130,13 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
           e->set_text(absl::StrFormat("thread %d call %d replaced %d", t, n, id));
           std::vector<float> v = RandomVector(rng);
           e->mutable_embedding()->Add(v.begin(), v.end());
+          const bool deleted = status.ok();
           absl::StatusOr<v1::PutEpisodesResponse> response = c.PutEpisodes(put);
           if (status.ok()) status = response.status();
           record("replace", began, status);
           absl::MutexLock lock(&mutex);
-          ids.push_back(response.ok() ? response->ids(0) : id);
+          if (response.ok()) ids.push_back(response->ids(0));
+          if (!deleted) ids.push_back(id);  // still stored
         } else if (pick < 4 && stored.load() >= max_episodes) {
           // The store is full: writes become updates, so the data stays the
           // same size and RSS can show a leak rather than growth.
