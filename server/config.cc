@@ -125,6 +125,10 @@ const std::vector<Option>& Options() {
                            "MiB of RocksDB block cache (decompressed blocks shared by every "
                            "column family): searches read their hits back through it",
                            ENGRAM_FIELD(store.block_cache_mb)),
+        MakeOption<size_t>("memtable_mb",
+                           "MiB of RocksDB memtables, all column families together; past it the "
+                           "largest is flushed",
+                           ENGRAM_FIELD(store.memtable_mb), 1),
         MakeOption<int>("read_threads",
                         "threads that run searches, lists and KV loads (apart from the writers)",
                         ENGRAM_FIELD(read_threads), 1),

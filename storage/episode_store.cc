@@ -198,6 +198,8 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
   // holds; KV blocks fill WALs quickly while small families rarely flush, so
   // cap the total and let RocksDB flush the laggards.
   db_options.max_total_wal_size = 512 << 20;
+  // One memtable budget for every column family (StoreOptions::memtable_mb).
+  db_options.db_write_buffer_size = options.memtable_mb << 20;
   // One block cache for every column family; bloom filters for the point
   // lookups (reads back, id index, request ids); index and filter blocks
   // cached with a high priority so they are not evicted by data blocks.

@@ -75,6 +75,11 @@ struct StoreOptions {
   // column family). Search hits are read back through it, so it should hold
   // the hot agents' episodes. Default: 256.
   size_t block_cache_mb = 256;
+  // MiB of memtables, all column families together: past it RocksDB flushes
+  // the largest. Without a total, each family's memtables grow to their own
+  // size (64 MiB, 128 for KV blocks, two of each) before flushing, which
+  // adds up to most of a gigabyte. Default: 256.
+  size_t memtable_mb = 256;
   // Writes that grow the database are refused with RESOURCE_EXHAUSTED
   // ("disk full") while the data volume has less than this free, so the
   // volume never fills up under RocksDB (storage/disk_guard.h). Deletes are

@@ -66,10 +66,12 @@ std::vector<float> RandomVector(std::mt19937& rng) {
   return v;
 }
 
-nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uint64_t max_episodes,
-                   bool replace_when_full, bool print_json) {
+nlohmann::json Run(const std::string& engramd, const std::string& engramd_config, int concurrency,
+                   int seconds, uint64_t max_episodes, bool replace_when_full, bool print_json) {
   testing::TempDir dir;
-  auto daemon = testing::DaemonProcess::Start(dir.Sub("data"), {}, engramd);
+  std::vector<std::string> args;
+  if (!engramd_config.empty()) args = {"--config", engramd_config};
+  auto daemon = testing::DaemonProcess::Start(dir.Sub("data"), args, engramd);
   if (!daemon.ok()) {
     std::cerr << "engramd: " << daemon.status() << "\n";
     std::exit(1);
@@ -293,6 +295,16 @@ nlohmann::json Run(const std::string& engramd, int concurrency, int seconds, uin
                   {"max_ms", Percentile(probe_load_ms, 1.0)},
                   {"after_load_p99_ms", after_p99},
                   {"errors", probe_errors}};
+  // RSS at each whole minute of the load, to tell a plateau from growth.
+  std::vector<double> by_minute;
+  for (const auto& [at, mib] : rss) {
+    if (at <= load_seconds && at >= 60.0 * (by_minute.size() + 1)) by_minute.push_back(mib);
+  }
+  std::string minutes;
+  for (double mib : by_minute)
+    minutes += absl::StrFormat("%s%.0f", minutes.empty() ? "" : " ", mib);
+  std::cout << "engramd RSS at each minute (MiB): " << minutes << "\n";
+  out["rss_mib_by_minute"] = by_minute;
   out["rss_mib"] = {{"start", rss.empty() ? 0 : rss.front().second},
                     {"max", rss_max},
                     {"end_of_load", half.empty() ? 0 : half.back().second},
@@ -316,6 +328,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seconds", seconds, "load duration per concurrency")->capture_default_str();
   app.add_option("--engramd", engramd, "engramd binary")->capture_default_str();
+  std::string engramd_config;
+  app.add_option("--engramd-config", engramd_config,
+                 "a config file for engramd (e.g. a smaller block_cache_mb)");
   uint64_t max_episodes = 100000;
   app.add_option("--max-episodes", max_episodes,
                  "once this many are stored, writes become updates (data size stays flat)")
@@ -329,8 +344,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print one JSON line per run");
   CLI11_PARSE(app, argc, argv);
   for (const std::string& level : std::vector<std::string>(absl::StrSplit(levels, ','))) {
-    engram::bench::Run(engramd, std::stoi(level), seconds, max_episodes, when_full == "replace",
-                       json);
+    engram::bench::Run(engramd, engramd_config, std::stoi(level), seconds, max_episodes,
+                       when_full == "replace", json);
   }
   return 0;
 }
