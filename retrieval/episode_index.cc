@@ -1043,13 +1043,19 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   // duplicates would crowd unique candidates out of the top `count`.
   absl::flat_hash_set<uint64_t> pending_ids;
   // Removed, but still in their partitions (SpaceIndex::unremoved): skipped,
-  // and the partitions asked for that many more so that k still fill.
+  // and each partition asked for as many more as it holds, up to k more (a
+  // long graph build can leave thousands pending; asking for them all would
+  // make every search a top-1024 one).
   absl::flat_hash_set<uint64_t> unremoved_ids;
+  absl::flat_hash_map<const index::VectorPartition*, uint32_t> unremoved_per_partition;
   {
     // Writes the indexer has not added yet, scored exactly. Read before the
     // partitions: a write moves from here into a partition, never back.
     absl::ReaderMutexLock lock(&space->mutex);
-    for (const auto& removal : space->unremoved) unremoved_ids.insert(removal.second);
+    for (const auto& [partition, id] : space->unremoved) {
+      unremoved_ids.insert(id);
+      ++unremoved_per_partition[partition];
+    }
     for (const auto* list : {&space->queued, &space->applying}) {
       for (const SpaceIndex::Pending& item : *list) {
         if (!filter.agent_id.empty() && item.agent_id != filter.agent_id) continue;
@@ -1066,8 +1072,10 @@ absl::StatusOr<std::vector<Candidate>> EpisodeIndex::Propose(const SearchContext
   VectorTrace trace;
   for (const auto& [agent, partition] : partitions) {
     index::SearchTrace partition_trace;
-    const uint32_t wanted = static_cast<uint32_t>(
-        std::min<size_t>(asked + unremoved_ids.size(), index::VectorPartition::kMaxK));
+    auto pending_here = unremoved_per_partition.find(partition.get());
+    const uint32_t extra =
+        pending_here == unremoved_per_partition.end() ? 0 : std::min(pending_here->second, asked);
+    const uint32_t wanted = std::min(asked + extra, index::VectorPartition::kMaxK);
     absl::StatusOr<std::vector<index::ScoredId>> found =
         scan ? scanner_.Scan(partition, context.query, wanted, attribute_filter ? &accept : nullptr)
              : partition->Search({.query = context.query,
