@@ -17,7 +17,7 @@ mkdir -p "$(dirname "$out")"
 clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I "$src" "$src/tests/fuzz/kv_fuzz.cc" \
   "$src/storage/kvcache/safetensors.cc" "$src/storage/kvcache/save_assembler.cc" \
-  "$src/storage/kvcache/kv_codec.cc" "$src/storage/kvcache/kv_model.cc" \
+  "$src/storage/kvcache/kv_codec.cc" "$src/storage/kvcache/kv_model.cc" "$src/fileio/atomic_file.cc" \
   -ffp-contract=off $(pkg-config --libs absl_statusor absl_strings) -lcrypto -o "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
