@@ -35,7 +35,17 @@ v1::PutEpisodesRequest Batch(std::mt19937& rng, int episodes) {
   return put;
 }
 
-class OverloadTest : public testing::DaemonTest {};
+class OverloadTest : public testing::DaemonTest {
+ protected:
+  // Starts engramd with a config file holding `yaml`.
+  void StartDaemonWithConfig(const char* yaml) {
+    const std::string config = dir_.Sub("engramd.yaml");
+    FILE* file = fopen(config.c_str(), "w");
+    fputs(yaml, file);
+    fclose(file);
+    StartDaemonWith({"--config", config});
+  }
+};
 
 TEST_F(OverloadTest, ReadsAnswerInMillisecondsWhileWritersSaturate) {
   StartDaemonWith({"--worker-threads", "2"});
@@ -107,11 +117,7 @@ TEST_F(OverloadTest, ReadsAnswerInMillisecondsWhileWritersSaturate) {
 // milliseconds, because lookups have a lane of their own
 // (CallClass::kLookup in server/rpc_runner.h).
 TEST_F(OverloadTest, LookupsAnswerInMillisecondsWhileSearchesSaturate) {
-  const std::string config = dir_.Sub("engramd.yaml");
-  FILE* file = fopen(config.c_str(), "w");
-  fprintf(file, "read_threads: 2\n");
-  fclose(file);
-  StartDaemonWith({"--config", config});
+  StartDaemonWithConfig("read_threads: 2\n");
   ASSERT_TRUE(client_->CreateSpace("load", kDim, v1::METRIC_COSINE).ok());
   std::mt19937 seed_rng(1);
   uint64_t some_id = 0;
@@ -178,11 +184,7 @@ TEST_F(OverloadTest, LookupsAnswerInMillisecondsWhileSearchesSaturate) {
 // queue and a retry delay, and nothing of the refused batch is stored; reads
 // are unaffected.
 TEST_F(OverloadTest, AFullWriteQueueRefusesAtOnceAndNamesIt) {
-  const std::string config = dir_.Sub("engramd.yaml");
-  FILE* file = fopen(config.c_str(), "w");
-  fprintf(file, "worker_threads: 1\nmax_queued_requests: 1\n");
-  fclose(file);
-  StartDaemonWith({"--config", config});
+  StartDaemonWithConfig("worker_threads: 1\nmax_queued_requests: 1\n");
   ASSERT_TRUE(client_->CreateSpace("load", kDim, v1::METRIC_COSINE).ok());
   std::atomic<int> stored{0}, refused{0}, other{0};
   std::vector<std::thread> writers;

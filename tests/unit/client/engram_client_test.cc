@@ -65,6 +65,12 @@ struct FakeServer {
     server = builder.BuildAndStart();
   }
   ~FakeServer() { server->Shutdown(); }
+  // Options of a client of this server.
+  ClientOptions Options() const {
+    ClientOptions options;
+    options.address = "127.0.0.1:" + std::to_string(port);
+    return options;
+  }
   FlakyMemoryService service;
   int port = 0;
   std::unique_ptr<grpc::Server> server;
@@ -83,8 +89,7 @@ v1::PutEpisodesRequest Batch() {
 
 TEST(EngramClientTest, UnavailableWritesAreRetriedWithTheSameGeneratedIds) {
   FakeServer fake(2);
-  ClientOptions options;
-  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  ClientOptions options = fake.Options();
   Client client(options);
   auto response = client.PutEpisodes(Batch());
   ASSERT_TRUE(response.ok()) << response.status();
@@ -107,8 +112,7 @@ TEST(EngramClientTest, UnavailableWritesAreRetriedWithTheSameGeneratedIds) {
 
 TEST(EngramClientTest, RetriesStopAtWriteAttempts) {
   FakeServer fake(10);
-  ClientOptions options;
-  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  ClientOptions options = fake.Options();
   options.write_attempts = 2;
   Client client(options);
   auto response = client.PutEpisodes(Batch());
@@ -120,8 +124,7 @@ TEST(EngramClientTest, RetriesStopAtWriteAttempts) {
 // and sends the same batch again, generated ids included.
 TEST(EngramClientTest, OverloadRefusalsAreRetriedAfterTheServersDelay) {
   FakeServer fake(2, Refusal::kOverloaded);
-  ClientOptions options;
-  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  ClientOptions options = fake.Options();
   Client client(options);
   const absl::Time start = absl::Now();
   auto response = client.PutEpisodes(Batch());
@@ -133,7 +136,7 @@ TEST(EngramClientTest, OverloadRefusalsAreRetriedAfterTheServersDelay) {
 
   // Out of attempts, the caller gets the refusal with its delay.
   FakeServer busy(10, Refusal::kOverloaded);
-  options.address = "127.0.0.1:" + std::to_string(busy.port);
+  options.address = busy.Options().address;
   options.write_attempts = 2;
   Client impatient(options);
   auto refused = impatient.PutEpisodes(Batch());
@@ -146,8 +149,7 @@ TEST(EngramClientTest, OverloadRefusalsAreRetriedAfterTheServersDelay) {
 // cured by retrying soon: one attempt.
 TEST(EngramClientTest, ResourceExhaustedWithoutADelayIsNotRetried) {
   FakeServer fake(10, Refusal::kDiskFull);
-  ClientOptions options;
-  options.address = "127.0.0.1:" + std::to_string(fake.port);
+  ClientOptions options = fake.Options();
   Client client(options);
   auto response = client.PutEpisodes(Batch());
   EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted);
