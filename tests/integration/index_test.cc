@@ -382,9 +382,13 @@ TEST_F(IndexTest, SnapshotsAreCheckedAgainstTheStore) {
     for (const auto& space : std::filesystem::directory_iterator(tenant.path())) {
       const auto file = space.path() / "62.eix";  // hex of "b"
       ASSERT_TRUE(std::filesystem::exists(file));
+      // Flip the byte's bits: writing a fixed value would change nothing
+      // whenever the byte already held it.
       std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(1000);
+      const char original = static_cast<char>(f.get());
       f.seekp(1000);
-      f.put('\x5a');
+      f.put(static_cast<char>(~original));
     }
   }
   StartDaemon();
