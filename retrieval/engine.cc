@@ -366,6 +366,18 @@ absl::StatusOr<uint64_t> Engine::DeleteEpisodes(const std::string& tenant, const
   return deleted;
 }
 
+absl::StatusOr<storage::EpisodeStore::AgentPage> Engine::ListAgents(const std::string& tenant,
+                                                                    const std::string& space,
+                                                                    uint32_t page_size,
+                                                                    const std::string& page_token) {
+  return store_->ListAgents(tenant, space, page_size, page_token);
+}
+
+absl::StatusOr<uint64_t> Engine::ResolveKey(const std::string& tenant, const std::string& space,
+                                            const std::string& agent_id, const std::string& key) {
+  return store_->ResolveKey(tenant, space, agent_id, key);
+}
+
 absl::StatusOr<Episode> Engine::GetEpisode(const std::string& tenant, const std::string& space,
                                            uint64_t id) {
   return store_->GetEpisode(tenant, space, id);

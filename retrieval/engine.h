@@ -119,7 +119,10 @@ class Engine {
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
                                           const DeleteTarget& target);
 
-  // Reads straight from the store.
+  // Reads straight from the store. ResolveKey: the id of the episode an
+  // agent stored under a caller-chosen key (EpisodeStore::ResolveKey).
+  absl::StatusOr<uint64_t> ResolveKey(const std::string& tenant, const std::string& space,
+                                      const std::string& agent_id, const std::string& key);
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
                                      uint64_t id);
   absl::StatusOr<HistoryPage> GetHistory(const std::string& tenant, const std::string& space,
@@ -128,6 +131,10 @@ class Engine {
   absl::StatusOr<EpisodePage> ListEpisodes(const std::string& tenant, const std::string& space,
                                            const EpisodeFilter& filter, uint32_t page_size,
                                            const std::string& page_token);
+  absl::StatusOr<storage::EpisodeStore::AgentPage> ListAgents(const std::string& tenant,
+                                                              const std::string& space,
+                                                              uint32_t page_size,
+                                                              const std::string& page_token);
 
   // The k best episodes for the query. Routes (retrieval/search.h): the
   // explicit vector routes scan and exact answer as asked; otherwise

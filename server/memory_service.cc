@@ -60,6 +60,23 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteSpace(grpc::CallbackServerCon
       });
 }
 
+namespace {
+
+// The episode a request names: its `id`, or the one its agent stored under
+// `key` (when the request sets key).
+absl::StatusOr<uint64_t> NamedEpisode(retrieval::Engine& engine, const std::string& tenant,
+                                      const std::string& space, uint64_t id, bool has_key,
+                                      const v1::EpisodeKey& key) {
+  if (!has_key) return id;
+  if (id != 0) return absl::InvalidArgumentError("name the episode by id or by key, not both");
+  if (key.agent_id().empty() || key.key().empty()) {
+    return absl::InvalidArgumentError("an episode key needs agent_id and key");
+  }
+  return engine.ResolveKey(tenant, space, key.agent_id(), key.key());
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerContext* context,
                                                          const v1::PutEpisodesRequest* request,
                                                          v1::PutEpisodesResponse* response) {
@@ -89,6 +106,7 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
         for (const PutResult& result : *results) {
           response->add_ids(result.id);
           response->add_deduplicated(result.deduplicated);
+          response->add_replaced(result.replaced);
         }
         return absl::OkStatus();
       });
@@ -99,8 +117,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetEpisode(grpc::CallbackServerCont
                                                         v1::GetEpisodeResponse* response) {
   return runner_->Unary(
       context, "GetEpisode", CallClass::kLookup, [=, this](const Call& call) -> absl::Status {
-        absl::StatusOr<Episode> episode =
-            engine_->GetEpisode(call.tenant(), request->space(), request->id());
+        absl::StatusOr<uint64_t> id =
+            NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
+                         request->has_key(), request->key());
+        if (!id.ok()) return id.status();
+        absl::StatusOr<Episode> episode = engine_->GetEpisode(call.tenant(), request->space(), *id);
         if (!episode.ok()) return episode.status();
         EpisodeToProto(*episode, /*include_embedding=*/true, response->mutable_episode());
         return absl::OkStatus();
@@ -122,7 +143,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         absl::StatusOr<std::vector<UpdatableField>> fields =
             UpdateMaskFromProto(request->update_mask());
         if (!fields.ok()) return fields.status();
-        EpisodeUpdate update{request->id(), request->expected_version(), *std::move(episode),
+        absl::StatusOr<uint64_t> id =
+            NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
+                         request->has_key(), request->key());
+        if (!id.ok()) return id.status();
+        EpisodeUpdate update{*id, request->expected_version(), *std::move(episode),
                              *std::move(fields)};
         const uint64_t request_bytes = request->ByteSizeLong();
         if (absl::Status admitted =
@@ -145,9 +170,12 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::GetHistory(grpc::CallbackServerCont
                                                         v1::GetHistoryResponse* response) {
   return runner_->Unary(
       context, "GetHistory", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
-        absl::StatusOr<HistoryPage> page =
-            engine_->GetHistory(call.tenant(), request->space(), request->id(),
-                                request->page_size(), request->page_token());
+        absl::StatusOr<uint64_t> id =
+            NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
+                         request->has_key(), request->key());
+        if (!id.ok()) return id.status();
+        absl::StatusOr<HistoryPage> page = engine_->GetHistory(
+            call.tenant(), request->space(), *id, request->page_size(), request->page_token());
         if (!page.ok()) return page.status();
         for (const Episode& version : page->versions) {
           EpisodeToProto(version, /*include_embedding=*/true, response->add_versions());
@@ -178,8 +206,15 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::DeleteEpisodes(
             target.agent_id = request->session().agent_id();
             target.session_id = request->session().session_id();
             break;
+          case v1::DeleteEpisodesRequest::kKeys:
+            if (request->keys().agent_id().empty() || request->keys().keys().empty()) {
+              return absl::InvalidArgumentError("a delete by keys needs agent_id and keys");
+            }
+            target.agent_id = request->keys().agent_id();
+            target.keys.assign(request->keys().keys().begin(), request->keys().keys().end());
+            break;
           case v1::DeleteEpisodesRequest::TARGET_NOT_SET:
-            return absl::InvalidArgumentError("say what to delete: ids, agent_id or session");
+            return absl::InvalidArgumentError("say what to delete: ids, agent_id, session or keys");
         }
         absl::StatusOr<uint64_t> deleted =
             engine_->DeleteEpisodes(call.tenant(), request->space(), target);
@@ -202,6 +237,20 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListEpisodes(grpc::CallbackServerCo
         for (const Episode& episode : page->episodes) {
           EpisodeToProto(episode, request->include_embedding(), response->add_episodes());
         }
+        response->set_next_page_token(page->next_page_token);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* MemoryServiceImpl::ListAgents(grpc::CallbackServerContext* context,
+                                                        const v1::ListAgentsRequest* request,
+                                                        v1::ListAgentsResponse* response) {
+  return runner_->Unary(
+      context, "ListAgents", CallClass::kRead, [=, this](const Call& call) -> absl::Status {
+        absl::StatusOr<storage::EpisodeStore::AgentPage> page = engine_->ListAgents(
+            call.tenant(), request->space(), request->page_size(), request->page_token());
+        if (!page.ok()) return page.status();
+        for (std::string& agent : page->agent_ids) response->add_agent_ids(std::move(agent));
         response->set_next_page_token(page->next_page_token);
         return absl::OkStatus();
       });

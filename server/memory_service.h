@@ -45,6 +45,9 @@ class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
   grpc::ServerUnaryReactor* ListEpisodes(grpc::CallbackServerContext* context,
                                          const v1::ListEpisodesRequest* request,
                                          v1::ListEpisodesResponse* response) override;
+  grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
+                                       const v1::ListAgentsRequest* request,
+                                       v1::ListAgentsResponse* response) override;
   grpc::ServerUnaryReactor* AnalyzeText(grpc::CallbackServerContext* context,
                                         const v1::AnalyzeTextRequest* request,
                                         v1::AnalyzeTextResponse* response) override;

@@ -106,6 +106,7 @@ absl::StatusOr<Episode> EpisodeFromProto(const v1::Episode& in) {
   e.version = in.version();
   e.created_at_us = in.created_at_us();
   e.updated_at_us = in.updated_at_us();
+  e.key = in.key();
   return e;
 }
 
@@ -124,6 +125,7 @@ void EpisodeToProto(const Episode& e, bool include_embedding, v1::Episode* out) 
   out->set_version(e.version);
   out->set_created_at_us(e.created_at_us);
   out->set_updated_at_us(e.updated_at_us);
+  out->set_key(e.key);
 }
 
 void SearchResultToProto(const retrieval::SearchResult& result, bool include_embedding,

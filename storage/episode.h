@@ -66,6 +66,10 @@ struct Episode {
   uint64_t version = 0;
   int64_t created_at_us = 0;
   int64_t updated_at_us = 0;
+  // Optional, chosen by the caller: unique within (space, agent_id). A
+  // write whose key exists replaces that episode (same id, next version).
+  // Fixed for the episode's life: not an UpdatableField.
+  std::string key;
 
   bool operator==(const Episode&) const = default;
 };
@@ -78,6 +82,8 @@ struct EpisodeWrite {
 struct PutResult {
   uint64_t id = 0;
   bool deduplicated = false;
+  // The write's key named an existing episode, which it replaced.
+  bool replaced = false;
 };
 
 // Where an episode lives: its agent is part of the record's key, so a reader
@@ -128,7 +134,8 @@ struct EpisodeFilter {
 // request beyond any of them fails with INVALID_ARGUMENT naming the value
 // and the limit.
 struct StoreLimits {
-  // Longest agent, session or request id, in bytes. Default: 256.
+  // Longest agent, session or request id or episode key, in bytes.
+  // Default: 256.
   size_t max_id_bytes = 256;
   // Longest episode kind, in bytes. Default: 64.
   size_t max_kind_bytes = 64;
@@ -152,7 +159,8 @@ struct StoreLimits {
 struct DeleteTarget {
   std::vector<uint64_t> ids;  // used when agent_id is empty
   std::string agent_id;
-  std::string session_id;  // with agent_id: only this session
+  std::string session_id;         // with agent_id: only this session
+  std::vector<std::string> keys;  // with agent_id: only these keys of the agent
 };
 
 struct HistoryPage {

@@ -41,11 +41,12 @@ enum Cf {
   kKvBlocks,
   kKvMeta,
   kPostings,
+  kKeys,
   kNumCfs
 };
 constexpr const char* kCfNames[kNumCfs] = {"default",   "spaces",   "episodes", "id_index",
                                            "history",   "requests", "counters", "versions",
-                                           "kv_blocks", "kv_meta",  "postings"};
+                                           "kv_blocks", "kv_meta",  "postings", "keys"};
 // Episodes re-tokenized per WriteBatch when a space's postings are rebuilt.
 constexpr size_t kTextRebuildBatch = 512;
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
@@ -97,7 +98,12 @@ std::string RequestKey(const std::string& tenant, const std::string& space,
                        const std::string& request_id) {
   return KeyBuilder(SpaceKey(tenant, space)).AddString(request_id).Release();
 }
-// Lock-table keys; the leading letter keeps episode and request keys apart.
+std::string CallerKeyKey(const std::string& tenant, const std::string& space,
+                         const std::string& agent, const std::string& key) {
+  return KeyBuilder(AgentPrefix(tenant, space, agent)).AddString(key).Release();
+}
+// Lock-table keys; the leading letter keeps episode, caller-key and request
+// keys apart.
 std::string EpisodeLockKey(const std::string& tenant, const std::string& space, uint64_t id) {
   return "e" + IdIndexKey(tenant, space, id);
 }
@@ -485,7 +491,7 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteSpace(const std::string& tenant,
   rocksdb::WriteBatch batch;
   batch.Delete(handles_[kSpaces], key);
   batch.Delete(handles_[kCounters], key);
-  for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests, kVersions}) {
+  for (Cf cf : {kEpisodes, kIdIndex, kHistory, kRequests, kVersions, kKeys}) {
     batch.DeleteRange(handles_[cf], key, end);
   }
   lexical_.DropSpace(batch, key);
@@ -504,6 +510,7 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
     return s;
   }
   if (absl::Status s = CheckIdLength("kind", e.kind, limits.max_kind_bytes); !s.ok()) return s;
+  if (absl::Status s = CheckIdLength("key", e.key, limits.max_id_bytes); !s.ok()) return s;
   if (e.text.size() > limits.max_text_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("text is ", e.text.size(), " bytes; the limit is ", limits.max_text_bytes));
@@ -573,6 +580,9 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
   }
   int64_t now_us = NowMicros();
   std::vector<std::string> request_keys;
+  // (index in `writes`, caller-key key) of every write that has a key.
+  std::vector<std::pair<size_t, std::string>> caller_keys;
+  absl::flat_hash_map<std::string, size_t> first_with_key;
   for (size_t i = 0; i < writes.size(); ++i) {
     Episode& e = writes[i].episode;
     std::string where = absl::StrCat("episodes[", i, "]: ");
@@ -589,6 +599,18 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     if (!writes[i].request_id.empty()) {
       request_keys.push_back(RequestKey(tenant, space_name, writes[i].request_id));
     }
+    if (!e.key.empty()) {
+      std::string key = CallerKeyKey(tenant, space_name, e.agent_id, e.key);
+      auto [first, inserted] = first_with_key.try_emplace(key, i);
+      if (!inserted) {
+        // Which of the two would win is not obvious to a reader of the
+        // batch, so neither does.
+        return absl::InvalidArgumentError(absl::StrCat(where, "agent '", e.agent_id, "' and key '",
+                                                       e.key, "' repeat episodes[", first->second,
+                                                       "]; one write per key per batch"));
+      }
+      caller_keys.emplace_back(i, std::move(key));
+    }
   }
   std::vector<std::string> sorted_keys = request_keys;
   std::sort(sorted_keys.begin(), sorted_keys.end());
@@ -600,52 +622,112 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
       TokenizerFor(space->text.stem_language);
   if (!tokenizer.ok()) return tokenizer.status();
 
-  // Held until the commit, so a concurrent retry waits and then sees our write.
+  // Held until the commit, so a concurrent retry waits and then sees our
+  // write, and two writers of one key take turns. Lock order: request and
+  // caller keys, then episodes; no one holding an episode lock waits for
+  // the others, so the two guards cannot deadlock.
   std::vector<std::string> lock_keys;
   for (const std::string& key : request_keys) lock_keys.push_back("r" + key);
+  for (const auto& [i, key] : caller_keys) lock_keys.push_back("k" + key);
   KeyLockTable::Guard request_guard = key_locks_.Lock(std::move(lock_keys));
 
-  std::vector<PutResult> results(writes.size());
+  // One lookup for every request id and caller key.
   std::vector<rocksdb::Slice> lookup_keys(request_keys.begin(), request_keys.end());
-  std::vector<std::string> found_ids(request_keys.size());
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(request_keys.size(), handles_[kRequests]);
+  for (const auto& [i, key] : caller_keys) {
+    lookup_keys.emplace_back(key);
+    cfs.push_back(handles_[kKeys]);
+  }
+  std::vector<std::string> found(lookup_keys.size());
   std::vector<rocksdb::Status> lookups =
-      db_->MultiGet(rocksdb::ReadOptions(), cfs, lookup_keys, &found_ids);
+      db_->MultiGet(rocksdb::ReadOptions(), cfs, lookup_keys, &found);
+  for (const rocksdb::Status& lookup : lookups) {
+    if (!lookup.ok() && !lookup.IsNotFound()) return FromRocks(lookup, "looking up keys");
+  }
+  auto request_found = [&](size_t r) { return lookups[r].ok(); };
 
+  // The episodes that keyed writes replace, read under their episode locks
+  // so that no update or delete interleaves. A key whose episode was deleted
+  // since the lookup names nothing: that write creates a new episode.
+  std::vector<std::optional<Episode>> replacing(writes.size());
+  std::vector<std::string> episode_locks;
+  std::vector<std::pair<size_t, uint64_t>> replaced_ids;
+  {
+    std::vector<bool> deduplicated(writes.size(), false);
+    for (size_t i = 0, r = 0; i < writes.size(); ++i) {
+      if (!writes[i].request_id.empty()) deduplicated[i] = request_found(r++);
+    }
+    for (size_t c = 0; c < caller_keys.size(); ++c) {
+      const size_t lookup = request_keys.size() + c;
+      const size_t i = caller_keys[c].first;
+      if (!lookups[lookup].ok() || deduplicated[i]) continue;
+      const uint64_t id = DecodeFixed64(found[lookup]);
+      replaced_ids.emplace_back(i, id);
+      episode_locks.push_back(EpisodeLockKey(tenant, space_name, id));
+    }
+  }
+  KeyLockTable::Guard episode_guard = key_locks_.Lock(std::move(episode_locks));
+  for (const auto& [i, id] : replaced_ids) {
+    absl::StatusOr<Episode> current = ReadCurrent(tenant, space_name, id);
+    if (absl::IsNotFound(current.status())) continue;
+    if (!current.ok()) return current.status();
+    replacing[i] = *std::move(current);
+  }
+
+  std::vector<PutResult> results(writes.size());
   rocksdb::WriteBatch batch;
   LexicalBatch lexical(lexical_, batch, SpaceKey(tenant, space_name), **tokenizer);
-  uint64_t new_count = 0, max_id = 0;
+  uint64_t new_count = 0, max_id = 0, changed = 0;
   size_t request_index = 0;
   for (size_t i = 0; i < writes.size(); ++i) {
     if (!writes[i].request_id.empty()) {
-      const rocksdb::Status& lookup = lookups[request_index];
-      if (lookup.ok()) {
-        results[i] = {DecodeFixed64(found_ids[request_index]), true};
+      if (request_found(request_index)) {
+        results[i] = {DecodeFixed64(found[request_index]), true};
         ++request_index;
         continue;
       }
-      if (!lookup.IsNotFound()) return FromRocks(lookup, "looking up request_id");
     }
     Episode& e = writes[i].episode;
-    e.id = next_episode_id_.fetch_add(1);
-    e.version = 1;
-    e.created_at_us = e.updated_at_us = now_us;
+    if (replacing[i].has_value()) {
+      // The same id at its next version, its predecessor kept as history:
+      // what UpdateEpisode does with every field replaced.
+      const Episode& old = *replacing[i];
+      e.id = old.id;
+      e.version = old.version + 1;
+      e.created_at_us = old.created_at_us;
+      e.updated_at_us = now_us;
+      lexical.Remove(old);
+      batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
+                EncodeEpisode(old));
+      results[i] = {e.id, false, true};
+    } else {
+      e.id = next_episode_id_.fetch_add(1);
+      e.version = 1;
+      e.created_at_us = e.updated_at_us = now_us;
+      batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
+      if (!e.key.empty()) {
+        batch.Put(handles_[kKeys], CallerKeyKey(tenant, space_name, e.agent_id, e.key),
+                  EncodeFixed64(e.id));
+      }
+      results[i] = {e.id, false};
+      ++new_count;
+      max_id = std::max(max_id, e.id);
+    }
     batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
               EncodeEpisode(e));
-    batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
-    batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, e.id), EncodeFixed64(1));
+    batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, e.id), EncodeFixed64(e.version));
     lexical.Add(e);
     if (!writes[i].request_id.empty()) {
       batch.Put(handles_[kRequests], request_keys[request_index++], EncodeFixed64(e.id));
     }
-    results[i] = {e.id, false};
-    ++new_count;
-    max_id = std::max(max_id, e.id);
+    ++changed;
   }
-  if (new_count == 0) return results;
+  if (changed == 0) return results;
   lexical.Finish();
-  batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
-  batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
+  if (new_count > 0) {
+    batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
+    batch.Merge(handles_[kDefault], kIdHighWaterKey, EncodeFixed64(max_id));
+  }
   if (absl::Status s = Commit(&batch); !s.ok()) return s;
   if (written != nullptr) {
     for (size_t i = 0; i < writes.size(); ++i) {
@@ -653,6 +735,30 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     }
   }
   return results;
+}
+
+absl::StatusOr<uint64_t> EpisodeStore::ResolveKey(const std::string& tenant,
+                                                  const std::string& space,
+                                                  const std::string& agent_id,
+                                                  const std::string& key) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  if (agent_id.empty() || key.empty()) {
+    return absl::InvalidArgumentError("a key lookup needs both agent_id and key");
+  }
+  std::string id;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kKeys],
+                               CallerKeyKey(tenant, space, agent_id, key), &id);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' has no episode with key '", key,
+                                            "' in space '", space, "'"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading the key index");
+  return DecodeFixed64(id);
 }
 
 absl::StatusOr<Episode> EpisodeStore::ReadCurrent(const std::string& tenant,
@@ -780,6 +886,11 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
         absl::StrCat("episode ", update.id, " is at version ", current->version,
                      "; the update expected version ", update.expected_version));
   }
+  if (!update.values.key.empty() && update.values.key != current->key) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("episode ", update.id, "'s key is '", current->key,
+                     "'; a key is fixed for an episode's life (put a new episode to rename)"));
+  }
   Episode next = *current;
   if (update.fields.empty()) {
     for (UpdatableField field : kAllUpdatableFields) ApplyField(field, update.values, next);
@@ -906,11 +1017,45 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
       TokenizerFor(found->text.stem_language);
   if (!tokenizer.ok()) return tokenizer.status();
   std::vector<uint64_t> ids = target.ids;
+  // Ids and keys name episodes that must all exist; an agent or a session
+  // names whatever it holds.
+  const bool named = target.agent_id.empty() || !target.keys.empty();
   if (target.agent_id.empty()) {
     if (!target.session_id.empty()) {
       return absl::InvalidArgumentError("deleting a session needs its agent_id");
     }
+    if (!target.keys.empty())
+      return absl::InvalidArgumentError("deleting keys needs their agent_id");
     if (ids.empty()) return absl::InvalidArgumentError("no episode ids to delete");
+  } else if (!target.keys.empty()) {
+    if (!target.session_id.empty()) {
+      return absl::InvalidArgumentError("delete by keys or by session, not both");
+    }
+    if (target.keys.size() > options_.limits.max_delete_ids) {
+      return absl::InvalidArgumentError(absl::StrCat("the delete names ", target.keys.size(),
+                                                     " keys; the limit is ",
+                                                     options_.limits.max_delete_ids, " per call"));
+    }
+    std::vector<std::string> keys;
+    for (const std::string& key : target.keys) {
+      if (key.empty()) return absl::InvalidArgumentError("an empty key names no episode");
+      keys.push_back(CallerKeyKey(tenant, space, target.agent_id, key));
+    }
+    std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<std::string> found_ids(keys.size());
+    std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), handles_[kKeys]);
+    std::vector<rocksdb::Status> lookups =
+        db_->MultiGet(rocksdb::ReadOptions(), cfs, slices, &found_ids);
+    ids.clear();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (lookups[i].IsNotFound()) {
+        return absl::NotFoundError(absl::StrCat("agent '", target.agent_id,
+                                                "' has no episode with key '", target.keys[i],
+                                                "' in space '", space, "'; nothing deleted"));
+      }
+      if (!lookups[i].ok()) return FromRocks(lookups[i], "reading the key index");
+      ids.push_back(DecodeFixed64(found_ids[i]));
+    }
   } else {
     ids.clear();
     // Expired episodes are deleted too: visit raw records, not the filtered view.
@@ -951,8 +1096,8 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     absl::StatusOr<Episode> current = ReadCurrent(tenant, space, id);
     if (absl::IsNotFound(current.status())) {
       // Gone since the scan (another delete): nothing to do for an agent-wide
-      // delete, but an explicit id must exist.
-      if (target.agent_id.empty()) {
+      // delete, but an explicit id or key must exist.
+      if (named) {
         return absl::NotFoundError(
             absl::StrCat("episode ", id, " not found in space '", space, "'; nothing deleted"));
       }
@@ -964,6 +1109,9 @@ absl::StatusOr<uint64_t> EpisodeStore::DeleteEpisodes(const std::string& tenant,
     batch.Delete(handles_[kEpisodes], EpisodeKey(tenant, space, agent, id));
     batch.Delete(handles_[kIdIndex], IdIndexKey(tenant, space, id));
     batch.Delete(handles_[kVersions], IdIndexKey(tenant, space, id));
+    if (!current->key.empty()) {
+      batch.Delete(handles_[kKeys], CallerKeyKey(tenant, space, agent, current->key));
+    }
     std::string history_prefix = IdIndexKey(tenant, space, id);
     batch.DeleteRange(handles_[kHistory], history_prefix, PrefixSuccessor(history_prefix));
     ++deleted;
@@ -1010,6 +1158,51 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
                                      });
   if (!status.ok()) return status;
   if (more) page.next_page_token = EncodePageToken(last_key);
+  return page;
+}
+
+absl::StatusOr<EpisodeStore::AgentPage> EpisodeStore::ListAgents(const std::string& tenant,
+                                                                 const std::string& space,
+                                                                 uint32_t page_size,
+                                                                 const std::string& page_token) {
+  {
+    absl::ReaderMutexLock lock(&space_mutex_);
+    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
+      return found.status();
+    }
+  }
+  if (page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
+  }
+  if (page_size == 0) page_size = kDefaultPageSize;
+  const std::string prefix = SpaceKey(tenant, space);
+  std::string start = prefix;
+  if (!page_token.empty()) {
+    absl::StatusOr<std::string> last = DecodePageToken(page_token, prefix, "this space's agents");
+    if (!last.ok()) return last.status();
+    start = PrefixSuccessor(*last);
+  }
+  const std::string end = PrefixSuccessor(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kEpisodes]));
+  AgentPage page;
+  std::string last_prefix;
+  // Each agent's episodes are one key range: read its id, then skip past it.
+  for (it->Seek(start); it->Valid(); it->Seek(PrefixSuccessor(last_prefix))) {
+    if (page.agent_ids.size() == page_size) {
+      page.next_page_token = EncodePageToken(last_prefix);
+      break;
+    }
+    KeyReader reader(it->key().ToStringView().substr(prefix.size()));
+    absl::StatusOr<std::string> agent = reader.ReadString();
+    if (!agent.ok()) return absl::DataLossError("malformed episode key");
+    last_prefix = AgentPrefix(tenant, space, *agent);
+    page.agent_ids.push_back(*std::move(agent));
+  }
+  if (absl::Status s = FromRocks(it->status(), "listing agents"); !s.ok()) return s;
   return page;
 }
 

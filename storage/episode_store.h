@@ -7,6 +7,7 @@
 //   id_index  (tenant, space, id)                -> agent id
 //   history   (tenant, space, id, version)       -> EpisodeRecord (older versions)
 //   requests  (tenant, space, request id)        -> episode id (idempotent writes)
+//   keys      (tenant, space, agent, key)        -> episode id (caller-chosen keys)
 //   counters  (tenant, space)                    -> live episode count (merge: add)
 //             (tenant, space, "lexical", ...)    -> text statistics (merge: add)
 //   postings  (tenant, space, term, agent, id)   -> BM25 posting (storage/lexical_index.h),
@@ -140,6 +141,10 @@ class EpisodeStore {
 
   // Stores a batch all-or-nothing; results are in input order. A write whose
   // request_id was applied before is not written again (deduplicated=true).
+  // A write whose key names an existing episode of its agent replaces it:
+  // same id and created_at, the next version, the old one kept in the
+  // history (replaced=true). Two writes of one (agent, key) in a batch are
+  // INVALID_ARGUMENT.
   // When `written` is given, it receives the records as written (defaults
   // filled in, ids, versions and timestamps assigned), deduplicated ones left
   // out: what the indexes must hold.
@@ -147,6 +152,12 @@ class EpisodeStore {
                                                      const std::string& space,
                                                      std::vector<EpisodeWrite> writes,
                                                      std::vector<Episode>* written = nullptr);
+
+  // The id of the episode an agent stored under `key`: NOT_FOUND when there
+  // is none (or the space is unknown), INVALID_ARGUMENT for an empty agent
+  // or key.
+  absl::StatusOr<uint64_t> ResolveKey(const std::string& tenant, const std::string& space,
+                                      const std::string& agent_id, const std::string& key);
 
   // NOT_FOUND for unknown, deleted or expired episodes.
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
@@ -171,7 +182,9 @@ class EpisodeStore {
       uint32_t per_side);
 
   // Replaces the selected fields, keeps the previous version in the history
-  // and returns the new version. FAILED_PRECONDITION on a version mismatch.
+  // and returns the new version. FAILED_PRECONDITION on a version mismatch;
+  // INVALID_ARGUMENT when update.values.key is set and differs (keys are
+  // fixed).
   absl::StatusOr<Episode> UpdateEpisode(const std::string& tenant, const std::string& space,
                                         const EpisodeUpdate& update);
 
@@ -183,8 +196,9 @@ class EpisodeStore {
                                          uint64_t id, uint32_t page_size = 0,
                                          const std::string& page_token = "");
 
-  // Deletes by ids (all must exist, else NOT_FOUND and nothing changes), or
-  // every episode of an agent, or of one agent's session. Returns the count.
+  // Deletes by ids or by one agent's keys (all must exist, else NOT_FOUND and
+  // nothing changes), or every episode of an agent, or of one agent's
+  // session. Returns the count.
   // When `deleted_ids` is given, it receives the ids of the episodes deleted.
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
                                           const DeleteTarget& target,
@@ -195,6 +209,16 @@ class EpisodeStore {
   absl::StatusOr<EpisodePage> ListEpisodes(const std::string& tenant, const std::string& space,
                                            const EpisodeFilter& filter, uint32_t page_size,
                                            const std::string& page_token);
+
+  // One page of the agents holding episodes in a space (expired ones
+  // count until deleted), in key order. page_size 0 means 100; at most
+  // 1000. One seek per agent, whatever its episode count.
+  struct AgentPage {
+    std::vector<std::string> agent_ids;
+    std::string next_page_token;  // empty on the last page
+  };
+  absl::StatusOr<AgentPage> ListAgents(const std::string& tenant, const std::string& space,
+                                       uint32_t page_size, const std::string& page_token);
 
   // Calls `visit` for every live episode matching `filter` until it returns
   // false. DEADLINE_EXCEEDED if `deadline` passes during the scan.

@@ -54,6 +54,7 @@ std::string EncodeEpisode(const Episode& e) {
   r.set_version(e.version);
   r.set_created_at_us(e.created_at_us);
   r.set_updated_at_us(e.updated_at_us);
+  r.set_key(e.key);
   return r.SerializeAsString();
 }
 
@@ -81,6 +82,7 @@ absl::StatusOr<Episode> DecodeEpisode(std::string_view bytes) {
   e.version = r.version();
   e.created_at_us = r.created_at_us();
   e.updated_at_us = r.updated_at_us();
+  e.key = r.key();
   return e;
 }
 

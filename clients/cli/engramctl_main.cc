@@ -1,6 +1,7 @@
 // engramctl: Engram's admin and quick-use command line. Talks to engramd
 // through the C++ client library; prints results as JSON (one object per
 // line), errors as "engramctl: CODE: message" on stderr with exit code 1.
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -268,8 +269,8 @@ int main(int argc, char** argv) {
 
   // Shared option values (each subcommand binds the ones it needs).
   std::string space, agent, session, kind, text, vector, vector_file, request_id, metric = "cosine",
-                                                                                  name;
-  std::vector<std::string> metadata, kinds;
+                                                                                  name, key;
+  std::vector<std::string> metadata, kinds, keys;
   uint32_t dimension = 0, k = 10, page_size = 100, backup_id = 0;
   uint64_t id = 0;
   std::vector<uint64_t> ids;
@@ -304,11 +305,20 @@ int main(int argc, char** argv) {
   put->add_option("--vector", vector, "comma/space separated floats");
   put->add_option("--vector-file", vector_file, "one vector per line; - for stdin");
   put->add_option("--request-id", request_id, "idempotency key (single vector only)");
+  put->add_option(
+      "--key", key,
+      "the agent's key for the episode: replaces the one it names (single vector only)");
   put->add_option("--meta", metadata, "key=value metadata (repeatable)");
 
-  auto* get = app.add_subcommand("get", "show an episode");
+  auto* get = app.add_subcommand("get", "show an episode, by id or by --agent and --key");
   get->add_option("-s,--space", space)->required();
-  get->add_option("id", id)->required();
+  auto* get_id = get->add_option("id", id);
+  auto* get_key = get->add_option("--key", key, "the episode's key (with --agent)");
+  get->add_option("--agent", agent);
+  get_id->excludes(get_key);
+
+  auto* agents = app.add_subcommand("agents", "list the agents holding episodes in a space");
+  agents->add_option("-s,--space", space)->required();
 
   auto* history = app.add_subcommand("history", "show every version of an episode");
   history->add_option("-s,--space", space)->required();
@@ -357,9 +367,10 @@ int main(int argc, char** argv) {
   bool embed_text = false;
   analyze->add_flag("--embed", embed_text, "also show the vector the space's embedder makes");
 
-  auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent or session");
+  auto* remove = app.add_subcommand("delete", "delete episodes by ids, agent, session or keys");
   remove->add_option("-s,--space", space)->required();
   remove->add_option("--ids", ids)->delimiter(',');
+  remove->add_option("--keys", keys, "the agent's keys (with --agent)")->delimiter(',');
   remove->add_option("--agent", agent);
   remove->add_option("--session", session);
 
@@ -488,6 +499,9 @@ int main(int argc, char** argv) {
     if (!request_id.empty() && vectors->size() != 1) {
       return Fail(absl::InvalidArgumentError("--request-id needs exactly one vector"));
     }
+    if (!key.empty() && vectors->size() != 1) {
+      return Fail(absl::InvalidArgumentError("--key needs exactly one vector"));
+    }
     v1::PutEpisodesRequest request;
     request.set_space(space);
     for (const std::vector<float>& v : *vectors) {
@@ -498,6 +512,7 @@ int main(int argc, char** argv) {
       e->set_session_id(session);
       e->set_kind(kind);
       e->set_text(text);
+      e->set_key(key);
       e->mutable_embedding()->Add(v.begin(), v.end());
       if (absl::Status s = ParseMetadata(metadata, e); !s.ok()) return Fail(s);
     }
@@ -505,9 +520,26 @@ int main(int argc, char** argv) {
     if (!response.ok()) return Fail(response.status());
     PrintJson(*response);
   } else if (*get) {
-    auto episode = client.GetEpisode(space, id);
+    if (key.empty() && id == 0) {
+      return Fail(absl::InvalidArgumentError("name the episode: an id, or --agent and --key"));
+    }
+    auto episode =
+        key.empty() ? client.GetEpisode(space, id) : client.GetEpisodeByKey(space, agent, key);
     if (!episode.ok()) return Fail(episode.status());
     PrintJson(*episode);
+  } else if (*agents) {
+    v1::ListAgentsRequest request;
+    request.set_space(space);
+    do {  // every page
+      auto page = client.ListAgents(request);
+      if (!page.ok()) return Fail(page.status());
+      for (const std::string& agent_id : page->agent_ids()) {
+        google::protobuf::Struct line;
+        (*line.mutable_fields())["agent_id"].set_string_value(agent_id);
+        PrintJson(line);
+      }
+      request.set_page_token(page->next_page_token());
+    } while (!request.page_token().empty());
   } else if (*history) {
     std::string page_token;
     do {  // every page, oldest first
@@ -569,6 +601,12 @@ int main(int argc, char** argv) {
       if (!agent.empty())
         return Fail(absl::InvalidArgumentError("give --ids or --agent, not both"));
       request.mutable_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+    } else if (!keys.empty()) {
+      if (!session.empty()) {
+        return Fail(absl::InvalidArgumentError("give --keys or --session, not both"));
+      }
+      request.mutable_keys()->set_agent_id(agent);
+      for (const std::string& each : keys) request.mutable_keys()->add_keys(each);
     } else if (!session.empty()) {
       request.mutable_session()->set_agent_id(agent);
       request.mutable_session()->set_session_id(session);

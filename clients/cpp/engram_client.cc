@@ -227,6 +227,18 @@ absl::StatusOr<v1::Episode> Client::GetEpisode(const std::string& space, uint64_
   return response->episode();
 }
 
+absl::StatusOr<v1::Episode> Client::GetEpisodeByKey(const std::string& space,
+                                                    const std::string& agent_id,
+                                                    const std::string& key) {
+  v1::GetEpisodeRequest request;
+  request.set_space(space);
+  request.mutable_key()->set_agent_id(agent_id);
+  request.mutable_key()->set_key(key);
+  auto response = Call(*memory_, &v1::MemoryService::Stub::GetEpisode, request);
+  if (!response.ok()) return response.status();
+  return response->episode();
+}
+
 absl::StatusOr<v1::Episode> Client::UpdateEpisode(const v1::UpdateEpisodeRequest& request) {
   auto response = Call(*memory_, &v1::MemoryService::Stub::UpdateEpisode, request);
   if (!response.ok()) return response.status();
@@ -253,6 +265,10 @@ absl::StatusOr<uint64_t> Client::DeleteEpisodes(const v1::DeleteEpisodesRequest&
 absl::StatusOr<v1::ListEpisodesResponse> Client::ListEpisodes(
     const v1::ListEpisodesRequest& request) {
   return Call(*memory_, &v1::MemoryService::Stub::ListEpisodes, request);
+}
+
+absl::StatusOr<v1::ListAgentsResponse> Client::ListAgents(const v1::ListAgentsRequest& request) {
+  return Call(*memory_, &v1::MemoryService::Stub::ListAgents, request);
 }
 
 absl::StatusOr<v1::SearchResponse> Client::Search(const v1::SearchRequest& request) {

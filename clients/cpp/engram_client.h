@@ -81,6 +81,9 @@ class Client {
   // To retry a failed call by hand, set request ids yourself.
   absl::StatusOr<v1::PutEpisodesResponse> PutEpisodes(const v1::PutEpisodesRequest& request);
   absl::StatusOr<v1::Episode> GetEpisode(const std::string& space, uint64_t id);
+  // The episode `agent_id` stored under a caller-chosen key.
+  absl::StatusOr<v1::Episode> GetEpisodeByKey(const std::string& space, const std::string& agent_id,
+                                              const std::string& key);
   absl::StatusOr<v1::Episode> UpdateEpisode(const v1::UpdateEpisodeRequest& request);
   // One page of versions (page_size 0: the server's default of 100).
   absl::StatusOr<v1::GetHistoryResponse> GetHistory(const std::string& space, uint64_t id,
@@ -88,6 +91,7 @@ class Client {
                                                     const std::string& page_token = "");
   absl::StatusOr<uint64_t> DeleteEpisodes(const v1::DeleteEpisodesRequest& request);
   absl::StatusOr<v1::ListEpisodesResponse> ListEpisodes(const v1::ListEpisodesRequest& request);
+  absl::StatusOr<v1::ListAgentsResponse> ListAgents(const v1::ListAgentsRequest& request);
   // By vector, by text (query_text), or both (hybrid).
   absl::StatusOr<v1::SearchResponse> Search(const v1::SearchRequest& request);
   // The terms `text` becomes in the space's lexical index, in order; with

@@ -27,6 +27,7 @@ constexpr NamedRule kRules[] = {
     {"GetHistory", {RpcScope::kTenant, Role::kRead}},
     {"DeleteEpisodes", {RpcScope::kTenant, Role::kWrite}},
     {"ListEpisodes", {RpcScope::kTenant, Role::kRead}},
+    {"ListAgents", {RpcScope::kTenant, Role::kRead}},
     {"Search", {RpcScope::kTenant, Role::kRead}},
     {"AnalyzeText", {RpcScope::kTenant, Role::kRead}},
     // KVCacheService

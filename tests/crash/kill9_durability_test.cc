@@ -10,8 +10,8 @@
 //     exactly: a text search for an episode's words finds it first, with
 //     the BM25 score its agent's acknowledged episodes imply, so no posting
 //     or statistic was lost or counted twice.
-// A second test runs a mixed load (puts, updates, deletes, KV saves,
-// searches, a compaction and index snapshots every second) through the
+// A second test runs a mixed load (puts, upserts by key, updates, deletes,
+// KV saves, searches, a compaction and index snapshots every second) through the
 // kill, and after each restart also checks that every outcome is one the
 // client could have caused and that the vector index agrees with the store.
 // ENGRAM_CRASH_CYCLES sets the number of kill -9 cycles (default 10).
@@ -241,7 +241,17 @@ struct EpisodeModel {
   std::set<std::string> maybe_texts;
   bool deleted = false;
   bool maybe_deleted = false;
+  bool keyed = false;  // written by key: left to the upsert thread
 };
+
+// What the client knows of one key of the upserting agent: the episode it
+// names once a write of it was acknowledged (0 before), and the texts of
+// first writes in flight at the kill.
+struct KeyModel {
+  uint64_t id = 0;
+  std::set<std::string> maybe_texts;
+};
+constexpr char kKeyedAgent[] = "k0";
 
 // What the client knows of one agent's KV cache: the token ids of the last
 // acknowledged save, and those of saves in flight at the kill.
@@ -298,10 +308,11 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
   std::mt19937 rng(std::random_device{}());
   std::map<uint64_t, EpisodeModel> episodes;
   std::map<std::string, CacheModel> caches;
+  std::map<std::string, KeyModel> keys;
   std::vector<Batch> unknown;
   uint64_t checked_searches = 0;
   // Acknowledged operations of each kind, over all cycles.
-  uint64_t updates = 0, deletes = 0, saves = 0, searches = 0;
+  uint64_t updates = 0, upserts = 0, deletes = 0, saves = 0, searches = 0;
 
   for (int cycle = 0; cycle <= cycles; ++cycle) {
     auto daemon = testing::DaemonProcess::Start(data_dir, {"--config", config});
@@ -323,6 +334,32 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
       }
     }
     unknown.clear();
+
+    // 1b. Every key names the episode its first acknowledged write made, or,
+    //     if none was acknowledged, nothing or a first write in flight.
+    for (auto& [key, model] : keys) {
+      auto got = c->GetEpisodeByKey("crash", kKeyedAgent, key);
+      if (absl::IsNotFound(got.status())) {
+        ASSERT_EQ(model.id, 0u) << "cycle " << cycle << ": key " << key << " lost";
+        model.maybe_texts.clear();
+        continue;
+      }
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->key(), key);
+      if (model.id != 0) {
+        ASSERT_EQ(got->id(), model.id) << "cycle " << cycle << ": key " << key << " moved";
+        continue;
+      }
+      ASSERT_TRUE(model.maybe_texts.count(got->text()))
+          << "cycle " << cycle << ": key " << key << " holds '" << got->text()
+          << "', which no write sent";
+      model.id = got->id();
+      model.maybe_texts.clear();
+      EpisodeModel& episode = episodes[got->id()];
+      episode.agent = kKeyedAgent;
+      episode.text = got->text();
+      episode.keyed = true;
+    }
 
     // 2. Every episode is in a state the client could have caused; what was
     //    uncertain is settled by what is stored.
@@ -417,7 +454,9 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
       absl::MutexLock lock(&mutex);
       std::vector<uint64_t> ids;
       for (const auto& [id, model] : episodes) {
-        if (id % 2 == static_cast<uint64_t>(parity) && !model.deleted) ids.push_back(id);
+        if (id % 2 == static_cast<uint64_t>(parity) && !model.deleted && !model.keyed) {
+          ids.push_back(id);
+        }
       }
       if (ids.empty()) return std::nullopt;
       uint64_t id = ids[rng() % ids.size()];
@@ -442,6 +481,42 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
         }
       });
     }
+    threads.emplace_back([&] {  // upserts by key: one agent rewriting 8 keys
+      for (int n = 0; !stop; ++n) {
+        const std::string key = absl::StrCat("key", n % 8);
+        const std::string text = absl::StrCat(kKeyedAgent, "-c", cycle, "-k", n);
+        v1::PutEpisodesRequest request;
+        request.set_space("crash");
+        v1::Episode* episode = request.add_episodes()->mutable_episode();
+        episode->set_agent_id(kKeyedAgent);
+        episode->set_key(key);
+        episode->set_text(text);
+        std::vector<float> embedding = EmbeddingFor(text);
+        episode->mutable_embedding()->Add(embedding.begin(), embedding.end());
+        auto response = c->PutEpisodes(request);
+        absl::MutexLock lock(&mutex);
+        KeyModel& model = keys[key];
+        if (!response.ok()) {
+          if (model.id != 0) {
+            episodes[model.id].maybe_texts.insert(text);
+          } else {
+            model.maybe_texts.insert(text);
+          }
+          return;
+        }
+        if (model.id != 0) {
+          EXPECT_EQ(response->ids(0), model.id) << "an upsert of " << key << " made a new episode";
+          EXPECT_TRUE(response->replaced(0));
+        }
+        model.id = response->ids(0);
+        model.maybe_texts.clear();
+        EpisodeModel& stored = episodes[model.id];
+        stored.agent = kKeyedAgent;
+        stored.text = text;
+        stored.keyed = true;
+        ++upserts;
+      }
+    });
     threads.emplace_back([&] {  // updates of even ids
       for (int n = 0; !stop; ++n) {
         auto target = pick(0);
@@ -526,10 +601,12 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
   EXPECT_GT(episodes.size(), 0u);
   EXPECT_GT(checked_searches, 0u);
   EXPECT_GT(updates, 0u);
+  EXPECT_GT(upserts, 0u);
   EXPECT_GT(deletes, 0u);
   EXPECT_GT(saves, 0u);
   std::cout << "mixed-load kill -9 cycles: " << cycles << "; acknowledged: " << updates
-            << " updates, " << deletes << " deletes, " << saves << " KV saves, " << searches
+            << " updates, " << upserts << " upserts by key, " << deletes << " deletes, " << saves
+            << " KV saves, " << searches
             << " searches; verified after the last restart: " << episodes.size() << " episodes, "
             << caches.size() << " KV caches; index-vs-store searches: " << checked_searches << "\n";
 }

@@ -111,6 +111,70 @@ class MemoryClientTest(EngramdTestCase):
         self.assertEqual(len(list(pages)), 17)
         self.assertEqual(m.forget_agent(), 18)
 
+    def test_keys_upsert_and_name_episodes(self):
+        # Inner product on vectors far from unit length: a replaced vector
+        # that lingered in the index would outscore the new one.
+        m = self.memory("py_keys", agent="alice")
+        m.create_space(dimension=4, metric="ip")
+        rng = np.random.default_rng(3)
+        others = rng.normal(size=(300, 4)).astype(np.float32)
+        m.add_many([dict(text=f"other {i}", embedding=v) for i, v in enumerate(others)])
+        old = np.array([40.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        new = np.array([0.0, 0.0, -3.0, 0.5], dtype=np.float32)
+        first = m.add("likes tea", old, key="profile", metadata={"v": 1})
+        self.assertFalse(first.replaced)
+        second = m.add("likes coffee", new, key="profile", metadata={"v": 2})
+        self.assertTrue(second.replaced)
+        self.assertEqual(second, first)
+        self.assertEqual(m.get_space().episode_count, 301)
+
+        current = m.get(key="profile")
+        self.assertEqual((current.id, current.version, current.key), (first, 2, "profile"))
+        self.assertEqual(current.text, "likes coffee")
+        self.assertEqual([v.text for v in m.history(key="profile")], ["likes tea", "likes coffee"])
+        # Every route ranks the new vector, never the old one, as exact does.
+        for query in (old, new, -old):
+            exact = m.search(query, k=10, exact=True)
+            for route in (dict(route="fast"), dict(scan=True)):
+                hits = m.search(query, k=10, **route)
+                self.assertEqual([h.episode.id for h in hits], [h.episode.id for h in exact],
+                                 route)
+            for hit in exact:
+                if hit.episode.id == first:
+                    self.assertAlmostEqual(hit.score, float(np.dot(query, new)), places=3)
+        # Filters see the replacement's metadata, not the old one's.
+        self.assertEqual(len(m.search(old, k=5, where=[("v", "==", 1)])), 0)
+        self.assertEqual([h.episode.id for h in m.search(old, k=5, where=[("v", "==", 2)])],
+                         [first])
+
+        # Keys belong to their agent.
+        bob = self.memory("py_keys", agent="bob")
+        bobs = bob.add("bob's profile", new, key="profile")
+        self.assertFalse(bobs.replaced)
+        self.assertNotEqual(bobs, first)
+        self.assertEqual(m.get(key="profile", agent="bob").text, "bob's profile")
+
+        updated = m.update(key="profile", importance=0.5, expected_version=2)
+        self.assertEqual((updated.id, updated.version), (first, 3))
+        with self.assertRaises(engram.NotFoundError):
+            m.get(key="nope")
+        with self.assertRaises(engram.InvalidArgumentError):
+            m.get(first, key="profile")
+        with self.assertRaises(engram.InvalidArgumentError):
+            m.add_many([dict(text="a", embedding=new, key="k"),
+                        dict(text="b", embedding=new, key="k")])
+        with self.assertRaises(engram.NotFoundError):
+            m.delete(keys=["profile", "nope"])
+        self.assertEqual(m.delete(keys="profile"), 1)
+        with self.assertRaises(engram.NotFoundError):
+            m.get(key="profile")
+        self.assertNotIn(first, [h.episode.id for h in m.search(new, k=10)])
+        self.assertEqual(bob.get(key="profile").id, bobs)
+        # A freed key starts a new episode.
+        again = m.add("likes water", new, key="profile")
+        self.assertFalse(again.replaced)
+        self.assertNotEqual(again, first)
+
     def test_idempotent_retry_returns_the_same_id(self):
         m = self.memory("py_idempotent")
         m.create_space(dimension=2, metric="l2")

@@ -3,7 +3,7 @@ and its lifetime."""
 
 import collections
 import os
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
 import grpc
 
@@ -50,6 +50,28 @@ def _read(path: Optional[str]) -> Optional[bytes]:
         return f.read()
 
 
+def channel_settings(options=None, *, token: Optional[str] = None, tls: bool = False,
+                     tls_ca_file: Optional[str] = None, tls_cert_file: Optional[str] = None,
+                     tls_key_file: Optional[str] = None, tls_server_name: Optional[str] = None
+                     ) -> Tuple[Optional[grpc.ChannelCredentials], List[Tuple[str, Any]], str]:
+    """(TLS credentials or None for plaintext, channel options, bearer token
+    or "") from a client's connection arguments; shared by the blocking and
+    the asyncio clients."""
+    options = list(options or [])
+    credentials = None
+    if tls or tls_ca_file or tls_cert_file:
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls_ca_file), private_key=_read(tls_key_file),
+            certificate_chain=_read(tls_cert_file))
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+    if token is None:
+        token = os.environ.get("ENGRAM_TOKEN", "")
+    return credentials, options, token
+
+
 class GrpcClient:
     """Owns a channel to engramd; usable as a context manager.
 
@@ -60,26 +82,14 @@ class GrpcClient:
     `tls_server_name` (the name engramd's certificate carries, when it is not
     the address's host)."""
 
-    def __init__(self, address: str, timeout: float, options=None, *,
-                 token: Optional[str] = None, tls: bool = False,
-                 tls_ca_file: Optional[str] = None, tls_cert_file: Optional[str] = None,
-                 tls_key_file: Optional[str] = None, tls_server_name: Optional[str] = None):
+    def __init__(self, address: str, timeout: float, options=None, **connection):
         self.timeout = timeout
-        options = list(options or [])
-        if tls or tls_ca_file or tls_cert_file:
-            if bool(tls_cert_file) != bool(tls_key_file):
-                raise ValueError("tls_cert_file and tls_key_file go together")
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(tls_ca_file), private_key=_read(tls_key_file),
-                certificate_chain=_read(tls_cert_file))
-            if tls_server_name:
-                options.append(("grpc.ssl_target_name_override", tls_server_name))
+        credentials, options, token = channel_settings(options, **connection)
+        if credentials is not None:
             channel = grpc.secure_channel(address, credentials, options=options)
         else:
             channel = grpc.insecure_channel(address, options=options)
         self._raw_channel = channel
-        if token is None:
-            token = os.environ.get("ENGRAM_TOKEN", "")
         if token:
             channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._channel = channel

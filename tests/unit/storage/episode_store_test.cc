@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -252,13 +253,258 @@ TEST_F(EpisodeStoreTest, DeletesByIdsAgentAndSession) {
   EXPECT_EQ(store_->GetEpisode(kTenant, "notes", ids[3]).status().code(),
             absl::StatusCode::kNotFound);
 
-  DeleteTarget session{{}, "a", "s2"};
+  DeleteTarget session{{}, "a", "s2", {}};
   EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", session), 2u);
   EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", ids[0]).ok());
-  DeleteTarget agent{{}, "a", ""};
+  DeleteTarget agent{{}, "a", "", {}};
   EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", agent), 1u);
   EXPECT_EQ(Count(), 1u);
   EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", ids[4]).ok());
+}
+
+EpisodeWrite Keyed(std::string agent, std::string key, std::string text,
+                   std::vector<float> embedding = {1, 0, 0}) {
+  EpisodeWrite w;
+  w.episode.agent_id = std::move(agent);
+  w.episode.key = std::move(key);
+  w.episode.text = std::move(text);
+  w.episode.embedding = std::move(embedding);
+  return w;
+}
+
+// Ids of the episodes whose text holds `term`.
+std::set<uint64_t> TextMatches(EpisodeStore& store, const std::string& term) {
+  LexicalQuery query;
+  query.terms = {term};
+  query.limit = 100;
+  auto result = store.SearchText(kTenant, "notes", query);
+  EXPECT_TRUE(result.ok()) << result.status();
+  std::set<uint64_t> ids;
+  if (result.ok()) {
+    for (const LexicalHit& hit : result->hits) ids.insert(hit.id);
+  }
+  return ids;
+}
+
+TEST_F(EpisodeStoreTest, AKeyedWriteReplacesTheAgentsEpisodeWithThatKey) {
+  CreateSpace();
+  auto first = store_->PutEpisodes(kTenant, "notes", {Keyed("a", "profile", "likes tea")});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE((*first)[0].replaced);
+  const uint64_t id = (*first)[0].id;
+  const Episode original = *store_->GetEpisode(kTenant, "notes", id);
+  EXPECT_EQ(original.key, "profile");
+
+  // The same key again, in a batch with a new keyed and an unkeyed write.
+  std::vector<Episode> written;
+  auto second = store_->PutEpisodes(
+      kTenant, "notes",
+      {Write("a", {0, 1, 0}, "plain"), Keyed("a", "profile", "likes coffee", {0, 0, 1}),
+       Keyed("a", "other", "new")},
+      &written);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE((*second)[0].replaced);
+  EXPECT_TRUE((*second)[1].replaced);
+  EXPECT_EQ((*second)[1].id, id);
+  EXPECT_FALSE((*second)[2].replaced);
+  EXPECT_NE((*second)[2].id, id);
+  EXPECT_EQ(Count(), 3u) << "a replacement adds no episode";
+  ASSERT_EQ(written.size(), 3u);
+  EXPECT_EQ(written[1].version, 2u) << "the index is handed the new version";
+
+  const Episode replaced = *store_->GetEpisode(kTenant, "notes", id);
+  EXPECT_EQ(replaced.text, "likes coffee");
+  EXPECT_EQ(replaced.embedding, (std::vector<float>{0, 0, 1}));
+  EXPECT_EQ(replaced.version, 2u);
+  EXPECT_EQ(replaced.key, "profile");
+  EXPECT_EQ(replaced.created_at_us, original.created_at_us);
+  EXPECT_GE(replaced.updated_at_us, original.updated_at_us);
+  auto history = store_->GetHistory(kTenant, "notes", id);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->versions.size(), 2u);
+  EXPECT_EQ(history->versions[0], original);
+  // The text index follows: the old words no longer find the episode.
+  EXPECT_EQ(TextMatches(*store_, "tea"), std::set<uint64_t>{});
+  EXPECT_EQ(TextMatches(*store_, "coffee"), std::set<uint64_t>{id});
+  EXPECT_EQ(*store_->ResolveKey(kTenant, "notes", "a", "profile"), id);
+
+  // Keys belong to an agent: another agent's "profile" is its own episode.
+  uint64_t other_agent = Put({Keyed("b", "profile", "b's")})[0];
+  EXPECT_NE(other_agent, id);
+  EXPECT_EQ(*store_->ResolveKey(kTenant, "notes", "b", "profile"), other_agent);
+  EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "c", "profile").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "a", "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ResolveKey(kTenant, "nope", "a", "profile").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(EpisodeStoreTest, KeyedBatchesAreAllOrNothingAndKeysAreChecked) {
+  CreateSpace();
+  const uint64_t id = Put({Keyed("a", "k", "one")})[0];
+  // A replacement in a batch that fails validation changes nothing.
+  auto refused = store_->PutEpisodes(kTenant, "notes",
+                                     {Keyed("a", "k", "two"), Keyed("a", "fresh", "x", {1, 2})});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", id)->version, 1u);
+  EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "a", "fresh").status().code(),
+            absl::StatusCode::kNotFound);
+  // One key twice in a batch.
+  auto twice = store_->PutEpisodes(kTenant, "notes", {Keyed("a", "k", "2"), Keyed("a", "k", "3")});
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(twice.status().message().find("episodes[0]"), std::string::npos) << twice.status();
+  // Over the id limit.
+  auto too_long = store_->PutEpisodes(kTenant, "notes", {Keyed("a", std::string(257, 'x'), "")});
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("key is 257 bytes"), std::string::npos);
+  // A key is fixed: an update may not change it, and may repeat it.
+  EpisodeUpdate rename;
+  rename.id = id;
+  rename.values.key = "renamed";
+  rename.fields = {UpdatableField::kText};
+  EXPECT_EQ(store_->UpdateEpisode(kTenant, "notes", rename).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  rename.values.key = "k";
+  rename.values.text = "updated";
+  auto updated = store_->UpdateEpisode(kTenant, "notes", rename);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->key, "k");
+  // The request id wins over the key: a retried keyed write applies once.
+  EpisodeWrite retried = Keyed("a", "k", "retried");
+  retried.request_id = "req";
+  auto applied = *store_->PutEpisodes(kTenant, "notes", {retried});
+  auto again = *store_->PutEpisodes(kTenant, "notes", {retried});
+  EXPECT_TRUE(applied[0].replaced);
+  EXPECT_TRUE(again[0].deduplicated);
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", id)->version, 3u);
+}
+
+TEST_F(EpisodeStoreTest, DeletingFreesKeysAndKeysSurviveReopen) {
+  CreateSpace();
+  std::vector<uint64_t> ids = Put({Keyed("a", "x", ""), Keyed("a", "y", ""),
+                                   Keyed("a", "z", "", {0, 1, 0}), Keyed("b", "x", "")});
+  DeleteTarget by_keys;
+  by_keys.agent_id = "a";
+  by_keys.keys = {"x", "missing"};
+  auto missing = store_->DeleteEpisodes(kTenant, "notes", by_keys);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("'missing'"), std::string::npos);
+  EXPECT_EQ(Count(), 4u);
+  by_keys.keys = {"x"};
+  std::vector<uint64_t> deleted;
+  EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", by_keys, &deleted), 1u);
+  EXPECT_EQ(deleted, std::vector<uint64_t>{ids[0]});
+  EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "a", "x").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store_->ResolveKey(kTenant, "notes", "b", "x"), ids[3]) << "b's own x stays";
+  // A freed key makes a new episode.
+  auto reused = *store_->PutEpisodes(kTenant, "notes", {Keyed("a", "x", "")});
+  EXPECT_FALSE(reused[0].replaced);
+  EXPECT_GT(reused[0].id, ids[3]);
+  DeleteTarget keys_without_agent;
+  keys_without_agent.keys = {"x"};
+  EXPECT_EQ(store_->DeleteEpisodes(kTenant, "notes", keys_without_agent).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  Reopen();
+  EXPECT_EQ(*store_->ResolveKey(kTenant, "notes", "a", "y"), ids[1]);
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", ids[1])->key, "y");
+  // Deleting the agent, or its session, deletes its keys too.
+  DeleteTarget agent{{}, "a", "", {}};
+  EXPECT_EQ(*store_->DeleteEpisodes(kTenant, "notes", agent), 3u);
+  for (const char* key : {"x", "y", "z"}) {
+    EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "a", key).status().code(),
+              absl::StatusCode::kNotFound)
+        << key;
+  }
+  // So does deleting the space.
+  ASSERT_TRUE(store_->DeleteSpace(kTenant, "notes").ok());
+  CreateSpace();
+  EXPECT_EQ(store_->ResolveKey(kTenant, "notes", "b", "x").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(EpisodeStoreTest, ConcurrentWritersOfOneKeyKeepOneEpisode) {
+  CreateSpace();
+  constexpr int kThreads = 6, kWrites = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int w = 0; w < kWrites; ++w) {
+        // Writers of the key race with a deleter of it.
+        if (t == 0 && w % 5 == 4) {
+          DeleteTarget target;
+          target.agent_id = "a";
+          target.keys = {"shared"};
+          auto deleted = store_->DeleteEpisodes(kTenant, "notes", target);
+          if (!deleted.ok() && !absl::IsNotFound(deleted.status())) ++failures;
+          continue;
+        }
+        auto put = store_->PutEpisodes(kTenant, "notes",
+                                       {Keyed("a", "shared", absl::StrCat("t", t, "w", w))});
+        if (!put.ok()) ++failures;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  // Whatever the interleaving: at most one live episode holds the key, and
+  // the key names it.
+  auto page = store_->ListEpisodes(kTenant, "notes", EpisodeFilter{}, 1000, "");
+  ASSERT_TRUE(page.ok());
+  auto id = store_->ResolveKey(kTenant, "notes", "a", "shared");
+  ASSERT_EQ(page->episodes.size(), id.ok() ? 1u : 0u);
+  EXPECT_EQ(Count(), page->episodes.size());
+  if (id.ok()) {
+    EXPECT_EQ(page->episodes[0].id, *id);
+    EXPECT_EQ(page->episodes[0].key, "shared");
+    auto history = store_->GetHistory(kTenant, "notes", *id, 1000);
+    ASSERT_TRUE(history.ok());
+    EXPECT_EQ(history->versions.size(), page->episodes[0].version);
+  }
+}
+
+TEST_F(EpisodeStoreTest, ListAgentsPagesThroughEachAgentOnce) {
+  CreateSpace();
+  CreateSpace("other");
+  // Agents with one and with many episodes, ids that prefix each other,
+  // and a zero byte.
+  std::vector<std::string> agents = {"a", "ab", "b", std::string("c\0d", 3), "z"};
+  for (const std::string& agent : agents) {
+    std::vector<EpisodeWrite> writes;
+    for (int i = 0; i < (agent == "ab" ? 7 : 1); ++i) writes.push_back(Write(agent, {1, 0, 0}));
+    Put(std::move(writes));
+  }
+  Put({Write("elsewhere", {1, 0, 0})}, "other");
+  for (uint32_t page_size : {1u, 2u, 100u}) {
+    std::vector<std::string> listed;
+    std::string token;
+    int pages = 0;
+    do {
+      auto page = store_->ListAgents(kTenant, "notes", page_size, token);
+      ASSERT_TRUE(page.ok()) << page.status();
+      EXPECT_LE(page->agent_ids.size(), page_size);
+      listed.insert(listed.end(), page->agent_ids.begin(), page->agent_ids.end());
+      token = page->next_page_token;
+      ASSERT_LT(++pages, 10);
+    } while (!token.empty());
+    EXPECT_EQ(listed, agents) << "page size " << page_size;
+  }
+  DeleteTarget agent{{}, "b", "", {}};
+  ASSERT_TRUE(store_->DeleteEpisodes(kTenant, "notes", agent).ok());
+  auto page = store_->ListAgents(kTenant, "notes", 0, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->agent_ids.size(), 4u);
+  EXPECT_EQ(store_->ListAgents(kTenant, "notes", 1001, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListAgents(kTenant, "notes", 1, "garbage").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListAgents(kTenant, "nope", 1, "").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ListAgents(kTenant, "other", 0, "")->agent_ids,
+            std::vector<std::string>{"elsewhere"});
 }
 
 TEST_F(EpisodeStoreTest, ListPagesThroughFilteredEpisodes) {
