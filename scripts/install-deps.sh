@@ -9,6 +9,7 @@ PACKAGES=(
   libicu-dev libstemmer-dev libxapian-dev
   libfaiss-dev libopenblas-dev gnuplot-nox zlib1g-dev libssl-dev clang libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf python3-numpy
+  python3-venv python3-pip python3-setuptools python3-wheel
   curl libcurl4-openssl-dev openssl
 )
 missing=()

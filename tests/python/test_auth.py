@@ -196,6 +196,22 @@ class AuthTest(unittest.TestCase):
             self.assertIn("hold no data", denied.exception.message)
         with Memory(self.server.address, space="shared-name", token="") as anonymous:
             self.assertRaises(UnauthenticatedError, anonymous.search, [0.0] * 8)
+        # The asyncio client sends the token with every call too.
+        import asyncio
+        from engram import aio
+
+        async def async_calls():
+            async with aio.Memory(self.server.address, space="shared-name", agent="alice",
+                                  token=self.a_read) as reader:
+                self.assertEqual(len(await reader.search([0.0] * 8, k=3)), 3)
+                with self.assertRaises(PermissionDeniedError):
+                    await reader.add("not allowed", [0.0] * 8)
+            async with aio.Memory(self.server.address, space="shared-name",
+                                  token="") as anonymous:
+                with self.assertRaises(UnauthenticatedError):
+                    await anonymous.search([0.0] * 8)
+
+        asyncio.run(async_calls())
 
     def test_tenant_b_cannot_see_or_touch_tenant_a(self):
         before = self.snapshot_tenant_a()

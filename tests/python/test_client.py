@@ -307,6 +307,58 @@ class MemoryClientTest(EngramdTestCase):
         self.assertEqual(len(alice.search([1.0, 0.0], k=5, agent="")), 2)
 
 
+class AsyncMemoryTest(EngramdTestCase):
+    """engram.aio.Memory runs the same operations over grpc.aio: its answers
+    equal the blocking client's, errors included."""
+
+    def test_the_asyncio_client_answers_like_the_blocking_one(self):
+        import asyncio
+        from engram import aio
+
+        blocking = self.memory("py_aio", agent="alice")
+        blocking.create_space(dimension=3, metric="l2")
+        rng = np.random.default_rng(5)
+        vectors = rng.normal(size=(40, 3)).astype(np.float32) * 7
+
+        async def run():
+            async with aio.Memory(self.server.address, space="py_aio", agent="alice") as m:
+                await m.wait_ready()
+                ids = await m.add_many([dict(text=f"v{i}", embedding=v, key=f"k{i}")
+                                        for i, v in enumerate(vectors)])
+                replaced = await m.add("v0 again", vectors[0], key="k0")
+                got = await m.get(key="k3")
+                hits = await m.search(vectors[3], k=5)
+                exact = await m.search(vectors[3], k=5, exact=True)
+                listed = [e.id async for e in m.list(page_size=7)]
+                agents = [a async for a in m.list_agents()]
+                updated = await m.update(ids[1], text="one", expected_version=1)
+                history = await m.history(key="k1")
+                try:
+                    await m.get(123456789)
+                    missing = None
+                except engram.NotFoundError as error:
+                    missing = error
+                deleted = await m.delete(keys=["k2", "k4"])
+                return (ids, replaced, got, hits, exact, listed, agents, updated, history,
+                        missing, deleted)
+
+        (ids, replaced, got, hits, exact, listed, agents, updated, history, missing,
+         deleted) = asyncio.run(run())
+        self.assertEqual(len(set(ids)), 40)
+        self.assertTrue(replaced.replaced)
+        self.assertEqual(replaced, ids[0])
+        self.assertEqual(got, blocking.get(ids[3]))
+        self.assertEqual([h.episode.id for h in hits], [h.episode.id for h in exact])
+        self.assertEqual(hits[0].episode.id, ids[3])
+        self.assertEqual(sorted(listed), sorted(ids))
+        self.assertEqual(agents, ["alice"])
+        self.assertEqual(updated.version, 2)
+        self.assertEqual([v.text for v in history], ["v1", "one"])
+        self.assertIsInstance(missing, engram.NotFoundError)
+        self.assertEqual(deleted, 2)
+        self.assertEqual(blocking.get_space().episode_count, 38)
+
+
 class FlakyMemoryService(memory_pb2_grpc.MemoryServiceServicer):
     """PutEpisodes that fails with UNAVAILABLE `failures` times, then
     answers as engramd does for a batch its first attempt already applied:
