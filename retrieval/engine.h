@@ -248,6 +248,12 @@ class Engine {
   storage::EpisodeStore* const store_;
   const uint32_t max_k_;
   const embed::Embedders* const embedders_;
+
+ public:
+  // The embedders spaces may name here, sorted.
+  std::vector<std::string> EmbedderNames() const {
+    return embedders_ ? embedders_->Names() : std::vector<std::string>();
+  }
   const GateModel gate_model_;
   const uint64_t deliberate_below_;
   ScoreProfiles score_profiles_;

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/version.h"
 #include "server/status_convert.h"
 
 namespace engram::server {
@@ -296,6 +297,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBackups(grpc::CallbackServerCont
                           if (!backups.ok()) return backups.status();
                           for (const storage::BackupInfo& info : *backups)
                             BackupToProto(info, response->add_backups());
+                          return absl::OkStatus();
+                        });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ServerInfo(grpc::CallbackServerContext* context,
+                                                       const v1::ServerInfoRequest*,
+                                                       v1::ServerInfoResponse* response) {
+  return runner_->Unary(context, "ServerInfo", CallClass::kLookup,
+                        [=, this](const Call&) -> absl::Status {
+                          response->set_version(kVersion);
+                          response->set_build(kBuild);
+                          response->set_api(kApi);
+                          for (const std::string& name : engine_->EmbedderNames()) {
+                            response->add_embedders(name);
+                          }
+                          index::ScannerStats scans = engine_->ScanStats();
+                          response->set_scan_backend(scans.backend);
+                          response->set_scan_backend_reason(scans.reason);
+                          response->set_auth(!config_.auth.tokens_file.empty());
+                          response->set_tls(!config_.tls.cert_file.empty());
+                          response->set_started_at_us(absl::ToUnixMicros(started_));
                           return absl::OkStatus();
                         });
 }

@@ -43,6 +43,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                          v1::VerifyBackupResponse* response) override;
   grpc::ServerWriteReactor<v1::RebuildIndexProgress>* RebuildIndex(
       grpc::CallbackServerContext* context, const v1::RebuildIndexRequest* request) override;
+  grpc::ServerUnaryReactor* ServerInfo(grpc::CallbackServerContext* context,
+                                       const v1::ServerInfoRequest* request,
+                                       v1::ServerInfoResponse* response) override;
 
  private:
   retrieval::Engine* engine_;

@@ -10,7 +10,9 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/version.h"
 #include "server/config.h"
 #include "server/engram_server.h"
 
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "overrides log_level");
   app.add_flag("--insecure", insecure,
                "allow a non-loopback --listen without auth and TLS (sets insecure)");
+  app.set_version_flag("--version", absl::StrCat("engramd ", engram::kVersion, " (", engram::kBuild,
+                                                 "; ", engram::kApi, ")"));
   CLI11_PARSE(app, argc, argv);
 
   if (print_default_config) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "clients/cpp/engram_client.h"
+#include "common/version.h"
 #include "server/auth/tokens.h"
 
 namespace {
@@ -71,6 +72,67 @@ void PrintJson(const google::protobuf::Message& message) {
   options.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
   std::cout << json << "\n";
+}
+
+// One line of `doctor`'s report: {"check", "ok", "detail", "fix"}.
+void PrintCheck(const std::string& check, bool ok, const std::string& detail,
+                const std::string& fix = "") {
+  google::protobuf::Struct line;
+  auto& fields = *line.mutable_fields();
+  fields["check"].set_string_value(check);
+  fields["ok"].set_bool_value(ok);
+  fields["detail"].set_string_value(detail);
+  if (!ok && !fix.empty()) fields["fix"].set_string_value(fix);
+  PrintJson(line);
+}
+
+// "major.minor" of a semantic version.
+std::string MajorMinor(const std::string& version) {
+  std::vector<std::string> parts = absl::StrSplit(version, '.');
+  return parts.size() >= 2 ? absl::StrCat(parts[0], ".", parts[1]) : version;
+}
+
+// Checks, in order, what a call to engramd needs, and says what to fix:
+// reaching the address, health, credentials, and version agreement. Exit
+// status 1 when a check fails.
+int Doctor(engram::client::Client& client, const engram::client::ClientOptions& options) {
+  const bool connected = client.WaitForConnected(absl::Seconds(5));
+  PrintCheck("connect", connected, absl::StrCat("engramd at ", options.address),
+             absl::StrCat("start engramd (./run.sh) or point --address / ENGRAM_ADDRESS at it; "
+                          "a TLS listener needs --tls (and --tls-ca for a private CA)"));
+  if (!connected) return 1;
+  absl::Status health = client.CheckHealth();
+  PrintCheck("health", health.ok(), health.ok() ? "SERVING" : std::string(health.message()),
+             "engramd is starting (loading the store and index) or shutting down; retry "
+             "shortly, and read its log");
+  absl::StatusOr<engram::v1::ServerInfoResponse> info = client.ServerInfo();
+  if (!info.ok()) {
+    std::string fix = "see the message";
+    if (absl::IsUnauthenticated(info.status())) {
+      fix = "engramd requires a token: set ENGRAM_TOKEN or --token (engramctl token create)";
+    } else if (absl::IsPermissionDenied(info.status())) {
+      fix = "the token lacks the read role; create one with --role read or higher";
+    } else if (absl::IsUnavailable(info.status())) {
+      fix =
+          "check TLS: --tls-ca must hold the CA of engramd's certificate, and "
+          "--tls-server-name the name it carries";
+    }
+    PrintCheck("credentials", false, std::string(info.status().message()), fix);
+    return 1;
+  }
+  PrintCheck("credentials", true,
+             !info->auth()           ? "engramd has auth off: any caller is the default tenant"
+             : options.token.empty() ? "no token sent, and none needed for this call"
+                                     : "token accepted");
+  const bool same =
+      MajorMinor(info->version()) == MajorMinor(engram::kVersion) && info->api() == engram::kApi;
+  PrintCheck("version", same,
+             absl::StrCat("engramd ", info->version(), " (", info->api(), "), engramctl ",
+                          engram::kVersion, " (", engram::kApi, ")"),
+             "use an engramctl of engramd's release; within engram.v1 calls stay compatible, "
+             "but newer fields may be missing");
+  PrintCheck("scans", true, absl::StrCat(info->scan_backend(), ": ", info->scan_backend_reason()));
+  return same && health.ok() ? 0 : 1;
 }
 
 int Fail(const absl::Status& status) {
@@ -248,6 +310,8 @@ int RunTokenCommand(const std::string& command, const std::string& path, const s
 int main(int argc, char** argv) {
   CLI::App app{"engramctl: manage and query an engramd server"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", absl::StrCat("engramctl ", engram::kVersion, " (",
+                                                 engram::kBuild, "; ", engram::kApi, ")"));
   engram::client::ClientOptions options;
   double timeout_s = 30;
   app.add_option("-a,--address", options.address, "engramd host:port")
@@ -390,6 +454,9 @@ int main(int argc, char** argv) {
   backup_restore->add_option("name", name)->required();
   backup_restore->add_option("--id", backup_id, "backup id (default: latest)");
   auto* health = app.add_subcommand("health", "exit 0 when the server is SERVING");
+  auto* version = app.add_subcommand("version", "engramctl's and engramd's versions");
+  auto* doctor = app.add_subcommand(
+      "doctor", "check the address, health, credentials and versions, and say what to fix");
   auto* index_cmd = app.add_subcommand("index", "vector index statistics and rebuilds");
   index_cmd->require_subcommand(1);
   auto* index_stats = index_cmd->add_subcommand(
@@ -701,6 +768,15 @@ int main(int argc, char** argv) {
   } else if (*health) {
     if (absl::Status s = client.CheckHealth(); !s.ok()) return Fail(s);
     std::cout << "{\"status\":\"SERVING\"}\n";
+  } else if (*version) {
+    google::protobuf::Struct line;
+    (*line.mutable_fields())["engramctl"].set_string_value(engram::kVersion);
+    PrintJson(line);
+    auto info = client.ServerInfo();
+    if (!info.ok()) return Fail(info.status());
+    PrintJson(*info);
+  } else if (*doctor) {
+    return Doctor(client, options);
   }
   return 0;
 }

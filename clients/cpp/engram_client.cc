@@ -288,6 +288,10 @@ absl::StatusOr<v1::StatsResponse> Client::Stats() {
   return Call(*admin_, &v1::AdminService::Stub::Stats, v1::StatsRequest());
 }
 
+absl::StatusOr<v1::ServerInfoResponse> Client::ServerInfo() {
+  return Call(*admin_, &v1::AdminService::Stub::ServerInfo, v1::ServerInfoRequest());
+}
+
 absl::Status Client::Compact(const std::function<bool(const v1::CompactProgress&)>& progress) {
   grpc::ClientContext context;  // no deadline: compaction of a large store takes long
   std::unique_ptr<grpc::ClientReader<v1::CompactProgress>> reader =

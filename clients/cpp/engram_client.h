@@ -100,6 +100,8 @@ class Client {
                                                       const std::string& text, bool embed = false);
 
   absl::StatusOr<v1::StatsResponse> Stats();
+  // engramd's version, build, wire contract and features.
+  absl::StatusOr<v1::ServerInfoResponse> ServerInfo();
   // Calls `progress` for each update; returns the final status. Cancel by
   // returning false from `progress`.
   absl::Status Compact(const std::function<bool(const v1::CompactProgress&)>& progress);

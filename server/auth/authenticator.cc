@@ -48,6 +48,7 @@ constexpr NamedRule kRules[] = {
     {"ListBackups", {RpcScope::kServer, Role::kRead}},
     {"RestoreBackup", {RpcScope::kServer, Role::kAdmin}},
     {"VerifyBackup", {RpcScope::kServer, Role::kAdmin}},
+    {"ServerInfo", {RpcScope::kTenantOrOperator, Role::kRead}},
 };
 
 std::string CredentialName(const TokenRecord& token) { return absl::StrCat("token ", token.id); }

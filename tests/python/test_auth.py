@@ -174,6 +174,10 @@ class AuthTest(unittest.TestCase):
             self.assertIn("needs the write role", denied.exception.message)
         with Admin(self.server.address, token=self.a_write) as admin:
             self.assertRaises(PermissionDeniedError, admin.stats)
+        # ServerInfo answers any token, tenant or operator.
+        for token in (self.a_read, self.operator_read):
+            with Admin(self.server.address, token=token) as admin:
+                self.assertTrue(admin.server_info()["auth"])
         with Admin(self.server.address, token=self.a_admin) as admin:
             stats = admin.stats()
             self.assertEqual(sorted(s["name"] for s in stats["spaces"]),

@@ -63,6 +63,16 @@ class PackageInstallTest(EngramdTestCase):
         finally:
             sys.path.pop(0)
         self.assertIn(f"version {__version__}", use.stdout)
+        # ... and engramd's, which its ServerInfo reports too.
+        engramd = subprocess.run([os.environ["ENGRAMD"], "--version"], capture_output=True,
+                                 text=True, check=True)
+        self.assertTrue(engramd.stdout.startswith(f"engramd {__version__} "), engramd.stdout)
+        from engram import Admin
+        with Admin(self.server.address) as admin:
+            info = admin.server_info()
+        self.assertEqual((info["version"], info["api"]), (__version__, "engram.v1"))
+        self.assertIn(info["scan_backend"], ("cpu", "cuda"))
+        self.assertFalse(info["auth"])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,14 @@ class Admin(GrpcClient):
                                          including_default_value_fields=True)
 
     @translate_errors
+    def server_info(self) -> Dict:
+        """engramd's version, build, wire contract ("engram.v1"), embedders,
+        scan backend, and whether auth and TLS are on; any token may ask."""
+        response = self._stub.ServerInfo(admin_pb2.ServerInfoRequest(), timeout=self.timeout)
+        return json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
+
+    @translate_errors
     def compact(self, progress: Optional[Callable[[float, str], None]] = None) -> None:
         """Compacts the whole store; `progress(fraction, stage)` after each step."""
         for update in self._stub.Compact(admin_pb2.CompactRequest()):
