@@ -1,7 +1,6 @@
 // engramctl: Engram's admin and quick-use command line. Talks to engramd
 // through the C++ client library; prints results as JSON (one object per
 // line), errors as "engramctl: CODE: message" on stderr with exit code 1.
-#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -17,6 +16,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "clients/cli/completion.h"
+#include "clients/cli/output.h"
 #include "clients/cpp/engram_client.h"
 #include "common/version.h"
 #include "server/auth/tokens.h"
@@ -66,23 +67,17 @@ std::string ExplainSearch(const v1::SearchResponse& response) {
   return out;
 }
 
-void PrintJson(const google::protobuf::Message& message) {
-  std::string json;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
-  std::cout << json << "\n";
-}
+// Where results go: JSON lines or a table (--output), set up by main.
+engram::cli::Output* g_output = nullptr;
 
-// One line of `doctor`'s report: {"check", "ok", "detail", "fix"}.
+void PrintJson(const google::protobuf::Message& message) { g_output->Add(message); }
+void PrintJson(const nlohmann::ordered_json& row) { g_output->Add(row); }
+
+// One line of `doctor`'s report: check, ok, detail and, when it failed, fix.
 void PrintCheck(const std::string& check, bool ok, const std::string& detail,
                 const std::string& fix = "") {
-  google::protobuf::Struct line;
-  auto& fields = *line.mutable_fields();
-  fields["check"].set_string_value(check);
-  fields["ok"].set_bool_value(ok);
-  fields["detail"].set_string_value(detail);
-  if (!ok && !fix.empty()) fields["fix"].set_string_value(fix);
+  nlohmann::ordered_json line = {{"check", check}, {"ok", ok}, {"detail", detail}};
+  if (!ok && !fix.empty()) line["fix"] = fix;
   PrintJson(line);
 }
 
@@ -131,7 +126,7 @@ int Doctor(engram::client::Client& client, const engram::client::ClientOptions& 
                           engram::kVersion, " (", engram::kApi, ")"),
              "use an engramctl of engramd's release; within engram.v1 calls stay compatible, "
              "but newer fields may be missing");
-  PrintCheck("scans", true, absl::StrCat(info->scan_backend(), ": ", info->scan_backend_reason()));
+  PrintCheck("scans", true, info->scan_backend_reason());
   return same && health.ok() ? 0 : 1;
 }
 
@@ -310,6 +305,10 @@ int RunTokenCommand(const std::string& command, const std::string& path, const s
 int main(int argc, char** argv) {
   CLI::App app{"engramctl: manage and query an engramd server"};
   app.require_subcommand(1);
+  std::string output_format = isatty(STDOUT_FILENO) ? "table" : "json";
+  app.add_option("-o,--output", output_format,
+                 "json (one object per line) or table; default: table on a terminal, else json")
+      ->check(CLI::IsMember({"json", "table"}));
   app.set_version_flag("--version", absl::StrCat("engramctl ", engram::kVersion, " (",
                                                  engram::kBuild, "; ", engram::kApi, ")"));
   engram::client::ClientOptions options;
@@ -514,7 +513,21 @@ int main(int argc, char** argv) {
   auto* token_unmap_cert = token_cmd->add_subcommand("unmap-cert", "remove a certificate mapping");
   token_unmap_cert->add_option("--common-name", common_name)->required();
 
+  auto* completion = app.add_subcommand("completion", "print a shell completion script");
+  std::string shell;
+  completion->add_option("shell", shell, "bash or zsh")
+      ->required()
+      ->check(CLI::IsMember({"bash", "zsh"}));
+
   CLI11_PARSE(app, argc, argv);
+  engram::cli::Output output(output_format == "table" ? engram::cli::OutputFormat::kTable
+                                                      : engram::cli::OutputFormat::kJson);
+  g_output = &output;
+  if (*completion) {
+    std::cout << (shell == "bash" ? engram::cli::BashCompletion(app, "engramctl")
+                                  : engram::cli::ZshCompletion(app, "engramctl"));
+    return 0;
+  }
   if (*token_cmd) {
     return RunTokenCommand(*token_create     ? "create"
                            : *token_list     ? "list"
@@ -556,7 +569,7 @@ int main(int argc, char** argv) {
   } else if (*space_delete) {
     auto deleted = client.DeleteSpace(name);
     if (!deleted.ok()) return Fail(deleted.status());
-    std::cout << "{\"deleted_episodes\":" << *deleted << "}\n";
+    PrintJson(nlohmann::ordered_json{{"deleted_episodes", *deleted}});
   } else if (*put) {
     // Text and no vector: one episode, embedded by the space's embedder.
     const bool text_only = vector.empty() && vector_file.empty() && !text.empty();
@@ -601,9 +614,7 @@ int main(int argc, char** argv) {
       auto page = client.ListAgents(request);
       if (!page.ok()) return Fail(page.status());
       for (const std::string& agent_id : page->agent_ids()) {
-        google::protobuf::Struct line;
-        (*line.mutable_fields())["agent_id"].set_string_value(agent_id);
-        PrintJson(line);
+        PrintJson(nlohmann::ordered_json{{"agent_id", agent_id}});
       }
       request.set_page_token(page->next_page_token());
     } while (!request.page_token().empty());
@@ -654,6 +665,17 @@ int main(int argc, char** argv) {
     if (!response.ok()) return Fail(response.status());
     if (explain) {
       std::cout << ExplainSearch(*response);
+    } else if (g_output->format() == engram::cli::OutputFormat::kTable) {
+      for (const v1::SearchHit& hit : response->hits()) {  // a row per hit
+        const v1::Episode& e = hit.episode();
+        PrintJson(nlohmann::ordered_json{{"score", hit.score()},
+                                         {"id", e.id()},
+                                         {"agent_id", e.agent_id()},
+                                         {"key", e.key()},
+                                         {"kind", e.kind()},
+                                         {"text", e.text()}});
+      }
+      std::cerr << "route " << response->route() << ", " << response->hits_size() << " hits\n";
     } else {
       PrintJson(*response);
     }
@@ -682,7 +704,7 @@ int main(int argc, char** argv) {
     }
     auto deleted = client.DeleteEpisodes(request);
     if (!deleted.ok()) return Fail(deleted.status());
-    std::cout << "{\"deleted\":" << *deleted << "}\n";
+    PrintJson(nlohmann::ordered_json{{"deleted", *deleted}});
   } else if (*stats) {
     auto response = client.Stats();
     if (!response.ok()) return Fail(response.status());
@@ -747,7 +769,7 @@ int main(int argc, char** argv) {
   } else if (*checkpoint) {
     auto path = client.Checkpoint(name);
     if (!path.ok()) return Fail(path.status());
-    std::cout << "{\"path\":\"" << *path << "\"}\n";
+    PrintJson(nlohmann::ordered_json{{"path", *path}});
   } else if (*backup_create) {
     auto info = client.Backup();
     if (!info.ok()) return Fail(info.status());
@@ -764,17 +786,20 @@ int main(int argc, char** argv) {
   } else if (*backup_restore) {
     auto path = client.RestoreBackup(backup_id, name);
     if (!path.ok()) return Fail(path.status());
-    std::cout << "{\"path\":\"" << *path << "\"}\n";
+    PrintJson(nlohmann::ordered_json{{"path", *path}});
   } else if (*health) {
     if (absl::Status s = client.CheckHealth(); !s.ok()) return Fail(s);
-    std::cout << "{\"status\":\"SERVING\"}\n";
+    PrintJson(nlohmann::ordered_json{{"status", "SERVING"}});
   } else if (*version) {
-    google::protobuf::Struct line;
-    (*line.mutable_fields())["engramctl"].set_string_value(engram::kVersion);
-    PrintJson(line);
     auto info = client.ServerInfo();
+    nlohmann::ordered_json line = {{"engramctl", engram::kVersion}, {"build", engram::kBuild}};
+    if (info.ok()) {
+      line["engramd"] = info->version();
+      line["engramd_build"] = info->build();
+      line["api"] = info->api();
+    }
+    PrintJson(line);
     if (!info.ok()) return Fail(info.status());
-    PrintJson(*info);
   } else if (*doctor) {
     return Doctor(client, options);
   }
