@@ -15,7 +15,7 @@ from engram.v1 import admin_pb2, kvcache_pb2, memory_pb2
 KINDS = ["PutEpisodes", "Search", "ListEpisodes", "UpdateEpisode", "DeleteEpisodes",
          "GetHistory", "GetEpisode", "AnalyzeText", "CreateSpace", "GetSpace", "MatchPrefix",
          "ListCaches", "DeleteCache", "ExportCache", "ImportCache", "Stats", "Checkpoint",
-         "SaveCache", "LoadCache"]
+         "ListAgents", "ServerInfo", "SaveCache", "LoadCache"]
 
 MODEL = kvcache_pb2.KvModel(model_id="m", n_layers=1, n_kv_heads=1, head_dim=64,
                             dtype=kvcache_pb2.KV_DTYPE_FLOAT16)
@@ -75,6 +75,24 @@ def seeds():
     yield "ImportCache", kvcache_pb2.ImportCacheRequest(path="b.safetensors", agent_id="x")
     yield "Stats", admin_pb2.StatsRequest()
     yield "Checkpoint", admin_pb2.CheckpointRequest(name="c1")
+    # Episodes named by their callers' keys.
+    keyed = memory_pb2.Episode(agent_id="alice", key="profile", text="likes tea",
+                               embedding=[0, 1, 0, 0, 2, 0, 0, 1])
+    yield "PutEpisodes", memory_pb2.PutEpisodesRequest(
+        space="s", episodes=[memory_pb2.EpisodeWrite(episode=keyed),
+                             memory_pb2.EpisodeWrite(request_id="r2", episode=episode)])
+    key = memory_pb2.EpisodeKey(agent_id="alice", key="profile")
+    yield "GetEpisode", memory_pb2.GetEpisodeRequest(space="s", key=key)
+    yield "GetHistory", memory_pb2.GetHistoryRequest(space="s", key=key, page_size=1)
+    yield "UpdateEpisode", memory_pb2.UpdateEpisodeRequest(
+        space="s", key=key, update_mask=["importance"],
+        episode=memory_pb2.Episode(importance=0.5, key="profile"))
+    yield "DeleteEpisodes", memory_pb2.DeleteEpisodesRequest(
+        space="s", keys=memory_pb2.DeleteEpisodesRequest.Keys(agent_id="alice",
+                                                              keys=["profile", "other"]))
+    yield "ListAgents", memory_pb2.ListAgentsRequest(space="s", page_size=1)
+    yield "ListAgents", memory_pb2.ListAgentsRequest(space="c", page_token="AAAA")
+    yield "ServerInfo", admin_pb2.ServerInfoRequest()
     yield "LoadCache", kvcache_pb2.LoadCacheRequest(agent_id="alice", model_id="m", token_start=1)
 
 

@@ -50,7 +50,8 @@ constexpr const char* kCalls[] = {
     "/engram.v1.KVCacheService/MatchPrefix",   "/engram.v1.KVCacheService/ListCaches",
     "/engram.v1.KVCacheService/DeleteCache",   "/engram.v1.KVCacheService/ExportCache",
     "/engram.v1.KVCacheService/ImportCache",   "/engram.v1.AdminService/Stats",
-    "/engram.v1.AdminService/Checkpoint",
+    "/engram.v1.AdminService/Checkpoint",      "/engram.v1.MemoryService/ListAgents",
+    "/engram.v1.AdminService/ServerInfo",
 };
 constexpr size_t kUnaryCalls = sizeof(kCalls) / sizeof(kCalls[0]);
 // Byte 0 values past the unary calls.

@@ -208,10 +208,15 @@ TEST_F(EngineTest, PartitionsOfRemovedVectorsAreCompacted) {
   expect_agreement();
 
   // 60 more: 180 of 580 rows, past a quarter: compacted to the 400 live.
+  // A slow machine's indexer may drain the updates in several batches and
+  // compact before the last ones land, which then stay removed: fewer than
+  // before (removed rows only grow without a compaction) and below the
+  // trigger.
   update_some(60);
   stats = partition_stats();
   EXPECT_EQ(stats.vectors, 400u);
-  EXPECT_EQ(stats.deleted, 0u);
+  EXPECT_LT(stats.deleted, 120u) << "no compaction";
+  EXPECT_LT(stats.deleted * 4, stats.vectors + stats.deleted);
   EXPECT_TRUE(stats.has_graph);
   expect_agreement();
 

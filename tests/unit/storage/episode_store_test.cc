@@ -594,7 +594,9 @@ TEST_F(EpisodeStoreTest, TenantsAreDisjoint) {
 
 TEST_F(EpisodeStoreTest, BackupRestoreAndCheckpointProduceOpenableCopies) {
   CreateSpace();
-  uint64_t id = Put({Write("a", {1, 0, 0}, "kept")})[0];
+  EpisodeWrite keyed = Write("a", {1, 0, 0}, "kept");
+  keyed.episode.key = "the-key";
+  uint64_t id = Put({keyed})[0];
   std::string backups = dir_.Sub("backups");
   auto backup = store_->CreateBackup(backups);
   ASSERT_TRUE(backup.ok()) << backup.status();
@@ -612,6 +614,13 @@ TEST_F(EpisodeStoreTest, BackupRestoreAndCheckpointProduceOpenableCopies) {
     auto episode = (*opened)->GetEpisode(kTenant, "notes", id);
     ASSERT_TRUE(episode.ok()) << copy;
     EXPECT_EQ(episode->text, "kept");
+    // The key index travels with the records: the copy still upserts by key.
+    auto by_key = (*opened)->ResolveKey(kTenant, "notes", "a", "the-key");
+    ASSERT_TRUE(by_key.ok()) << copy << ": " << by_key.status();
+    EXPECT_EQ(*by_key, id);
+    auto replaced = (*opened)->PutEpisodes(kTenant, "notes", {keyed});
+    ASSERT_TRUE(replaced.ok());
+    EXPECT_TRUE((*replaced)[0].replaced) << copy;
   }
 
   // A corrupted backup file fails verification.
