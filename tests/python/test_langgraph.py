@@ -224,15 +224,20 @@ class LangGraphStoreContractTest(EngramdTestCase):
         self.assertEqual([item.key for item in store.search(("t",))], ["forever"])
         self.assertEqual(memory.get(key="forever", agent="t").expires_at_us, 0)
 
-        store.put(("t",), "long", {"v": 3}, ttl=10)
+        # Reads push the expiry forward once half the TTL has passed, and
+        # not before (each push is a new version).
+        store.put(("t",), "long", {"v": 3}, ttl=0.05)  # 3 s
         first = memory.get(key="long", agent="t").expires_at_us
-        time.sleep(0.05)
+        store.get(("t",), "long")
+        self.assertEqual(memory.get(key="long", agent="t").expires_at_us, first, "too early")
+        time.sleep(1.6)
         store.get(("t",), "long", refresh_ttl=False)
         self.assertEqual(memory.get(key="long", agent="t").expires_at_us, first)
-        store.get(("t",), "long")
+        store.search(("t",))
         refreshed = memory.get(key="long", agent="t").expires_at_us
         self.assertGreater(refreshed, first)
-        self.assertAlmostEqual(refreshed / 1e6, time.time() + 600, delta=5)
+        self.assertAlmostEqual(refreshed / 1e6, time.time() + 3, delta=0.5)
+        self.assertEqual(len(memory.history(key="long", agent="t")), 2)
 
     def test_async_twins_give_the_same_answers(self):
         store = self.store("lg_async", index={"dims": DIMS, "embed": embed})

@@ -21,7 +21,9 @@ How items map onto episodes (one space, "langgraph" by default):
   with newlines and embedded once; LangGraph's own stores keep one vector
   per path); index=False stores the item unsearchable by query;
 - ttl (minutes) -> the episode's expiry, pushed forward on reads when
-  refresh_ttl asks for it.
+  refresh_ttl asks for it and half the TTL has passed (each push is an
+  update, a new version: pushing on every read would grow the history
+  with every get).
 
 Search with `query`: by vector when the store has an index config (scores
 are cosine similarities: vectors are normalised and the space uses inner
@@ -367,17 +369,18 @@ class EngramStore:
         return SearchItem(namespace, episode.key, value, created, updated, score)
 
     def _refresh(self, episodes: List[Episode], refresh: Optional[bool]):
-        """Pushes the expiry of items with a TTL forward (a write each)."""
+        """Pushes the expiry of items with a TTL forward, once half of it
+        has passed (a write each)."""
         if refresh is None:
             refresh = (self.ttl_config or {}).get("refresh_on_read", True)
         if not refresh:
             return
+        now_us = time.time() * 1e6
         for episode in episodes:
             minutes = episode.metadata.get(_TTL)
-            if minutes:
-                expires = int(time.time() * 1e6 + minutes * 60e6)
+            if minutes and episode.expires_at_us - now_us < minutes * 30e6:
                 yield "rpc", self._memory._update(episode.id, "", None, 0,
-                                                  {"expires_at_us": expires})
+                                                  {"expires_at_us": int(now_us + minutes * 60e6)})
 
     def _get(self, op):
         yield from self._ensure_space()
