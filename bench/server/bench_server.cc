@@ -1,10 +1,11 @@
 // bench_server: load generator for engramd over loopback gRPC.
 //
-// Measures batched PutEpisodes with durable acknowledgement and exact Search
-// at several concurrencies, using gRPC's callback client API: `concurrency`
-// calls are kept in flight, each completion starts the next call. By default
-// it starts its own engramd (--engramd) on a temporary data dir; --address
-// targets a running one instead.
+// Measures batched PutEpisodes with durable acknowledgement ("put": new
+// episodes; "put_keyed": writes by caller key that replace existing episodes,
+// the upsert path) and Search at several concurrencies, using gRPC's callback client API:
+// `concurrency` calls are kept in flight, each completion starts the next call. By default it
+// starts its own engramd (--engramd) on a temporary data dir; --address targets a running one
+// instead.
 //
 // Output: a human table on stderr; with --json one JSON object per line per
 // measurement on stdout (operation, concurrency, batch, ops_per_s,
@@ -34,18 +35,34 @@ std::vector<float> RandomVector(std::mt19937& rng, int dimension) {
   return v;
 }
 
+// `key_prefix` non-empty: every episode carries a key unique within the
+// batch (key_prefix + position), so resending the batch replaces them.
 v1::PutEpisodesRequest MakeBatch(std::mt19937& rng, const std::string& space, int batch,
-                                 int dimension, int agents) {
+                                 int dimension, int agents, const std::string& key_prefix = "") {
   v1::PutEpisodesRequest request;
   request.set_space(space);
   for (int i = 0; i < batch; ++i) {
     v1::Episode* e = request.add_episodes()->mutable_episode();
     e->set_agent_id(absl::StrCat("agent-", rng() % agents));
+    if (!key_prefix.empty()) e->set_key(absl::StrCat(key_prefix, i));
     e->set_text("benchmark episode with a sentence of ordinary length for an agent memory");
     std::vector<float> v = RandomVector(rng, dimension);
     e->mutable_embedding()->Add(v.begin(), v.end());
   }
   return request;
+}
+
+// Waits until engramd's indexer has caught up with every acknowledged write
+// (Stats: index_health.queued is 0), so that one measurement's backlog does
+// not slow or refuse the next one's writes. False after `timeout`.
+bool WaitForIndex(client::Client& c, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    absl::StatusOr<v1::StatsResponse> stats = c.Stats();
+    if (stats.ok() && stats->index_health().queued() == 0) return true;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  return false;
 }
 
 }  // namespace
@@ -97,24 +114,44 @@ int main(int argc, char** argv) {
   absl::Duration duration = absl::Seconds(duration_s);
 
   // Batched durable writes. Requests are prebuilt so the client measures the
-  // server, not its own vector generation.
+  // server, not its own vector generation. The keyed requests are written
+  // once before they are timed, so every timed write replaces an episode.
   for (int batch : batches) {
-    std::vector<v1::PutEpisodesRequest> requests;
-    for (int i = 0; i < 64; ++i)
-      requests.push_back(MakeBatch(rng, put_space, batch, dimension, agents));
-    for (int concurrency : put_concurrency) {
-      std::atomic<uint64_t> next{0};
-      results.push_back(RunClosedLoop("put", concurrency, batch, duration, [&](auto done) {
-        auto* context = new grpc::ClientContext();
-        auto* response = new v1::PutEpisodesResponse();
-        const auto& request = requests[next++ % requests.size()];
-        c.memory().async()->PutEpisodes(context, &request, response,
-                                        [context, response, done](grpc::Status status) {
-                                          delete response;
-                                          delete context;
-                                          done(status.ok());
-                                        });
-      }));
+    for (const bool keyed : {false, true}) {
+      if (!WaitForIndex(c, absl::Minutes(5))) {
+        std::cerr << "bench_server: the index did not catch up within 5 minutes\n";
+        return 1;
+      }
+      std::vector<v1::PutEpisodesRequest> requests;
+      for (int i = 0; i < 64; ++i) {
+        requests.push_back(MakeBatch(rng, put_space, batch, dimension, agents,
+                                     keyed ? absl::StrCat("b", batch, "-", i, "-") : ""));
+        if (keyed) {
+          if (auto written = c.PutEpisodes(requests.back()); !written.ok()) {
+            std::cerr << "bench_server: " << written.status() << "\n";
+            return 1;
+          }
+        }
+      }
+      for (int concurrency : put_concurrency) {
+        if (!WaitForIndex(c, absl::Minutes(5))) {
+          std::cerr << "bench_server: the index did not catch up within 5 minutes\n";
+          return 1;
+        }
+        std::atomic<uint64_t> next{0};
+        results.push_back(RunClosedLoop(
+            keyed ? "put_keyed" : "put", concurrency, batch, duration, [&](auto done) {
+              auto* context = new grpc::ClientContext();
+              auto* response = new v1::PutEpisodesResponse();
+              const auto& request = requests[next++ % requests.size()];
+              c.memory().async()->PutEpisodes(context, &request, response,
+                                              [context, response, done](grpc::Status status) {
+                                                delete response;
+                                                delete context;
+                                                done(status.ok());
+                                              });
+            }));
+      }
     }
   }
 
@@ -167,19 +204,20 @@ int main(int argc, char** argv) {
     std::cerr << absl::StrFormat("%-13s %11d %6d %12.0f %14.0f %9.2f %9.2f %7d\n", m.operation,
                                  m.concurrency, m.batch, ops, ops * m.batch, p50, p99, m.errors);
     if (json) {
-      nlohmann::json line = {{"operation", m.operation},
-                             {"concurrency", m.concurrency},
-                             {"batch", m.batch},
-                             {"ops_per_s", ops},
-                             {"episodes_per_s", ops * m.batch},
-                             {"p50_ms", p50},
-                             {"p99_ms", p99},
-                             {"calls", m.calls},
-                             {"errors", m.errors},
-                             {"seconds", m.seconds},
-                             {"dimension", dimension},
-                             {"sync_writes", sync_writes},
-                             {"search_episodes", m.operation == "put" ? 0 : search_episodes}};
+      nlohmann::json line = {
+          {"operation", m.operation},
+          {"concurrency", m.concurrency},
+          {"batch", m.batch},
+          {"ops_per_s", ops},
+          {"episodes_per_s", ops * m.batch},
+          {"p50_ms", p50},
+          {"p99_ms", p99},
+          {"calls", m.calls},
+          {"errors", m.errors},
+          {"seconds", m.seconds},
+          {"dimension", dimension},
+          {"sync_writes", sync_writes},
+          {"search_episodes", m.operation.starts_with("put") ? 0 : search_episodes}};
       std::cout << line.dump() << "\n";
     }
   }
