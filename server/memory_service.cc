@@ -143,12 +143,6 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         absl::StatusOr<std::vector<UpdatableField>> fields =
             UpdateMaskFromProto(request->update_mask());
         if (!fields.ok()) return fields.status();
-        absl::StatusOr<uint64_t> id =
-            NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
-                         request->has_key(), request->key());
-        if (!id.ok()) return id.status();
-        EpisodeUpdate update{*id, request->expected_version(), *std::move(episode),
-                             *std::move(fields)};
         const uint64_t request_bytes = request->ByteSizeLong();
         if (absl::Status admitted =
                 runner_->limits()->AdmitEpisodes(call.tenant(), 0, request_bytes);
@@ -157,6 +151,13 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
         }
         absl::StatusOr<WriteBudget::Lease> lease = runner_->write_budget()->Acquire(request_bytes);
         if (!lease.ok()) return lease.status();
+        // Resolved once admitted, so a refused update reads nothing.
+        absl::StatusOr<uint64_t> id =
+            NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
+                         request->has_key(), request->key());
+        if (!id.ok()) return id.status();
+        EpisodeUpdate update{*id, request->expected_version(), *std::move(episode),
+                             *std::move(fields)};
         absl::StatusOr<Episode> updated =
             engine_->UpdateEpisode(call.tenant(), request->space(), update, call.deadline);
         if (!updated.ok()) return updated.status();
