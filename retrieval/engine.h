@@ -119,6 +119,11 @@ class Engine {
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
                                           const DeleteTarget& target);
 
+  // The embedders spaces may name here, sorted.
+  std::vector<std::string> EmbedderNames() const {
+    return embedders_ ? embedders_->Names() : std::vector<std::string>();
+  }
+
   // Reads straight from the store. ResolveKey: the id of the episode an
   // agent stored under a caller-chosen key (EpisodeStore::ResolveKey).
   absl::StatusOr<uint64_t> ResolveKey(const std::string& tenant, const std::string& space,
@@ -248,12 +253,6 @@ class Engine {
   storage::EpisodeStore* const store_;
   const uint32_t max_k_;
   const embed::Embedders* const embedders_;
-
- public:
-  // The embedders spaces may name here, sorted.
-  std::vector<std::string> EmbedderNames() const {
-    return embedders_ ? embedders_->Names() : std::vector<std::string>();
-  }
   const GateModel gate_model_;
   const uint64_t deliberate_below_;
   ScoreProfiles score_profiles_;

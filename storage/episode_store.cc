@@ -108,6 +108,16 @@ std::string EpisodeLockKey(const std::string& tenant, const std::string& space, 
   return "e" + IdIndexKey(tenant, space, id);
 }
 
+// A request's page size: 0 means kDefaultPageSize; past kMaxPageSize is
+// INVALID_ARGUMENT.
+absl::StatusOr<uint32_t> PageSize(uint32_t requested) {
+  if (requested > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", requested, " exceeds the maximum of ", kMaxPageSize));
+  }
+  return requested == 0 ? kDefaultPageSize : requested;
+}
+
 absl::Status CheckIdLength(absl::string_view field, const std::string& value, size_t limit) {
   if (value.size() > limit) {
     return absl::InvalidArgumentError(
@@ -393,6 +403,11 @@ uint64_t EpisodeStore::EpisodeCount(const std::string& tenant, const std::string
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kCounters], SpaceKey(tenant, space), &value);
   return s.ok() ? DecodeFixed64(value) : 0;
+}
+
+absl::Status EpisodeStore::CheckSpace(const std::string& tenant, const std::string& space) {
+  absl::ReaderMutexLock lock(&space_mutex_);
+  return FindSpace(tenant, space).status();
 }
 
 absl::StatusOr<SpaceInfo> EpisodeStore::FindSpace(const std::string& tenant,
@@ -741,12 +756,7 @@ absl::StatusOr<uint64_t> EpisodeStore::ResolveKey(const std::string& tenant,
                                                   const std::string& space,
                                                   const std::string& agent_id,
                                                   const std::string& key) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   if (agent_id.empty() || key.empty()) {
     return absl::InvalidArgumentError("a key lookup needs both agent_id and key");
   }
@@ -782,12 +792,7 @@ absl::StatusOr<Episode> EpisodeStore::ReadCurrent(const std::string& tenant,
 
 absl::StatusOr<Episode> EpisodeStore::GetEpisode(const std::string& tenant,
                                                  const std::string& space, uint64_t id) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   absl::StatusOr<Episode> episode = ReadCurrent(tenant, space, id);
   if (episode.ok() && episode->expires_at_us != 0 && episode->expires_at_us <= NowMicros()) {
     return absl::NotFoundError(
@@ -798,12 +803,7 @@ absl::StatusOr<Episode> EpisodeStore::GetEpisode(const std::string& tenant,
 
 absl::StatusOr<std::vector<std::optional<Episode>>> EpisodeStore::GetEpisodes(
     const std::string& tenant, const std::string& space, std::span<const EpisodeRef> refs) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   std::vector<std::string> keys;
   keys.reserve(refs.size());
   for (const EpisodeRef& ref : refs)
@@ -829,12 +829,7 @@ absl::StatusOr<std::vector<std::optional<Episode>>> EpisodeStore::GetEpisodes(
 absl::StatusOr<std::vector<std::vector<EpisodeRef>>> EpisodeStore::SessionNeighbors(
     const std::string& tenant, const std::string& space, std::span<const Episode* const> seeds,
     uint32_t per_side) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   absl::flat_hash_set<uint64_t> seed_ids;
   for (const Episode* seed : seeds) seed_ids.insert(seed->id);
   std::vector<std::vector<EpisodeRef>> neighbors(seeds.size());
@@ -926,17 +921,10 @@ absl::StatusOr<HistoryPage> EpisodeStore::GetHistory(const std::string& tenant,
                                                      const std::string& space, uint64_t id,
                                                      uint32_t page_size,
                                                      const std::string& page_token) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
-  if (page_size > kMaxPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
-  }
-  if (page_size == 0) page_size = kDefaultPageSize;
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
+  absl::StatusOr<uint32_t> page_limit = PageSize(page_size);
+  if (!page_limit.ok()) return page_limit.status();
+  page_size = *page_limit;
   const std::string prefix = IdIndexKey(tenant, space, id);
   std::string start_after;
   if (!page_token.empty()) {
@@ -1130,11 +1118,9 @@ absl::StatusOr<EpisodePage> EpisodeStore::ListEpisodes(const std::string& tenant
                                                        const EpisodeFilter& filter,
                                                        uint32_t page_size,
                                                        const std::string& page_token) {
-  if (page_size > kMaxPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
-  }
-  if (page_size == 0) page_size = kDefaultPageSize;
+  absl::StatusOr<uint32_t> page_limit = PageSize(page_size);
+  if (!page_limit.ok()) return page_limit.status();
+  page_size = *page_limit;
   std::string resume_after;
   if (!page_token.empty()) {
     std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
@@ -1165,17 +1151,10 @@ absl::StatusOr<EpisodeStore::AgentPage> EpisodeStore::ListAgents(const std::stri
                                                                  const std::string& space,
                                                                  uint32_t page_size,
                                                                  const std::string& page_token) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
-  if (page_size > kMaxPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", page_size, " exceeds the maximum of ", kMaxPageSize));
-  }
-  if (page_size == 0) page_size = kDefaultPageSize;
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
+  absl::StatusOr<uint32_t> page_limit = PageSize(page_size);
+  if (!page_limit.ok()) return page_limit.status();
+  page_size = *page_limit;
   const std::string prefix = SpaceKey(tenant, space);
   std::string start = prefix;
   if (!page_token.empty()) {
@@ -1217,12 +1196,7 @@ absl::Status EpisodeStore::ForEachEpisode(const std::string& tenant, const std::
 absl::StatusOr<LexicalResult> EpisodeStore::SearchText(const std::string& tenant,
                                                        const std::string& space,
                                                        const LexicalQuery& query) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   return lexical_.Search(SpaceKey(tenant, space), query);
 }
 
@@ -1241,12 +1215,7 @@ absl::StatusOr<std::shared_ptr<const text::Tokenizer>> EpisodeStore::SpaceTokeni
 absl::Status EpisodeStore::ForEachEpisodeVersion(
     const std::string& tenant, const std::string& space,
     const std::function<void(uint64_t id, uint64_t version)>& visit) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   const std::string prefix = SpaceKey(tenant, space);
   const std::string end = PrefixSuccessor(prefix);
   rocksdb::Slice upper(end);
@@ -1266,12 +1235,7 @@ absl::Status EpisodeStore::ScanEpisodes(
     const std::string& tenant, const std::string& space, const EpisodeFilter& filter,
     const std::string& start_after, absl::Time deadline,
     const std::function<bool(std::string_view, Episode&&)>& visit) {
-  {
-    absl::ReaderMutexLock lock(&space_mutex_);
-    if (absl::StatusOr<SpaceInfo> found = FindSpace(tenant, space); !found.ok()) {
-      return found.status();
-    }
-  }
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
   if (absl::Status valid = ValidateFilter(filter, options_.limits); !valid.ok()) return valid;
   std::string prefix = filter.agent_id.empty() ? SpaceKey(tenant, space)
                                                : AgentPrefix(tenant, space, filter.agent_id);

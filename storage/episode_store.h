@@ -301,6 +301,9 @@ class EpisodeStore {
       const std::string& stem_language);
   absl::StatusOr<SpaceInfo> FindSpace(const std::string& tenant, const std::string& name)
       ABSL_SHARED_LOCKS_REQUIRED(space_mutex_);
+  // OK when the space exists, else FindSpace's NOT_FOUND.
+  absl::Status CheckSpace(const std::string& tenant, const std::string& space)
+      ABSL_LOCKS_EXCLUDED(space_mutex_);
   absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
                                       uint64_t id);
   absl::Status ValidateEpisode(const SpaceInfo& space, const Episode& episode) const;

@@ -168,6 +168,12 @@ class LangGraphStoreContractTest(EngramdTestCase):
         found = store.search((), query="tea", filter={"i": {"$gte": 4}}, limit=10)
         self.assertTrue(found)
         self.assertTrue(all(item.value["i"] >= 4 for item in found))
+        # A filter that keeps two items, and one that keeps none, against exact.
+        q = embed(["tea"])[0]
+        few = store.search((), query="tea", filter={"i": {"$gte": 6}}, limit=10)
+        self.assertEqual([item.key for item in few],
+                         sorted(["m6", "m7"], key=lambda k: -cosine(q, vectors[k])))
+        self.assertEqual(store.search((), query="tea", filter={"i": {"$gt": 99}}), [])
         self.assertEqual(len(store.search((), query="tea", limit=3, offset=2)), 3)
 
     def test_query_without_an_index_is_text_search(self):

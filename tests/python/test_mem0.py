@@ -56,7 +56,8 @@ class Mem0VectorStoreContractTest(EngramdTestCase):
         self.assertIsNone(store.get("no-such-id"))
 
         query = rng.normal(size=DIMS).tolist()
-        for filters in [None, {"user_id": "u1"}, {"n": {"gte": 10}, "user_id": "u0"}]:
+        for filters in [None, {"user_id": "u1"}, {"n": {"gte": 10}, "user_id": "u0"},
+                        {"user_id": "nobody"}]:
             def keep(i, filters=filters):
                 if not filters:
                     return True

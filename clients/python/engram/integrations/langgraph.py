@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from engram.errors import AlreadyExistsError, NotFoundError
+from engram.integrations._filters import is_scalar, predicates
 from engram.memory import Episode, Memory
 
 __all__ = ["EngramStore", "GetOp", "InvalidNamespaceError", "Item", "ListNamespacesOp",
@@ -139,8 +140,6 @@ class InvalidNamespaceError(ValueError):
 
 
 _NOT_PROVIDED = object()
-_FILTER_OPERATORS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<",
-                     "$lte": "<="}
 _FIELD = "v."  # metadata of a value's top-level scalar field
 _LABEL = "ns."  # metadata of a namespace label: ns.0, ns.1, ...
 _INDEXED = "lg.indexed"  # False: stored without a vector (index=False)
@@ -163,12 +162,6 @@ def _validate_namespace(namespace: Tuple[str, ...]) -> None:
                 f"Invalid namespace label {label!r} in {namespace}: labels cannot contain '.'")
     if namespace[0] == "langgraph":
         raise InvalidNamespaceError(f'Root label for namespace cannot be "langgraph": {namespace}')
-
-
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, (str, bool, int))
 
 
 def _path_texts(value: Any, path: str) -> List[str]:
@@ -406,7 +399,7 @@ class EngramStore:
         text = json.dumps(value, sort_keys=True)
         metadata: Dict[str, Any] = {f"{_LABEL}{i}": label for i, label in enumerate(op.namespace)}
         for field, field_value in value.items():
-            if _is_scalar(field_value) and not (isinstance(field_value, str) and
+            if is_scalar(field_value) and not (isinstance(field_value, str) and
                                                 len(field_value) > _MAX_FIELD_STRING):
                 metadata[_FIELD + field] = field_value
         index = getattr(op, "index", None)
@@ -431,18 +424,8 @@ class EngramStore:
         return None
 
     def _where(self, prefix: Tuple[str, ...], filter: Optional[Dict[str, Any]]):
-        where = [(f"{_LABEL}{i}", "==", label) for i, label in enumerate(prefix)]
-        for field, condition in (filter or {}).items():
-            conditions = condition.items() if isinstance(condition, dict) else [("$eq", condition)]
-            for operator, operand in conditions:
-                if operator not in _FILTER_OPERATORS:
-                    raise ValueError(f"filter operator {operator!r} on {field!r} is not one of "
-                                     f"{sorted(_FILTER_OPERATORS)}")
-                if not _is_scalar(operand):
-                    raise ValueError(f"filter on {field!r} compares with {operand!r}; only "
-                                     "strings, numbers and booleans are filterable")
-                where.append((_FIELD + field, _FILTER_OPERATORS[operator], operand))
-        return where
+        return [(f"{_LABEL}{i}", "==", label) for i, label in enumerate(prefix)] + \
+            predicates(filter, _FIELD)
 
     def _search(self, op):
         yield from self._ensure_space()

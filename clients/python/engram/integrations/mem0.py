@@ -16,13 +16,14 @@ kept as JSON and returned as they were, but cannot be filtered on.
 """
 
 import hashlib
+import itertools
 import json
-import math
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import uuid
 
 from engram.errors import AlreadyExistsError, NotFoundError
+from engram.integrations._filters import is_scalar, predicates
 from engram.memory import Episode, Memory as _EngramMemory
 
 __all__ = ["EngramVectorStore", "Memory", "OutputData"]
@@ -32,7 +33,6 @@ _JSON = "j."  # metadata of any other payload value, as JSON
 _STORE_AGENT = "mem0"  # the one agent a vector store's entries live under
 _METRICS = {"cosine": "cosine", "euclid": "l2", "euclidean": "l2", "l2": "l2", "dot": "ip",
             "ip": "ip", "inner_product": "ip"}
-_FILTER_OPERATORS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _PAGE = 500
 
 
@@ -55,18 +55,12 @@ class OutputData:
         return f"OutputData(id={self.id!r}, score={self.score!r}, payload={self.payload!r})"
 
 
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, (str, bool, int))
-
-
 def _payload_metadata(payload: Dict[str, Any]) -> Dict[str, Any]:
     metadata = {}
     for name, value in payload.items():
         if value is None:
             continue
-        if _is_scalar(value):
+        if is_scalar(value):
             metadata[_SCALAR + name] = value
         else:
             metadata[_JSON + name] = json.dumps(value, sort_keys=True)
@@ -85,19 +79,7 @@ def _payload(episode: Episode) -> Dict[str, Any]:
 
 def _where(filters: Optional[Dict[str, Any]]) -> List[Tuple[str, str, Any]]:
     """Mem0 filters: {"field": value} or {"field": {"gte": 1, ...}}, ANDed."""
-    where = []
-    for name, condition in (filters or {}).items():
-        conditions = condition.items() if isinstance(condition, dict) else [("eq", condition)]
-        for operator, operand in conditions:
-            operator = operator.lstrip("$")
-            if operator not in _FILTER_OPERATORS:
-                raise ValueError(f"filter operator {operator!r} on {name!r} is not one of "
-                                 f"{sorted(_FILTER_OPERATORS)}")
-            if not _is_scalar(operand):
-                raise ValueError(f"filter on {name!r} compares with {operand!r}; only strings, "
-                                 "numbers and booleans are filterable")
-            where.append((_SCALAR + name, _FILTER_OPERATORS[operator], operand))
-    return where
+    return predicates(filters, _SCALAR)
 
 
 def _iso(micros: int) -> str:
@@ -412,9 +394,9 @@ class Memory:
         scopes, _ = self._scopes(None, {"user_id": user_id, "agent_id": agent_id,
                                         "run_id": run_id})
         agent, where = self._query(scopes, {})
-        while True:
-            ids = [episode.id for episode in
-                   self._memory.list(agent=agent, where=where, page_size=_PAGE)][:_PAGE]
+        while True:  # a page at a time: list() fetches lazily
+            ids = [episode.id for episode in itertools.islice(
+                self._memory.list(agent=agent, where=where, page_size=_PAGE), _PAGE)]
             if not ids:
                 break
             self._memory.delete(ids)
