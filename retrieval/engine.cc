@@ -253,6 +253,22 @@ absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& te
   return results;
 }
 
+absl::StatusOr<ImportResult> Engine::ImportEpisodes(const std::string& tenant,
+                                                    const std::string& space_name,
+                                                    std::vector<ImportedEpisode> episodes,
+                                                    absl::Time deadline) {
+  if (absl::Status admitted = AdmitToIndex(tenant, space_name, deadline); !admitted.ok()) {
+    return admitted;
+  }
+  std::vector<Episode> written;
+  absl::StatusOr<ImportResult> result =
+      store_->ImportEpisodes(tenant, space_name, std::move(episodes), &written);
+  if (!result.ok() || written.empty()) return result;
+  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
+  if (space.ok()) index_.Upsert(tenant, *space, written);  // else deleted meanwhile
+  return result;
+}
+
 absl::StatusOr<Episode> Engine::UpdateEpisode(const std::string& tenant,
                                               const std::string& space_name,
                                               const EpisodeUpdate& request, absl::Time deadline) {

@@ -118,6 +118,11 @@ class Engine {
                                         absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<uint64_t> DeleteEpisodes(const std::string& tenant, const std::string& space,
                                           const DeleteTarget& target);
+  // Episodes moved from another shard (EpisodeStore::ImportEpisodes), then
+  // indexed like puts; admitted to the index like a put.
+  absl::StatusOr<ImportResult> ImportEpisodes(const std::string& tenant, const std::string& space,
+                                              std::vector<ImportedEpisode> episodes,
+                                              absl::Time deadline = absl::InfiniteFuture());
 
   // The embedders spaces may name here, sorted.
   std::vector<std::string> EmbedderNames() const {

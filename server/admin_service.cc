@@ -305,7 +305,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ServerInfo(grpc::CallbackServerConte
                                                        const v1::ServerInfoRequest*,
                                                        v1::ServerInfoResponse* response) {
   return runner_->Unary(context, "ServerInfo", CallClass::kLookup,
-                        [=, this](const Call&) -> absl::Status {
+                        [=, this](const Call& call) -> absl::Status {
                           response->set_version(kVersion);
                           response->set_build(kBuild);
                           response->set_api(kApi);
@@ -318,6 +318,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ServerInfo(grpc::CallbackServerConte
                           response->set_auth(!config_.auth.tokens_file.empty());
                           response->set_tls(!config_.tls.cert_file.empty());
                           response->set_started_at_us(absl::ToUnixMicros(started_));
+                          response->set_tenant(call.tenant());
+                          response->set_shard_index(config_.shard.index);
+                          response->set_shard_count(config_.shard.count);
                           return absl::OkStatus();
                         });
 }

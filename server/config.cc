@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/sharding.h"
 #include "index/vector_partition.h"
 #include "yaml-cpp/yaml.h"
 
@@ -291,6 +292,13 @@ const std::vector<Option>& Options() {
     options.push_back(MakeOption<uint32_t>("tenant_limits.burst",
                                            "calls a tenant may make at once; 0: one second's worth",
                                            ENGRAM_FIELD(tenant_limits.burst)));
+    options.push_back(MakeOption<uint32_t>(
+        "shard.index",
+        "this shard's index, 0..count-1, fixed for its data dir (--shard-index; docs/sharding.md)",
+        ENGRAM_FIELD(shard.index)));
+    options.push_back(MakeOption<uint32_t>(
+        "shard.count", "shards in the deployment; 1: not sharded (writes of any agent accepted)",
+        ENGRAM_FIELD(shard.count), 1));
     options.push_back(MakeOption<int>(
         "tls.reload_interval_s", "seconds between re-reads of the TLS files (renewals apply live)",
         ENGRAM_FIELD(tls.reload_interval_s), 1));
@@ -391,6 +399,15 @@ absl::Status ValidateConfig(const ServerConfig& config) {
         " configured: anyone reaching the port could read and write every tenant's data, or "
         "read tokens off the wire. Configure both, listen on loopback, or accept the risk with "
         "insecure: true (--insecure)"));
+  }
+  if (config.shard.count > sharding::kMaxShards) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard.count is ", config.shard.count, "; at most ", sharding::kMaxShards));
+  }
+  if (config.shard.index >= config.shard.count) {
+    return absl::InvalidArgumentError(absl::StrCat("shard.index is ", config.shard.index,
+                                                   "; shard.count is ", config.shard.count,
+                                                   ", so the index must be below it"));
   }
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), config.log_level) == std::end(kLevels)) {

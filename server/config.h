@@ -97,6 +97,19 @@ struct TenantLimitsConfig {
   uint32_t burst = 0;
 };
 
+// This engramd's place among shards (common/sharding.h, docs/sharding.md).
+// Agents are placed on shards by rendezvous hashing of (tenant, agent);
+// a shard refuses writes for agents it does not own.
+struct ShardConfig {
+  // This shard's index, 0..count-1; fixed for its data dir (recorded there on
+  // first start). In a StatefulSet, the pod's ordinal (--shard-index).
+  // Default: 0.
+  uint32_t index = 0;
+  // Shards in the deployment; 1: not sharded, every agent is this one's.
+  // Default: 1.
+  uint32_t count = 1;
+};
+
 struct ServerConfig {
   // host:port gRPC listens on; port 0 picks a free port (see port_file).
   // Default: 127.0.0.1:50051 (loopback only).
@@ -168,6 +181,7 @@ struct ServerConfig {
   AuthConfig auth;
   TlsConfig tls;
   TenantLimitsConfig tenant_limits;
+  ShardConfig shard;
 };
 
 // Parses YAML over the defaults. Unknown keys and ill-typed or out-of-range

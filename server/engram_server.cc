@@ -39,8 +39,10 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       ListenerCredentials(config.tls);
   if (!credentials.ok()) return credentials.status();
+  storage::StoreOptions store_options = config.store;
+  store_options.shard_index = config.shard.index;
   absl::StatusOr<std::unique_ptr<storage::EpisodeStore>> store =
-      storage::EpisodeStore::Open(config.store);
+      storage::EpisodeStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
   const storage::EpisodeStore::TextIndexReport text = server->store_->text_index_report();
@@ -156,8 +158,8 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
                        server->write_pool_.get(), server->admin_pool_.get()},
       server->metrics_.get(), server->authenticator_.get(), server->limits_.get(),
       config.max_inflight_write_mb << 20);
-  server->memory_service_ =
-      std::make_unique<MemoryServiceImpl>(server->engine_.get(), server->runner_.get());
+  server->memory_service_ = std::make_unique<MemoryServiceImpl>(
+      server->engine_.get(), server->runner_.get(), config.shard);
   server->admin_service_ =
       std::make_unique<AdminServiceImpl>(server->engine_.get(), server->runner_.get(), config);
   server->kv_service_ =

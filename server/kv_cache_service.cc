@@ -95,6 +95,10 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
     if (request_.has_header()) {
       if (save_ != nullptr) return absl::InvalidArgumentError("a second header in one save");
       const v1::SaveCacheHeader& header = request_.header();
+      if (absl::Status owned = service_->placement().CheckOwner(caller_.tenant, header.agent_id());
+          !owned.ok()) {
+        return owned;
+      }
       absl::StatusOr<ModelSpec> model = service_->ModelFromProto(header.model());
       if (!model.ok()) return model.status();
       bool quantized = header.encoding() != v1::KV_ENCODING_FLOAT;
@@ -604,6 +608,18 @@ grpc::ServerUnaryReactor* KvCacheServiceImpl::ImportCache(grpc::CallbackServerCo
         absl::StatusOr<std::string> path =
             kvcache::ConfinedPath(ExportRoot(call.tenant()), request->path());
         if (!path.ok()) return path.status();
+        if (placement_.count() > 1) {
+          // The file names its agent; checking it here would mean reading
+          // the file twice, so a sharded import names the agent itself.
+          if (request->agent_id().empty()) {
+            return absl::InvalidArgumentError(
+                "on a sharded engramd, ImportCache needs agent_id (the owner is checked by it)");
+          }
+          if (absl::Status owned = placement_.CheckOwner(call.tenant(), request->agent_id());
+              !owned.ok()) {
+            return owned;
+          }
+        }
         auto imported = kvcache::ImportCache(store_, call.tenant(), *path, request->agent_id());
         if (!imported.ok()) return InClientTerms(imported.status(), *path, request->path());
         CacheInfoToProto(*imported, response->mutable_cache());

@@ -7,6 +7,7 @@
 #include "engram/v1/kvcache.grpc.pb.h"
 #include "server/config.h"
 #include "server/rpc_runner.h"
+#include "server/shard_placement.h"
 #include "storage/kvcache/kv_cache_store.h"
 
 namespace engram::server {
@@ -18,7 +19,8 @@ class KvCacheServiceImpl final : public v1::KVCacheService::CallbackService {
         runner_(runner),
         export_dir_(config.kv.export_dir),
         per_tenant_exports_(!config.auth.tokens_file.empty()),
-        max_message_bytes_(static_cast<size_t>(config.max_message_bytes)) {}
+        max_message_bytes_(static_cast<size_t>(config.max_message_bytes)),
+        placement_(config.shard) {}
 
   grpc::ServerReadReactor<v1::SaveCacheRequest>* SaveCache(
       grpc::CallbackServerContext* context, v1::SaveCacheResponse* response) override;
@@ -49,6 +51,7 @@ class KvCacheServiceImpl final : public v1::KVCacheService::CallbackService {
 
   kvcache::KvCacheStore* store() { return store_; }
   RpcRunner* runner() { return runner_; }
+  const ShardPlacement& placement() const { return placement_; }
 
  private:
   kvcache::KvCacheStore* store_;
@@ -61,6 +64,7 @@ class KvCacheServiceImpl final : public v1::KVCacheService::CallbackService {
   const std::string export_dir_;
   const bool per_tenant_exports_;
   const size_t max_message_bytes_;
+  const ShardPlacement placement_;
 };
 
 }  // namespace engram::server

@@ -90,6 +90,11 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::PutEpisodes(grpc::CallbackServerCon
             return absl::InvalidArgumentError(
                 absl::StrCat("episodes[", i, "]: ", episode.status().message()));
           }
+          if (absl::Status owned = placement_.CheckOwner(call.tenant(), episode->agent_id);
+              !owned.ok()) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("episodes[", i, "]: ", owned.message()));
+          }
           writes.push_back({request->episodes(i).request_id(), *std::move(episode)});
         }
         const uint64_t request_bytes = request->ByteSizeLong();
@@ -156,6 +161,20 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
             NamedEpisode(*engine_, call.tenant(), request->space(), request->id(),
                          request->has_key(), request->key());
         if (!id.ok()) return id.status();
+        if (placement_.count() > 1) {
+          // An agent is fixed for an episode's life, so reading it before the
+          // update cannot race with one that changes it.
+          std::string agent = request->key().agent_id();
+          if (!request->has_key()) {
+            absl::StatusOr<Episode> current =
+                engine_->GetEpisode(call.tenant(), request->space(), *id);
+            if (!current.ok()) return current.status();
+            agent = current->agent_id;
+          }
+          if (absl::Status owned = placement_.CheckOwner(call.tenant(), agent); !owned.ok()) {
+            return owned;
+          }
+        }
         EpisodeUpdate update{*id, request->expected_version(), *std::move(episode),
                              *std::move(fields)};
         absl::StatusOr<Episode> updated =
@@ -253,6 +272,52 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::ListAgents(grpc::CallbackServerCont
         if (!page.ok()) return page.status();
         for (std::string& agent : page->agent_ids) response->add_agent_ids(std::move(agent));
         response->set_next_page_token(page->next_page_token);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* MemoryServiceImpl::ImportEpisodes(
+    grpc::CallbackServerContext* context, const v1::ImportEpisodesRequest* request,
+    v1::ImportEpisodesResponse* response) {
+  return runner_->Unary(
+      context, "ImportEpisodes", CallClass::kWrite, [=, this](const Call& call) -> absl::Status {
+        std::vector<ImportedEpisode> episodes;
+        episodes.reserve(request->episodes_size());
+        for (int i = 0; i < request->episodes_size(); ++i) {
+          const v1::ImportedEpisode& imported = request->episodes(i);
+          const std::string where = absl::StrCat("episodes[", i, "]: ");
+          absl::StatusOr<Episode> current = EpisodeFromProto(imported.episode());
+          if (!current.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat(where, current.status().message()));
+          }
+          if (absl::Status owned = placement_.CheckOwner(call.tenant(), current->agent_id);
+              !owned.ok()) {
+            return absl::FailedPreconditionError(absl::StrCat(where, owned.message()));
+          }
+          ImportedEpisode episode{*std::move(current), {}};
+          for (int v = 0; v < imported.history_size(); ++v) {
+            absl::StatusOr<Episode> old = EpisodeFromProto(imported.history(v));
+            if (!old.ok()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(where, "history[", v, "]: ", old.status().message()));
+            }
+            episode.history.push_back(*std::move(old));
+          }
+          episodes.push_back(std::move(episode));
+        }
+        const uint64_t request_bytes = request->ByteSizeLong();
+        if (absl::Status admitted =
+                runner_->limits()->AdmitEpisodes(call.tenant(), episodes.size(), request_bytes);
+            !admitted.ok()) {
+          return admitted;
+        }
+        absl::StatusOr<WriteBudget::Lease> lease = runner_->write_budget()->Acquire(request_bytes);
+        if (!lease.ok()) return lease.status();
+        absl::StatusOr<ImportResult> result = engine_->ImportEpisodes(
+            call.tenant(), request->space(), std::move(episodes), call.deadline);
+        if (!result.ok()) return result.status();
+        response->set_imported(result->imported);
+        response->set_already_present(result->already_present);
         return absl::OkStatus();
       });
 }

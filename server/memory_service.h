@@ -7,13 +7,14 @@
 #include "retrieval/engine.h"
 #include "server/config.h"
 #include "server/rpc_runner.h"
+#include "server/shard_placement.h"
 
 namespace engram::server {
 
 class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
  public:
-  MemoryServiceImpl(retrieval::Engine* engine, RpcRunner* runner)
-      : engine_(engine), runner_(runner) {}
+  MemoryServiceImpl(retrieval::Engine* engine, RpcRunner* runner, const ShardConfig& shard)
+      : engine_(engine), runner_(runner), placement_(shard) {}
 
   grpc::ServerUnaryReactor* CreateSpace(grpc::CallbackServerContext* context,
                                         const v1::CreateSpaceRequest* request,
@@ -48,6 +49,9 @@ class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
                                        const v1::ListAgentsRequest* request,
                                        v1::ListAgentsResponse* response) override;
+  grpc::ServerUnaryReactor* ImportEpisodes(grpc::CallbackServerContext* context,
+                                           const v1::ImportEpisodesRequest* request,
+                                           v1::ImportEpisodesResponse* response) override;
   grpc::ServerUnaryReactor* AnalyzeText(grpc::CallbackServerContext* context,
                                         const v1::AnalyzeTextRequest* request,
                                         v1::AnalyzeTextResponse* response) override;
@@ -58,6 +62,7 @@ class MemoryServiceImpl final : public v1::MemoryService::CallbackService {
  private:
   retrieval::Engine* engine_;
   RpcRunner* runner_;
+  const ShardPlacement placement_;
 };
 
 }  // namespace engram::server

@@ -86,6 +86,20 @@ struct PutResult {
   bool replaced = false;
 };
 
+// An episode as another store held it (moving an agent between shards):
+// its current version and its older versions, oldest first, all with the
+// id, version, key and timestamps they were given there.
+struct ImportedEpisode {
+  Episode current;
+  std::vector<Episode> history;
+};
+
+struct ImportResult {
+  uint64_t imported = 0;
+  // Held already at the same or a later version: left as they are.
+  uint64_t already_present = 0;
+};
+
 // Where an episode lives: its agent is part of the record's key, so a reader
 // that knows it (the index does) reads the record with one lookup.
 struct EpisodeRef {

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/sharding.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -50,6 +51,7 @@ constexpr const char* kCfNames[kNumCfs] = {"default",   "spaces",   "episodes", 
 // Episodes re-tokenized per WriteBatch when a space's postings are rebuilt.
 constexpr size_t kTextRebuildBatch = 512;
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
+constexpr char kShardIndexKey[] = "shard_index";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
 
@@ -275,11 +277,45 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
       new EpisodeStore(options, std::move(disk_guard), db, std::move(handles)));
   if (absl::Status loaded = store->LoadSpaces(); !loaded.ok()) return loaded;
   if (absl::Status rebuilt = store->RebuildStaleTextIndexes(); !rebuilt.ok()) return rebuilt;
-  std::string high_water;
-  s = db->Get(rocksdb::ReadOptions(), store->handles_[kDefault], kIdHighWaterKey, &high_water);
-  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the episode id high-water mark");
-  if (s.ok()) store->next_episode_id_ = DecodeFixed64(high_water) + 1;
+  if (absl::Status claimed = store->ClaimShard(); !claimed.ok()) return claimed;
   return store;
+}
+
+absl::Status EpisodeStore::ClaimShard() {
+  const uint32_t index = options_.shard_index;
+  if (index >= sharding::kMaxShards) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard index ", index, " is past the last one, ", sharding::kMaxShards - 1));
+  }
+  std::string high_water, recorded;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kDefault], kIdHighWaterKey, &high_water);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the episode id high-water mark");
+  const bool assigned_before = s.ok();
+  s = db_->Get(rocksdb::ReadOptions(), handles_[kDefault], kShardIndexKey, &recorded);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the shard index");
+  // A database from before sharding records no index; the ids it assigned
+  // say whose it is.
+  std::optional<uint32_t> owner;
+  if (s.ok()) {
+    owner = static_cast<uint32_t>(DecodeFixed64(recorded));
+  } else if (assigned_before) {
+    owner = sharding::ShardOfId(DecodeFixed64(high_water));
+  }
+  if (owner.has_value() && *owner != index) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data dir '", options_.data_dir, "' holds shard ", *owner,
+        "'s data; this engramd is configured as shard ", index,
+        " (shard.index or --shard-index). Each shard keeps its own data dir: mount shard ", *owner,
+        "'s volume only into shard ", *owner));
+  }
+  if (!s.ok()) {
+    rocksdb::WriteBatch batch;
+    batch.Put(handles_[kDefault], kShardIndexKey, EncodeFixed64(index));
+    if (absl::Status committed = Commit(&batch); !committed.ok()) return committed;
+  }
+  next_episode_id_ = assigned_before ? DecodeFixed64(high_water) + 1 : sharding::FirstId(index);
+  return absl::OkStatus();
 }
 
 EpisodeStore::EpisodeStore(StoreOptions options, std::unique_ptr<DiskGuard> disk_guard,
@@ -717,6 +753,11 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
       results[i] = {e.id, false, true};
     } else {
       e.id = next_episode_id_.fetch_add(1);
+      if (e.id >= sharding::EndId(options_.shard_index)) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("shard ", options_.shard_index, " has assigned all of its ",
+                         sharding::kSerialsPerShard - 1, " episode ids (common/sharding.h)"));
+      }
       e.version = 1;
       e.created_at_us = e.updated_at_us = now_us;
       batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
@@ -750,6 +791,129 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
     }
   }
   return results;
+}
+
+absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& tenant,
+                                                          const std::string& space_name,
+                                                          std::vector<ImportedEpisode> episodes,
+                                                          std::vector<Episode>* written) {
+  absl::ReaderMutexLock space_lock(&space_mutex_);
+  absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
+  if (!space.ok()) return space.status();
+  if (episodes.empty()) return absl::InvalidArgumentError("the import has no episodes");
+  if (episodes.size() > options_.limits.max_batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat("the import has ", episodes.size(),
+                                                   " episodes; the limit is ",
+                                                   options_.limits.max_batch_size));
+  }
+  // Ids of this shard's range above the high-water mark were never
+  // assigned: importing one would collide with a future put.
+  const uint64_t next_id = next_episode_id_.load();
+  absl::flat_hash_set<uint64_t> ids;
+  std::vector<std::string> key_locks, episode_locks;
+  for (size_t i = 0; i < episodes.size(); ++i) {
+    const Episode& e = episodes[i].current;
+    const std::string where = absl::StrCat("episodes[", i, "] (id ", e.id, "): ");
+    if (e.id == 0 || e.version == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "an imported episode keeps its id and version; both must be set"));
+    }
+    if (sharding::ShardOfId(e.id) == options_.shard_index && e.id >= next_id) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the id is in this shard's range but was never assigned here (next is ", next_id,
+          ")"));
+    }
+    if (!ids.insert(e.id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(where, "the id repeats in the import"));
+    }
+    if (absl::Status valid = ValidateEpisode(*space, e); !valid.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, valid.message()));
+    }
+    uint64_t previous = 0;
+    for (const Episode& old : episodes[i].history) {
+      if (old.id != e.id || old.agent_id != e.agent_id || old.key != e.key ||
+          old.version <= previous || old.version >= e.version) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where,
+            "its history must hold older versions of the same episode (id, agent and key), "
+            "oldest first; version ",
+            old.version, " does not fit"));
+      }
+      if (absl::Status valid = ValidateEpisode(*space, old); !valid.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "history version ", old.version, ": ", valid.message()));
+      }
+      previous = old.version;
+    }
+    episode_locks.push_back(EpisodeLockKey(tenant, space_name, e.id));
+    if (!e.key.empty()) {
+      key_locks.push_back("k" + CallerKeyKey(tenant, space_name, e.agent_id, e.key));
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
+      TokenizerFor(space->text.stem_language);
+  if (!tokenizer.ok()) return tokenizer.status();
+  // PutEpisodes' lock order: caller keys, then episodes.
+  KeyLockTable::Guard key_guard = key_locks_.Lock(std::move(key_locks));
+  KeyLockTable::Guard episode_guard = key_locks_.Lock(std::move(episode_locks));
+
+  ImportResult result;
+  rocksdb::WriteBatch batch;
+  LexicalBatch lexical(lexical_, batch, SpaceKey(tenant, space_name), **tokenizer);
+  std::vector<size_t> imported;
+  uint64_t new_count = 0;
+  for (size_t i = 0; i < episodes.size(); ++i) {
+    const Episode& e = episodes[i].current;
+    absl::StatusOr<Episode> held = ReadCurrent(tenant, space_name, e.id);
+    if (!held.ok() && !absl::IsNotFound(held.status())) return held.status();
+    if (held.ok()) {
+      if (held->agent_id != e.agent_id) {
+        return absl::AlreadyExistsError(absl::StrCat("episode ", e.id, " exists here for agent '",
+                                                     held->agent_id, "', not '", e.agent_id, "'"));
+      }
+      if (held->version >= e.version) {
+        ++result.already_present;
+        continue;
+      }
+      lexical.Remove(*held);
+    } else {
+      if (!e.key.empty()) {
+        std::string holder;
+        rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kKeys],
+                                     CallerKeyKey(tenant, space_name, e.agent_id, e.key), &holder);
+        if (s.ok()) {
+          return absl::AlreadyExistsError(absl::StrCat("agent '", e.agent_id, "''s key '", e.key,
+                                                       "' names episode ", DecodeFixed64(holder),
+                                                       " here, not the imported ", e.id));
+        }
+        if (!s.IsNotFound()) return FromRocks(s, "reading the key index");
+        batch.Put(handles_[kKeys], CallerKeyKey(tenant, space_name, e.agent_id, e.key),
+                  EncodeFixed64(e.id));
+      }
+      batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
+      ++new_count;
+    }
+    for (const Episode& old : episodes[i].history) {
+      batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
+                EncodeEpisode(old));
+    }
+    batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
+              EncodeEpisode(e));
+    batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, e.id), EncodeFixed64(e.version));
+    lexical.Add(e);
+    imported.push_back(i);
+  }
+  result.imported = imported.size();
+  if (imported.empty()) return result;
+  lexical.Finish();
+  if (new_count > 0) {
+    batch.Merge(handles_[kCounters], SpaceKey(tenant, space_name), EncodeFixed64(new_count));
+  }
+  if (absl::Status s = Commit(&batch); !s.ok()) return s;
+  if (written != nullptr) {
+    for (size_t i : imported) written->push_back(std::move(episodes[i].current));
+  }
+  return result;
 }
 
 absl::StatusOr<uint64_t> EpisodeStore::ResolveKey(const std::string& tenant,

@@ -91,6 +91,11 @@ struct StoreOptions {
   // and deletes always have room; made again once there is room. 0: none.
   // Default: 64.
   size_t disk_reserve_mb = 64;
+  // The shard this store is (common/sharding.h): it assigns episode ids from
+  // that shard's range, records the index in the database on first open,
+  // and refuses to open a data dir recorded as another shard's (a volume
+  // mounted into the wrong pod). Default: 0 (also the unsharded case).
+  uint32_t shard_index = 0;
   StoreLimits limits;
 };
 
@@ -152,6 +157,19 @@ class EpisodeStore {
                                                      const std::string& space,
                                                      std::vector<EpisodeWrite> writes,
                                                      std::vector<Episode>* written = nullptr);
+
+  // Stores episodes exported from another store with their ids, versions,
+  // keys, timestamps and history, all-or-nothing (an agent moving between
+  // shards). An episode held here already at the same or a later version is
+  // left alone (already_present), so an interrupted import can be re-run.
+  // ALREADY_EXISTS when an id here belongs to another agent or the agent's
+  // key names another episode here; INVALID_ARGUMENT for an episode the
+  // space would not accept, a history out of order or of another episode,
+  // or an id of this shard's range that it never assigned. `written`
+  // receives the current versions written, for the indexes.
+  absl::StatusOr<ImportResult> ImportEpisodes(const std::string& tenant, const std::string& space,
+                                              std::vector<ImportedEpisode> episodes,
+                                              std::vector<Episode>* written = nullptr);
 
   // The id of the episode an agent stored under `key`: NOT_FOUND when there
   // is none (or the space is unknown), INVALID_ARGUMENT for an empty agent
@@ -292,6 +310,9 @@ class EpisodeStore {
   EpisodeStore(StoreOptions options, std::unique_ptr<DiskGuard> disk_guard, rocksdb::DB* db,
                std::vector<rocksdb::ColumnFamilyHandle*> handles);
   absl::Status LoadSpaces();
+  // Records options_.shard_index in a new database, refuses one recorded as
+  // (or holding the ids of) another shard, and sets the next id.
+  absl::Status ClaimShard();
   // Rebuilds the postings of every space whose recorded tokenizer version is
   // not the current one (or is absent). Runs inside Open, before any writer.
   absl::Status RebuildStaleTextIndexes();

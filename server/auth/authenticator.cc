@@ -28,6 +28,7 @@ constexpr NamedRule kRules[] = {
     {"DeleteEpisodes", {RpcScope::kTenant, Role::kWrite}},
     {"ListEpisodes", {RpcScope::kTenant, Role::kRead}},
     {"ListAgents", {RpcScope::kTenant, Role::kRead}},
+    {"ImportEpisodes", {RpcScope::kTenant, Role::kAdmin}},
     {"Search", {RpcScope::kTenant, Role::kRead}},
     {"AnalyzeText", {RpcScope::kTenant, Role::kRead}},
     // KVCacheService

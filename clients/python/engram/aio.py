@@ -20,7 +20,8 @@ import grpc.aio
 
 from engram._client import channel_settings
 from engram.errors import UnavailableError, from_rpc_error
-from engram.memory import Episode, EpisodeId, SearchResults, Space, _MemoryOperations
+from engram.memory import (Episode, EpisodeId, SearchResults, Space, _MemoryOperations,
+                           agent_metadata)
 from engram.v1 import memory_pb2_grpc
 
 __all__ = ["Memory"]
@@ -42,7 +43,7 @@ class Memory(_MemoryOperations):
         else:
             self._channel = grpc.aio.insecure_channel(address, options=options)
         # Sent with every call (engramd accepts tokens over loopback plaintext).
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = memory_pb2_grpc.MemoryServiceStub(self._channel)
 
     async def close(self):
@@ -73,7 +74,8 @@ class Memory(_MemoryOperations):
                     continue
                 try:
                     response = await getattr(self._stub, name)(
-                        argument, timeout=self.timeout, metadata=self._metadata)
+                        argument, timeout=self.timeout,
+                        metadata=self._metadata + agent_metadata(argument))
                 except grpc.RpcError as error:
                     step = operation.throw(error)
                 else:

@@ -22,6 +22,7 @@ import numpy as np
 
 from engram._client import GrpcClient
 from engram.errors import InvalidArgumentError, translate_errors
+from engram.memory import agent_header
 from engram.v1 import kvcache_pb2, kvcache_pb2_grpc
 
 BLOCK_TOKENS = 256
@@ -114,7 +115,8 @@ class KVCache(GrpcClient):
             for block in block_messages:
                 yield kvcache_pb2.SaveCacheRequest(block=block)
 
-        return self._stub.SaveCache(messages(), timeout=self.timeout)
+        return self._stub.SaveCache(messages(), timeout=self.timeout,
+                                    metadata=agent_header(agent))
 
     def save(self, agent: str, token_ids: Sequence[int], keys: Sequence[np.ndarray],
              values: Sequence[np.ndarray]):
@@ -171,7 +173,8 @@ class KVCache(GrpcClient):
             agent_id=agent, model_id=self.model.model_id, expect_model=self.model.to_proto(),
             encoding=encoding, token_start=start, token_end=end,
             output_dtype=_DTYPES[output_dtype] if output_dtype else 0)
-        return self._stub.LoadCache(request, timeout=self.timeout)
+        return self._stub.LoadCache(request, timeout=self.timeout,
+                                    metadata=agent_header(agent))
 
     @translate_errors
     def load(self, agent: str, start: int = 0, end: int = 0,
@@ -226,7 +229,8 @@ class KVCache(GrpcClient):
         request = kvcache_pb2.MatchPrefixRequest(agent_id=agent, model=self.model.to_proto(),
                                                  token_ids=[int(t) for t in token_ids],
                                                  any_agent=any_agent)
-        response = self._stub.MatchPrefix(request, timeout=self.timeout)
+        response = self._stub.MatchPrefix(request, timeout=self.timeout,
+                                          metadata=agent_header(agent))
         return response.agent_tokens, response.shared_tokens
 
     @translate_errors
@@ -250,7 +254,8 @@ class KVCache(GrpcClient):
         """Deletes the agent's cache of this model (or all its caches); returns the count."""
         request = kvcache_pb2.DeleteCacheRequest(
             agent_id=agent, model_id="" if all_models else self.model.model_id)
-        return self._stub.DeleteCache(request, timeout=self.timeout).caches
+        return self._stub.DeleteCache(request, timeout=self.timeout,
+                                      metadata=agent_header(agent)).caches
 
     @translate_errors
     def stats(self):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+import urllib.parse
 import uuid
 from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Union
 
@@ -231,6 +232,52 @@ def _episode_from_proto(e) -> Episode:
         event_time_us=e.event_time_us, expires_at_us=e.expires_at_us,
         importance=e.importance, links=list(e.links), version=e.version,
         created_at_us=e.created_at_us, updated_at_us=e.updated_at_us, key=e.key)
+
+
+# The request header naming the one agent a call is about, so that a proxy
+# in front of sharded engramds can route by agent (docs/sharding.md). Its
+# value is the agent id's UTF-8 bytes percent-encoded: header values must be
+# printable ASCII and agent ids may hold any bytes.
+AGENT_HEADER = "x-engram-agent"
+
+
+def agent_of(request) -> str:
+    """The one agent `request` is about, or "" (several, or none)."""
+    if isinstance(request, memory_pb2.PutEpisodesRequest):
+        agents = {w.episode.agent_id for w in request.episodes}
+        return agents.pop() if len(agents) == 1 else ""
+    if isinstance(request, (memory_pb2.GetEpisodeRequest, memory_pb2.UpdateEpisodeRequest,
+                            memory_pb2.GetHistoryRequest)):
+        return request.key.agent_id if request.HasField("key") else ""
+    if isinstance(request, memory_pb2.DeleteEpisodesRequest):
+        target = request.WhichOneof("target")
+        if target == "agent_id":
+            return request.agent_id
+        if target in ("session", "keys"):
+            return getattr(request, target).agent_id
+        return ""
+    if isinstance(request, (memory_pb2.SearchRequest, memory_pb2.ListEpisodesRequest)):
+        return request.filter.agent_id
+    if isinstance(request, memory_pb2.ImportEpisodesRequest):
+        agents = {e.episode.agent_id for e in request.episodes}
+        return agents.pop() if len(agents) == 1 else ""
+    return ""
+
+
+_AGENT_HEADER_MAX = 1024
+
+
+def agent_header(agent: str) -> tuple:
+    """((AGENT_HEADER, encoded agent),) for a call about `agent`; () for ""
+    and for ids too long to be valid (engramd refuses those with a clear
+    message, which an oversized header would replace with gRPC's own)."""
+    encoded = urllib.parse.quote(agent.encode("utf-8"), safe="") if agent else ""
+    return ((AGENT_HEADER, encoded),) if 0 < len(encoded) <= _AGENT_HEADER_MAX else ()
+
+
+def agent_metadata(request) -> tuple:
+    """agent_header of the one agent `request` is about, else ()."""
+    return agent_header(agent_of(request))
 
 
 class _MemoryOperations:
@@ -515,7 +562,8 @@ class Memory(_MemoryOperations, GrpcClient):
                     step = operation.send(None)
                     continue
                 try:
-                    response = getattr(self._stub, name)(argument, timeout=self.timeout)
+                    response = getattr(self._stub, name)(
+                        argument, timeout=self.timeout, metadata=agent_metadata(argument))
                 except grpc.RpcError as error:
                     step = operation.throw(error)
                 else:

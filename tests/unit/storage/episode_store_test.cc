@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/sharding.h"
 #include "tests/util/temp_dir.h"
 
 namespace engram::storage {
@@ -555,6 +556,178 @@ TEST_F(EpisodeStoreTest, ReopenKeepsDataAndNeverReusesIds) {
   EXPECT_TRUE(store_->GetEpisode(kTenant, "notes", first[0]).ok());
   uint64_t next = Put({Write("a", {1, 1, 0})})[0];
   EXPECT_GT(next, first[1]);
+}
+
+std::unique_ptr<EpisodeStore> OpenShard(const std::string& dir, uint32_t shard_index) {
+  StoreOptions options;
+  options.data_dir = dir;
+  options.shard_index = shard_index;
+  auto opened = EpisodeStore::Open(options);
+  EXPECT_TRUE(opened.ok()) << opened.status();
+  return opened.ok() ? *std::move(opened) : nullptr;
+}
+
+TEST_F(EpisodeStoreTest, AShardAssignsIdsFromItsRangeAndKeepsItsDataDir) {
+  store_.reset();
+  const std::string dir = dir_.Sub("shard3");
+  std::unique_ptr<EpisodeStore> shard = OpenShard(dir, 3);
+  ASSERT_NE(shard, nullptr);
+  ASSERT_TRUE(shard->CreateSpace(kTenant, SpaceInfo{"notes", 3, Metric::kCosine}).ok());
+  auto put = shard->PutEpisodes(kTenant, "notes", {Write("a", {1, 0, 0}), Write("b", {0, 1, 0})});
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ((*put)[0].id, sharding::FirstId(3));
+  EXPECT_EQ(sharding::ShardOfId((*put)[1].id), 3u);
+  shard.reset();
+  // Mounted into another shard's pod, the data dir is refused by name.
+  StoreOptions wrong;
+  wrong.data_dir = dir;
+  wrong.shard_index = 1;
+  auto refused = EpisodeStore::Open(wrong);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("holds shard 3's data"), std::string::npos)
+      << refused.status();
+  // Its own index reopens it and carries on after the last id.
+  shard = OpenShard(dir, 3);
+  ASSERT_NE(shard, nullptr);
+  put = shard->PutEpisodes(kTenant, "notes", {Write("a", {1, 1, 0})});
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ((*put)[0].id, sharding::FirstId(3) + 2);
+  shard.reset();
+  // A database from before sharding is shard 0's by its ids.
+  Reopen();
+  CreateSpace();
+  Put({Write("a", {1, 0, 0})});
+  store_.reset();
+  wrong.data_dir = dir_.Sub("db");
+  EXPECT_EQ(EpisodeStore::Open(wrong).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// What an agent move reads from the source: each episode's current version
+// and its older versions, oldest first.
+std::vector<ImportedEpisode> ExportAgent(EpisodeStore& store, const std::string& agent) {
+  EpisodeFilter filter;
+  filter.agent_id = agent;
+  std::vector<ImportedEpisode> exported;
+  auto page = store.ListEpisodes(kTenant, "notes", filter, 1000, "");
+  EXPECT_TRUE(page.ok()) << page.status();
+  for (Episode& episode : page->episodes) {
+    auto versions = store.GetHistory(kTenant, "notes", episode.id, 1000);
+    EXPECT_TRUE(versions.ok()) << versions.status();
+    versions->versions.pop_back();  // the current one
+    exported.push_back({std::move(episode), std::move(versions->versions)});
+  }
+  return exported;
+}
+
+TEST_F(EpisodeStoreTest, ImportKeepsIdsVersionsKeysAndHistoryAndCanBeRerun) {
+  CreateSpace();
+  EpisodeWrite keyed = Write("mover", {1, 2, 3}, "first words");
+  keyed.episode.key = "profile";
+  const uint64_t id = Put({keyed})[0];
+  keyed.episode.text = "second words";
+  Put({keyed});  // an upsert: version 2
+  EpisodeUpdate update;
+  update.id = id;
+  update.values.text = "third words zebra";
+  update.fields = {UpdatableField::kText};
+  ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  const uint64_t plain = Put({Write("mover", {0, 0, 1}, "plain zebra", "", "s1")})[0];
+  Put({Write("stays", {1, 0, 0}, "zebra")});
+
+  std::unique_ptr<EpisodeStore> target = OpenShard(dir_.Sub("target"), 1);
+  ASSERT_NE(target, nullptr);
+  ASSERT_TRUE(target->CreateSpace(kTenant, SpaceInfo{"notes", 3, Metric::kCosine}).ok());
+  std::vector<ImportedEpisode> exported = ExportAgent(*store_, "mover");
+  ASSERT_EQ(exported.size(), 2u);
+  std::vector<Episode> written;
+  auto imported = target->ImportEpisodes(kTenant, "notes", exported, &written);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->imported, 2u);
+  EXPECT_EQ(written.size(), 2u);
+  EXPECT_EQ(target->GetSpace(kTenant, "notes")->episode_count, 2u);
+  for (uint64_t moved : {id, plain}) {
+    auto before = store_->GetHistory(kTenant, "notes", moved, 1000);
+    auto after = target->GetHistory(kTenant, "notes", moved, 1000);
+    ASSERT_TRUE(after.ok()) << after.status();
+    ASSERT_EQ(after->versions.size(), before->versions.size());
+    for (size_t v = 0; v < before->versions.size(); ++v) {
+      EXPECT_EQ(after->versions[v].version, before->versions[v].version);
+      EXPECT_EQ(after->versions[v].text, before->versions[v].text);
+      EXPECT_EQ(after->versions[v].created_at_us, before->versions[v].created_at_us);
+      EXPECT_EQ(after->versions[v].updated_at_us, before->versions[v].updated_at_us);
+    }
+  }
+  EXPECT_EQ(*target->ResolveKey(kTenant, "notes", "mover", "profile"), id);
+  EXPECT_EQ(TextMatches(*target, "zebra"), (std::set<uint64_t>{id, plain}));
+  EXPECT_TRUE(TextMatches(*target, "first").empty());
+
+  // A re-run (an interrupted move) changes nothing.
+  imported = target->ImportEpisodes(kTenant, "notes", exported);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->imported, 0u);
+  EXPECT_EQ(imported->already_present, 2u);
+  EXPECT_EQ(target->GetSpace(kTenant, "notes")->episode_count, 2u);
+
+  // Writes there go on from the imported state: the key upserts the moved
+  // episode, new episodes take ids of the target's range.
+  keyed.episode.text = "fourth";
+  auto upsert = target->PutEpisodes(kTenant, "notes", {keyed, Write("mover", {1, 1, 1})});
+  ASSERT_TRUE(upsert.ok()) << upsert.status();
+  EXPECT_EQ((*upsert)[0].id, id);
+  EXPECT_TRUE((*upsert)[0].replaced);
+  EXPECT_EQ(target->GetEpisode(kTenant, "notes", id)->version, 4u);
+  EXPECT_EQ((*upsert)[1].id, sharding::FirstId(1));
+}
+
+TEST_F(EpisodeStoreTest, ImportRefusesWhatWouldCollideAndWritesNothing) {
+  CreateSpace();
+  EpisodeWrite keyed = Write("a", {1, 2, 3}, "x");
+  keyed.episode.key = "k";
+  const uint64_t held = Put({keyed, Write("a", {1, 0, 0})})[0];
+  auto episode = [&](uint64_t id, std::string agent, uint64_t version) {
+    ImportedEpisode e;
+    e.current = Write(std::move(agent), {0, 1, 0}).episode;
+    e.current.id = id;
+    e.current.version = version;
+    e.current.created_at_us = e.current.updated_at_us = 1;
+    return e;
+  };
+  const uint64_t foreign = sharding::FirstId(2) + 10;
+  struct Case {
+    std::string name;
+    std::vector<ImportedEpisode> episodes;
+    absl::StatusCode code;
+  };
+  std::vector<Case> cases;
+  cases.push_back(
+      {"never assigned here", {episode(held + 100, "a", 1)}, absl::StatusCode::kInvalidArgument});
+  cases.push_back(
+      {"another agent's id", {episode(held, "b", 5)}, absl::StatusCode::kAlreadyExists});
+  ImportedEpisode key_taken = episode(foreign, "a", 1);
+  key_taken.current.key = "k";
+  cases.push_back({"key names another episode", {key_taken}, absl::StatusCode::kAlreadyExists});
+  ImportedEpisode disordered = episode(foreign, "a", 3);
+  disordered.history = {episode(foreign, "a", 2).current, episode(foreign, "a", 1).current};
+  cases.push_back({"history out of order", {disordered}, absl::StatusCode::kInvalidArgument});
+  ImportedEpisode stranger = episode(foreign, "a", 2);
+  stranger.history = {episode(foreign, "z", 1).current};
+  cases.push_back({"history of another agent", {stranger}, absl::StatusCode::kInvalidArgument});
+  ImportedEpisode no_version = episode(foreign, "a", 0);
+  cases.push_back({"no version", {no_version}, absl::StatusCode::kInvalidArgument});
+  ImportedEpisode wrong_dim = episode(foreign, "a", 1);
+  wrong_dim.current.embedding = {1, 2};
+  cases.push_back({"wrong dimension", {wrong_dim}, absl::StatusCode::kInvalidArgument});
+  cases.push_back({"repeated id",
+                   {episode(foreign, "a", 1), episode(foreign, "a", 1)},
+                   absl::StatusCode::kInvalidArgument});
+  for (Case& c : cases) {
+    // A good episode rides along: all or nothing.
+    c.episodes.push_back(episode(foreign + 1, "a", 1));
+    auto result = store_->ImportEpisodes(kTenant, "notes", c.episodes);
+    EXPECT_EQ(result.status().code(), c.code) << c.name << ": " << result.status();
+    EXPECT_EQ(Count(), 2u) << c.name;
+    EXPECT_FALSE(store_->GetEpisode(kTenant, "notes", foreign + 1).ok()) << c.name;
+  }
 }
 
 TEST_F(EpisodeStoreTest, SpacesAreValidatedAndDeletedWithTheirEpisodes) {
