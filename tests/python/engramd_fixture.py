@@ -19,9 +19,11 @@ from engram import Memory
 class EngramdProcess:
     """`extra_config`: YAML appended to the test's configuration; `env`: variables
     added to engramd's environment; `data_dir`: where the database lives
-    (default: inside the temporary directory)."""
+    (default: inside the temporary directory, removed at stop); `listen`:
+    the gRPC address (default: a free loopback port); `args`: more flags."""
 
-    def __init__(self, extra_config="", env=None, data_dir=None):
+    def __init__(self, extra_config="", env=None, data_dir=None, listen="127.0.0.1:0",
+                 args=()):
         self.dir = tempfile.mkdtemp(prefix="engram-py-")
         self.data_dir = data_dir or os.path.join(self.dir, "data")
         port_file = os.path.join(self.dir, "port")
@@ -32,9 +34,9 @@ class EngramdProcess:
             f.write(extra_config)
         self.process = subprocess.Popen(
             [os.environ["ENGRAMD"], "--config", config,
-             "--listen", "127.0.0.1:0", "--port-file", port_file,
+             "--listen", listen, "--port-file", port_file,
              "--data-dir", self.data_dir, "--metrics-address", "off",
-             "--log-level", "warn"], env={**os.environ, **(env or {})})
+             "--log-level", "warn", *args], env={**os.environ, **(env or {})})
         deadline = time.time() + 30
         while not os.path.exists(port_file):
             if self.process.poll() is not None or time.time() > deadline:
@@ -42,6 +44,12 @@ class EngramdProcess:
             time.sleep(0.02)
         with open(port_file) as f:
             self.address = f"127.0.0.1:{f.read().strip()}"
+
+    def kill(self):
+        """kill -9: no shutdown at all."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)

@@ -441,10 +441,10 @@ def move_agent(source: str, target: str, agent: str, *, timeout: float = 120.0,
                 response = src._stub.DeleteEpisodes(memory_pb2.DeleteEpisodesRequest(
                     space=space, agent_id=agent), timeout=timeout, metadata=agent_header(agent))
                 report["deleted_episodes"] += response.deleted
-            kv = _kv_stub(src)
-            report["deleted_caches"] = kv.DeleteCache(
-                kvcache_pb2.DeleteCacheRequest(agent_id=agent), timeout=timeout,
-                metadata=agent_header(agent)).caches
+            if report["caches"]:
+                report["deleted_caches"] = _kv_stub(src).DeleteCache(
+                    kvcache_pb2.DeleteCacheRequest(agent_id=agent), timeout=timeout,
+                    metadata=agent_header(agent)).caches
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
     return report
