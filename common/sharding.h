@@ -64,6 +64,32 @@ inline uint64_t PlacementWeight(std::string_view tenant, std::string_view agent_
   return PlacementHash(key);
 }
 
+// The request header naming the one agent a call is about, so that a proxy
+// can route by agent. Its value is the agent id's bytes percent-encoded
+// (all but A-Z a-z 0-9 - . _ ~ as %XX, upper-case hex), since header values
+// must be printable ASCII and agent ids may hold any bytes. Clients leave it
+// out for ids longer than kMaxAgentHeaderBytes encoded (engramd refuses
+// those with its own message).
+inline constexpr char kAgentHeader[] = "x-engram-agent";
+inline constexpr size_t kMaxAgentHeaderBytes = 1024;
+
+inline std::string EncodeAgentHeader(std::string_view agent_id) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(agent_id.size());
+  for (unsigned char c : agent_id) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
 // The shard of `shard_count` (at least 1) that owns the agent.
 inline uint32_t OwnerShard(std::string_view tenant, std::string_view agent_id,
                            uint32_t shard_count) {

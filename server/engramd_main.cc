@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   std::optional<bool> sync_writes;
   bool insecure = false;
   std::optional<int> worker_threads;
-  std::optional<uint32_t> shard_index;
+  std::optional<uint32_t> shard_index, shard_count;
   app.add_option("-c,--config", config_file, "YAML config file (see --print-default-config)");
   app.add_flag("--print-default-config", print_default_config,
                "print every option with its default and exit");
@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "overrides log_level");
   app.add_option("--shard-index", shard_index,
                  "this shard's index (overrides shard.index; a StatefulSet pod's ordinal)");
+  app.add_option("--shard-count", shard_count, "shards in the deployment (overrides shard.count)");
   app.add_flag("--insecure", insecure,
                "allow a non-loopback --listen without auth and TLS (sets insecure)");
   app.set_version_flag("--version", absl::StrCat("engramd ", engram::kVersion, " (", engram::kBuild,
@@ -96,6 +97,7 @@ int main(int argc, char** argv) {
   if (worker_threads) config.worker_threads = *worker_threads;
   if (!log_level.empty()) config.log_level = log_level;
   if (shard_index) config.shard.index = *shard_index;
+  if (shard_count) config.shard.count = *shard_count;
   if (insecure) config.insecure = true;
   if (absl::Status valid = engram::server::ValidateConfig(config); !valid.ok()) {
     std::cerr << "engramd: " << valid.message() << "\n";

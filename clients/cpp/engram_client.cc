@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/sharding.h"
 
 namespace engram::client {
 
@@ -60,6 +61,45 @@ absl::Status ReadFile(const std::string& path, std::string* out) {
   text << in.rdbuf();
   *out = text.str();
   return absl::OkStatus();
+}
+
+// The one agent a request is about ("" for several or none): sent as the
+// x-engram-agent header (common/sharding.h) so proxies can route by agent.
+std::string AgentOf(const v1::PutEpisodesRequest& request) {
+  std::string agent;
+  for (const v1::EpisodeWrite& write : request.episodes()) {
+    if (agent.empty()) agent = write.episode().agent_id();
+    if (write.episode().agent_id() != agent) return "";
+  }
+  return agent;
+}
+std::string AgentOf(const v1::GetEpisodeRequest& request) { return request.key().agent_id(); }
+std::string AgentOf(const v1::UpdateEpisodeRequest& request) { return request.key().agent_id(); }
+std::string AgentOf(const v1::GetHistoryRequest& request) { return request.key().agent_id(); }
+std::string AgentOf(const v1::DeleteEpisodesRequest& request) {
+  switch (request.target_case()) {
+    case v1::DeleteEpisodesRequest::kAgentId:
+      return request.agent_id();
+    case v1::DeleteEpisodesRequest::kSession:
+      return request.session().agent_id();
+    case v1::DeleteEpisodesRequest::kKeys:
+      return request.keys().agent_id();
+    default:
+      return "";
+  }
+}
+std::string AgentOf(const v1::SearchRequest& request) { return request.filter().agent_id(); }
+std::string AgentOf(const v1::ListEpisodesRequest& request) { return request.filter().agent_id(); }
+std::string AgentOf(const v1::MatchPrefixRequest& request) { return request.agent_id(); }
+std::string AgentOf(const v1::DeleteCacheRequest& request) { return request.agent_id(); }
+std::string AgentOf(const google::protobuf::Message&) { return ""; }
+
+void AddAgentHeader(const std::string& agent, grpc::ClientContext* context) {
+  if (agent.empty()) return;
+  std::string encoded = sharding::EncodeAgentHeader(agent);
+  if (encoded.size() <= sharding::kMaxAgentHeaderBytes) {
+    context->AddMetadata(sharding::kAgentHeader, encoded);
+  }
 }
 
 }  // namespace
@@ -116,6 +156,7 @@ absl::StatusOr<Response> Client::Call(Stub& stub,
                                       const Request& request) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  AddAgentHeader(AgentOf(request), &context);
   Response response;
   grpc::Status status = (stub.*method)(&context, request, &response);
   if (!status.ok()) {
@@ -361,6 +402,7 @@ absl::StatusOr<v1::SaveCacheResponse> Client::SaveCache(
     const v1::SaveCacheHeader& header, const std::function<bool(v1::KvBlock*)>& next_block) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  AddAgentHeader(header.agent_id(), &context);
   v1::SaveCacheResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::SaveCacheRequest>> writer =
       kv_->SaveCache(&context, &response);
@@ -383,6 +425,7 @@ absl::Status Client::LoadCache(const v1::LoadCacheRequest& request,
                                const std::function<bool(v1::KvBlock&)>& on_block) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  AddAgentHeader(request.agent_id(), &context);
   std::unique_ptr<grpc::ClientReader<v1::LoadCacheResponse>> reader =
       kv_->LoadCache(&context, request);
   v1::LoadCacheResponse message;

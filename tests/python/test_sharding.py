@@ -23,6 +23,7 @@ import numpy as np
 
 from engram import (Admin, FailedPreconditionError, KVCache, KVModel, Memory,
                     UnavailableError)
+from engram.memory import AGENT_HEADER, agent_header
 from engram.sharding import (ShardedKVCache, ShardedMemory, move_agent, owner_shard,
                              placement_hash, placement_weight, shard_of_id)
 
@@ -136,6 +137,10 @@ class ShardedDeploymentTest(unittest.TestCase):
         for entry in vectors["hash"]:
             self.assertEqual(placement_hash(bytes.fromhex(entry["bytes_hex"])),
                              int(entry["hash"], 16))
+        for entry in vectors["agent_header"]:
+            agent = bytes.fromhex(entry["agent_hex"])
+            if agent.decode("utf-8", "replace").encode() == agent:  # ids the client can send
+                self.assertEqual(agent_header(agent.decode()), ((AGENT_HEADER, entry["encoded"]),))
         for entry in vectors["placement"]:
             for shard, weight in enumerate(entry["weights"]):
                 self.assertEqual(placement_weight(entry["tenant"], entry["agent"], shard),

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "common/sharding.h"
 
 namespace engram::client {
 namespace {
@@ -26,6 +27,10 @@ class FlakyMemoryService final : public v1::MemoryService::Service {
                            v1::PutEpisodesResponse* response) override {
     absl::MutexLock lock(&mutex_);
     requests_.push_back(*request);
+    auto header = context->client_metadata().find(sharding::kAgentHeader);
+    agent_headers_.push_back(header == context->client_metadata().end()
+                                 ? "(none)"
+                                 : std::string(header->second.data(), header->second.size()));
     if (static_cast<int>(requests_.size()) <= failures_) {
       switch (refusal_) {
         case Refusal::kUnavailable:
@@ -48,12 +53,17 @@ class FlakyMemoryService final : public v1::MemoryService::Service {
     absl::MutexLock lock(&mutex_);
     return requests_;
   }
+  std::vector<std::string> agent_headers() {
+    absl::MutexLock lock(&mutex_);
+    return agent_headers_;
+  }
 
  private:
   const int failures_;
   const Refusal refusal_;
   absl::Mutex mutex_;
   std::vector<v1::PutEpisodesRequest> requests_ ABSL_GUARDED_BY(mutex_);
+  std::vector<std::string> agent_headers_ ABSL_GUARDED_BY(mutex_);
 };
 
 struct FakeServer {
@@ -108,6 +118,29 @@ TEST(EngramClientTest, UnavailableWritesAreRetriedWithTheSameGeneratedIds) {
   EXPECT_FALSE(response->deduplicated(0));
   EXPECT_TRUE(response->deduplicated(1));
   EXPECT_FALSE(response->deduplicated(2));
+}
+
+// A batch of one agent names it in the x-engram-agent header, percent-encoded
+// (common/sharding.h); a batch of several, or an id too long to be valid,
+// sends none.
+TEST(EngramClientTest, CallsAboutOneAgentNameItInAHeader) {
+  FakeServer fake(0);
+  Client client(fake.Options());
+  v1::PutEpisodesRequest one = Batch();
+  for (v1::EpisodeWrite& write : *one.mutable_episodes()) {
+    write.mutable_episode()->set_agent_id(std::string("ä/b c\0~x", 9));
+  }
+  ASSERT_TRUE(client.PutEpisodes(one).ok());
+  v1::PutEpisodesRequest two = one;
+  two.mutable_episodes(1)->mutable_episode()->set_agent_id("other");
+  ASSERT_TRUE(client.PutEpisodes(two).ok());
+  v1::PutEpisodesRequest huge = one;
+  for (v1::EpisodeWrite& write : *huge.mutable_episodes()) {
+    write.mutable_episode()->set_agent_id(std::string(2000, '/'));
+  }
+  ASSERT_TRUE(client.PutEpisodes(huge).ok());
+  EXPECT_EQ(fake.service.agent_headers(),
+            (std::vector<std::string>{"%C3%A4%2Fb%20c%00~x", "(none)", "(none)"}));
 }
 
 TEST(EngramClientTest, RetriesStopAtWriteAttempts) {

@@ -51,6 +51,15 @@ TEST(ShardingTest, WeightsAndOwnersMatchTheSharedVectors) {
   }
 }
 
+TEST(ShardingTest, AgentHeaderEncodingMatchesTheSharedVectors) {
+  const nlohmann::json vectors = Vectors();
+  ASSERT_FALSE(vectors["agent_header"].empty());
+  for (const auto& entry : vectors["agent_header"]) {
+    const std::string agent = absl::HexStringToBytes(entry["agent_hex"].get<std::string>());
+    EXPECT_EQ(EncodeAgentHeader(agent), entry["encoded"].get<std::string>()) << entry["agent_hex"];
+  }
+}
+
 TEST(ShardingTest, AgentsSpreadEvenlyAndAddingAShardMovesOnlyItsShare) {
   constexpr int kAgents = 20000;
   std::vector<int> per_shard(3);
