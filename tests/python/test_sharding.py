@@ -13,6 +13,7 @@ kept.
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from engram import (Admin, FailedPreconditionError, KVCache, KVModel, Memory,
                     UnavailableError)
 from engram.memory import AGENT_HEADER, agent_header
 from engram.sharding import (ShardedKVCache, ShardedMemory, move_agent, owner_shard,
-                             placement_hash, placement_weight, shard_of_id)
+                             placement_hash, placement_weight, rebalance, shard_of_id)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from engramd_fixture import EngramdProcess  # noqa: E402
@@ -315,15 +316,21 @@ class ShardedDeploymentTest(unittest.TestCase):
         with Memory(home.address) as src, Memory(new.address) as dst:
             copied = _copy_episodes(src, dst, "mem", interrupted, 30.0)
         self.assertGreater(copied, 0)
-        moved_episodes = 0
-        for agent in moving:
-            old_owner = self.shards[owner_shard("default", agent, 3)]
-            report = move_agent(old_owner.address, new.address, agent)
-            moved_episodes += report["episodes"].get("mem", 0)
-            self.assertEqual(report["deleted_episodes"], sum(report["episodes"].values()))
-            if agent == keeper:
-                self.assertEqual(report["caches"], 1)
-        self.assertGreater(moved_episodes, 100)
+        # The documented command, for one agent; then every other.
+        old_owner = self.shards[owner_shard("default", keeper, 3)]
+        command = [sys.executable, "-m", "engram.sharding", "move", "--from",
+                   old_owner.address, "--to", new.address, "--agent", keeper]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(json.loads(done.stdout)["caches"], 1)
+        reports = rebalance([s.address for s in self.shards])
+        # Agents of step 1's "vectors" space move too: every agent shard 3 now owns.
+        self.assertLessEqual(set(moving) - {keeper}, set(reports))
+        self.assertTrue(all(owner_shard("default", a, 4) == 3 for a in reports))
+        for agent, report in reports.items():
+            self.assertEqual(report["deleted_episodes"], sum(report["episodes"].values()), agent)
+        self.assertGreater(sum(r["episodes"].get("mem", 0) for r in reports.values()), 100)
+        self.assertEqual(rebalance([s.address for s in self.shards]), {}, "nothing left to move")
         # The source copies are gone; the new shard has exactly its agents.
         with Memory(new.address, space="mem") as memory:
             self.assertEqual(set(memory.list_agents()), set(moving))

@@ -450,6 +450,76 @@ def move_agent(source: str, target: str, agent: str, *, timeout: float = 120.0,
     return report
 
 
+def rebalance(addresses: Sequence[str], *, timeout: float = 120.0, **connection) -> dict:
+    """Moves every agent that is not on its owner to it (move_agent), for
+    the shard count len(addresses): what adding shards needs once every
+    engramd runs with the new shard.count (docs/sharding.md). Agents are
+    found by their episodes (every space) and their KV caches. Safe to run
+    again after an interruption, and a no-op when nothing is misplaced.
+    Returns {agent: move_agent's report}."""
+    tenant = _discover(addresses, min(timeout, 30.0), connection)
+    reports = {}
+    for index, address in enumerate(addresses):
+        agents = set()
+        with Memory(address, timeout=timeout, **connection) as memory:
+            for space in memory.list_spaces():
+                memory.space = space.name
+                agents.update(memory.list_agents(page_size=1000))
+            kv, token = _kv_stub(memory), ""
+            try:
+                while True:
+                    page = kv.ListCaches(kvcache_pb2.ListCachesRequest(
+                        page_size=1000, page_token=token), timeout=timeout)
+                    agents.update(cache.agent_id for cache in page.caches)
+                    token = page.next_page_token
+                    if not token:
+                        break
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
+        for agent in sorted(agents):
+            owner = owner_shard(tenant, agent, len(addresses))
+            if owner != index:
+                reports[agent] = move_agent(address, addresses[owner], agent, timeout=timeout,
+                                            **connection)
+    return reports
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+    parser = argparse.ArgumentParser(
+        prog="python3 -m engram.sharding",
+        description="Move agents between engramd shards (docs/sharding.md). Credentials: "
+                    "ENGRAM_TOKEN.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    move = commands.add_parser("move", help="move one agent from a shard to another")
+    move.add_argument("--from", dest="source", required=True, help="the source shard's address")
+    move.add_argument("--to", dest="target", required=True, help="the target shard's address")
+    move.add_argument("--agent", required=True)
+    every = commands.add_parser(
+        "rebalance", help="move every misplaced agent to its owner (after adding shards)")
+    every.add_argument("addresses", nargs="+", help="every shard's address, in shard order")
+    owner = commands.add_parser("owner", help="print the shard that owns an agent")
+    owner.add_argument("--tenant", default="default")
+    owner.add_argument("--shards", type=int, required=True)
+    owner.add_argument("agent")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "move":
+            report = move_agent(args.source, args.target, args.agent)
+        elif args.command == "rebalance":
+            report = rebalance(args.addresses)
+        else:
+            report = {"owner": owner_shard(args.tenant, args.agent, args.shards)}
+    except EngramError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=1, sort_keys=True))
+    return 0
+
+
+
 def _kv_stub(client: Memory):
     return kvcache_pb2_grpc.KVCacheServiceStub(client._channel)
 
@@ -573,3 +643,7 @@ def _copy_caches(src: Memory, dst: Memory, agent: str, timeout: float) -> int:
                               f"saved {saved.tokens} tokens of {cache.tokens}; the source copy "
                               f"is kept")
     return len(caches)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
