@@ -108,6 +108,11 @@ const std::vector<Option>& Options() {
         MakeOption<std::string>("metrics_port_file",
                                 "if set, the metrics endpoint's bound port is written here",
                                 ENGRAM_FIELD(metrics_port_file)),
+        MakeOption<std::string>(
+            "health_address",
+            "host:port of a plaintext listener serving only gRPC health checks (kubelet gRPC "
+            "probes cannot speak TLS); empty disables it",
+            ENGRAM_FIELD(health_address)),
         MakeOption<std::string>("data_dir", "directory of the RocksDB database",
                                 ENGRAM_FIELD(store.data_dir)),
         MakeOption<bool>("sync_writes",
@@ -336,6 +341,13 @@ absl::Status Flatten(const YAML::Node& node, const std::string& prefix,
 }  // namespace
 
 absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, ServerConfig base) {
+  absl::StatusOr<ServerConfig> merged = MergeConfig(yaml_text, std::move(base));
+  if (!merged.ok()) return merged.status();
+  if (absl::Status s = ValidateConfig(*merged); !s.ok()) return s;
+  return merged;
+}
+
+absl::StatusOr<ServerConfig> MergeConfig(const std::string& yaml_text, ServerConfig base) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -359,18 +371,21 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, ServerCon
     }
     if (absl::Status s = option->parse(node, base); !s.ok()) return s;
   }
-  if (absl::Status s = ValidateConfig(base); !s.ok()) return s;
   return base;
 }
 
-absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
-  std::stringstream text;
-  text << file.rdbuf();
-  absl::StatusOr<ServerConfig> config = ParseConfig(text.str());
-  if (!config.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+absl::StatusOr<ServerConfig> LoadConfigLayers(const std::vector<std::string>& paths) {
+  ServerConfig config;
+  for (const std::string& path : paths) {
+    std::ifstream file(path);
+    if (!file) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
+    std::stringstream text;
+    text << file.rdbuf();
+    absl::StatusOr<ServerConfig> merged = MergeConfig(text.str(), std::move(config));
+    if (!merged.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", merged.status().message()));
+    }
+    config = *std::move(merged);
   }
   return config;
 }
@@ -408,6 +423,10 @@ absl::Status ValidateConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(absl::StrCat("shard.index is ", config.shard.index,
                                                    "; shard.count is ", config.shard.count,
                                                    ", so the index must be below it"));
+  }
+  if (!config.health_address.empty() && config.health_address.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("health_address '", config.health_address, "' must be host:port"));
   }
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(kLevels), std::end(kLevels), config.log_level) == std::end(kLevels)) {

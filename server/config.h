@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "embed/embedder.h"
@@ -128,6 +129,12 @@ struct ServerConfig {
   // If set, the metrics endpoint's bound port is written here before
   // port_file is. Default: "" (not written).
   std::string metrics_port_file;
+  // host:port of a second, plaintext listener that serves only the standard
+  // gRPC health service (grpc.health.v1), for probes that cannot speak TLS
+  // (Kubernetes' native gRPC probes) or hold no token. It answers SERVING
+  // once the main listener does, and NOT_SERVING from the start of a
+  // shutdown until engramd exits. "" disables it. Default: "".
+  std::string health_address;
   // Threads that run writes (puts, updates, deletes, space changes, KV
   // saves). Writers block on fsync, so more threads give group commit more
   // to share. Default: 16.
@@ -188,7 +195,14 @@ struct ServerConfig {
 // values are INVALID_ARGUMENT naming the key.
 absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text,
                                          ServerConfig base = ServerConfig());
-absl::StatusOr<ServerConfig> LoadConfigFile(const std::string& path);
+// ParseConfig without the final ValidateConfig: for a file that is one of
+// several (an overlay may hold what makes the whole valid).
+absl::StatusOr<ServerConfig> MergeConfig(const std::string& yaml_text, ServerConfig base);
+// Several files, each over the previous (later keys win), over the
+// defaults, NOT validated: a file of the layers need not be valid alone (a
+// deployment's common file and its overlay's), and engramd validates once
+// its flags are applied too.
+absl::StatusOr<ServerConfig> LoadConfigLayers(const std::vector<std::string>& paths);
 
 // Checks cross-field constraints (e.g. worker_threads >= 1).
 absl::Status ValidateConfig(const ServerConfig& config);

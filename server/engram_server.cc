@@ -198,6 +198,17 @@ absl::StatusOr<std::unique_ptr<EngramServer>> EngramServer::Start(const ServerCo
     return absl::FailedPreconditionError(
         absl::StrCat("cannot listen on '", config.listen_address, "' (in use or invalid)"));
   }
+  if (!config.health_address.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(config.health_address, grpc::InsecureServerCredentials(),
+                                    &server->health_port_);
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot listen on health_address '", config.health_address, "' (in use or invalid)"));
+    }
+    server->health_server_->GetHealthCheckService()->SetServingStatus(true);
+  }
   server->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
 
   const auth::Authenticator::Counts credentials_loaded = server->authenticator_->counts();
@@ -237,6 +248,7 @@ absl::Status EngramServer::Shutdown() {
   spdlog::info("event=shutdown_begin grace_s={}", config_.shutdown_grace_s);
   const absl::Time grace_end = absl::Now() + absl::Seconds(config_.shutdown_grace_s);
   grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_server_ != nullptr) health_server_->GetHealthCheckService()->SetServingStatus(false);
   // Refuses new calls, lets in-flight ones finish until the grace period
   // ends, then cancels the rest; returns when all handlers are done.
   grpc_server_->Shutdown(std::chrono::system_clock::now() +
@@ -270,6 +282,11 @@ absl::Status EngramServer::Shutdown() {
   absl::Status synced = store_->SyncWal();
   store_.reset();
   stop_metrics.join();
+  // NOT_SERVING to probes until here, then gone.
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+  }
   spdlog::info("event=shutdown_done wal_synced={}", synced.ok());
   return synced;
 }

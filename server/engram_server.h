@@ -52,6 +52,8 @@ class EngramServer {
   std::shared_ptr<grpc::Channel> InProcessChannel();
   // The metrics endpoint's port; 0 when metrics are off.
   int metrics_port() const;
+  // The health listener's port (health_address); 0 when it is off.
+  int health_port() const { return health_port_; }
 
   // Re-reads what SIGHUP re-reads: the tokens file. On failure the previous
   // tokens stay in force.
@@ -83,6 +85,9 @@ class EngramServer {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<KvCacheServiceImpl> kv_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // The plaintext health-only listener (health_address); stopped last.
+  std::unique_ptr<grpc::Server> health_server_;
+  int health_port_ = 0;
 };
 
 }  // namespace engram::server

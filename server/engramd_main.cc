@@ -42,14 +42,17 @@ int main(int argc, char** argv) {
   CLI::App app{"engramd: Engram's memory database daemon"};
   // A flag given twice takes the last value, so wrappers can append overrides.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  std::string config_file;
+  std::vector<std::string> config_files;
   bool print_default_config = false;
   std::string listen, data_dir, metrics_address, port_file, log_level;
   std::optional<bool> sync_writes;
   bool insecure = false;
   std::optional<int> worker_threads;
   std::optional<uint32_t> shard_index, shard_count;
-  app.add_option("-c,--config", config_file, "YAML config file (see --print-default-config)");
+  app.add_option("-c,--config", config_files,
+                 "YAML config file (see --print-default-config); repeat it to layer files, "
+                 "later ones overriding earlier ones")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_flag("--print-default-config", print_default_config,
                "print every option with its default and exit");
   app.add_option("--listen", listen, "gRPC host:port (overrides listen_address)");
@@ -77,9 +80,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   engram::server::ServerConfig config;
-  if (!config_file.empty()) {
+  if (!config_files.empty()) {
+    // Validated below, once the flags are applied.
     absl::StatusOr<engram::server::ServerConfig> loaded =
-        engram::server::LoadConfigFile(config_file);
+        engram::server::LoadConfigLayers(config_files);
     if (!loaded.ok()) {
       std::cerr << "engramd: " << loaded.status().message() << "\n";
       return 2;

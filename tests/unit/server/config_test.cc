@@ -92,6 +92,37 @@ TEST(ConfigTest, RefusesToListenOpenlyWithoutAuthAndTls) {
   }
 }
 
+// A deployment's common file and its overlay's (deploy/): later files win,
+// and only the whole is validated (the common file alone listens openly).
+TEST(ConfigTest, LayeredFilesOverrideInOrderAndAreValidatedTogether) {
+  const std::string dir = ::testing::TempDir();
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + name) << text;
+    return dir + name;
+  };
+  const std::string common =
+      write("common.yaml", "listen_address: 0.0.0.0:50051\nshard:\n  count: 3\nmax_k: 50\n");
+  const std::string overlay = write("overlay.yaml", "insecure: true\nmax_k: 70\n");
+  auto layered = LoadConfigLayers({common, overlay});
+  ASSERT_TRUE(layered.ok()) << layered.status();
+  EXPECT_TRUE(ValidateConfig(*layered).ok());
+  EXPECT_EQ(layered->max_k, 70);
+  EXPECT_EQ(layered->shard.count, 3u);
+  auto alone = LoadConfigLayers({common});
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ(ValidateConfig(*alone).code(), absl::StatusCode::kFailedPrecondition);
+  const std::string bad = write("bad.yaml", "shard:\n  cuont: 3\n");
+  auto refused = LoadConfigLayers({common, bad});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("bad.yaml: unknown config key 'shard.cuont'"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_EQ(LoadConfigLayers({dir + "missing.yaml"}).status().code(), absl::StatusCode::kNotFound);
+  // A shard index past the count is refused by name.
+  auto past = ParseConfig("shard:\n  index: 3\n  count: 3\n");
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ConfigTest, DescribedDefaultsParseBackToTheDefaults) {
   auto config = ParseConfig(DescribeConfig());
   ASSERT_TRUE(config.ok()) << config.status();
