@@ -4,7 +4,7 @@
 # ENGRAM_CRASH_CYCLES=N raises the kill -9 cycles of the durability test.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 scripts/build.sh
 cd build
 ctest --output-on-failure --timeout 600 -j2 "$@"
