@@ -16,6 +16,7 @@ shards when shards are added.
 
 import concurrent.futures
 import dataclasses
+import os
 import heapq
 import itertools
 import uuid
@@ -490,8 +491,13 @@ def main(argv=None) -> int:
     import sys
     parser = argparse.ArgumentParser(
         prog="python3 -m engram.sharding",
-        description="Move agents between engramd shards (docs/sharding.md). Credentials: "
+        description="Move agents between engramd shards (docs/sharding.md). The token: "
                     "ENGRAM_TOKEN.")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    parser.add_argument("--tls-ca", default=os.environ.get("ENGRAM_TLS_CA", ""),
+                        help="PEM CA bundle to verify the shards with (env ENGRAM_TLS_CA)")
+    parser.add_argument("--tls-server-name", default="",
+                        help="the name the shards' certificates carry, if not the address's host")
     commands = parser.add_subparsers(dest="command", required=True)
     move = commands.add_parser("move", help="move one agent from a shard to another")
     move.add_argument("--from", dest="source", required=True, help="the source shard's address")
@@ -505,11 +511,16 @@ def main(argv=None) -> int:
     owner.add_argument("--shards", type=int, required=True)
     owner.add_argument("agent")
     args = parser.parse_args(argv)
+    connection = {}
+    if args.tls_ca or args.tls:
+        connection.update(tls=True, tls_ca_file=args.tls_ca or None)
+    if args.tls_server_name:
+        connection["tls_server_name"] = args.tls_server_name
     try:
         if args.command == "move":
-            report = move_agent(args.source, args.target, args.agent)
+            report = move_agent(args.source, args.target, args.agent, **connection)
         elif args.command == "rebalance":
-            report = rebalance(args.addresses)
+            report = rebalance(args.addresses, **connection)
         else:
             report = {"owner": owner_shard(args.tenant, args.agent, args.shards)}
     except EngramError as error:
