@@ -15,7 +15,7 @@ from engram.v1 import admin_pb2, kvcache_pb2, memory_pb2
 KINDS = ["PutEpisodes", "Search", "ListEpisodes", "UpdateEpisode", "DeleteEpisodes",
          "GetHistory", "GetEpisode", "AnalyzeText", "CreateSpace", "GetSpace", "MatchPrefix",
          "ListCaches", "DeleteCache", "ExportCache", "ImportCache", "Stats", "Checkpoint",
-         "ListAgents", "ServerInfo", "SaveCache", "LoadCache"]
+         "ListAgents", "ServerInfo", "ImportEpisodes", "SaveCache", "LoadCache"]
 
 MODEL = kvcache_pb2.KvModel(model_id="m", n_layers=1, n_kv_heads=1, head_dim=64,
                             dtype=kvcache_pb2.KV_DTYPE_FLOAT16)
@@ -93,6 +93,21 @@ def seeds():
     yield "ListAgents", memory_pb2.ListAgentsRequest(space="s", page_size=1)
     yield "ListAgents", memory_pb2.ListAgentsRequest(space="c", page_token="AAAA")
     yield "ServerInfo", admin_pb2.ServerInfoRequest()
+    # Episodes moved from another shard: with history, and with an id of
+    # shard 0's range it never assigned.
+    moved = memory_pb2.Episode(id=(2 << 40) | 7, version=3, agent_id="alice", key="moved",
+                               embedding=[1, 0, 0, 0, 0, 0, 0, 2], created_at_us=5,
+                               updated_at_us=9)
+    old = memory_pb2.Episode()
+    old.CopyFrom(moved)
+    old.version = 2
+    yield "ImportEpisodes", memory_pb2.ImportEpisodesRequest(
+        space="s", episodes=[memory_pb2.ImportedEpisode(episode=moved, history=[old])])
+    unassigned = memory_pb2.Episode()
+    unassigned.CopyFrom(moved)
+    unassigned.id = 1 << 30
+    yield "ImportEpisodes", memory_pb2.ImportEpisodesRequest(
+        space="s", episodes=[memory_pb2.ImportedEpisode(episode=unassigned, history=[moved])])
     yield "LoadCache", kvcache_pb2.LoadCacheRequest(agent_id="alice", model_id="m", token_start=1)
 
 

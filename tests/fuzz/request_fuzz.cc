@@ -51,7 +51,7 @@ constexpr const char* kCalls[] = {
     "/engram.v1.KVCacheService/DeleteCache",   "/engram.v1.KVCacheService/ExportCache",
     "/engram.v1.KVCacheService/ImportCache",   "/engram.v1.AdminService/Stats",
     "/engram.v1.AdminService/Checkpoint",      "/engram.v1.MemoryService/ListAgents",
-    "/engram.v1.AdminService/ServerInfo",
+    "/engram.v1.AdminService/ServerInfo",      "/engram.v1.MemoryService/ImportEpisodes",
 };
 constexpr size_t kUnaryCalls = sizeof(kCalls) / sizeof(kCalls[0]);
 // Byte 0 values past the unary calls.
