@@ -20,13 +20,15 @@ import threading
 import time
 import unittest
 
+import grpc
 import numpy as np
 
-from engram import (Admin, FailedPreconditionError, KVCache, KVModel, Memory,
-                    UnavailableError)
+from engram import Admin, EngramError, FailedPreconditionError, KVCache, KVModel, Memory
 from engram.memory import AGENT_HEADER, agent_header
-from engram.sharding import (ShardedKVCache, ShardedMemory, move_agent, owner_shard,
-                             placement_hash, placement_weight, rebalance, shard_of_id)
+from engram.sharding import (ShardedKVCache, ShardedMemory, _copy_episodes, move_agent,
+                             owner_shard, placement_hash, placement_weight, rebalance,
+                             shard_of_id)
+from engram.v1 import memory_pb2
 
 sys.path.insert(0, os.path.dirname(__file__))
 from engramd_fixture import EngramdProcess  # noqa: E402
@@ -35,6 +37,8 @@ VECTORS = os.path.join(os.path.dirname(__file__), "..", "data", "placement_vecto
 DIM = 16
 AGENTS = [f"agent-{i}" for i in range(300)]
 MODEL = KVModel("tiny-model", n_layers=2, n_kv_heads=2, head_dim=64)
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def free_port() -> int:
@@ -170,6 +174,17 @@ class ShardedDeploymentTest(unittest.TestCase):
                         with self.assertRaises(FailedPreconditionError) as refused:
                             memory.add("v", [1, 2, 3, 4], agent=entry["agent"])
                         self.assertIn(f"belongs to shard {owner} of 3", str(refused.exception))
+        # An import is a write: refused off the owner too, naming it.
+        agent = vectors["placement"][0]["agent"]
+        owner = owner_shard("default", agent, 3)
+        moved = memory_pb2.Episode(id=(owner << 40) | 1, version=1, agent_id=agent,
+                                   embedding=[1, 2, 3, 4])
+        with Memory(self.shards[(owner + 1) % 3].address) as memory:
+            with self.assertRaises(grpc.RpcError) as refused:
+                memory._stub.ImportEpisodes(memory_pb2.ImportEpisodesRequest(
+                    space="vectors", episodes=[memory_pb2.ImportedEpisode(episode=moved)]))
+        self.assertEqual(refused.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn(f"belongs to shard {owner} of 3", refused.exception.details())
         # A client given the shards out of order is stopped before it routes.
         with self.assertRaises(FailedPreconditionError):
             ShardedMemory([self.shards[1].address, self.shards[0].address,
@@ -239,7 +254,12 @@ class ShardedDeploymentTest(unittest.TestCase):
                 try:
                     for episode_id, e in zip(sharded.add_many(batch), batch):
                         acknowledged[episode_id] = e["text"]
-                except UnavailableError as error:
+                except EngramError as error:
+                    # Down (the killed shard), or busy or slow on a loaded
+                    # machine: sent again later with the same request ids.
+                    if error.code not in RETRYABLE:
+                        errors.append(error)
+                        return
                     for e, request_id in zip(batch, error.request_ids):
                         e["request_id"] = request_id
                     failed.append(batch)
@@ -311,7 +331,6 @@ class ShardedDeploymentTest(unittest.TestCase):
         # An interrupted move: the episodes of one agent copied, nothing
         # deleted; the move then runs again from the start.
         interrupted = moving[1]
-        from engram.sharding import _copy_episodes
         home = self.shards[owner_shard("default", interrupted, 3)]
         with Memory(home.address) as src, Memory(new.address) as dst:
             copied = _copy_episodes(src, dst, "mem", interrupted, 30.0)
