@@ -389,6 +389,11 @@ absl::StatusOr<storage::EpisodeStore::AgentPage> Engine::ListAgents(const std::s
   return store_->ListAgents(tenant, space, page_size, page_token);
 }
 
+absl::StatusOr<std::string> Engine::AgentOf(const std::string& tenant, const std::string& space,
+                                            uint64_t id) {
+  return store_->AgentOf(tenant, space, id);
+}
+
 absl::StatusOr<uint64_t> Engine::ResolveKey(const std::string& tenant, const std::string& space,
                                             const std::string& agent_id, const std::string& key) {
   return store_->ResolveKey(tenant, space, agent_id, key);

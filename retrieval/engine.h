@@ -133,6 +133,9 @@ class Engine {
   // agent stored under a caller-chosen key (EpisodeStore::ResolveKey).
   absl::StatusOr<uint64_t> ResolveKey(const std::string& tenant, const std::string& space,
                                       const std::string& agent_id, const std::string& key);
+  // The agent an episode belongs to (EpisodeStore::AgentOf).
+  absl::StatusOr<std::string> AgentOf(const std::string& tenant, const std::string& space,
+                                      uint64_t id);
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
                                      uint64_t id);
   absl::StatusOr<HistoryPage> GetHistory(const std::string& tenant, const std::string& space,

@@ -25,6 +25,8 @@ if ((TEST)); then
   # kubectl renders deploy/; these machines carry 1.32, and Debian's 1.20
   # would replace it, so Debian's is only installed where there is none.
   command -v kubectl > /dev/null || PACKAGES+=(kubernetes-client)
+  # Node runs deploy/validate; these machines carry Node 20, Debian has 18.
+  command -v node > /dev/null || PACKAGES+=(nodejs npm)
 fi
 missing=()
 for package in "${PACKAGES[@]}"; do

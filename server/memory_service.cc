@@ -166,10 +166,10 @@ grpc::ServerUnaryReactor* MemoryServiceImpl::UpdateEpisode(grpc::CallbackServerC
           // update cannot race with one that changes it.
           std::string agent = request->key().agent_id();
           if (!request->has_key()) {
-            absl::StatusOr<Episode> current =
-                engine_->GetEpisode(call.tenant(), request->space(), *id);
-            if (!current.ok()) return current.status();
-            agent = current->agent_id;
+            absl::StatusOr<std::string> owner =
+                engine_->AgentOf(call.tenant(), request->space(), *id);
+            if (!owner.ok()) return owner.status();
+            agent = *std::move(owner);
           }
           if (absl::Status owned = placement_.CheckOwner(call.tenant(), agent); !owned.ok()) {
             return owned;

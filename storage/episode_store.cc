@@ -310,9 +310,13 @@ absl::Status EpisodeStore::ClaimShard() {
         "'s volume only into shard ", *owner));
   }
   if (!s.ok()) {
+    // A few bytes, admitted below the free-space floor like a delete: a
+    // restart on a full volume must still come up.
     rocksdb::WriteBatch batch;
     batch.Put(handles_[kDefault], kShardIndexKey, EncodeFixed64(index));
-    if (absl::Status committed = Commit(&batch); !committed.ok()) return committed;
+    if (absl::Status committed = Commit(&batch, DiskGuard::Write::kFrees); !committed.ok()) {
+      return committed;
+    }
   }
   next_episode_id_ = assigned_before ? DecodeFixed64(high_water) + 1 : sharding::FirstId(index);
   return absl::OkStatus();
@@ -810,6 +814,7 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
   // assigned: importing one would collide with a future put.
   const uint64_t next_id = next_episode_id_.load();
   absl::flat_hash_set<uint64_t> ids;
+  absl::flat_hash_set<std::string> caller_keys;
   std::vector<std::string> key_locks, episode_locks;
   for (size_t i = 0; i < episodes.size(); ++i) {
     const Episode& e = episodes[i].current;
@@ -847,7 +852,12 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
     }
     episode_locks.push_back(EpisodeLockKey(tenant, space_name, e.id));
     if (!e.key.empty()) {
-      key_locks.push_back("k" + CallerKeyKey(tenant, space_name, e.agent_id, e.key));
+      std::string key = CallerKeyKey(tenant, space_name, e.agent_id, e.key);
+      if (!caller_keys.insert(key).second) {
+        return absl::InvalidArgumentError(absl::StrCat(where, "agent '", e.agent_id, "''s key '",
+                                                       e.key, "' repeats in the import"));
+      }
+      key_locks.push_back("k" + std::move(key));
     }
   }
   absl::StatusOr<std::shared_ptr<const text::Tokenizer>> tokenizer =
@@ -874,6 +884,11 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
       if (held->version >= e.version) {
         ++result.already_present;
         continue;
+      }
+      if (held->key != e.key) {
+        return absl::InvalidArgumentError(absl::StrCat("episode ", e.id, " has key '", held->key,
+                                                       "' here, not '", e.key,
+                                                       "': a key is fixed for an episode's life"));
       }
       lexical.Remove(*held);
     } else {
@@ -914,6 +929,19 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
     for (size_t i : imported) written->push_back(std::move(episodes[i].current));
   }
   return result;
+}
+
+absl::StatusOr<std::string> EpisodeStore::AgentOf(const std::string& tenant,
+                                                  const std::string& space, uint64_t id) {
+  if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
+  std::string agent;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("episode ", id, " not found in space '", space, "'"));
+  }
+  if (!s.ok()) return FromRocks(s, "reading the id index");
+  return agent;
 }
 
 absl::StatusOr<uint64_t> EpisodeStore::ResolveKey(const std::string& tenant,

@@ -177,6 +177,12 @@ class EpisodeStore {
   absl::StatusOr<uint64_t> ResolveKey(const std::string& tenant, const std::string& space,
                                       const std::string& agent_id, const std::string& key);
 
+  // The agent an episode belongs to (fixed for its life), from the id index
+  // alone: expired episodes still have one. NOT_FOUND for an unknown space
+  // or a deleted episode.
+  absl::StatusOr<std::string> AgentOf(const std::string& tenant, const std::string& space,
+                                      uint64_t id);
+
   // NOT_FOUND for unknown, deleted or expired episodes.
   absl::StatusOr<Episode> GetEpisode(const std::string& tenant, const std::string& space,
                                      uint64_t id);

@@ -88,9 +88,9 @@ absl::StatusOr<v1::PutEpisodesResponse> ShardedClient::PutEpisodes(
     v1::PutEpisodesRequest part;
     part.set_space(request.space());
     for (int i : indices) *part.add_episodes() = request.episodes(i);
-    parts.emplace_back(shard, std::async(std::launch::async, [this, shard, part] {
-                         return shards_[shard]->PutEpisodes(part);
-                       }));
+    Client* client = shards_[shard].get();  // (clang cannot capture a structured binding)
+    parts.emplace_back(shard, std::async(std::launch::async,
+                                         [client, part] { return client->PutEpisodes(part); }));
   }
   v1::PutEpisodesResponse merged;
   std::vector<uint64_t> ids(request.episodes_size());

@@ -66,6 +66,8 @@ class ManifestTest(unittest.TestCase):
 
     def test_every_kubectl_renders_the_same_objects(self):
         renderers = kubectls()
+        if len(renderers) == 1:
+            self.skipTest("Debian's kubectl 1.20 is not unpacked (scripts/install-deps.sh --test)")
         for overlay in OVERLAYS:
             first = normalized(self.rendered[overlay])
             for kubectl in renderers[1:]:

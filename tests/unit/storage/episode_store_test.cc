@@ -679,6 +679,25 @@ TEST_F(EpisodeStoreTest, ImportKeepsIdsVersionsKeysAndHistoryAndCanBeRerun) {
   EXPECT_EQ((*upsert)[1].id, sharding::FirstId(1));
 }
 
+// What a sharded engramd checks an update's owner with: the id index, so an
+// expired episode still has its agent; a deleted one has none.
+TEST_F(EpisodeStoreTest, AgentOfReadsTheIdIndex) {
+  CreateSpace();
+  EpisodeWrite expired = Write("ghost", {1, 0, 0});
+  expired.episode.expires_at_us = 1;
+  const std::vector<uint64_t> ids = Put({expired, Write("alive", {0, 1, 0})});
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", ids[0]).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store_->AgentOf(kTenant, "notes", ids[0]), "ghost");
+  EXPECT_EQ(*store_->AgentOf(kTenant, "notes", ids[1]), "alive");
+  DeleteTarget target;
+  target.ids = {ids[1]};
+  ASSERT_TRUE(store_->DeleteEpisodes(kTenant, "notes", target).ok());
+  EXPECT_EQ(store_->AgentOf(kTenant, "notes", ids[1]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->AgentOf(kTenant, "nowhere", ids[0]).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(EpisodeStoreTest, ImportRefusesWhatWouldCollideAndWritesNothing) {
   CreateSpace();
   EpisodeWrite keyed = Write("a", {1, 2, 3}, "x");
@@ -717,6 +736,13 @@ TEST_F(EpisodeStoreTest, ImportRefusesWhatWouldCollideAndWritesNothing) {
   ImportedEpisode wrong_dim = episode(foreign, "a", 1);
   wrong_dim.current.embedding = {1, 2};
   cases.push_back({"wrong dimension", {wrong_dim}, absl::StatusCode::kInvalidArgument});
+  ImportedEpisode same_key_a = episode(foreign + 5, "a", 1),
+                  same_key_b = episode(foreign + 6, "a", 1);
+  same_key_a.current.key = same_key_b.current.key = "twice";
+  cases.push_back({"one key twice", {same_key_a, same_key_b}, absl::StatusCode::kInvalidArgument});
+  ImportedEpisode rekeyed = episode(held, "a", 2);
+  rekeyed.current.key = "another";
+  cases.push_back({"a held episode's key changed", {rekeyed}, absl::StatusCode::kInvalidArgument});
   cases.push_back({"repeated id",
                    {episode(foreign, "a", 1), episode(foreign, "a", 1)},
                    absl::StatusCode::kInvalidArgument});
