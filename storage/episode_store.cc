@@ -620,6 +620,15 @@ absl::Status EpisodeStore::ValidateEpisode(const SpaceInfo& space, const Episode
   return absl::OkStatus();
 }
 
+absl::Status EpisodeStore::CheckBatchSize(size_t count, const char* what) const {
+  if (count == 0) return absl::InvalidArgumentError(absl::StrCat("the ", what, " has no episodes"));
+  if (count > options_.limits.max_batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the ", what, " has ", count, " episodes; the limit is ", options_.limits.max_batch_size));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::string& tenant,
                                                                  const std::string& space_name,
                                                                  std::vector<EpisodeWrite> writes,
@@ -627,12 +636,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
   absl::ReaderMutexLock space_lock(&space_mutex_);
   absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
   if (!space.ok()) return space.status();
-  if (writes.empty()) return absl::InvalidArgumentError("the batch has no episodes");
-  if (writes.size() > options_.limits.max_batch_size) {
-    return absl::InvalidArgumentError(absl::StrCat("the batch has ", writes.size(),
-                                                   " episodes; the limit is ",
-                                                   options_.limits.max_batch_size));
-  }
+  if (absl::Status sized = CheckBatchSize(writes.size(), "batch"); !sized.ok()) return sized;
   int64_t now_us = NowMicros();
   std::vector<std::string> request_keys;
   // (index in `writes`, caller-key key) of every write that has a key.
@@ -804,12 +808,7 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
   absl::ReaderMutexLock space_lock(&space_mutex_);
   absl::StatusOr<SpaceInfo> space = FindSpace(tenant, space_name);
   if (!space.ok()) return space.status();
-  if (episodes.empty()) return absl::InvalidArgumentError("the import has no episodes");
-  if (episodes.size() > options_.limits.max_batch_size) {
-    return absl::InvalidArgumentError(absl::StrCat("the import has ", episodes.size(),
-                                                   " episodes; the limit is ",
-                                                   options_.limits.max_batch_size));
-  }
+  if (absl::Status sized = CheckBatchSize(episodes.size(), "import"); !sized.ok()) return sized;
   // Ids of this shard's range above the high-water mark were never
   // assigned: importing one would collide with a future put.
   const uint64_t next_id = next_episode_id_.load();

@@ -334,6 +334,9 @@ class EpisodeStore {
   absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
                                       uint64_t id);
   absl::Status ValidateEpisode(const SpaceInfo& space, const Episode& episode) const;
+  // INVALID_ARGUMENT for an empty `what` ("batch", "import") or one past
+  // limits.max_batch_size.
+  absl::Status CheckBatchSize(size_t count, const char* what) const;
   // Visits matching episodes with their keys, starting after `start_after`
   // (a full episode key; empty: from the first).
   absl::Status ScanEpisodes(const std::string& tenant, const std::string& space,

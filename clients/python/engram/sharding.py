@@ -97,7 +97,23 @@ def _discover(addresses: Sequence[str], timeout: float, connection) -> str:
     return tenant
 
 
-class ShardedMemory:
+class _Shards:
+    """A client per shard in `self.shards`, closed together."""
+
+    shards: list
+
+    def close(self):
+        for shard in self.shards:
+            shard.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ShardedMemory(_Shards):
     """engram.Memory over every shard of a deployment, routing by agent.
 
     - Writes and reads that name an agent (add, search with an agent,
@@ -129,14 +145,7 @@ class ShardedMemory:
 
     def close(self):
         self._pool.shutdown(wait=True)
-        for shard in self.shards:
-            shard.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().close()
 
     @property
     def space(self) -> str:
@@ -339,7 +348,7 @@ class ShardedMemory:
         return (agent for agent, _ in itertools.groupby(merged))
 
 
-class ShardedKVCache:
+class ShardedKVCache(_Shards):
     """engram.KVCache over every shard: each call about an agent goes to its
     shard; list() without an agent and stats() ask every shard."""
 
@@ -348,16 +357,6 @@ class ShardedKVCache:
         self.tenant = _discover(addresses, min(timeout, 30.0), connection)
         self.shards = [KVCache(address, model, timeout=timeout, **connection)
                        for address in addresses]
-
-    def close(self):
-        for shard in self.shards:
-            shard.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def shard_of(self, agent: str) -> KVCache:
         return self.shards[owner_shard(self.tenant, agent, len(self.shards))]
