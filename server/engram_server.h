@@ -52,8 +52,6 @@ class EngramServer {
   std::shared_ptr<grpc::Channel> InProcessChannel();
   // The metrics endpoint's port; 0 when metrics are off.
   int metrics_port() const;
-  // The health listener's port (health_address); 0 when it is off.
-  int health_port() const { return health_port_; }
 
   // Re-reads what SIGHUP re-reads: the tokens file. On failure the previous
   // tokens stay in force.
