@@ -247,10 +247,15 @@ absl::StatusOr<std::vector<PutResult>> Engine::PutEpisodes(const std::string& te
   std::vector<Episode> written;
   absl::StatusOr<std::vector<PutResult>> results =
       store_->PutEpisodes(tenant, space_name, std::move(writes), &written);
-  if (!results.ok() || written.empty()) return results;
+  if (results.ok()) IndexWritten(tenant, space_name, written);
+  return results;
+}
+
+void Engine::IndexWritten(const std::string& tenant, const std::string& space_name,
+                          const std::vector<Episode>& written) {
+  if (written.empty()) return;
   absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
   if (space.ok()) index_.Upsert(tenant, *space, written);  // else deleted meanwhile
-  return results;
 }
 
 absl::StatusOr<ImportResult> Engine::ImportEpisodes(const std::string& tenant,
@@ -263,9 +268,7 @@ absl::StatusOr<ImportResult> Engine::ImportEpisodes(const std::string& tenant,
   std::vector<Episode> written;
   absl::StatusOr<ImportResult> result =
       store_->ImportEpisodes(tenant, space_name, std::move(episodes), &written);
-  if (!result.ok() || written.empty()) return result;
-  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
-  if (space.ok()) index_.Upsert(tenant, *space, written);  // else deleted meanwhile
+  if (result.ok()) IndexWritten(tenant, space_name, written);
   return result;
 }
 
@@ -281,8 +284,7 @@ absl::StatusOr<Episode> Engine::UpdateEpisode(const std::string& tenant,
   }
   absl::StatusOr<Episode> updated = store_->UpdateEpisode(tenant, space_name, update);
   if (!updated.ok()) return updated.status();
-  absl::StatusOr<SpaceInfo> space = store_->LookupSpace(tenant, space_name);
-  if (space.ok()) index_.Upsert(tenant, *space, {*updated});
+  IndexWritten(tenant, space_name, {*updated});
   return updated;
 }
 

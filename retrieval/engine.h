@@ -245,6 +245,10 @@ class Engine {
   absl::Status SearchExact(const std::string& tenant, const SpaceInfo& space,
                            const SearchRequest& request, SearchResult& result);
 
+  // Hands the records a write stored to the index (unless the space was
+  // deleted meanwhile).
+  void IndexWritten(const std::string& tenant, const std::string& space_name,
+                    const std::vector<Episode>& written);
   // Waits for the index to have room for more writes (see PutEpisodes).
   absl::Status AdmitToIndex(const std::string& tenant, const std::string& space,
                             absl::Time deadline);

@@ -18,7 +18,6 @@ class ShardPlacement {
  public:
   explicit ShardPlacement(const ShardConfig& config) : config_(config) {}
 
-  uint32_t index() const { return config_.index; }
   uint32_t count() const { return config_.count; }
 
   // OK when this shard owns the agent (always, unsharded); otherwise
