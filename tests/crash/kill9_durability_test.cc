@@ -15,6 +15,10 @@
 // kill, and after each restart also checks that every outcome is one the
 // client could have caused and that the vector index agrees with the store.
 // ENGRAM_CRASH_CYCLES sets the number of kill -9 cycles (default 10).
+// ENGRAM_CRASH_MAX_EPISODES (default 20,000) caps the data: past it, each
+// cycle starts by deleting the oldest episodes (acknowledged deletes, checked
+// like the rest), so that cycles stay as long as the first ones and a
+// 100-cycle campaign takes minutes, not hours.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -99,6 +103,30 @@ double ExpectedScore(const std::string& text, const std::vector<std::string>& ag
   return score;
 }
 
+int CyclesToRun() {
+  const char* env = std::getenv("ENGRAM_CRASH_CYCLES");
+  return env != nullptr ? std::atoi(env) : 10;
+}
+
+size_t MaxEpisodes() {
+  const char* env = std::getenv("ENGRAM_CRASH_MAX_EPISODES");
+  return env != nullptr ? std::strtoull(env, nullptr, 10) : 20000;
+}
+
+// Deletes `ids` through engramd, in calls of 1,000.
+void DeleteIds(client::Client& c, const std::vector<uint64_t>& ids) {
+  for (size_t begin = 0; begin < ids.size(); begin += 1000) {
+    v1::DeleteEpisodesRequest request;
+    request.set_space("crash");
+    for (size_t i = begin; i < std::min(ids.size(), begin + 1000); ++i) {
+      request.mutable_ids()->add_ids(ids[i]);
+    }
+    auto deleted = c.DeleteEpisodes(request);
+    ASSERT_TRUE(deleted.ok()) << deleted.status();
+    ASSERT_EQ(*deleted, static_cast<uint64_t>(request.ids().ids_size()));
+  }
+}
+
 // Every stored episode, by id.
 std::map<uint64_t, v1::Episode> ReadAll(client::Client& c) {
   std::map<uint64_t, v1::Episode> all;
@@ -117,8 +145,7 @@ std::map<uint64_t, v1::Episode> ReadAll(client::Client& c) {
 }
 
 TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
-  int cycles = 10;
-  if (const char* env = std::getenv("ENGRAM_CRASH_CYCLES")) cycles = std::atoi(env);
+  const int cycles = CyclesToRun();
   testing::TempDir dir;
   std::string data_dir = dir.Sub("data");
   std::mt19937 rng(std::random_device{}());
@@ -126,6 +153,7 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
   std::vector<Batch> acknowledged;
   std::vector<Batch> unknown;  // in flight when the daemon died
   uint64_t total_acknowledged = 0;
+  uint64_t deleted_by_cap = 0;
 
   for (int cycle = 0; cycle <= cycles; ++cycle) {
     auto daemon = testing::DaemonProcess::Start(data_dir);
@@ -198,6 +226,21 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
       break;
     }
 
+    // 3b. Past the cap, the oldest batches are deleted (and must stay so:
+    //     the next cycle finds only what `acknowledged` holds).
+    if (total_acknowledged > MaxEpisodes()) {
+      std::vector<uint64_t> ids;
+      size_t batches = 0;
+      for (size_t kept = total_acknowledged; kept > MaxEpisodes() * 3 / 4; ++batches) {
+        const Batch& batch = acknowledged[batches];
+        ids.insert(ids.end(), batch.ids.begin(), batch.ids.end());
+        kept -= batch.ids.size();
+      }
+      ASSERT_NO_FATAL_FAILURE(DeleteIds(*c, ids));
+      acknowledged.erase(acknowledged.begin(), acknowledged.begin() + batches);
+      deleted_by_cap += ids.size();
+    }
+
     // 4. Concurrent writers until a random kill -9.
     absl::Mutex mutex;
     std::vector<std::thread> writers;
@@ -228,7 +271,8 @@ TEST(Kill9DurabilityTest, AcknowledgedWritesSurviveAndBatchesAreAtomic) {
   }
   EXPECT_GT(total_acknowledged, 0u);
   std::cout << "kill -9 cycles: " << cycles
-            << ", acknowledged episodes verified: " << total_acknowledged << "\n";
+            << ", acknowledged episodes verified after the last restart: " << total_acknowledged
+            << ", deleted to stay under the cap: " << deleted_by_cap << "\n";
 }
 
 // ---- Mixed load -------------------------------------------------------------
@@ -296,8 +340,7 @@ absl::Status SaveTinyCache(client::Client& c, const std::string& agent,
 }
 
 TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndexAgrees) {
-  int cycles = 10;
-  if (const char* env = std::getenv("ENGRAM_CRASH_CYCLES")) cycles = std::atoi(env);
+  const int cycles = CyclesToRun();
   testing::TempDir dir;
   const std::string data_dir = dir.Sub("data");
   const std::string config = dir.Sub("engramd.yaml");
@@ -313,6 +356,7 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
   uint64_t checked_searches = 0;
   // Acknowledged operations of each kind, over all cycles.
   uint64_t updates = 0, upserts = 0, deletes = 0, saves = 0, searches = 0;
+  uint64_t deleted_by_cap = 0;
 
   for (int cycle = 0; cycle <= cycles; ++cycle) {
     auto daemon = testing::DaemonProcess::Start(data_dir, {"--config", config});
@@ -444,6 +488,19 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
       c.reset();
       EXPECT_EQ((*daemon)->Terminate(), 0);
       break;
+    }
+
+    // 4b. Past the cap, the oldest unkeyed episodes are deleted; gone from
+    //     the model, they fail step 2 if they ever come back.
+    if (episodes.size() > MaxEpisodes()) {
+      std::vector<uint64_t> ids;
+      for (const auto& [id, model] : episodes) {
+        if (episodes.size() - ids.size() <= MaxEpisodes() * 3 / 4) break;
+        if (!model.keyed) ids.push_back(id);
+      }
+      ASSERT_NO_FATAL_FAILURE(DeleteIds(*c, ids));
+      for (uint64_t id : ids) episodes.erase(id);
+      deleted_by_cap += ids.size();
     }
 
     // 5. The mixed load until a random kill -9.
@@ -608,7 +665,8 @@ TEST(Kill9DurabilityTest, MixedLoadOutcomesAreOnesTheClientCouldCauseAndTheIndex
             << " updates, " << upserts << " upserts by key, " << deletes << " deletes, " << saves
             << " KV saves, " << searches
             << " searches; verified after the last restart: " << episodes.size() << " episodes, "
-            << caches.size() << " KV caches; index-vs-store searches: " << checked_searches << "\n";
+            << caches.size() << " KV caches; index-vs-store searches: " << checked_searches
+            << "; deleted to stay under the cap: " << deleted_by_cap << "\n";
 }
 
 }  // namespace
