@@ -127,6 +127,10 @@ const std::vector<Option>& Options() {
                            "a file this large kept in data_dir, deleted when the volume fills up "
                            "so a resume, restart or delete has room; 0: none",
                            ENGRAM_FIELD(store.disk_reserve_mb)),
+        MakeOption<uint64_t>("max_history_versions",
+                             "older versions kept per episode (the current one always is); an "
+                             "update drops those past it; 0 keeps every version",
+                             ENGRAM_FIELD(store.max_history_versions)),
         MakeOption<size_t>("block_cache_mb",
                            "MiB of RocksDB block cache (decompressed blocks shared by every "
                            "column family): searches read their hits back through it",

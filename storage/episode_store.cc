@@ -432,6 +432,23 @@ absl::Status EpisodeStore::Commit(rocksdb::WriteBatch* batch, DiskGuard::Write k
   return disk_guard_->Check(db_->Write(write_options, batch), "committing write batch");
 }
 
+bool EpisodeStore::HistoryKeeps(uint64_t version, uint64_t newest) const {
+  return options_.max_history_versions == 0 || version + options_.max_history_versions > newest;
+}
+
+absl::Status EpisodeStore::TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant,
+                                       const std::string& space, uint64_t id, uint64_t newest) {
+  if (HistoryKeeps(0, newest)) return absl::OkStatus();  // nothing old enough to drop
+  const std::string prefix = IdIndexKey(tenant, space, id);
+  const std::string end = HistoryKey(tenant, space, id, newest - options_.max_history_versions + 1);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kHistory]));
+  for (it->Seek(prefix); it->Valid(); it->Next()) batch.Delete(handles_[kHistory], it->key());
+  return FromRocks(it->status(), "reading history");
+}
+
 uint64_t EpisodeStore::MemtableBytes() {
   uint64_t bytes = 0;
   db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &bytes);
@@ -758,6 +775,10 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
       lexical.Remove(old);
       batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
                 EncodeEpisode(old));
+      if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, old.id, old.version);
+          !trimmed.ok()) {
+        return trimmed;
+      }
       results[i] = {e.id, false, true};
     } else {
       e.id = next_episode_id_.fetch_add(1);
@@ -907,9 +928,17 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
       batch.Put(handles_[kIdIndex], IdIndexKey(tenant, space_name, e.id), e.agent_id);
       ++new_count;
     }
-    for (const Episode& old : episodes[i].history) {
-      batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
-                EncodeEpisode(old));
+    if (!episodes[i].history.empty()) {
+      const uint64_t newest = episodes[i].history.back().version;
+      for (const Episode& old : episodes[i].history) {
+        if (!HistoryKeeps(old.version, newest)) continue;
+        batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
+                  EncodeEpisode(old));
+      }
+      if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, e.id, newest);
+          !trimmed.ok()) {
+        return trimmed;
+      }
     }
     batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
               EncodeEpisode(e));
@@ -1100,6 +1129,10 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
   }
   batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, update.id, current->version),
             EncodeEpisode(*current));
+  if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, update.id, current->version);
+      !trimmed.ok()) {
+    return trimmed;
+  }
   batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, next.agent_id, next.id),
             EncodeEpisode(next));
   batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, next.id),

@@ -96,6 +96,12 @@ struct StoreOptions {
   // and refuses to open a data dir recorded as another shard's (a volume
   // mounted into the wrong pod). Default: 0 (also the unsharded case).
   uint32_t shard_index = 0;
+  // Older versions kept per episode (the current one is always kept): a
+  // write that adds a version to the history drops those past this many, in
+  // the same WriteBatch. 0 keeps every version: the history is then the
+  // episode's whole audit trail, and it grows with every update. Lowering it
+  // trims each episode at its next update. Default: 0.
+  uint64_t max_history_versions = 0;
   StoreLimits limits;
 };
 
@@ -346,6 +352,14 @@ class EpisodeStore {
   uint64_t EpisodeCount(const std::string& tenant, const std::string& space);
   // Bytes in every memtable: what a flush writes.
   uint64_t MemtableBytes();
+  // With options_.max_history_versions set: deletes in `batch` the history
+  // versions of episode `id` that the limit no longer keeps once `batch`
+  // adds version `newest` (those up to newest - max_history_versions). One
+  // seek; usually one key.
+  absl::Status TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant,
+                           const std::string& space, uint64_t id, uint64_t newest);
+  // Whether the history limit keeps version `version` once `newest` is in.
+  bool HistoryKeeps(uint64_t version, uint64_t newest) const;
   // Writes `batch` through the disk guard: a batch that grows the database
   // is refused below the free-space floor; deletes pass.
   absl::Status Commit(rocksdb::WriteBatch* batch, DiskGuard::Write kind = DiskGuard::Write::kGrows);

@@ -307,6 +307,36 @@ class MemoryClientTest(EngramdTestCase):
         self.assertEqual(len(alice.search([1.0, 0.0], k=5, agent="")), 2)
 
 
+class HistoryLimitTest(EngramdTestCase):
+    """engramd with max_history_versions: updates and upserts by key keep
+    the newest older versions; searches see only the current one."""
+
+    engramd_config = "max_history_versions: 2\n"
+
+    def test_updates_and_upserts_keep_the_newest_versions(self):
+        m = self.memory("py_history_limit", agent="alice")
+        m.create_space(dimension=3, metric="l2")
+        plain = m.add("plain 1", [1.0, 0.0, 0.0])
+        for v in range(2, 6):
+            m.update(plain, text=f"plain {v}", embedding=[float(v), 0.0, 0.0])
+        history = list(m.history(plain))
+        self.assertEqual([v.version for v in history], [3, 4, 5])
+        self.assertEqual([v.text for v in history], ["plain 3", "plain 4", "plain 5"])
+        self.assertEqual([v.version for v in m.history(plain, page_size=1)], [3, 4, 5])
+
+        keyed = m.add("keyed 1", [0.0, 1.0, 0.0], key="profile")
+        for v in range(2, 5):
+            self.assertEqual(m.add(f"keyed {v}", [0.0, float(v), 0.0], key="profile"), keyed)
+        self.assertEqual([v.text for v in m.history(key="profile")],
+                         ["keyed 2", "keyed 3", "keyed 4"])
+        # Dropped versions are gone from searches as well: exact and the
+        # index both find the current vectors only.
+        for exact in (True, False):
+            hits = m.search([0.0, 1.0, 0.0], k=5, exact=exact)
+            self.assertEqual([h.episode.text for h in hits], ["keyed 4", "plain 5"])
+        self.assertEqual(m.get_space().episode_count, 2)
+
+
 class AsyncMemoryTest(EngramdTestCase):
     """engram.aio.Memory runs the same operations over grpc.aio: its answers
     equal the blocking client's, errors included."""

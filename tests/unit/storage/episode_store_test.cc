@@ -20,10 +20,11 @@ class EpisodeStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
 
-  void Reopen() {
+  void Reopen(uint64_t max_history_versions = 0) {
     store_.reset();
     StoreOptions options;
     options.data_dir = dir_.Sub("db");
+    options.max_history_versions = max_history_versions;
     options.limits.max_text_bytes = 100;
     options.limits.max_batch_size = 8;
     auto opened = EpisodeStore::Open(options);
@@ -558,10 +559,12 @@ TEST_F(EpisodeStoreTest, ReopenKeepsDataAndNeverReusesIds) {
   EXPECT_GT(next, first[1]);
 }
 
-std::unique_ptr<EpisodeStore> OpenShard(const std::string& dir, uint32_t shard_index) {
+std::unique_ptr<EpisodeStore> OpenShard(const std::string& dir, uint32_t shard_index,
+                                        uint64_t max_history_versions = 0) {
   StoreOptions options;
   options.data_dir = dir;
   options.shard_index = shard_index;
+  options.max_history_versions = max_history_versions;
   auto opened = EpisodeStore::Open(options);
   EXPECT_TRUE(opened.ok()) << opened.status();
   return opened.ok() ? *std::move(opened) : nullptr;
@@ -677,6 +680,68 @@ TEST_F(EpisodeStoreTest, ImportKeepsIdsVersionsKeysAndHistoryAndCanBeRerun) {
   EXPECT_TRUE((*upsert)[0].replaced);
   EXPECT_EQ(target->GetEpisode(kTenant, "notes", id)->version, 4u);
   EXPECT_EQ((*upsert)[1].id, sharding::FirstId(1));
+}
+
+// Every version of an episode, oldest first, read in pages of one.
+std::vector<uint64_t> VersionsOf(EpisodeStore& store, uint64_t id) {
+  std::vector<uint64_t> versions;
+  std::string token;
+  do {
+    auto page = store.GetHistory(kTenant, "notes", id, 1, token);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (const Episode& version : page->versions) versions.push_back(version.version);
+    token = page->next_page_token;
+  } while (!token.empty() && versions.size() < 100);
+  return versions;
+}
+
+// max_history_versions keeps the newest older versions of each episode, for
+// updates, upserts by key and imports alike; a lower limit than the data
+// was written under trims an episode at its next update, not before.
+TEST_F(EpisodeStoreTest, TheHistoryLimitKeepsTheNewestVersions) {
+  CreateSpace();
+  EpisodeWrite keyed = Write("a", {1, 0, 0}, "keyed v1");
+  keyed.episode.key = "profile";
+  const uint64_t keyed_id = Put({keyed})[0];
+  const uint64_t plain = Put({Write("a", {0, 1, 0}, "plain v1")})[0];
+  EpisodeUpdate update;
+  update.id = plain;
+  update.fields = {UpdatableField::kText};
+  for (int v = 2; v <= 6; ++v) {  // no limit yet: all six kept
+    update.values.text = absl::StrCat("plain v", v);
+    ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  }
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+
+  Reopen(/*max_history_versions=*/3);
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+  for (int v = 2; v <= 6; ++v) {  // upserts by key
+    keyed.episode.text = absl::StrCat("keyed v", v);
+    ASSERT_TRUE(store_->PutEpisodes(kTenant, "notes", {keyed}).ok());
+  }
+  EXPECT_EQ(VersionsOf(*store_, keyed_id), (std::vector<uint64_t>{3, 4, 5, 6}));
+  update.values.text = "plain v7";
+  ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{4, 5, 6, 7}));
+  auto history = store_->GetHistory(kTenant, "notes", plain);
+  ASSERT_TRUE(history.ok()) << history.status();
+  EXPECT_EQ(history->versions.front().text, "plain v4");
+  EXPECT_EQ(history->versions.back().text, "plain v7");
+  EXPECT_EQ(store_->GetEpisode(kTenant, "notes", plain)->text, "plain v7");
+
+  // An import into a store with a lower limit keeps only what it allows.
+  std::unique_ptr<EpisodeStore> target = OpenShard(dir_.Sub("target"), 1, 1);
+  ASSERT_NE(target, nullptr);
+  ASSERT_TRUE(target->CreateSpace(kTenant, SpaceInfo{"notes", 3, Metric::kCosine}).ok());
+  auto imported = target->ImportEpisodes(kTenant, "notes", ExportAgent(*store_, "a"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->imported, 2u);
+  EXPECT_EQ(VersionsOf(*target, plain), (std::vector<uint64_t>{6, 7}));
+  EXPECT_EQ(VersionsOf(*target, keyed_id), (std::vector<uint64_t>{5, 6}));
+  keyed.episode.text = "keyed v7";
+  ASSERT_TRUE(target->PutEpisodes(kTenant, "notes", {keyed}).ok());
+  EXPECT_EQ(VersionsOf(*target, keyed_id), (std::vector<uint64_t>{6, 7}));
 }
 
 // What a sharded engramd checks an update's owner with: the id index, so an
