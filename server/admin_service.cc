@@ -52,7 +52,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
 
   ProgressReactor(RpcRunner* runner, grpc::CallbackServerContext* context, std::string rpc,
                   Task task)
-      : runner_(runner), rpc_(std::move(rpc)) {
+      : runner_(runner), context_(context), rpc_(std::move(rpc)) {
     absl::StatusOr<auth::Caller> caller = runner->Admit(context, rpc_);
     if (!caller.ok()) {
       Refuse(caller.status());
@@ -107,7 +107,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
     }
     if (result_.has_value()) {
       finished_ = true;
-      this->Finish(ToGrpcStatus(*result_));
+      this->Finish(RpcRunner::FinishStatus(context_, *result_));
     }
   }
   void Unref() {
@@ -122,6 +122,7 @@ class ProgressReactor final : public grpc::ServerWriteReactor<Progress> {
   }
 
   RpcRunner* runner_;
+  grpc::CallbackServerContext* const context_;
   const std::string rpc_;
   const absl::Time start_ = absl::Now();
   std::atomic<bool> cancel_{false};

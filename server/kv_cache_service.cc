@@ -158,7 +158,7 @@ class SaveReactor final : public grpc::ServerReadReactor<v1::SaveCacheRequest> {
 
   void Done(const absl::Status& status) {
     status_ = status;
-    Finish(ToGrpcStatus(status));
+    Finish(RpcRunner::FinishStatus(context_, status));
   }
 
   KvCacheServiceImpl* service_;
@@ -406,7 +406,7 @@ class LoadReactor final : public grpc::ServerWriteReactor<v1::LoadCacheResponse>
     }
     if (result_.has_value()) {
       finished_ = true;
-      Finish(ToGrpcStatus(*result_));
+      Finish(RpcRunner::FinishStatus(context_, *result_));
     }
   }
 

@@ -81,6 +81,14 @@ absl::StatusOr<auth::Caller> RpcRunner::Admit(const grpc::CallbackServerContext*
   return caller;
 }
 
+grpc::Status RpcRunner::FinishStatus(grpc::ServerContextBase* context, const absl::Status& status) {
+  if (std::optional<absl::Duration> retry_after = RetryAfter(status)) {
+    context->AddTrailingMetadata(kRetryPushbackTrailer,
+                                 std::to_string(absl::ToInt64Milliseconds(*retry_after)));
+  }
+  return ToGrpcStatus(status);
+}
+
 grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
                                            std::string_view rpc, CallClass call_class,
                                            std::function<absl::Status(const Call&)> work) {
@@ -89,11 +97,7 @@ grpc::ServerUnaryReactor* RpcRunner::Unary(grpc::CallbackServerContext* context,
   absl::Time deadline = CallDeadline(context);
   auto finish = [this, context, reactor, rpc, start](const absl::Status& status) {
     metrics_->RecordRpc(rpc, status.code(), absl::Now() - start);
-    if (std::optional<absl::Duration> retry_after = RetryAfter(status)) {
-      context->AddTrailingMetadata(kRetryPushbackTrailer,
-                                   std::to_string(absl::ToInt64Milliseconds(*retry_after)));
-    }
-    reactor->Finish(ToGrpcStatus(status));
+    reactor->Finish(FinishStatus(context, status));
   };
   absl::StatusOr<auth::Caller> caller = Admit(context, rpc);
   if (!caller.ok()) {

@@ -113,6 +113,10 @@ class RpcRunner {
                                      std::string_view rpc);
 
   ThreadPool* pool(CallClass call_class);
+  // What a handler finishes with: `status` as gRPC's, with the retry delay
+  // of an overload refusal (common/retry_after.h) sent as the
+  // grpc-retry-pushback-ms trailer. Unary and streaming calls alike.
+  static grpc::Status FinishStatus(grpc::ServerContextBase* context, const absl::Status& status);
   // RESOURCE_EXHAUSTED naming the class whose queue is full, e.g.
   // "server overloaded: the write queue is full (max_queued_requests)".
   static absl::Status Overloaded(CallClass call_class);

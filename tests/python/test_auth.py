@@ -459,6 +459,29 @@ class TenantLimitsTest(unittest.TestCase):
         time.sleep(0.6)
         self.assertEqual(sorted(e.id for e in a.list()), sorted(ids))
 
+        # A KV save (a stream) refused by the rate carries the delay too;
+        # KVCache sends the whole save again after it.
+        keys, values = kv_tensors(64, seed=4)
+        tokens = list(range(64))
+        time.sleep(1.6)
+        with KVCache(server.address, MODEL, token=a_token, write_attempts=1) as once, \
+                KVCache(server.address, MODEL, token=a_token) as retrying:
+            for _ in range(3):
+                a.list_spaces()
+            with self.assertRaises(ResourceExhaustedError) as refused:
+                once.save("alice", tokens, keys, values)
+            self.assertIn("tenant_limits.requests_per_s", refused.exception.message)
+            self.assertIsNotNone(refused.exception.retry_after)
+            self.assertLessEqual(refused.exception.retry_after, 0.5)
+            began = time.monotonic()
+            saved = retrying.save("alice", tokens, keys, values)
+            self.assertGreaterEqual(time.monotonic() - began, 0.2)
+            self.assertEqual(saved.tokens, 64)
+            time.sleep(0.6)
+            loaded_tokens, loaded_keys, _ = retrying.load("alice")
+            self.assertEqual(loaded_tokens, tokens)
+            self.assertEqual(loaded_keys[0].shape, keys[0].shape)
+
 
 class OpenListenerTest(unittest.TestCase):
     def start(self, *flags):

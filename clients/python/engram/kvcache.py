@@ -15,13 +15,14 @@ stores the cache 4-bit (or 8-bit) group-quantized in MLX's affine format;
 """
 
 import dataclasses
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
 
 from engram._client import GrpcClient
-from engram.errors import InvalidArgumentError, translate_errors
+from engram.errors import InvalidArgumentError, from_rpc_error, translate_errors
 from engram.memory import agent_header
 from engram.v1 import kvcache_pb2, kvcache_pb2_grpc
 
@@ -82,12 +83,16 @@ class KVCache(GrpcClient):
     """KV caches of one model on one engramd. Safe to share across threads."""
 
     def __init__(self, address: str, model: KVModel, timeout: float = 120.0,
-                 max_message_bytes: int = 64 << 20, **connection):
-        """`connection`: token and TLS options (engram._client.GrpcClient)."""
+                 max_message_bytes: int = 64 << 20, write_attempts: int = 3, **connection):
+        """`connection`: token and TLS options (engram._client.GrpcClient).
+        `write_attempts`: a save refused for overload (RESOURCE_EXHAUSTED with
+        a retry delay: nothing was stored) is sent again after that delay, up
+        to this many attempts in all."""
         super().__init__(address, timeout,
                          [("grpc.max_receive_message_length", max_message_bytes),
                           ("grpc.max_send_message_length", max_message_bytes)], **connection)
         self.model = model
+        self.write_attempts = max(1, write_attempts)
         self._stub = kvcache_pb2_grpc.KVCacheServiceStub(self._channel)
 
     def _check_layers(self, name, arrays, shape_tail, dtype):
@@ -104,19 +109,28 @@ class KVCache(GrpcClient):
                     f"{self.model.n_kv_heads}, tokens, {shape_tail}], got "
                     f"{array.dtype} {list(array.shape)}")
 
-    @translate_errors
     def _save(self, agent: str, token_ids, encoding, block_messages):
+        """`block_messages()` yields the KvBlocks; it is called again for each attempt."""
         header = kvcache_pb2.SaveCacheHeader(agent_id=agent, model=self.model.to_proto(),
                                              token_ids=[int(t) for t in token_ids],
                                              encoding=encoding)
 
         def messages():
             yield kvcache_pb2.SaveCacheRequest(header=header)
-            for block in block_messages:
+            for block in block_messages():
                 yield kvcache_pb2.SaveCacheRequest(block=block)
 
-        return self._stub.SaveCache(messages(), timeout=self.timeout,
-                                    metadata=agent_header(agent))
+        backoff = 0.1
+        for attempt in range(1, self.write_attempts + 1):
+            try:
+                return self._stub.SaveCache(messages(), timeout=self.timeout,
+                                            metadata=agent_header(agent))
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                if error.retry_after is None or attempt == self.write_attempts:
+                    raise error from None
+                time.sleep(max(backoff, error.retry_after))
+                backoff *= 2
 
     def save(self, agent: str, token_ids: Sequence[int], keys: Sequence[np.ndarray],
              values: Sequence[np.ndarray]):
@@ -138,7 +152,7 @@ class KVCache(GrpcClient):
                         keys=np.ascontiguousarray(keys[layer][:, start:end, :]).tobytes(),
                         values=np.ascontiguousarray(values[layer][:, start:end, :]).tobytes())
 
-        return self._save(agent, token_ids, kvcache_pb2.KV_ENCODING_FLOAT, blocks())
+        return self._save(agent, token_ids, kvcache_pb2.KV_ENCODING_FLOAT, blocks)
 
     def save_quantized(self, agent: str, token_ids: Sequence[int],
                        layers: Sequence[Dict[str, np.ndarray]]):
@@ -166,7 +180,7 @@ class KVCache(GrpcClient):
                                               quantized_keys=tensor(layer, "k", start, end),
                                               quantized_values=tensor(layer, "v", start, end))
 
-        return self._save(agent, token_ids, kvcache_pb2.KV_ENCODING_QUANTIZED, blocks())
+        return self._save(agent, token_ids, kvcache_pb2.KV_ENCODING_QUANTIZED, blocks)
 
     def _load(self, agent, start, end, encoding, output_dtype=None):
         request = kvcache_pb2.LoadCacheRequest(
