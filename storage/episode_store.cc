@@ -1,5 +1,7 @@
 #include "storage/episode_store.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -51,6 +53,9 @@ constexpr const char* kCfNames[kNumCfs] = {"default",   "spaces",   "episodes", 
 // Episodes re-tokenized per WriteBatch when a space's postings are rebuilt.
 constexpr size_t kTextRebuildBatch = 512;
 constexpr char kIdHighWaterKey[] = "episode_id_high_water";
+// The max_history_versions every history was last trimmed to (absent: 0,
+// every version kept).
+constexpr char kHistoryLimitKey[] = "history_limit";
 constexpr char kShardIndexKey[] = "shard_index";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
@@ -278,6 +283,7 @@ absl::StatusOr<std::unique_ptr<EpisodeStore>> EpisodeStore::Open(const StoreOpti
   if (absl::Status loaded = store->LoadSpaces(); !loaded.ok()) return loaded;
   if (absl::Status rebuilt = store->RebuildStaleTextIndexes(); !rebuilt.ok()) return rebuilt;
   if (absl::Status claimed = store->ClaimShard(); !claimed.ok()) return claimed;
+  if (absl::Status limited = store->ApplyHistoryLimit(); !limited.ok()) return limited;
   return store;
 }
 
@@ -436,17 +442,75 @@ bool EpisodeStore::HistoryKeeps(uint64_t version, uint64_t newest) const {
   return options_.max_history_versions == 0 || version + options_.max_history_versions > newest;
 }
 
-absl::Status EpisodeStore::TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant,
-                                       const std::string& space, uint64_t id, uint64_t newest) {
-  if (HistoryKeeps(0, newest)) return absl::OkStatus();  // nothing old enough to drop
-  const std::string prefix = IdIndexKey(tenant, space, id);
-  const std::string end = HistoryKey(tenant, space, id, newest - options_.max_history_versions + 1);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions read_options;
-  read_options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handles_[kHistory]));
-  for (it->Seek(prefix); it->Valid(); it->Next()) batch.Delete(handles_[kHistory], it->key());
-  return FromRocks(it->status(), "reading history");
+void EpisodeStore::TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant,
+                               const std::string& space, uint64_t id, uint64_t previous,
+                               uint64_t newest) {
+  const uint64_t max = options_.max_history_versions;
+  if (max == 0 || newest <= max) return;
+  // Kept while `previous` was the newest: versions above previous - max.
+  const uint64_t first = previous > max ? previous - max + 1 : 1;
+  for (uint64_t version = first; version <= newest - max; ++version) {
+    batch.Delete(handles_[kHistory], HistoryKey(tenant, space, id, version));
+  }
+}
+
+absl::Status EpisodeStore::ApplyHistoryLimit() {
+  const uint64_t limit = options_.max_history_versions;
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), handles_[kDefault], kHistoryLimitKey, &value);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the history limit");
+  const uint64_t recorded = s.ok() ? DecodeFixed64(value) : 0;  // none: every version kept
+  if (s.ok() && recorded == limit) return absl::OkStatus();
+  uint64_t trimmed = 0;
+  if (limit != 0 && (recorded == 0 || limit < recorded)) {
+    // Keys are (tenant, space, id, version), the version 8 bytes at the end:
+    // one episode's versions are adjacent, oldest first.
+    const absl::Time start = absl::Now();
+    rocksdb::WriteBatch batch;
+    std::string episode;
+    std::vector<std::pair<std::string, uint64_t>> versions;  // one episode's
+    auto trim_episode = [&]() -> absl::Status {
+      if (versions.empty()) return absl::OkStatus();
+      const uint64_t newest = versions.back().second;
+      for (const auto& [key, version] : versions) {
+        if (HistoryKeeps(version, newest)) break;
+        batch.Delete(handles_[kHistory], key);
+        ++trimmed;
+      }
+      versions.clear();
+      if (batch.Count() < 10000) return absl::OkStatus();
+      absl::Status committed = Commit(&batch, DiskGuard::Write::kFrees);
+      batch.Clear();
+      return committed;
+    };
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), handles_[kHistory]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key = it->key().ToStringView();
+      if (key.size() < 8) return absl::DataLossError("a history key shorter than its version");
+      if (key.substr(0, key.size() - 8) != episode) {
+        if (absl::Status done = trim_episode(); !done.ok()) return done;
+        episode = std::string(key.substr(0, key.size() - 8));
+      }
+      versions.emplace_back(std::string(key), DecodeFixed64(key.substr(key.size() - 8)));
+    }
+    if (absl::Status status = FromRocks(it->status(), "reading history"); !status.ok()) {
+      return status;
+    }
+    if (absl::Status done = trim_episode(); !done.ok()) return done;
+    if (batch.Count() > 0) {
+      if (absl::Status committed = Commit(&batch, DiskGuard::Write::kFrees); !committed.ok()) {
+        return committed;
+      }
+    }
+    spdlog::info("event=history_trimmed max_history_versions={} versions_dropped={} seconds={:.2f}",
+                 limit, trimmed, absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  // Admitted below the free-space floor, like the trim: it only frees.
+  rocksdb::WriteBatch record;
+  record.Put(handles_[kDefault], kHistoryLimitKey, EncodeFixed64(limit));
+  return Commit(&record, DiskGuard::Write::kFrees);
 }
 
 uint64_t EpisodeStore::MemtableBytes() {
@@ -775,10 +839,7 @@ absl::StatusOr<std::vector<PutResult>> EpisodeStore::PutEpisodes(const std::stri
       lexical.Remove(old);
       batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
                 EncodeEpisode(old));
-      if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, old.id, old.version);
-          !trimmed.ok()) {
-        return trimmed;
-      }
+      TrimHistory(batch, tenant, space_name, old.id, old.version - 1, old.version);
       results[i] = {e.id, false, true};
     } else {
       e.id = next_episode_id_.fetch_add(1);
@@ -935,10 +996,8 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
         batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, old.id, old.version),
                   EncodeEpisode(old));
       }
-      if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, e.id, newest);
-          !trimmed.ok()) {
-        return trimmed;
-      }
+      // What the held version's history kept and the import's does not.
+      if (held.ok()) TrimHistory(batch, tenant, space_name, e.id, held->version - 1, newest);
     }
     batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, e.agent_id, e.id),
               EncodeEpisode(e));
@@ -1129,10 +1188,7 @@ absl::StatusOr<Episode> EpisodeStore::UpdateEpisode(const std::string& tenant,
   }
   batch.Put(handles_[kHistory], HistoryKey(tenant, space_name, update.id, current->version),
             EncodeEpisode(*current));
-  if (absl::Status trimmed = TrimHistory(batch, tenant, space_name, update.id, current->version);
-      !trimmed.ok()) {
-    return trimmed;
-  }
+  TrimHistory(batch, tenant, space_name, update.id, current->version - 1, current->version);
   batch.Put(handles_[kEpisodes], EpisodeKey(tenant, space_name, next.agent_id, next.id),
             EncodeEpisode(next));
   batch.Put(handles_[kVersions], IdIndexKey(tenant, space_name, next.id),

@@ -99,8 +99,10 @@ struct StoreOptions {
   // Older versions kept per episode (the current one is always kept): a
   // write that adds a version to the history drops those past this many, in
   // the same WriteBatch. 0 keeps every version: the history is then the
-  // episode's whole audit trail, and it grows with every update. Lowering it
-  // trims each episode at its next update. Default: 0.
+  // episode's whole audit trail, and it grows with every update. The limit
+  // is recorded in the database; opening it with a lower one (or a first
+  // one) trims every episode's history once, before Open returns.
+  // Default: 0.
   uint64_t max_history_versions = 0;
   StoreLimits limits;
 };
@@ -352,14 +354,21 @@ class EpisodeStore {
   uint64_t EpisodeCount(const std::string& tenant, const std::string& space);
   // Bytes in every memtable: what a flush writes.
   uint64_t MemtableBytes();
-  // With options_.max_history_versions set: deletes in `batch` the history
-  // versions of episode `id` that the limit no longer keeps once `batch`
-  // adds version `newest` (those up to newest - max_history_versions). One
-  // seek; usually one key.
-  absl::Status TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant,
-                           const std::string& space, uint64_t id, uint64_t newest);
-  // Whether the history limit keeps version `version` once `newest` is in.
+  // Whether the history limit keeps version `version` once the newest older
+  // version of its episode is `newest`.
   bool HistoryKeeps(uint64_t version, uint64_t newest) const;
+  // Deletes in `batch` the history versions of episode `id` that the limit
+  // keeps while `previous` is its newest older version (0: none) but not
+  // once `newest` is: blind point deletes, no read. Every earlier write
+  // trimmed under the same limit (ApplyHistoryLimit makes sure), so nothing
+  // older is left; reading would cost a walk over the tombstones of every
+  // earlier trim of the episode.
+  void TrimHistory(rocksdb::WriteBatch& batch, const std::string& tenant, const std::string& space,
+                   uint64_t id, uint64_t previous, uint64_t newest);
+  // At open: records max_history_versions in the database and, when it is
+  // lower than the recorded one (or the first), trims every episode's
+  // history to it in one pass.
+  absl::Status ApplyHistoryLimit();
   // Writes `batch` through the disk guard: a batch that grows the database
   // is refused below the free-space floor; deletes pass.
   absl::Status Commit(rocksdb::WriteBatch* batch, DiskGuard::Write kind = DiskGuard::Write::kGrows);

@@ -697,8 +697,9 @@ std::vector<uint64_t> VersionsOf(EpisodeStore& store, uint64_t id) {
 }
 
 // max_history_versions keeps the newest older versions of each episode, for
-// updates, upserts by key and imports alike; a lower limit than the data
-// was written under trims an episode at its next update, not before.
+// updates, upserts by key and imports alike; opening with a lower limit than
+// the data was written under trims every history at once, a higher one lets
+// histories grow to it.
 TEST_F(EpisodeStoreTest, TheHistoryLimitKeepsTheNewestVersions) {
   CreateSpace();
   EpisodeWrite keyed = Write("a", {1, 0, 0}, "keyed v1");
@@ -715,7 +716,7 @@ TEST_F(EpisodeStoreTest, TheHistoryLimitKeepsTheNewestVersions) {
   EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
 
   Reopen(/*max_history_versions=*/3);
-  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{3, 4, 5, 6}));
   for (int v = 2; v <= 6; ++v) {  // upserts by key
     keyed.episode.text = absl::StrCat("keyed v", v);
     ASSERT_TRUE(store_->PutEpisodes(kTenant, "notes", {keyed}).ok());
@@ -730,6 +731,21 @@ TEST_F(EpisodeStoreTest, TheHistoryLimitKeepsTheNewestVersions) {
   EXPECT_EQ(history->versions.back().text, "plain v7");
   EXPECT_EQ(store_->GetEpisode(kTenant, "notes", plain)->text, "plain v7");
 
+  Reopen(/*max_history_versions=*/5);  // higher: nothing trimmed, room to grow
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{4, 5, 6, 7}));
+  for (int v = 8; v <= 10; ++v) {
+    update.values.text = absl::StrCat("plain v", v);
+    ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  }
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{5, 6, 7, 8, 9, 10}));
+  Reopen(/*max_history_versions=*/0);  // every version kept from now on
+  update.values.text = "plain v11";
+  ASSERT_TRUE(store_->UpdateEpisode(kTenant, "notes", update).ok());
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{5, 6, 7, 8, 9, 10, 11}));
+  Reopen(/*max_history_versions=*/3);
+  EXPECT_EQ(VersionsOf(*store_, plain), (std::vector<uint64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(VersionsOf(*store_, keyed_id), (std::vector<uint64_t>{3, 4, 5, 6}));
+
   // An import into a store with a lower limit keeps only what it allows.
   std::unique_ptr<EpisodeStore> target = OpenShard(dir_.Sub("target"), 1, 1);
   ASSERT_NE(target, nullptr);
@@ -737,7 +753,7 @@ TEST_F(EpisodeStoreTest, TheHistoryLimitKeepsTheNewestVersions) {
   auto imported = target->ImportEpisodes(kTenant, "notes", ExportAgent(*store_, "a"));
   ASSERT_TRUE(imported.ok()) << imported.status();
   EXPECT_EQ(imported->imported, 2u);
-  EXPECT_EQ(VersionsOf(*target, plain), (std::vector<uint64_t>{6, 7}));
+  EXPECT_EQ(VersionsOf(*target, plain), (std::vector<uint64_t>{10, 11}));
   EXPECT_EQ(VersionsOf(*target, keyed_id), (std::vector<uint64_t>{5, 6}));
   keyed.episode.text = "keyed v7";
   ASSERT_TRUE(target->PutEpisodes(kTenant, "notes", {keyed}).ok());
