@@ -9,7 +9,8 @@
 // each put deletes one episode and puts one (`--when-full replace`: the
 // data itself stays the same size, so a growing RSS means a leak). Beside them a prober calls
 // GetSpace and the health check every 50 ms, as a dashboard or a load balancer would, and a sampler
-// reads engramd's RSS every second. After the load, the prober runs 10 s more to show recovery.
+// reads engramd's RSS every second (and the data dir's size every minute). After the load, the
+// prober runs 10 s more to show recovery.
 //
 // Prints a table per run and one `--json` line per run:
 //   bench_soak --concurrency 1,16,64,256 --seconds 600
@@ -17,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -50,6 +52,20 @@ double RssMiB(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
   }
   return 0;
+}
+
+// Bytes under `dir` (the data dir: RocksDB's files and the index
+// snapshots) in MiB. Files vanish while it walks (compactions): skipped.
+double DirMiB(const std::string& dir) {
+  std::error_code ec;
+  uint64_t bytes = 0;
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code size_error;
+    const uint64_t size = it->is_regular_file(size_error) ? it->file_size(size_error) : 0;
+    if (!size_error) bytes += size;
+  }
+  return bytes / (1024.0 * 1024.0);
 }
 
 struct ClassStats {
@@ -218,8 +234,11 @@ nlohmann::json Run(const std::string& engramd, const std::string& engramd_config
     }
   });
   std::vector<std::pair<double, double>> rss;  // (seconds, MiB)
+  std::vector<double> disk_by_minute;          // the data dir's MiB at each whole minute
   while (absl::Now() < end) {
-    rss.emplace_back(absl::ToDoubleSeconds(absl::Now() - start), RssMiB((*daemon)->pid()));
+    const double at = absl::ToDoubleSeconds(absl::Now() - start);
+    rss.emplace_back(at, RssMiB((*daemon)->pid()));
+    if (at >= 60.0 * (disk_by_minute.size() + 1)) disk_by_minute.push_back(DirMiB(dir.Sub("data")));
     absl::SleepFor(absl::Seconds(1));
   }
   for (std::thread& w : workers) w.join();
@@ -305,6 +324,10 @@ nlohmann::json Run(const std::string& engramd, const std::string& engramd_config
     minutes += absl::StrFormat("%s%.0f", minutes.empty() ? "" : " ", mib);
   std::cout << "engramd RSS at each minute (MiB): " << minutes << "\n";
   out["rss_mib_by_minute"] = by_minute;
+  std::string disk;
+  for (double mib : disk_by_minute) disk += absl::StrFormat("%s%.0f", disk.empty() ? "" : " ", mib);
+  std::cout << "data dir at each minute (MiB): " << disk << "\n";
+  out["data_dir_mib_by_minute"] = disk_by_minute;
   out["rss_mib"] = {{"start", rss.empty() ? 0 : rss.front().second},
                     {"max", rss_max},
                     {"end_of_load", half.empty() ? 0 : half.back().second},
