@@ -329,8 +329,8 @@ class HistoryLimitTest(EngramdTestCase):
             self.assertEqual(m.add(f"keyed {v}", [0.0, float(v), 0.0], key="profile"), keyed)
         self.assertEqual([v.text for v in m.history(key="profile")],
                          ["keyed 2", "keyed 3", "keyed 4"])
-        # Dropped versions are gone from searches as well: exact and the
-        # index both find the current vectors only.
+        # Exact and the index both rank the current vectors alone (an old
+        # version's vector would be nearer: [0, 1, 0] was keyed 1's).
         for exact in (True, False):
             hits = m.search([0.0, 1.0, 0.0], k=5, exact=exact)
             self.assertEqual([h.episode.text for h in hits], ["keyed 4", "plain 5"])
