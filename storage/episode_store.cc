@@ -1021,6 +1021,11 @@ absl::StatusOr<ImportResult> EpisodeStore::ImportEpisodes(const std::string& ten
 absl::StatusOr<std::string> EpisodeStore::AgentOf(const std::string& tenant,
                                                   const std::string& space, uint64_t id) {
   if (absl::Status known = CheckSpace(tenant, space); !known.ok()) return known;
+  return ReadAgent(tenant, space, id);
+}
+
+absl::StatusOr<std::string> EpisodeStore::ReadAgent(const std::string& tenant,
+                                                    const std::string& space, uint64_t id) {
   std::string agent;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
@@ -1052,16 +1057,11 @@ absl::StatusOr<uint64_t> EpisodeStore::ResolveKey(const std::string& tenant,
 
 absl::StatusOr<Episode> EpisodeStore::ReadCurrent(const std::string& tenant,
                                                   const std::string& space, uint64_t id) {
-  std::string agent;
-  rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), handles_[kIdIndex], IdIndexKey(tenant, space, id), &agent);
-  if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("episode ", id, " not found in space '", space, "'"));
-  }
-  if (!s.ok()) return FromRocks(s, "reading the id index");
+  absl::StatusOr<std::string> agent = ReadAgent(tenant, space, id);
+  if (!agent.ok()) return agent.status();
   std::string record;
-  s = db_->Get(rocksdb::ReadOptions(), handles_[kEpisodes], EpisodeKey(tenant, space, agent, id),
-               &record);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kEpisodes],
+                               EpisodeKey(tenant, space, *agent, id), &record);
   if (s.IsNotFound()) {
     return absl::DataLossError(absl::StrCat("episode ", id, " is indexed but has no record"));
   }

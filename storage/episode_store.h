@@ -339,6 +339,10 @@ class EpisodeStore {
   // OK when the space exists, else FindSpace's NOT_FOUND.
   absl::Status CheckSpace(const std::string& tenant, const std::string& space)
       ABSL_LOCKS_EXCLUDED(space_mutex_);
+  // The agent an episode belongs to, from the id index (AgentOf without the
+  // space check): NOT_FOUND for a deleted or unknown episode.
+  absl::StatusOr<std::string> ReadAgent(const std::string& tenant, const std::string& space,
+                                        uint64_t id);
   absl::StatusOr<Episode> ReadCurrent(const std::string& tenant, const std::string& space,
                                       uint64_t id);
   absl::Status ValidateEpisode(const SpaceInfo& space, const Episode& episode) const;
