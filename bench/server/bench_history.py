@@ -13,7 +13,9 @@ JSON line per limit.
 
   /usr/bin/python3 bench/server/bench_history.py --updates 20000 --json
 
-Starts its own engramd (build/bin/engramd) in a temporary directory.
+Starts its own engramd (--engramd, default build/bin/engramd) in a
+temporary directory; --engramd lets the same run measure another build
+(for instance the commit before a change).
 """
 import argparse
 import json
@@ -46,14 +48,14 @@ def dir_mib(path):
     return total / 2**20
 
 
-def run(work, limit, updates, dimension):
+def run(engramd, work, limit, updates, dimension):
     config = os.path.join(work, f"limit{limit}.yaml")
     with open(config, "w") as f:
         f.write(f"max_history_versions: {limit}\ndisk_reserve_mb: 0\n")
     data = os.path.join(work, f"data{limit}")
     port = free_port()
     process = subprocess.Popen(
-        [os.path.join(ROOT, "build", "bin", "engramd"), "--listen", f"127.0.0.1:{port}",
+        [engramd, "--listen", f"127.0.0.1:{port}",
          "--data-dir", data, "--metrics-address", "off", "--log-level", "warn",
          "--config", config])
     try:
@@ -81,6 +83,7 @@ def run(work, limit, updates, dimension):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engramd", default=os.path.join(ROOT, "build", "bin", "engramd"))
     parser.add_argument("--limits", default="0,4")
     parser.add_argument("--updates", type=int, default=20000)
     parser.add_argument("--dimension", type=int, default=768)
@@ -89,7 +92,8 @@ def main():
     limits = [int(x) for x in args.limits.split(",")]
     work = tempfile.mkdtemp(prefix="engram-bench-history-")
     try:
-        rows = [run(work, limit, args.updates, args.dimension) for limit in limits]
+        rows = [run(args.engramd, work, limit, args.updates, args.dimension)
+                for limit in limits]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     baseline = next((r for r in rows if r["max_history_versions"] == 0), None)
